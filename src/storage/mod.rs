@@ -1,0 +1,1 @@
+//! Partition log storage (see `../shared/DESIGN.md` §3). Being built on the `storage` branch.
