@@ -2,10 +2,16 @@
 //!
 //! The crate is laid out as `../shared/DESIGN.md` §8 describes: `shard` (executors, router,
 //! ownership), `net` (listeners, connections, framing), `kafka` (dispatch and one handler per
-//! API), `storage` (partition logs), `metadata` (topic table and images), `config` and `limits`.
+//! API), `metadata` (topic table, metadata log, images), `storage` (partition logs), `config`
+//! and `limits`.
 
-#![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod config;
+pub mod kafka;
 pub mod limits;
+pub mod metadata;
+pub mod net;
+pub mod shard;
 pub mod storage;

@@ -2,3 +2,55 @@
 //!
 //! Nothing here is mutable; values that a user may tune live in `config` and are validated
 //! against these ceilings at start.
+
+// ---------------------------------------------------------------------------------------------
+// Network and protocol
+// ---------------------------------------------------------------------------------------------
+
+/// Default for Kafka's `socket.request.max.bytes`: the largest request frame a client may send.
+pub const SOCKET_REQUEST_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+
+/// Ceiling for `socket.request.max.bytes`. The frame length is a signed 32-bit field, so no
+/// frame can legally claim more than this.
+pub const SOCKET_REQUEST_BYTES_MAX: u32 = i32::MAX as u32;
+
+/// Requests one connection may have in flight (read but not yet answered). Reading from the
+/// socket pauses when the bound is reached, so a pipelining client gets backpressure instead
+/// of growing the broker's memory.
+pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 64;
+
+/// Responses smaller than this are coalesced into one buffer (header and body) before they go
+/// to the socket: one send instead of several for the common small response.
+pub const RESPONSE_COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// Capacity of each directed channel of the cross-shard mesh. A full channel makes the sender
+/// wait (backpressure), it never drops or grows.
+pub const MESH_CHANNEL_CAPACITY_MAX: usize = 1024;
+
+/// Cross-shard calls one shard may have awaiting replies at once.
+pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
+
+/// How long a graceful shutdown waits for in-flight requests before it closes connections.
+pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
+
+// ---------------------------------------------------------------------------------------------
+// Metadata
+// ---------------------------------------------------------------------------------------------
+
+/// Kafka's limit on a topic name's length (`Topic.MAX_NAME_LENGTH`).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Partitions one topic may have. Kafka has no hard limit; ours bounds a request that asks
+/// for an absurd count, since every partition costs a directory and open files.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+/// Partitions the whole broker may hold.
+pub const BROKER_PARTITIONS_MAX: usize = 100_000;
+
+/// Records in the metadata log after which shard 0 writes a snapshot and starts a new log.
+pub const METADATA_LOG_RECORDS_MAX: usize = 1_000;
+
+const _: () = assert!(CONNECTION_INFLIGHT_REQUESTS_MAX >= 1);
+const _: () = assert!(SOCKET_REQUEST_BYTES_DEFAULT <= SOCKET_REQUEST_BYTES_MAX);
+const _: () = assert!(TOPIC_PARTITIONS_MAX as usize <= BROKER_PARTITIONS_MAX);
+const _: () = assert!(ROUTER_PENDING_CALLS_MAX >= MESH_CHANNEL_CAPACITY_MAX);

@@ -1,0 +1,509 @@
+//! Typed broker configuration: embedded defaults, then a TOML file, then command-line flags.
+//!
+//! Owner: built once by `main` before any shard starts, then shared read-only (each shard gets
+//! a clone). Nothing here changes after start; dynamic (per-topic, altered at runtime) configs
+//! live in the metadata image.
+//!
+//! Every setting has one key. The broker's own settings use the flag's name (`data-dir`,
+//! `listen`, ...); Kafka's settings use Kafka's names (`socket.request.max.bytes`). In the TOML
+//! file a Kafka name may be written bare (`socket.request.max.bytes = 1048576`, which TOML
+//! reads as nested tables) or quoted; both are flattened back to the dotted name. On the
+//! command line any key can be given with `--set key=value`, and the broker's own settings also
+//! have their flags. Later sources override earlier ones, and each value remembers where it
+//! came from (`ConfigSource`) so that DescribeConfigs can report it.
+//!
+//! Validation is complete before the broker touches the disk or the network: an unknown key or
+//! a bad value is one `ConfigError` line naming the key and the reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use crate::limits;
+
+/// Where a configuration value came from, in Kafka's terms (DescribeConfigs `config_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The embedded default.
+    Default,
+    /// The config file or a command-line flag (Kafka: STATIC_BROKER_CONFIG).
+    Static,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A failure to build the configuration. Every variant names the offending key or file, and
+/// its `Display` is the single line the broker prints before exiting with code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key no setting has.
+    #[error("unknown config key '{key}'")]
+    UnknownKey {
+        /// The key as given.
+        key: String,
+    },
+    /// A value that does not parse or is out of range.
+    #[error("invalid value '{value}' for '{key}': {reason}")]
+    InvalidValue {
+        /// The setting.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A `--set` argument without `=`.
+    #[error("--set expects key=value, got '{0}'")]
+    MalformedSet(String),
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    FileRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or holds a value TOML cannot give us as a scalar.
+    #[error("config file {path}: {reason}")]
+    FileSyntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        reason: String,
+    },
+}
+
+/// One setting's definition: its key, its embedded default and how to check a value.
+#[derive(Debug)]
+pub struct ConfigDef {
+    /// The key, as written in the file and after `--set`.
+    pub name: &'static str,
+    /// The embedded default, as text (parsed by the same code as user values).
+    pub default: &'static str,
+    /// One line for `--help`-style listings and DescribeConfigs documentation.
+    pub doc: &'static str,
+}
+
+/// Every setting the broker understands. DescribeConfigs reports exactly these.
+pub const CONFIG_DEFS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "data-dir",
+        default: "./data",
+        doc: "Directory holding the metadata log and one directory per partition.",
+    },
+    ConfigDef {
+        name: "listen",
+        default: "127.0.0.1:9092",
+        doc: "HOST:PORT the Kafka listener binds on every shard (SO_REUSEPORT); port 0 picks a free port.",
+    },
+    ConfigDef {
+        name: "advertised-listener",
+        default: "",
+        doc: "HOST:PORT given to clients in Metadata; empty means the bound listen address.",
+    },
+    ConfigDef {
+        name: "cores",
+        default: "",
+        doc: "CPU cores to run one shard each on, e.g. 0-3 or 0,2; empty means every online core.",
+    },
+    ConfigDef {
+        name: "node-id",
+        default: "0",
+        doc: "This broker's node id (Kafka node.id), 0 to 2147483647.",
+    },
+    ConfigDef {
+        name: "log-level",
+        default: "info",
+        doc: "Log filter (tracing EnvFilter syntax) used when RUST_LOG is not set.",
+    },
+    ConfigDef {
+        name: "log-format",
+        default: "text",
+        doc: "text or json.",
+    },
+    ConfigDef {
+        name: "shutdown-drain-ms",
+        default: "10000",
+        doc: "How long SIGINT/SIGTERM waits for in-flight requests before closing connections.",
+    },
+    ConfigDef {
+        name: "socket.request.max.bytes",
+        default: "104857600",
+        doc: "Largest request frame a client may send; a larger one closes its connection.",
+    },
+];
+
+/// A value with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// The value, as text.
+    pub value: String,
+    /// Where it came from.
+    pub source: ConfigSource,
+}
+
+/// A Kafka listener address as given to clients: a host name (not resolved) and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedListener {
+    /// Host name or address, as written.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for AdvertisedListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Root of all persistent state.
+    pub data_dir: PathBuf,
+    /// Address every shard's listener binds.
+    pub listen: SocketAddr,
+    /// What Metadata tells clients; `None` means the bound listen address.
+    pub advertised_listener: Option<AdvertisedListener>,
+    /// Cores to run shards on; `None` means all online cores.
+    pub cores: Option<Vec<usize>>,
+    /// Kafka node id.
+    pub node_id: i32,
+    /// Log filter when `RUST_LOG` is unset.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Graceful shutdown bound.
+    pub shutdown_drain_ms: u64,
+    /// Largest accepted request frame.
+    pub socket_request_max_bytes: u32,
+    /// Every setting's value and source, for DescribeConfigs.
+    pub entries: BTreeMap<&'static str, ConfigEntry>,
+}
+
+impl Config {
+    /// The embedded defaults alone.
+    pub fn defaults() -> Config {
+        Self::build(&[]).expect("embedded defaults are valid")
+    }
+
+    /// Builds the configuration from an optional TOML file and then `overrides` (flags and
+    /// `--set`, in command-line order; later wins).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut pairs = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileRead {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            pairs = parse_toml(path, &text)?;
+        }
+        pairs.extend(overrides.iter().cloned());
+        Self::build(&pairs)
+    }
+
+    /// Applies `pairs` over the defaults and validates the result.
+    pub fn build(pairs: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut entries: BTreeMap<&'static str, ConfigEntry> = CONFIG_DEFS
+            .iter()
+            .map(|def| {
+                let entry = ConfigEntry {
+                    value: def.default.to_string(),
+                    source: ConfigSource::Default,
+                };
+                (def.name, entry)
+            })
+            .collect();
+        for (key, value) in pairs {
+            let def = CONFIG_DEFS
+                .iter()
+                .find(|def| def.name == key)
+                .ok_or_else(|| ConfigError::UnknownKey { key: key.clone() })?;
+            entries.insert(
+                def.name,
+                ConfigEntry {
+                    value: value.trim().to_string(),
+                    source: ConfigSource::Static,
+                },
+            );
+        }
+        let get = |key: &str| entries[key].value.as_str();
+
+        let data_dir = PathBuf::from(nonempty("data-dir", get("data-dir"))?);
+        let listen = parse_socket_addr("listen", get("listen"))?;
+        let advertised_listener = match get("advertised-listener") {
+            "" => None,
+            text => Some(parse_advertised("advertised-listener", text)?),
+        };
+        let cores = match get("cores") {
+            "" => None,
+            text => Some(parse_core_list("cores", text)?),
+        };
+        let node_id = parse_int::<i32>("node-id", get("node-id"), 0, i32::MAX as i64)?;
+        let log_level = nonempty("log-level", get("log-level"))?.to_string();
+        let log_format = match get("log-format") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log-format", other, "expected text or json")),
+        };
+        let shutdown_drain_ms =
+            parse_int::<u64>("shutdown-drain-ms", get("shutdown-drain-ms"), 0, 3_600_000)?;
+        let socket_request_max_bytes = parse_int::<u32>(
+            "socket.request.max.bytes",
+            get("socket.request.max.bytes"),
+            1,
+            limits::SOCKET_REQUEST_BYTES_MAX as i64,
+        )?;
+
+        Ok(Config {
+            data_dir,
+            listen,
+            advertised_listener,
+            cores,
+            node_id,
+            log_level,
+            log_format,
+            shutdown_drain_ms,
+            socket_request_max_bytes,
+            entries,
+        })
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn nonempty<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(key, value, "must not be empty"));
+    }
+    Ok(value)
+}
+
+fn parse_int<T>(key: &str, value: &str, min: i64, max: i64) -> Result<T, ConfigError>
+where
+    T: TryFrom<i64>,
+{
+    let parsed: i64 = value
+        .parse()
+        .map_err(|_| invalid(key, value, "expected an integer"))?;
+    if parsed < min || parsed > max {
+        return Err(invalid(
+            key,
+            value,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    T::try_from(parsed).map_err(|_| invalid(key, value, "out of range"))
+}
+
+/// Resolves `HOST:PORT` to the first address it names.
+fn parse_socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let mut addrs = value
+        .to_socket_addrs()
+        .map_err(|err| invalid(key, value, format!("expected HOST:PORT ({err})")))?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(key, value, "resolves to no address"))
+}
+
+fn parse_advertised(key: &str, value: &str) -> Result<AdvertisedListener, ConfigError> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, value, "expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(invalid(key, value, "host is empty"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(key, value, "port must be 1 to 65535"))?;
+    if port == 0 {
+        return Err(invalid(key, value, "port must be 1 to 65535"));
+    }
+    Ok(AdvertisedListener {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses `0-3,6,8-9` into a sorted list without duplicates.
+pub fn parse_core_list(key: &str, value: &str) -> Result<Vec<usize>, ConfigError> {
+    let mut cores = Vec::new();
+    for part in value.split(',') {
+        let part = part.trim();
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let first: usize = first
+            .parse()
+            .map_err(|_| invalid(key, value, format!("'{part}' is not a core or a range")))?;
+        let last: usize = last
+            .parse()
+            .map_err(|_| invalid(key, value, format!("'{part}' is not a core or a range")))?;
+        if first > last {
+            return Err(invalid(key, value, format!("range '{part}' is reversed")));
+        }
+        if last >= 4096 {
+            return Err(invalid(key, value, "core numbers must be below 4096"));
+        }
+        cores.extend(first..=last);
+    }
+    cores.sort_unstable();
+    cores.dedup();
+    Ok(cores)
+}
+
+/// Reads a TOML document into `(dotted key, value)` pairs. Scalars only: a setting is never a
+/// list or a table of its own, so those are refused with the key that holds them.
+fn parse_toml(path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let table: toml::Table =
+        text.parse()
+            .map_err(|err: toml::de::Error| ConfigError::FileSyntax {
+                path: path.to_path_buf(),
+                reason: err.message().to_string(),
+            })?;
+    let mut pairs = Vec::new();
+    flatten_toml(path, "", &table, &mut pairs)?;
+    Ok(pairs)
+}
+
+fn flatten_toml(
+    path: &Path,
+    prefix: &str,
+    table: &toml::Table,
+    pairs: &mut Vec<(String, String)>,
+) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let text = match value {
+            toml::Value::Table(inner) => {
+                flatten_toml(path, &full, inner, pairs)?;
+                continue;
+            }
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            toml::Value::Array(_) => {
+                return Err(ConfigError::FileSyntax {
+                    path: path.to_path_buf(),
+                    reason: format!("'{full}' must be a single value, not a list"),
+                });
+            }
+        };
+        pairs.push((full, text));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_issue() {
+        let config = Config::defaults();
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(config.node_id, 0);
+        assert_eq!(config.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert!(config.cores.is_none());
+        assert!(config.advertised_listener.is_none());
+        assert!(
+            config
+                .entries
+                .values()
+                .all(|e| e.source == ConfigSource::Default)
+        );
+    }
+
+    #[test]
+    fn toml_dotted_keys_flatten_to_kafka_names_and_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "node-id = 3\nlisten = \"127.0.0.1:1234\"\nsocket.request.max.bytes = 4096\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), &pairs(&[("node-id", "7")])).unwrap();
+        assert_eq!(config.node_id, 7);
+        assert_eq!(config.listen.port(), 1234);
+        assert_eq!(config.socket_request_max_bytes, 4096);
+        assert_eq!(
+            config.entries["socket.request.max.bytes"].source,
+            ConfigSource::Static
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("node-id", "-1"),
+            ("node-id", "abc"),
+            ("listen", "nonsense"),
+            ("advertised-listener", "host:0"),
+            ("advertised-listener", "hostonly"),
+            ("cores", "3-1"),
+            ("cores", "x"),
+            ("log-format", "xml"),
+            ("socket.request.max.bytes", "0"),
+            ("socket.request.max.bytes", "4294967295"),
+        ];
+        for (key, value) in cases {
+            let err = Config::build(&pairs(&[(key, value)])).unwrap_err();
+            let line = err.to_string();
+            assert!(line.contains(key), "{line} should name {key}");
+            assert!(!line.contains('\n'));
+        }
+        let err = Config::build(&pairs(&[("no.such.key", "1")])).unwrap_err();
+        assert_eq!(err.to_string(), "unknown config key 'no.such.key'");
+    }
+
+    #[test]
+    fn core_lists() {
+        assert_eq!(parse_core_list("cores", "0-3").unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_core_list("cores", "2, 0,1-2").unwrap(), vec![0, 1, 2]);
+        assert!(parse_core_list("cores", "").is_err());
+    }
+
+    #[test]
+    fn toml_lists_are_refused_with_the_key() {
+        let err = parse_toml(Path::new("f.toml"), "cores = [1, 2]").unwrap_err();
+        assert!(err.to_string().contains("'cores'"));
+        let err = parse_toml(Path::new("f.toml"), "listen = ").unwrap_err();
+        assert!(err.to_string().starts_with("config file f.toml"));
+    }
+}

@@ -1,0 +1,230 @@
+//! Request dispatch: the table of handlers, header parsing and version negotiation.
+//!
+//! Owner: called by a connection's reader task on the shard that accepted the connection, once
+//! per frame and in arrival order. `dispatch` itself is synchronous: it parses the header,
+//! picks the handler and returns the handler's future, which the connection runs as a task.
+//!
+//! `HANDLERS` is the only list of supported APIs: ApiVersions is built from it, so the broker
+//! can never advertise an API or a version that has no handler. Each handler declares its
+//! version range next to its code.
+//!
+//! What Kafka does with a request it cannot serve, and so what we do:
+//! - a frame too short for a header, an API key we do not serve, or a header that does not
+//!   parse: the connection is closed (Kafka cannot answer without a parsed header);
+//! - an unsupported version of ApiVersions: answered with UNSUPPORTED_VERSION and a version 0
+//!   body listing what we support (KIP-511), so the client can pick a version and retry;
+//! - an unsupported version of any other API: the connection is closed, as Kafka does;
+//! - a body that does not decode at the requested version: the connection is closed.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
+
+use crate::kafka::{api_versions, metadata};
+use crate::shard::ShardContext;
+
+/// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
+#[derive(Debug)]
+pub struct Request {
+    /// The API.
+    pub api_key: ApiKey,
+    /// The request header (API key, version, correlation id, client id).
+    pub header: RequestHeader,
+    /// The undecoded request body.
+    pub body: Bytes,
+}
+
+impl Request {
+    /// The API version the client used.
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    /// Decodes the body as `M` at the request's version. A body that does not decode ends the
+    /// connection, as in Kafka.
+    pub fn decode<M: Decodable>(&self) -> Result<M, HandlerOutcome> {
+        let mut body = self.body.clone();
+        M::decode(&mut body, self.version()).map_err(|err| {
+            HandlerOutcome::Close(format!(
+                "malformed {:?} v{} request: {err}",
+                self.api_key,
+                self.version()
+            ))
+        })
+    }
+
+    /// Encodes `message` as this request's response.
+    pub fn respond<M: Encodable>(&self, message: &M) -> HandlerOutcome {
+        encode_response(
+            self.api_key,
+            self.version(),
+            self.header.correlation_id,
+            message,
+        )
+    }
+}
+
+/// The future a handler returns.
+pub type HandlerFuture = LocalBoxFuture<'static, HandlerOutcome>;
+
+/// One API's handler and the versions it serves.
+#[derive(Debug)]
+pub struct ApiHandler {
+    /// The API.
+    pub key: ApiKey,
+    /// The versions the handler implements, every one of them fully.
+    pub versions: VersionRange,
+    /// Serves one request.
+    pub handle: fn(Rc<ShardContext>, Request) -> HandlerFuture,
+}
+
+/// Every API the broker serves. See the module documentation.
+pub static HANDLERS: &[ApiHandler] = &[metadata::HANDLER, api_versions::HANDLER];
+
+/// The handler for `key`, if the broker serves that API.
+pub fn handler_for(key: i16) -> Option<&'static ApiHandler> {
+    HANDLERS.iter().find(|h| h.key as i16 == key)
+}
+
+/// What a handler produced.
+#[derive(Debug)]
+pub enum HandlerOutcome {
+    /// A response to send.
+    Respond(ResponseFrame),
+    /// The request gets no response (a produce with acks=0).
+    NoResponse,
+    /// The request cannot be served; close the connection after logging the reason.
+    Close(String),
+}
+
+/// An encoded response, ready for the socket.
+#[derive(Debug)]
+pub struct ResponseFrame {
+    /// The request's correlation id.
+    pub correlation_id: i32,
+    /// Response header v1 (with a tagged-field section) rather than v0.
+    pub flexible_header: bool,
+    /// The encoded body, in one or more chunks that go to the socket as they are.
+    pub body: Vec<Bytes>,
+}
+
+/// Encodes `message` as the response to a request of `api_key` at `version`.
+pub fn encode_response<M: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    message: &M,
+) -> HandlerOutcome {
+    let mut body = BytesMut::new();
+    match message.encode(&mut body, version) {
+        Ok(()) => HandlerOutcome::Respond(ResponseFrame {
+            correlation_id,
+            flexible_header: api_key.response_header_version(version) >= 1,
+            body: vec![body.freeze()],
+        }),
+        // Our own response does not encode: a bug, but one that must cost one connection, not
+        // the broker.
+        Err(err) => HandlerOutcome::Close(format!(
+            "cannot encode {api_key:?} v{version} response: {err}"
+        )),
+    }
+}
+
+/// The result of dispatching one frame.
+pub enum Dispatched {
+    /// The handler's future, to be run as a task; its outcome goes to the socket in order.
+    Started(HandlerFuture),
+    /// The request cannot be served at all; close the connection with this reason.
+    Refused(String),
+}
+
+impl std::fmt::Debug for Dispatched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dispatched::Started(_) => f.write_str("Started"),
+            Dispatched::Refused(reason) => write!(f, "Refused({reason})"),
+        }
+    }
+}
+
+/// Parses `frame`'s header and starts its handler. See the module documentation.
+pub fn dispatch(context: &Rc<ShardContext>, frame: Bytes) -> Dispatched {
+    // api_key, api_version and correlation_id are the first 8 bytes of every header version.
+    if frame.len() < 8 {
+        return Dispatched::Refused(format!(
+            "request of {} bytes is too short for a request header",
+            frame.len()
+        ));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Some(handler) = handler_for(key) else {
+        let name = ApiKey::try_from(key)
+            .map(|k| format!("{k:?}"))
+            .unwrap_or_else(|_| "unknown".to_string());
+        return Dispatched::Refused(format!("API key {key} ({name}) is not supported"));
+    };
+    if version < handler.versions.min || version > handler.versions.max {
+        if handler.key == ApiKey::ApiVersions {
+            let outcome = api_versions::unsupported_version(correlation_id);
+            return Dispatched::Started(futures::future::ready(outcome).boxed_local());
+        }
+        return Dispatched::Refused(format!(
+            "{:?} v{version} is not supported (supported: v{} to v{})",
+            handler.key, handler.versions.min, handler.versions.max
+        ));
+    }
+    let mut rest = frame;
+    let header_version = handler.key.request_header_version(version);
+    let header = match RequestHeader::decode(&mut rest, header_version) {
+        Ok(header) => header,
+        Err(err) => {
+            return Dispatched::Refused(format!(
+                "malformed {:?} v{version} request header: {err}",
+                handler.key
+            ));
+        }
+    };
+    let request = Request {
+        api_key: handler.key,
+        header,
+        body: rest,
+    };
+    Dispatched::Started((handler.handle)(context.clone(), request))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn every_handler_range_is_within_the_schema_and_keys_are_unique() {
+        for handler in HANDLERS {
+            let schema = handler.key.valid_versions();
+            assert!(handler.versions.min >= schema.min, "{:?}", handler.key);
+            assert!(handler.versions.max <= schema.max, "{:?}", handler.key);
+            assert!(!handler.versions.is_empty(), "{:?}", handler.key);
+            let same = HANDLERS.iter().filter(|h| h.key == handler.key).count();
+            assert_eq!(same, 1, "{:?} registered twice", handler.key);
+        }
+        assert!(MetadataRequest::VERSIONS.max >= 12);
+        assert!(ApiVersionsRequest::VERSIONS.max >= 3);
+    }
+
+    #[test]
+    fn handler_lookup() {
+        assert!(handler_for(ApiKey::ApiVersions as i16).is_some());
+        assert!(handler_for(ApiKey::Metadata as i16).is_some());
+        // Produce is not served until the data plane exists.
+        assert!(handler_for(ApiKey::Produce as i16).is_none());
+        assert!(handler_for(-1).is_none());
+        assert!(handler_for(i16::MAX).is_none());
+    }
+}

@@ -1,0 +1,64 @@
+//! The one place where broker errors become Kafka error codes.
+//!
+//! Every failure a client can cause is mapped here, so a handler never chooses a code by hand
+//! and two APIs never disagree about the same failure.
+
+use kafka_protocol::ResponseError;
+
+use crate::metadata::MetadataError;
+use crate::shard::RouterError;
+
+/// Kafka's "no error".
+pub const NONE: i16 = 0;
+
+/// The Kafka error code for a refused metadata change or lookup.
+pub fn metadata_error_code(err: &MetadataError) -> i16 {
+    let kind = match err {
+        MetadataError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetadataError::DuplicateTopic(_) => ResponseError::InvalidRequest,
+        MetadataError::Storage(_) => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
+/// The Kafka error code when a request could not reach the shard that owns its data.
+pub fn router_error_code(err: &RouterError) -> i16 {
+    match err {
+        // The owner is stopping (shutdown): the client should retry elsewhere or later.
+        RouterError::ShardGone(_) => ResponseError::NotLeaderOrFollower.code(),
+        RouterError::NoSuchShard { .. } => ResponseError::UnknownServerError.code(),
+        RouterError::Overloaded(_) => ResponseError::RequestTimedOut.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_kafkas() {
+        assert_eq!(
+            metadata_error_code(&MetadataError::InvalidTopicName(String::new())),
+            17
+        );
+        assert_eq!(
+            metadata_error_code(&MetadataError::TopicExists(String::new())),
+            36
+        );
+        assert_eq!(
+            metadata_error_code(&MetadataError::UnknownTopic(String::new())),
+            3
+        );
+        assert_eq!(
+            metadata_error_code(&MetadataError::InvalidPartitions(String::new())),
+            37
+        );
+        assert_eq!(
+            metadata_error_code(&MetadataError::Storage(String::new())),
+            56
+        );
+    }
+}

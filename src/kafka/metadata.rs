@@ -1,0 +1,216 @@
+//! Metadata (key 3), versions 0 to 12: brokers, cluster id, controller, topics and partitions.
+//!
+//! Owner: any shard; answers from the shard's current metadata image, without a cross-shard
+//! call. The broker is a cluster of one: it is every partition's leader and only replica, and
+//! the controller. Leader epochs are 0 until replication exists.
+//!
+//! Which topics: a null list (v1+) or an empty list at v0 means all topics; otherwise the
+//! topics named (by name, or by id from v10), each once, in request order. A topic that does
+//! not exist is answered UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID when asked by id), and
+//! an illegal name INVALID_TOPIC_EXCEPTION. Automatic topic creation comes with the data plane;
+//! until then `allow_auto_topic_creation` has no effect.
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use uuid::Uuid;
+
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::kafka::error;
+use crate::metadata::TopicImage;
+use crate::metadata::topic_name::validate_topic_name;
+use crate::shard::ShardContext;
+
+/// The versions served.
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::Metadata,
+    versions: VERSIONS,
+    handle,
+};
+
+/// Kafka's `AclOperation` codes, for the authorized-operations bit sets. With no authorizer
+/// configured, Kafka reports every operation that applies to the resource as allowed.
+mod acl_operation {
+    pub const READ: i32 = 3;
+    pub const WRITE: i32 = 4;
+    pub const CREATE: i32 = 5;
+    pub const DELETE: i32 = 6;
+    pub const ALTER: i32 = 7;
+    pub const DESCRIBE: i32 = 8;
+    pub const CLUSTER_ACTION: i32 = 9;
+    pub const DESCRIBE_CONFIGS: i32 = 10;
+    pub const ALTER_CONFIGS: i32 = 11;
+    pub const IDEMPOTENT_WRITE: i32 = 12;
+}
+
+fn bits(operations: &[i32]) -> i32 {
+    operations.iter().fold(0, |acc, op| acc | (1 << op))
+}
+
+fn topic_operations() -> i32 {
+    use acl_operation::*;
+    bits(&[
+        READ,
+        WRITE,
+        CREATE,
+        DELETE,
+        ALTER,
+        DESCRIBE,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+    ])
+}
+
+fn cluster_operations() -> i32 {
+    use acl_operation::*;
+    bits(&[
+        CREATE,
+        ALTER,
+        DESCRIBE,
+        CLUSTER_ACTION,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+        IDEMPOTENT_WRITE,
+    ])
+}
+
+/// Kafka's "operations not requested" marker.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    futures::future::ready(answer(&context, &request)).boxed_local()
+}
+
+fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
+    let body: MetadataRequest = match request.decode() {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let version = request.version();
+    let image = context.image();
+    let node_id = context.identity.node_id;
+    let include_topic_operations = version >= 8 && body.include_topic_authorized_operations;
+    let describe = |topic: &TopicImage| describe_topic(topic, node_id, include_topic_operations);
+
+    let all_topics = match &body.topics {
+        None => true,
+        Some(list) => list.is_empty() && version == 0,
+    };
+    let topics: Vec<MetadataResponseTopic> = if all_topics {
+        image.topics.values().map(describe).collect()
+    } else {
+        let mut seen_names: Vec<&str> = Vec::new();
+        let mut seen_ids: Vec<Uuid> = Vec::new();
+        let mut answered = Vec::new();
+        for wanted in body.topics.iter().flatten() {
+            match &wanted.name {
+                Some(name) => {
+                    let name = name.0.as_str();
+                    if seen_names.contains(&name) {
+                        continue;
+                    }
+                    seen_names.push(name);
+                    answered.push(match image.topic(name) {
+                        Some(topic) => describe(topic),
+                        None if validate_topic_name(name).is_err() => topic_error(
+                            Some(name),
+                            Uuid::nil(),
+                            ResponseError::InvalidTopicException,
+                        ),
+                        None => topic_error(
+                            Some(name),
+                            Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        ),
+                    });
+                }
+                None => {
+                    if seen_ids.contains(&wanted.topic_id) {
+                        continue;
+                    }
+                    seen_ids.push(wanted.topic_id);
+                    answered.push(match image.topic_by_id(wanted.topic_id) {
+                        Some(topic) if !wanted.topic_id.is_nil() => describe(topic),
+                        _ => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
+                    });
+                }
+            }
+        }
+        answered
+    };
+
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node_id))
+        .with_host(StrBytes::from_string(context.advertised.host.clone()))
+        .with_port(i32::from(context.advertised.port));
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(StrBytes::from_string(
+            context.identity.cluster_id.clone(),
+        )))
+        .with_controller_id(BrokerId(node_id))
+        .with_topics(topics);
+    if (8..=10).contains(&version) && body.include_cluster_authorized_operations {
+        response = response.with_cluster_authorized_operations(cluster_operations());
+    }
+    request.respond(&response)
+}
+
+fn describe_topic(
+    topic: &TopicImage,
+    node_id: i32,
+    include_operations: bool,
+) -> MetadataResponseTopic {
+    let partitions = (0..topic.partitions)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_error_code(error::NONE)
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(node_id))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(error::NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(topic.is_internal())
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_operations {
+            topic_operations()
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        })
+}
+
+fn topic_error(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_string()))))
+        .with_topic_id(id)
+        .with_topic_authorized_operations(OPERATIONS_NOT_REQUESTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_bit_sets_match_kafka() {
+        // Topics: READ..DESCRIBE (bits 3 to 8), DESCRIBE_CONFIGS and ALTER_CONFIGS (10, 11).
+        // Cluster: CREATE (5), ALTER to IDEMPOTENT_WRITE (7 to 12).
+        assert_eq!(topic_operations(), 3576);
+        assert_eq!(cluster_operations(), 8096);
+    }
+}

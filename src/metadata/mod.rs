@@ -1,0 +1,15 @@
+//! Topic metadata: the authoritative table on shard 0, its persistence, and the immutable
+//! images every shard reads (DESIGN.md §2).
+//!
+//! Lifecycle: `main` opens the store and replays it before any shard starts; every shard starts
+//! with that image; shard 0's `Controller` commits changes and publishes each new image to all
+//! shards in commit order.
+
+pub mod controller;
+pub mod image;
+pub mod store;
+pub mod topic_name;
+
+pub use controller::{Controller, ControllerRequest, ControllerResponse, MetadataError, NewTopic};
+pub use image::{MetadataImage, TopicImage};
+pub use store::{MetadataStore, NodeIdentity, StoreError};

@@ -1,0 +1,147 @@
+//! Shards: one glommio executor per core, the state each owns, and how they talk.
+//!
+//! Owner: each `ShardContext` lives inside one executor for the life of the process; it is
+//! `Rc`-shared by that shard's tasks and never crosses threads (it is not `Send`). What crosses
+//! between shards is `router::Envelope` over the channel mesh.
+//!
+//! Lifecycle (see `pool`): join the mesh, build the context, start the mesh receivers, bind the
+//! listener, report ready to `main`; run until a `Stop` request; on shutdown the controller
+//! shard sends `Drain` to all (stop accepting, finish in-flight requests) and then `Stop`.
+
+pub mod ownership;
+pub mod pool;
+pub mod router;
+pub mod shutdown;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::TaskQueueHandle;
+use glommio::sync::Gate;
+use tracing::{info, warn};
+
+use crate::config::{AdvertisedListener, Config};
+use crate::metadata::{Controller, ControllerResponse, MetadataImage, NodeIdentity};
+pub use ownership::{ShardId, shard_for};
+pub use router::{Router, RouterError, ShardPost, ShardRequest, ShardResponse};
+use shutdown::ShutdownSignal;
+
+/// The task queues of a shard: request handling runs where latency matters; background work
+/// (retention, compaction, index rebuilds) gets few shares so it never sits in front of a
+/// produce.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskQueues {
+    /// Connections, request handlers and cross-shard calls.
+    pub requests: TaskQueueHandle,
+    /// Housekeeping.
+    pub background: TaskQueueHandle,
+}
+
+/// Everything one shard owns. See the module documentation.
+#[derive(Debug)]
+pub struct ShardContext {
+    /// This shard.
+    pub id: ShardId,
+    /// The CPU core the executor is pinned to, if it is pinned.
+    pub core: Option<usize>,
+    /// Number of shards in the broker.
+    pub shard_count: usize,
+    /// The broker configuration (read-only).
+    pub config: Config,
+    /// Node id and cluster id.
+    pub identity: NodeIdentity,
+    /// The address the listener is bound to (the real port when `listen` asked for port 0).
+    pub listen_addr: SocketAddr,
+    /// What Metadata advertises.
+    pub advertised: AdvertisedListener,
+    /// Cross-shard calls.
+    pub router: Router,
+    /// The task queues.
+    pub queues: TaskQueues,
+    /// The controller, on shard 0 only.
+    pub controller: Option<Controller>,
+    /// Raised when the shard starts draining: stop accepting, stop reading new requests.
+    pub draining: ShutdownSignal,
+    /// Raised when the shard is to stop.
+    pub stopping: ShutdownSignal,
+    /// Every open connection holds a pass; draining waits for the gate to close.
+    pub connections: Gate,
+    image: RefCell<Rc<MetadataImage>>,
+}
+
+impl ShardContext {
+    /// The current metadata image. Cheap: an `Rc` clone.
+    pub fn image(&self) -> Rc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// Installs `image` if it is newer than the current one. Images from the controller arrive
+    /// in order; the check makes a stale or repeated image harmless anyway.
+    pub fn install_image(&self, image: Rc<MetadataImage>) {
+        let mut current = self.image.borrow_mut();
+        if image.offset > current.offset {
+            *current = image;
+        }
+    }
+
+    /// Applies a one-way message from another shard, synchronously.
+    pub fn apply_post(&self, post: ShardPost) {
+        match post {
+            ShardPost::InstallImage(image) => self.install_image(Rc::new(*image)),
+        }
+    }
+
+    /// Serves a request addressed to this shard, whether it came over the mesh or from a local
+    /// caller.
+    pub async fn serve(self: &Rc<Self>, from: ShardId, request: ShardRequest) -> ShardResponse {
+        match request {
+            ShardRequest::Ping { payload } => ShardResponse::Pong {
+                shard: self.id,
+                payload,
+            },
+            ShardRequest::Controller(request) => {
+                let Some(controller) = &self.controller else {
+                    warn!(%from, "controller request sent to a shard that is not the controller");
+                    return ShardResponse::Controller(ControllerResponse::NotController);
+                };
+                let publish = |image: Rc<MetadataImage>| {
+                    let context = self.clone();
+                    async move {
+                        context.install_image(image.clone());
+                        context
+                            .router
+                            .broadcast(|| ShardPost::InstallImage(Box::new((*image).clone())))
+                            .await;
+                    }
+                };
+                ShardResponse::Controller(controller.handle(request, publish).await)
+            }
+            ShardRequest::Drain => {
+                self.drain().await;
+                ShardResponse::Done
+            }
+            ShardRequest::Stop => {
+                self.stopping.raise();
+                ShardResponse::Done
+            }
+        }
+    }
+
+    /// Stops accepting, lets open connections finish their in-flight requests, and waits for
+    /// them to close, up to `shutdown-drain-ms`.
+    async fn drain(&self) {
+        self.draining.raise();
+        let bound = Duration::from_millis(self.config.shutdown_drain_ms);
+        let closed = glommio::timer::timeout(bound, self.connections.close()).await;
+        match closed {
+            Ok(()) => info!(shard = %self.id, "drained"),
+            Err(_) => warn!(
+                shard = %self.id,
+                drain_ms = self.config.shutdown_drain_ms,
+                "connections still busy after the drain bound; closing them"
+            ),
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Starting and stopping the executor pool.
+//!
+//! Owner: `start` runs on the main thread; it spawns one glommio executor per selected core,
+//! each pinned with `Placement::Fixed(core)`, and returns once every shard listens (or one of
+//! them failed). DESIGN.md §1 names `LocalExecutorPoolBuilder`; we spawn the executors one by
+//! one with `LocalExecutorBuilder` instead, because the pool builder does not tell a thread
+//! which core it got, and each shard logs its core and creates its own task queues.
+//!
+//! Shard ids are the executors' indexes in the channel mesh (glommio numbers mesh peers as they
+//! register), so they run 0..N-1 whatever cores were chosen. Whichever executor becomes shard 0
+//! takes the metadata store and the signal listener and acts as controller.
+//!
+//! Shutdown: shard 0 waits for SIGINT or SIGTERM on glommio's blocking pool, then sends
+//! `Drain` to every shard (itself included) and, once all are drained, `Stop`. A second signal
+//! during the drain exits at once.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+
+use crate::config::{AdvertisedListener, Config};
+use crate::limits;
+use crate::metadata::{Controller, MetadataImage, MetadataStore, NodeIdentity};
+use crate::net;
+use crate::shard::router::{self, Envelope, Router};
+use crate::shard::shutdown::ShutdownSignal;
+use crate::shard::{ShardContext, ShardId, ShardRequest, TaskQueues};
+
+/// Why the broker could not start. `Display` is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A selected core is not online.
+    #[error("invalid value for 'cores': core {core} is not online (online cores: {online:?})")]
+    CoreNotOnline {
+        /// The core asked for.
+        core: usize,
+        /// The cores that are.
+        online: Vec<usize>,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An executor could not be created (most often: locked memory).
+    #[error(
+        "cannot start the executor for core {core}: {reason}. glommio needs locked memory for \
+         io_uring: run `ulimit -l unlimited` (or set LimitMEMLOCK=infinity in the systemd unit) \
+         and start again"
+    )]
+    Executor {
+        /// The core.
+        core: usize,
+        /// glommio's error.
+        reason: String,
+    },
+    /// A shard failed while starting.
+    #[error("shard on core {core} failed to start: {reason}")]
+    Shard {
+        /// The core.
+        core: usize,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What each executor needs to build its shard. Cloned into every executor thread.
+#[derive(Debug, Clone)]
+pub struct BrokerSpec {
+    /// The configuration.
+    pub config: Config,
+    /// Node and cluster ids.
+    pub identity: NodeIdentity,
+    /// The image replayed from the metadata store.
+    pub image: MetadataImage,
+}
+
+/// Things exactly one shard (the one that becomes shard 0) takes.
+struct ControllerParts {
+    store: MetadataStore,
+    signals: Option<Signals>,
+}
+
+struct ShardReady {
+    shard: ShardId,
+    core: usize,
+}
+
+/// A started broker: every shard listens.
+#[derive(Debug)]
+pub struct RunningBroker {
+    /// The bound listen address (with the real port).
+    pub listen_addr: SocketAddr,
+    /// What Metadata advertises.
+    pub advertised: AdvertisedListener,
+    handles: Vec<(usize, ExecutorJoinHandle<Result<(), String>>)>,
+}
+
+impl RunningBroker {
+    /// Waits until every shard has stopped. Returns false if any shard failed.
+    pub fn wait(self) -> bool {
+        let mut clean = true;
+        for (core, handle) in self.handles {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    error!(core, %reason, "shard stopped with an error");
+                    clean = false;
+                }
+                Err(err) => {
+                    error!(core, %err, "shard executor failed");
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }
+}
+
+/// The cores the broker runs on: the configured list (each must be online) or every online
+/// core.
+pub fn select_cores(config: &Config) -> Result<Vec<usize>, StartError> {
+    let mut online: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    online.sort_unstable();
+    if online.is_empty() {
+        online = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    }
+    match &config.cores {
+        None => Ok(online),
+        Some(cores) => {
+            if let Some(&core) = cores.iter().find(|c| !online.contains(c)) {
+                return Err(StartError::CoreNotOnline { core, online });
+            }
+            Ok(cores.clone())
+        }
+    }
+}
+
+/// Starts one shard per core in `cores` and returns once all listen.
+///
+/// `install_signals`: whether shard 0 handles SIGINT/SIGTERM (the `serve` command) or the
+/// caller stops the broker itself (in-process tests).
+pub fn start(
+    spec: BrokerSpec,
+    store: MetadataStore,
+    cores: &[usize],
+    install_signals: bool,
+) -> Result<RunningBroker, StartError> {
+    assert!(!cores.is_empty(), "at least one core is selected");
+    let (listen_addr, port_holder) =
+        net::listener::reserve_port(spec.config.listen).map_err(|source| StartError::Bind {
+            addr: spec.config.listen,
+            source,
+        })?;
+    let advertised =
+        spec.config
+            .advertised_listener
+            .clone()
+            .unwrap_or_else(|| AdvertisedListener {
+                host: listen_addr.ip().to_string(),
+                port: listen_addr.port(),
+            });
+    let signals = if install_signals {
+        Some(
+            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+                .map_err(StartError::Signals)?,
+        )
+    } else {
+        None
+    };
+    let controller_parts = Arc::new(Mutex::new(Some(ControllerParts { store, signals })));
+    let mesh = MeshBuilder::<Envelope, _>::full(cores.len(), limits::MESH_CHANNEL_CAPACITY_MAX);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<ShardReady, String>>();
+
+    let mut handles = Vec::with_capacity(cores.len());
+    for &core in cores {
+        let spec = spec.clone();
+        let mesh = mesh.clone();
+        let ready_tx = ready_tx.clone();
+        let controller_parts = controller_parts.clone();
+        let advertised = advertised.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("shard-core{core}"))
+            .spawn(move || async move {
+                let result = run_shard(
+                    spec,
+                    core,
+                    mesh,
+                    controller_parts,
+                    listen_addr,
+                    advertised,
+                    ready_tx.clone(),
+                )
+                .await;
+                if let Err(reason) = &result {
+                    let _ = ready_tx.send(Err(reason.clone()));
+                }
+                result
+            })
+            .map_err(|err| StartError::Executor {
+                core,
+                reason: err.to_string(),
+            })?;
+        handles.push((core, handle));
+    }
+    drop(ready_tx);
+
+    for _ in cores {
+        match ready_rx.recv() {
+            Ok(Ok(ready)) => info!(shard = %ready.shard, core = ready.core, "shard ready"),
+            Ok(Err(reason)) => {
+                return Err(StartError::Shard {
+                    core: cores[0],
+                    reason,
+                });
+            }
+            Err(_) => {
+                // Every sender is gone without a report: an executor thread died early.
+                let reason = handles
+                    .into_iter()
+                    .filter_map(|(core, h)| match h.join() {
+                        Err(err) => Some(StartError::Executor {
+                            core,
+                            reason: err.to_string(),
+                        }),
+                        Ok(Err(reason)) => Some(StartError::Shard { core, reason }),
+                        Ok(Ok(())) => None,
+                    })
+                    .next();
+                return Err(reason.unwrap_or(StartError::Shard {
+                    core: cores[0],
+                    reason: "executor exited before listening".to_string(),
+                }));
+            }
+        }
+    }
+    // Every shard has bound the port itself now; the placeholder socket can go.
+    drop(port_holder);
+    Ok(RunningBroker {
+        listen_addr,
+        advertised,
+        handles,
+    })
+}
+
+async fn run_shard(
+    spec: BrokerSpec,
+    core: usize,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    controller_parts: Arc<Mutex<Option<ControllerParts>>>,
+    listen_addr: SocketAddr,
+    advertised: AdvertisedListener,
+    ready_tx: mpsc::Sender<Result<ShardReady, String>>,
+) -> Result<(), String> {
+    let shard_count = mesh.nr_peers();
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|err| format!("joining the shard mesh: {err}"))?;
+    let id = ShardId(senders.peer_id());
+    let executor = glommio::executor();
+    let queues = TaskQueues {
+        requests: executor.create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(Duration::from_millis(1)),
+            "requests",
+        ),
+        background: executor.create_task_queue(
+            Shares::Static(50),
+            Latency::NotImportant,
+            "background",
+        ),
+    };
+    let parts = if id == ShardId::CONTROLLER {
+        controller_parts
+            .lock()
+            .expect("startup lock is never poisoned")
+            .take()
+    } else {
+        None
+    };
+    let (controller, signals) = match parts {
+        Some(parts) => (
+            Some(Controller::new(parts.store, spec.image.clone())),
+            parts.signals,
+        ),
+        None => (None, None),
+    };
+    let image = Rc::new(spec.image);
+    let context = Rc::new_cyclic(|weak| ShardContext {
+        id,
+        core: Some(core),
+        shard_count,
+        config: spec.config,
+        identity: spec.identity,
+        listen_addr,
+        advertised,
+        router: Router::new(id, shard_count, senders, weak.clone()),
+        queues,
+        controller,
+        draining: ShutdownSignal::new(),
+        stopping: ShutdownSignal::new(),
+        connections: glommio::sync::Gate::new(),
+        image: std::cell::RefCell::new(image),
+    });
+
+    glommio::spawn_local_into(
+        router::run_mesh_receivers(context.clone(), receivers),
+        queues.requests,
+    )
+    .map_err(|err| err.to_string())?
+    .detach();
+
+    let listener =
+        net::listener::bind(listen_addr).map_err(|err| format!("binding {listen_addr}: {err}"))?;
+    info!(shard = %id, core, shards = shard_count, addr = %listen_addr, "shard started");
+    glommio::spawn_local_into(
+        net::listener::accept_loop(context.clone(), listener),
+        queues.requests,
+    )
+    .map_err(|err| err.to_string())?
+    .detach();
+    let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
+    drop(ready_tx);
+
+    if let Some(signals) = signals {
+        glommio::spawn_local_into(
+            shutdown_on_signal(context.clone(), signals),
+            queues.background,
+        )
+        .map_err(|err| err.to_string())?
+        .detach();
+    }
+
+    context.stopping.raised().await;
+    info!(shard = %id, "shard stopped");
+    Ok(())
+}
+
+/// Shard 0: waits for SIGINT/SIGTERM, then drains and stops every shard.
+async fn shutdown_on_signal(context: Rc<ShardContext>, mut signals: Signals) {
+    let signal = glommio::executor()
+        .spawn_blocking(move || {
+            let first = signals.forever().next();
+            // A second signal while draining means "now".
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    error!(signal, "second signal during shutdown: exiting now");
+                    std::process::exit(1);
+                }
+            });
+            first
+        })
+        .await;
+    info!(?signal, "shutdown requested: draining connections");
+    shutdown_all(&context).await;
+}
+
+/// Drains every shard (concurrently), then stops every other shard and finally this one.
+pub async fn shutdown_all(context: &Rc<ShardContext>) {
+    let drains = (0..context.shard_count).map(|shard| {
+        context
+            .router
+            .call(ShardId(shard), ShardRequest::Drain)
+            .map(move |r| (shard, r))
+    });
+    for (shard, result) in futures::future::join_all(drains).await {
+        if let Err(err) = result {
+            warn!(shard, %err, "drain failed");
+        }
+    }
+    for shard in (0..context.shard_count).filter(|&s| s != context.id.0) {
+        // A shard that stops before its reply is sent shows up as ShardGone: that is success.
+        let _ = context
+            .router
+            .call(ShardId(shard), ShardRequest::Stop)
+            .await;
+    }
+    context.stopping.raise();
+}
