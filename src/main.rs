@@ -150,6 +150,7 @@ fn run(config: Config, cores: &[usize]) -> anyhow::Result<bool> {
         config,
         identity,
         image,
+        on_shard_ready: None,
     };
     let broker = pool::start(spec, metadata_store, cores, true).map_err(|err| match err {
         StartError::Executor { .. } => anyhow::Error::new(err),

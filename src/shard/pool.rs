@@ -10,9 +10,10 @@
 //! register), so they run 0..N-1 whatever cores were chosen. Whichever executor becomes shard 0
 //! takes the metadata store and the signal listener and acts as controller.
 //!
-//! Shutdown: shard 0 waits for SIGINT or SIGTERM on glommio's blocking pool, then sends
-//! `Drain` to every shard (itself included) and, once all are drained, `Stop`. A second signal
-//! during the drain exits at once.
+//! Shutdown: a thread waits for SIGINT or SIGTERM and forwards it to shard 0 over a channel
+//! (so does `RunningBroker::shutdown`); shard 0 waits on that channel from glommio's blocking
+//! pool, then sends `Drain` to every shard (itself included) and, once all are drained, `Stop`.
+//! A second signal during the drain exits at once.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -80,7 +81,7 @@ pub enum StartError {
 }
 
 /// What each executor needs to build its shard. Cloned into every executor thread.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerSpec {
     /// The configuration.
     pub config: Config,
@@ -88,12 +89,27 @@ pub struct BrokerSpec {
     pub identity: NodeIdentity,
     /// The image replayed from the metadata store.
     pub image: MetadataImage,
+    /// Run inside every shard once it listens (tests use it to reach into shards).
+    pub on_shard_ready: Option<ShardHook>,
+}
+
+/// A function run inside a shard's executor, with its context.
+pub type ShardHook = Arc<dyn Fn(Rc<ShardContext>) + Send + Sync>;
+
+impl std::fmt::Debug for BrokerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSpec")
+            .field("config", &self.config)
+            .field("identity", &self.identity)
+            .field("topics", &self.image.topics.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Things exactly one shard (the one that becomes shard 0) takes.
 struct ControllerParts {
     store: MetadataStore,
-    signals: Option<Signals>,
+    stop_requests: mpsc::Receiver<()>,
 }
 
 struct ShardReady {
@@ -109,9 +125,16 @@ pub struct RunningBroker {
     /// What Metadata advertises.
     pub advertised: AdvertisedListener,
     handles: Vec<(usize, ExecutorJoinHandle<Result<(), String>>)>,
+    stop_tx: mpsc::Sender<()>,
 }
 
 impl RunningBroker {
+    /// Asks the broker to shut down gracefully (as SIGTERM does) and waits for it.
+    pub fn shutdown(self) -> bool {
+        let _ = self.stop_tx.send(());
+        self.wait()
+    }
+
     /// Waits until every shard has stopped. Returns false if any shard failed.
     pub fn wait(self) -> bool {
         let mut clean = true;
@@ -179,15 +202,33 @@ pub fn start(
                 host: listen_addr.ip().to_string(),
                 port: listen_addr.port(),
             });
-    let signals = if install_signals {
-        Some(
-            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-                .map_err(StartError::Signals)?,
-        )
-    } else {
-        None
-    };
-    let controller_parts = Arc::new(Mutex::new(Some(ControllerParts { store, signals })));
+    // Shutdown requests (a signal, or `RunningBroker::shutdown`) reach shard 0 through this
+    // channel; shard 0 waits on it from glommio's blocking pool.
+    let (stop_tx, stop_requests) = mpsc::channel::<()>();
+    if install_signals {
+        let mut signals = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+            .map_err(StartError::Signals)?;
+        let stop_tx = stop_tx.clone();
+        std::thread::Builder::new()
+            .name("signals".to_string())
+            .spawn(move || {
+                let mut forever = signals.forever();
+                if let Some(signal) = forever.next() {
+                    info!(signal, "shutdown requested");
+                    let _ = stop_tx.send(());
+                }
+                // A second signal while draining means "now".
+                if let Some(signal) = forever.next() {
+                    error!(signal, "second signal during shutdown: exiting now");
+                    std::process::exit(1);
+                }
+            })
+            .map_err(StartError::Signals)?;
+    }
+    let controller_parts = Arc::new(Mutex::new(Some(ControllerParts {
+        store,
+        stop_requests,
+    })));
     let mesh = MeshBuilder::<Envelope, _>::full(cores.len(), limits::MESH_CHANNEL_CAPACITY_MAX);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ShardReady, String>>();
 
@@ -259,6 +300,7 @@ pub fn start(
         listen_addr,
         advertised,
         handles,
+        stop_tx,
     })
 }
 
@@ -298,13 +340,14 @@ async fn run_shard(
     } else {
         None
     };
-    let (controller, signals) = match parts {
+    let (controller, stop_requests) = match parts {
         Some(parts) => (
             Some(Controller::new(parts.store, spec.image.clone())),
-            parts.signals,
+            Some(parts.stop_requests),
         ),
         None => (None, None),
     };
+    let on_ready = spec.on_shard_ready.clone();
     let image = Rc::new(spec.image);
     let context = Rc::new_cyclic(|weak| ShardContext {
         id,
@@ -342,13 +385,16 @@ async fn run_shard(
     let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
     drop(ready_tx);
 
-    if let Some(signals) = signals {
+    if let Some(stop_requests) = stop_requests {
         glommio::spawn_local_into(
-            shutdown_on_signal(context.clone(), signals),
+            shutdown_on_request(context.clone(), stop_requests),
             queues.background,
         )
         .map_err(|err| err.to_string())?
         .detach();
+    }
+    if let Some(hook) = on_ready {
+        hook(context.clone());
     }
 
     context.stopping.raised().await;
@@ -356,22 +402,14 @@ async fn run_shard(
     Ok(())
 }
 
-/// Shard 0: waits for SIGINT/SIGTERM, then drains and stops every shard.
-async fn shutdown_on_signal(context: Rc<ShardContext>, mut signals: Signals) {
-    let signal = glommio::executor()
-        .spawn_blocking(move || {
-            let first = signals.forever().next();
-            // A second signal while draining means "now".
-            std::thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    error!(signal, "second signal during shutdown: exiting now");
-                    std::process::exit(1);
-                }
-            });
-            first
-        })
+/// Shard 0: waits for a shutdown request, then drains and stops every shard.
+async fn shutdown_on_request(context: Rc<ShardContext>, stop_requests: mpsc::Receiver<()>) {
+    // The receiver is moved to the blocking pool and back: `recv` blocks a pool thread, never
+    // the executor. A closed channel (every sender gone) also means stop.
+    let _ = glommio::executor()
+        .spawn_blocking(move || stop_requests.recv())
         .await;
-    info!(?signal, "shutdown requested: draining connections");
+    info!("draining connections");
     shutdown_all(&context).await;
 }
 
