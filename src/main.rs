@@ -52,7 +52,7 @@ struct ServeArgs {
     #[arg(long, value_name = "LIST")]
     cores: Option<String>,
     /// This broker's node id [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     node_id: Option<String>,
     /// Log filter when RUST_LOG is unset, e.g. info or ringbroker=debug [default: info].
     #[arg(long, value_name = "FILTER")]
@@ -182,10 +182,10 @@ fn raise_memlock_limit() {
     {
         return;
     }
-    if soft < hard {
-        if let Err(err) = Resource::MEMLOCK.set(hard, hard) {
-            warn!(%err, "cannot raise RLIMIT_MEMLOCK");
-        }
+    if soft < hard
+        && let Err(err) = Resource::MEMLOCK.set(hard, hard)
+    {
+        warn!(%err, "cannot raise RLIMIT_MEMLOCK");
     }
     let soft = Resource::MEMLOCK.get().map_or(soft, |(s, _)| s);
     info!(

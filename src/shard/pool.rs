@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
+use glommio::{
+    ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares,
+};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
@@ -34,6 +36,11 @@ use crate::net;
 use crate::shard::router::{self, Envelope, Router};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::{ShardContext, ShardId, ShardRequest, TaskQueues};
+
+/// Threads in each shard's blocking pool (glommio's default is one). On shard 0 one of them
+/// waits for shutdown requests for the life of the process, so a second one is needed for the
+/// work that does use the pool (metadata log writes, file creation and removal).
+const BLOCKING_THREADS_PER_SHARD: usize = 2;
 
 /// Why the broker could not start. `Display` is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +248,7 @@ pub fn start(
         let advertised = advertised.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-core{core}"))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
             .spawn(move || async move {
                 let result = run_shard(
                     spec,
