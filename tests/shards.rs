@@ -89,7 +89,7 @@ fn every_shard_reaches_every_shard_and_sees_controller_changes() {
                     .call(ShardId::CONTROLLER, ShardRequest::Controller(request))
                     .await
                     .unwrap();
-                let ShardResponse::Controller(ControllerResponse::CreateTopics(results)) = response
+                let ShardResponse::Controller(ControllerResponse::Results(results)) = response
                 else {
                     panic!("unexpected {response:?}");
                 };
@@ -184,12 +184,10 @@ fn controller_refusals_are_per_topic_and_validate_only_writes_nothing() {
                         .await
                         .unwrap()
                     {
-                        ShardResponse::Controller(ControllerResponse::CreateTopics(results)) => {
-                            results
-                                .into_iter()
-                                .map(|r| r.map(|t| t.name).map_err(|e| e.to_string()))
-                                .collect::<Vec<_>>()
-                        }
+                        ShardResponse::Controller(ControllerResponse::Results(results)) => results
+                            .into_iter()
+                            .map(|r| r.map(|t| t.name).map_err(|e| e.to_string()))
+                            .collect::<Vec<_>>(),
                         other => panic!("unexpected {other:?}"),
                     }
                 }

@@ -24,7 +24,10 @@ use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
-use crate::kafka::{api_versions, metadata};
+use crate::kafka::{
+    alter_configs, api_versions, create_partitions, create_topics, delete_topics, describe_cluster,
+    describe_configs, metadata,
+};
 use crate::shard::ShardContext;
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -83,7 +86,17 @@ pub struct ApiHandler {
 }
 
 /// Every API the broker serves. See the module documentation.
-pub static HANDLERS: &[ApiHandler] = &[metadata::HANDLER, api_versions::HANDLER];
+pub static HANDLERS: &[ApiHandler] = &[
+    metadata::HANDLER,
+    api_versions::HANDLER,
+    create_topics::HANDLER,
+    delete_topics::HANDLER,
+    create_partitions::HANDLER,
+    describe_configs::HANDLER,
+    alter_configs::ALTER_CONFIGS,
+    alter_configs::INCREMENTAL_ALTER_CONFIGS,
+    describe_cluster::HANDLER,
+];
 
 /// The handler for `key`, if the broker serves that API.
 pub fn handler_for(key: i16) -> Option<&'static ApiHandler> {

@@ -18,6 +18,7 @@ pub fn metadata_error_code(err: &MetadataError) -> i16 {
         MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
         MetadataError::DuplicateTopic(_) => ResponseError::InvalidRequest,
         MetadataError::Storage(_) => ResponseError::KafkaStorageError,
     };

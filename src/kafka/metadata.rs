@@ -70,7 +70,8 @@ fn topic_operations() -> i32 {
     ])
 }
 
-fn cluster_operations() -> i32 {
+/// The cluster operations allowed with no authorizer configured.
+pub fn cluster_operations() -> i32 {
     use acl_operation::*;
     bits(&[
         CREATE,

@@ -7,7 +7,14 @@
 //! Message schemas (encode/decode of every version) come from the `kafka-protocol` crate;
 //! framing, the dispatch table, version negotiation and the record-batch data plane are ours.
 
+pub mod admin;
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod dispatch;
 pub mod error;
 pub mod metadata;

@@ -18,6 +18,7 @@ use glommio::sync::Semaphore;
 use tracing::info;
 use uuid::Uuid;
 
+use crate::config::{ValueKind, topic};
 use crate::limits;
 use crate::metadata::image::{MetadataImage, TopicImage};
 use crate::metadata::store::{MetadataRecord, MetadataStore, StoreError, apply_record};
@@ -30,8 +31,22 @@ pub struct NewTopic {
     pub name: String,
     /// Partition count; must be at least 1.
     pub partitions: i32,
-    /// Config overrides, already validated by the caller against the topic config table.
+    /// Config overrides; checked against the topic config table before anything is written.
     pub configs: BTreeMap<String, String>,
+}
+
+/// One change to a topic's config overrides (IncrementalAlterConfigs' operations; the legacy
+/// AlterConfigs is a `replace_all` of `Set`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    /// Set `key` to a value.
+    Set(String, String),
+    /// Remove the override of `key` (back to the broker's value).
+    Delete(String),
+    /// Add items to a list-valued key.
+    Append(String, String),
+    /// Remove items from a list-valued key.
+    Subtract(String, String),
 }
 
 /// A change requested of the controller.
@@ -50,15 +65,32 @@ pub enum ControllerRequest {
         /// The names.
         names: Vec<String>,
     },
+    /// Grow topics to a new partition count; each succeeds or fails on its own.
+    CreatePartitions {
+        /// `(topic, new total partition count)`.
+        topics: Vec<(String, i32)>,
+        /// Check without changing.
+        validate_only: bool,
+    },
+    /// Change one topic's config overrides.
+    AlterTopicConfigs {
+        /// The topic.
+        name: String,
+        /// The changes, applied in order.
+        ops: Vec<ConfigOp>,
+        /// Start from no overrides instead of the current ones (legacy AlterConfigs).
+        replace_all: bool,
+        /// Check without changing.
+        validate_only: bool,
+    },
 }
 
-/// The controller's answer, one result per topic in request order.
+/// The controller's answer: one result per item of the request, in request order, each the
+/// topic as it is (or would be) after the change.
 #[derive(Debug)]
 pub enum ControllerResponse {
-    /// Answer to `CreateTopics`.
-    CreateTopics(Vec<Result<TopicImage, MetadataError>>),
-    /// Answer to `DeleteTopics`.
-    DeleteTopics(Vec<Result<TopicImage, MetadataError>>),
+    /// The per-item results.
+    Results(Vec<Result<TopicImage, MetadataError>>),
     /// The request reached a shard that is not the controller.
     NotController,
 }
@@ -78,6 +110,9 @@ pub enum MetadataError {
     /// A partition count out of range (INVALID_PARTITIONS).
     #[error("{0}")]
     InvalidPartitions(String),
+    /// A config key or value refused (INVALID_CONFIG).
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The same topic appears twice in one request (INVALID_REQUEST).
     #[error("Duplicate topic name '{0}' in the request.")]
     DuplicateTopic(String),
@@ -121,85 +156,30 @@ impl Controller {
             .acquire_permit(1)
             .await
             .expect("the change semaphore is never closed");
-        let before = self.image();
-        let mut after = (*before).clone();
-        let mut records = Vec::new();
-        let is_create = matches!(request, ControllerRequest::CreateTopics { .. });
-        let (results, validate_only) = match request {
-            ControllerRequest::CreateTopics {
-                topics,
-                validate_only,
-            } => {
-                let mut seen = Vec::new();
-                let results = topics
-                    .into_iter()
-                    .map(|topic| {
-                        if seen.contains(&topic.name) {
-                            return Err(MetadataError::DuplicateTopic(topic.name));
-                        }
-                        seen.push(topic.name.clone());
-                        plan_create(&after, topic).inspect(|created| {
-                            let record = MetadataRecord::TopicCreated {
-                                name: created.name.clone(),
-                                id: created.id,
-                                partitions: created.partitions,
-                                configs: created.configs.clone(),
-                            };
-                            let offset = after.offset + 1;
-                            apply_record(&mut after, offset, &record);
-                            records.push((offset, record));
-                        })
-                    })
-                    .collect::<Vec<_>>();
-                (results, validate_only)
-            }
-            ControllerRequest::DeleteTopics { names } => {
-                let results = names
-                    .into_iter()
-                    .map(|name| {
-                        let topic = after
-                            .topic(&name)
-                            .cloned()
-                            .ok_or(MetadataError::UnknownTopic(name))?;
-                        let record = MetadataRecord::TopicDeleted {
-                            name: topic.name.clone(),
-                            id: topic.id,
-                        };
-                        let offset = after.offset + 1;
-                        apply_record(&mut after, offset, &record);
-                        records.push((offset, record));
-                        Ok(topic)
-                    })
-                    .collect::<Vec<_>>();
-                (results, false)
-            }
+        let mut plan = Plan {
+            image: (*self.image()).clone(),
+            records: Vec::new(),
         };
-        let wrap = |results| {
-            if is_create {
-                ControllerResponse::CreateTopics(results)
-            } else {
-                ControllerResponse::DeleteTopics(results)
-            }
-        };
-        if validate_only || records.is_empty() {
-            return wrap(results);
+        let (results, validate_only) = plan.apply(request);
+        if validate_only || plan.records.is_empty() {
+            return ControllerResponse::Results(results);
         }
 
-        if let Err(err) = self.persist(records.clone(), after.clone()).await {
-            let reason = err.to_string();
+        if let Err(err) = self.persist(plan.records.clone(), plan.image.clone()).await {
+            let failure = MetadataError::Storage(err.to_string());
             let failed = results
                 .into_iter()
-                .map(|r| r.and(Err(MetadataError::Storage(reason.clone()))))
+                .map(|r| r.and(Err(failure.clone())))
                 .collect();
-            return wrap(failed);
+            return ControllerResponse::Results(failed);
         }
-        for (offset, record) in &records {
+        for (offset, record) in &plan.records {
             info!(offset, ?record, "metadata change committed");
         }
-        let after = Rc::new(after);
+        let after = Rc::new(plan.image);
         *self.image.borrow_mut() = after.clone();
         publish(after).await;
-        wrap(results)
+        ControllerResponse::Results(results)
     }
 
     /// Writes `records` on the blocking pool. The store is moved into the closure and back, so
@@ -225,6 +205,223 @@ impl Controller {
     }
 }
 
+/// A change being planned: the image as it will be, and the records that make it so.
+struct Plan {
+    image: MetadataImage,
+    records: Vec<(i64, MetadataRecord)>,
+}
+
+impl Plan {
+    fn stage(&mut self, record: MetadataRecord) {
+        let offset = self.image.offset + 1;
+        apply_record(&mut self.image, offset, &record);
+        self.records.push((offset, record));
+    }
+
+    fn topic(&self, name: &str) -> Result<TopicImage, MetadataError> {
+        self.image
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
+    }
+
+    /// Applies `request` to the plan; returns the per-item results and whether the request
+    /// only validates.
+    fn apply(
+        &mut self,
+        request: ControllerRequest,
+    ) -> (Vec<Result<TopicImage, MetadataError>>, bool) {
+        match request {
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => {
+                let mut seen: Vec<String> = Vec::new();
+                let results = topics
+                    .into_iter()
+                    .map(|topic| {
+                        if seen.contains(&topic.name) {
+                            return Err(MetadataError::DuplicateTopic(topic.name));
+                        }
+                        seen.push(topic.name.clone());
+                        let created = plan_create(&self.image, topic)?;
+                        self.stage(MetadataRecord::TopicCreated {
+                            name: created.name.clone(),
+                            id: created.id,
+                            partitions: created.partitions,
+                            configs: created.configs.clone(),
+                        });
+                        Ok(created)
+                    })
+                    .collect();
+                (results, validate_only)
+            }
+            ControllerRequest::DeleteTopics { names } => {
+                let results = names
+                    .into_iter()
+                    .map(|name| {
+                        let topic = self.topic(&name)?;
+                        self.stage(MetadataRecord::TopicDeleted {
+                            name: topic.name.clone(),
+                            id: topic.id,
+                        });
+                        Ok(topic)
+                    })
+                    .collect();
+                (results, false)
+            }
+            ControllerRequest::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
+                let mut seen: Vec<String> = Vec::new();
+                let results = topics
+                    .into_iter()
+                    .map(|(name, count)| {
+                        if seen.contains(&name) {
+                            return Err(MetadataError::DuplicateTopic(name));
+                        }
+                        seen.push(name.clone());
+                        let topic = self.topic(&name)?;
+                        check_partition_growth(&self.image, &topic, count)?;
+                        self.stage(MetadataRecord::PartitionsCreated {
+                            name: topic.name.clone(),
+                            id: topic.id,
+                            partitions: count,
+                        });
+                        self.topic(&name)
+                    })
+                    .collect();
+                (results, validate_only)
+            }
+            ControllerRequest::AlterTopicConfigs {
+                name,
+                ops,
+                replace_all,
+                validate_only,
+            } => {
+                let result = self.topic(&name).and_then(|topic| {
+                    let mut configs = if replace_all {
+                        BTreeMap::new()
+                    } else {
+                        topic.configs.clone()
+                    };
+                    apply_config_ops(&mut configs, &ops)?;
+                    if configs != topic.configs {
+                        self.stage(MetadataRecord::TopicConfigsAltered {
+                            name: topic.name.clone(),
+                            id: topic.id,
+                            configs,
+                        });
+                    }
+                    self.topic(&name)
+                });
+                (vec![result], validate_only)
+            }
+        }
+    }
+}
+
+/// Applies config operations to a topic's overrides, checking every resulting value.
+fn apply_config_ops(
+    configs: &mut BTreeMap<String, String>,
+    ops: &[ConfigOp],
+) -> Result<(), MetadataError> {
+    let invalid = |err: topic::TopicConfigError| MetadataError::InvalidConfig(err.to_string());
+    for op in ops {
+        match op {
+            ConfigOp::Set(key, value) => {
+                topic::check_topic_config(key, value).map_err(invalid)?;
+                configs.insert(key.clone(), value.trim().to_string());
+            }
+            ConfigOp::Delete(key) => {
+                topic::topic_config_def(key)
+                    .ok_or_else(|| invalid(topic::TopicConfigError::UnknownKey(key.clone())))?;
+                configs.remove(key);
+            }
+            ConfigOp::Append(key, value) | ConfigOp::Subtract(key, value) => {
+                let def = topic::topic_config_def(key)
+                    .ok_or_else(|| invalid(topic::TopicConfigError::UnknownKey(key.clone())))?;
+                if !matches!(def.kind(), ValueKind::List(_)) {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "Config value append/subtract is not allowed for config key {key} \
+                         that is not a list"
+                    )));
+                }
+                let current = configs
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| def_default_list(def));
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let present = items.iter().any(|i| i == item);
+                    if matches!(op, ConfigOp::Append(..)) && !present {
+                        items.push(item.to_string());
+                    } else if matches!(op, ConfigOp::Subtract(..)) {
+                        items.retain(|i| i != item);
+                    }
+                }
+                let joined = items.join(",");
+                topic::check_topic_config(key, &joined).map_err(invalid)?;
+                configs.insert(key.clone(), joined);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The broker default of a list-valued topic key, the starting point of an append.
+fn def_default_list(def: &topic::TopicConfigDef) -> String {
+    crate::config::config_def(def.broker_synonym)
+        .map(|d| d.default.to_string())
+        .unwrap_or_default()
+}
+
+fn check_partition_growth(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    count: i32,
+) -> Result<(), MetadataError> {
+    if count < topic.partitions {
+        return Err(MetadataError::InvalidPartitions(format!(
+            "Topic currently has {} partitions, which is higher than the requested {count}.",
+            topic.partitions
+        )));
+    }
+    if count == topic.partitions {
+        return Err(MetadataError::InvalidPartitions(format!(
+            "Topic already has {} partitions.",
+            topic.partitions
+        )));
+    }
+    check_partition_count(image, count - topic.partitions, count)
+}
+
+fn check_partition_count(
+    image: &MetadataImage,
+    added: i32,
+    total: i32,
+) -> Result<(), MetadataError> {
+    if total > limits::TOPIC_PARTITIONS_MAX {
+        return Err(MetadataError::InvalidPartitions(format!(
+            "Number of partitions {total} is larger than the maximum {}.",
+            limits::TOPIC_PARTITIONS_MAX
+        )));
+    }
+    let broker_total = image.partition_count() + added as usize;
+    if broker_total > limits::BROKER_PARTITIONS_MAX {
+        return Err(MetadataError::InvalidPartitions(format!(
+            "The broker would hold {broker_total} partitions, more than its maximum {}.",
+            limits::BROKER_PARTITIONS_MAX
+        )));
+    }
+    Ok(())
+}
+
 fn plan_create(image: &MetadataImage, topic: NewTopic) -> Result<TopicImage, MetadataError> {
     validate_topic_name(&topic.name).map_err(MetadataError::InvalidTopicName)?;
     if image.topic(&topic.name).is_some() {
@@ -235,20 +432,9 @@ fn plan_create(image: &MetadataImage, topic: NewTopic) -> Result<TopicImage, Met
             "Number of partitions must be larger than 0.".to_string(),
         ));
     }
-    if topic.partitions > limits::TOPIC_PARTITIONS_MAX {
-        return Err(MetadataError::InvalidPartitions(format!(
-            "Number of partitions {} is larger than the maximum {}.",
-            topic.partitions,
-            limits::TOPIC_PARTITIONS_MAX
-        )));
-    }
-    let total = image.partition_count() + topic.partitions as usize;
-    if total > limits::BROKER_PARTITIONS_MAX {
-        return Err(MetadataError::InvalidPartitions(format!(
-            "The broker would hold {total} partitions, more than its maximum {}.",
-            limits::BROKER_PARTITIONS_MAX
-        )));
-    }
+    check_partition_count(image, topic.partitions, topic.partitions)?;
+    topic::check_topic_configs(&topic.configs)
+        .map_err(|err| MetadataError::InvalidConfig(err.to_string()))?;
     Ok(TopicImage {
         name: topic.name,
         id: Uuid::new_v4(),

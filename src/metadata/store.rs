@@ -54,6 +54,24 @@ pub enum MetadataRecord {
         /// Its config overrides.
         configs: BTreeMap<String, String>,
     },
+    /// A topic's partition count grew.
+    PartitionsCreated {
+        /// The topic.
+        name: String,
+        /// Its id.
+        id: Uuid,
+        /// The new partition count.
+        partitions: i32,
+    },
+    /// A topic's config overrides were replaced.
+    TopicConfigsAltered {
+        /// The topic.
+        name: String,
+        /// Its id.
+        id: Uuid,
+        /// The complete new set of overrides.
+        configs: BTreeMap<String, String>,
+    },
     /// A topic was deleted.
     TopicDeleted {
         /// Its name.
@@ -228,6 +246,20 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
                     configs: configs.clone(),
                 },
             );
+        }
+        MetadataRecord::PartitionsCreated {
+            name,
+            id,
+            partitions,
+        } => {
+            if let Some(topic) = image.topics.get_mut(name).filter(|t| t.id == *id) {
+                topic.partitions = *partitions;
+            }
+        }
+        MetadataRecord::TopicConfigsAltered { name, id, configs } => {
+            if let Some(topic) = image.topics.get_mut(name).filter(|t| t.id == *id) {
+                topic.configs = configs.clone();
+            }
         }
         MetadataRecord::TopicDeleted { name, id } => {
             if image.topics.get(name).is_some_and(|t| t.id == *id) {

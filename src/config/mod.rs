@@ -22,6 +22,11 @@ use std::path::{Path, PathBuf};
 
 use crate::limits;
 
+pub mod kind;
+pub mod topic;
+
+pub use kind::ValueKind;
+
 /// Where a configuration value came from, in Kafka's terms (DescribeConfigs `config_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -87,60 +92,232 @@ pub enum ConfigError {
 pub struct ConfigDef {
     /// The key, as written in the file and after `--set`.
     pub name: &'static str,
-    /// The embedded default, as text (parsed by the same code as user values).
+    /// The embedded default, as text (checked by the same code as user values).
     pub default: &'static str,
-    /// One line for `--help`-style listings and DescribeConfigs documentation.
+    /// What values it takes.
+    pub kind: ValueKind,
+    /// One line for listings and DescribeConfigs documentation.
     pub doc: &'static str,
 }
 
-/// Every setting the broker understands. DescribeConfigs reports exactly these.
+const fn def(
+    name: &'static str,
+    default: &'static str,
+    kind: ValueKind,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        default,
+        kind,
+        doc,
+    }
+}
+
+const LONG_MAX: i64 = i64::MAX;
+const INT_MAX: i64 = i32::MAX as i64;
+
+/// Every setting the broker understands. DescribeConfigs on the broker reports exactly these.
+///
+/// Kafka's defaults are kept, with one deliberate exception: `log.flush.interval.messages`
+/// defaults to 1 (fsync before acknowledging every append, DESIGN.md §3) where Kafka leaves
+/// flushing to the OS.
 pub const CONFIG_DEFS: &[ConfigDef] = &[
-    ConfigDef {
-        name: "data-dir",
-        default: "./data",
-        doc: "Directory holding the metadata log and one directory per partition.",
-    },
-    ConfigDef {
-        name: "listen",
-        default: "127.0.0.1:9092",
-        doc: "HOST:PORT the Kafka listener binds on every shard (SO_REUSEPORT); port 0 picks a free port.",
-    },
-    ConfigDef {
-        name: "advertised-listener",
-        default: "",
-        doc: "HOST:PORT given to clients in Metadata; empty means the bound listen address.",
-    },
-    ConfigDef {
-        name: "cores",
-        default: "",
-        doc: "CPU cores to run one shard each on, e.g. 0-3 or 0,2; empty means every online core.",
-    },
-    ConfigDef {
-        name: "node-id",
-        default: "0",
-        doc: "This broker's node id (Kafka node.id), 0 to 2147483647.",
-    },
-    ConfigDef {
-        name: "log-level",
-        default: "info",
-        doc: "Log filter (tracing EnvFilter syntax) used when RUST_LOG is not set.",
-    },
-    ConfigDef {
-        name: "log-format",
-        default: "text",
-        doc: "text or json.",
-    },
-    ConfigDef {
-        name: "shutdown-drain-ms",
-        default: "10000",
-        doc: "How long SIGINT/SIGTERM waits for in-flight requests before closing connections.",
-    },
-    ConfigDef {
-        name: "socket.request.max.bytes",
-        default: "104857600",
-        doc: "Largest request frame a client may send; a larger one closes its connection.",
-    },
+    def(
+        "data-dir",
+        "./data",
+        ValueKind::Text,
+        "Directory holding the metadata log and one directory per partition.",
+    ),
+    def(
+        "listen",
+        "127.0.0.1:9092",
+        ValueKind::Text,
+        "HOST:PORT the Kafka listener binds on every shard (SO_REUSEPORT); port 0 picks a free port.",
+    ),
+    def(
+        "advertised-listener",
+        "",
+        ValueKind::Text,
+        "HOST:PORT given to clients in Metadata; empty means the bound listen address.",
+    ),
+    def(
+        "cores",
+        "",
+        ValueKind::Text,
+        "CPU cores to run one shard each on, e.g. 0-3 or 0,2; empty means every online core.",
+    ),
+    def(
+        "node-id",
+        "0",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "This broker's node id (Kafka node.id).",
+    ),
+    def(
+        "log-level",
+        "info",
+        ValueKind::Text,
+        "Log filter (tracing EnvFilter syntax) used when RUST_LOG is not set.",
+    ),
+    def(
+        "log-format",
+        "text",
+        ValueKind::Choice(&["text", "json"]),
+        "text or json.",
+    ),
+    def(
+        "shutdown-drain-ms",
+        "10000",
+        ValueKind::Long {
+            min: 0,
+            max: 3_600_000,
+        },
+        "How long SIGINT/SIGTERM waits for in-flight requests before closing connections.",
+    ),
+    def(
+        "socket.request.max.bytes",
+        "104857600",
+        ValueKind::Int {
+            min: 1,
+            max: limits::SOCKET_REQUEST_BYTES_MAX as i64,
+        },
+        "Largest request frame a client may send; a larger one closes its connection.",
+    ),
+    def(
+        "num.partitions",
+        "1",
+        ValueKind::Int {
+            min: 1,
+            max: limits::TOPIC_PARTITIONS_MAX as i64,
+        },
+        "Partitions of a topic created without a partition count (auto-created or -1).",
+    ),
+    def(
+        "auto.create.topics.enable",
+        "true",
+        ValueKind::Bool,
+        "Create a topic when a client asks for its metadata or produces to it.",
+    ),
+    def(
+        "default.replication.factor",
+        "1",
+        ValueKind::Short {
+            min: 1,
+            max: i16::MAX as i64,
+        },
+        "Replication factor of topics created without one.",
+    ),
+    def(
+        "delete.topic.enable",
+        "true",
+        ValueKind::Bool,
+        "Whether DeleteTopics may delete topics.",
+    ),
+    def(
+        "min.insync.replicas",
+        "1",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Replicas that must have an acks=all write before it is acknowledged.",
+    ),
+    def(
+        "message.max.bytes",
+        "1048588",
+        ValueKind::NON_NEGATIVE_INT,
+        "Largest record batch a topic accepts (topic: max.message.bytes).",
+    ),
+    def(
+        "log.retention.ms",
+        "604800000",
+        ValueKind::Long {
+            min: -1,
+            max: LONG_MAX,
+        },
+        "Age after which closed segments are deleted; -1 keeps them (topic: retention.ms).",
+    ),
+    def(
+        "log.retention.bytes",
+        "-1",
+        ValueKind::Long {
+            min: -1,
+            max: LONG_MAX,
+        },
+        "Partition size above which the oldest closed segments are deleted; -1 for no limit (topic: retention.bytes).",
+    ),
+    def(
+        "log.segment.bytes",
+        "1073741824",
+        ValueKind::Int {
+            min: 14,
+            max: INT_MAX,
+        },
+        "Segment size at which a partition rolls to a new segment (topic: segment.bytes).",
+    ),
+    def(
+        "log.roll.ms",
+        "604800000",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "Segment age at which a partition rolls to a new segment (topic: segment.ms).",
+    ),
+    def(
+        "log.message.timestamp.type",
+        "CreateTime",
+        ValueKind::Choice(&["CreateTime", "LogAppendTime"]),
+        "Whether record timestamps are the producer's or the broker's (topic: message.timestamp.type).",
+    ),
+    def(
+        "log.flush.interval.messages",
+        "1",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "1 syncs every append before acknowledging it; larger leaves syncing to log.flush.interval.ms or the OS (topic: flush.messages).",
+    ),
+    def(
+        "log.flush.interval.ms",
+        "9223372036854775807",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "Sync interval when appends are not synced one by one (topic: flush.ms).",
+    ),
+    def(
+        "log.index.interval.bytes",
+        "4096",
+        ValueKind::NON_NEGATIVE_INT,
+        "Bytes between entries of the sparse offset index (topic: index.interval.bytes).",
+    ),
+    def(
+        "log.cleanup.policy",
+        "delete",
+        ValueKind::List(&["delete", "compact"]),
+        "delete removes old segments by retention; compact keeps the latest record per key (topic: cleanup.policy).",
+    ),
+    def(
+        "log.retention.check.interval.ms",
+        "300000",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "How often each shard applies retention to its partitions.",
+    ),
 ];
+
+/// The definition of `name`, if the broker has such a setting.
+pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
+    CONFIG_DEFS.iter().find(|def| def.name == name)
+}
 
 /// A value with its provenance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +364,16 @@ pub struct Config {
     pub shutdown_drain_ms: u64,
     /// Largest accepted request frame.
     pub socket_request_max_bytes: u32,
+    /// Partitions of topics created without a count.
+    pub num_partitions: i32,
+    /// Whether Metadata and Produce create unknown topics.
+    pub auto_create_topics_enable: bool,
+    /// Replication factor of topics created without one.
+    pub default_replication_factor: i16,
+    /// Whether DeleteTopics is allowed.
+    pub delete_topic_enable: bool,
+    /// How often retention runs, per shard.
+    pub log_retention_check_interval_ms: u64,
     /// Every setting's value and source, for DescribeConfigs.
     pub entries: BTreeMap<&'static str, ConfigEntry>,
 }
@@ -228,10 +415,11 @@ impl Config {
             })
             .collect();
         for (key, value) in pairs {
-            let def = CONFIG_DEFS
-                .iter()
-                .find(|def| def.name == key)
-                .ok_or_else(|| ConfigError::UnknownKey { key: key.clone() })?;
+            let def =
+                config_def(key).ok_or_else(|| ConfigError::UnknownKey { key: key.clone() })?;
+            def.kind
+                .check(value)
+                .map_err(|reason| invalid(def.name, value, reason))?;
             entries.insert(
                 def.name,
                 ConfigEntry {
@@ -268,7 +456,29 @@ impl Config {
             limits::SOCKET_REQUEST_BYTES_MAX as i64,
         )?;
 
+        let num_partitions =
+            parse_int::<i32>("num.partitions", get("num.partitions"), 1, i64::MAX)?;
+        let auto_create_topics_enable = get("auto.create.topics.enable") == "true";
+        let default_replication_factor = parse_int::<i16>(
+            "default.replication.factor",
+            get("default.replication.factor"),
+            1,
+            i64::MAX,
+        )?;
+        let delete_topic_enable = get("delete.topic.enable") == "true";
+        let log_retention_check_interval_ms = parse_int::<u64>(
+            "log.retention.check.interval.ms",
+            get("log.retention.check.interval.ms"),
+            1,
+            i64::MAX,
+        )?;
+
         Ok(Config {
+            num_partitions,
+            auto_create_topics_enable,
+            default_replication_factor,
+            delete_topic_enable,
+            log_retention_check_interval_ms,
             data_dir,
             listen,
             advertised_listener,

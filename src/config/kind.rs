@@ -1,0 +1,134 @@
+//! What kind of value a setting takes, and the one check every source of values goes through
+//! (the config file, `--set`, CreateTopics, AlterConfigs).
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub enum ValueKind {
+    /// A 32-bit integer within bounds.
+    Int {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// A 64-bit integer within bounds.
+    Long {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// A 16-bit integer within bounds.
+    Short {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// `true` or `false`.
+    Bool,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A comma-separated, non-empty list of words from a fixed set.
+    List(&'static [&'static str]),
+    /// Free text, checked elsewhere (addresses, paths, filters).
+    Text,
+}
+
+/// Kafka's `ConfigType` codes, reported by DescribeConfigs v3+.
+mod config_type {
+    pub const BOOLEAN: i8 = 1;
+    pub const STRING: i8 = 2;
+    pub const INT: i8 = 3;
+    pub const SHORT: i8 = 4;
+    pub const LONG: i8 = 5;
+    pub const LIST: i8 = 7;
+}
+
+impl ValueKind {
+    /// A non-negative 32-bit integer.
+    pub const NON_NEGATIVE_INT: ValueKind = ValueKind::Int {
+        min: 0,
+        max: i32::MAX as i64,
+    };
+
+    /// Checks `value`; the error says why in words fit for a Kafka error message.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let value = value.trim();
+        match *self {
+            ValueKind::Int { min, max }
+            | ValueKind::Long { min, max }
+            | ValueKind::Short { min, max } => {
+                let parsed: i64 = value
+                    .parse()
+                    .map_err(|_| "expected an integer".to_string())?;
+                if parsed < min || parsed > max {
+                    return Err(format!("must be between {min} and {max}"));
+                }
+                Ok(())
+            }
+            ValueKind::Bool => match value {
+                "true" | "false" => Ok(()),
+                _ => Err("expected true or false".to_string()),
+            },
+            ValueKind::Choice(words) => {
+                if words.contains(&value) {
+                    Ok(())
+                } else {
+                    Err(format!("expected one of {}", words.join(", ")))
+                }
+            }
+            ValueKind::List(words) => {
+                let items: Vec<&str> = value.split(',').map(str::trim).collect();
+                if items.iter().all(|i| words.contains(i)) && !value.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "expected a comma-separated list of {}",
+                        words.join(", ")
+                    ))
+                }
+            }
+            ValueKind::Text => Ok(()),
+        }
+    }
+
+    /// The Kafka `ConfigType` code.
+    pub fn kafka_type(&self) -> i8 {
+        match self {
+            ValueKind::Int { .. } => config_type::INT,
+            ValueKind::Long { .. } => config_type::LONG,
+            ValueKind::Short { .. } => config_type::SHORT,
+            ValueKind::Bool => config_type::BOOLEAN,
+            ValueKind::Choice(_) | ValueKind::Text => config_type::STRING,
+            ValueKind::List(_) => config_type::LIST,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks() {
+        let long = ValueKind::Long {
+            min: -1,
+            max: i64::MAX,
+        };
+        assert!(long.check("-1").is_ok());
+        assert!(long.check("-2").is_err());
+        assert!(long.check("9223372036854775807").is_ok());
+        assert!(long.check("x").is_err());
+        assert!(ValueKind::Bool.check("true").is_ok());
+        assert!(ValueKind::Bool.check("yes").is_err());
+        let policy = ValueKind::List(&["delete", "compact"]);
+        assert!(policy.check("delete").is_ok());
+        assert!(policy.check("compact,delete").is_ok());
+        assert!(policy.check("").is_err());
+        assert!(policy.check("remove").is_err());
+        let kind = ValueKind::Choice(&["CreateTime", "LogAppendTime"]);
+        assert!(kind.check("LogAppendTime").is_ok());
+        assert!(kind.check("logappendtime").is_err());
+    }
+}

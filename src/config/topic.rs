@@ -1,0 +1,308 @@
+//! Topic-level configs: the keys a topic may override, their broker-level synonyms, checks,
+//! and resolution into the settings a partition log runs with.
+//!
+//! Owner: pure functions and static tables, used on any shard. A topic's overrides live in the
+//! metadata image (set by CreateTopics and AlterConfigs); every other value comes from the
+//! broker setting that is its synonym (`retention.ms` from `log.retention.ms`, ...), exactly
+//! as Kafka resolves them, and DescribeConfigs reports which source each value came from.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, ConfigSource, ValueKind, config_def};
+
+/// A key a topic may override.
+#[derive(Debug)]
+pub struct TopicConfigDef {
+    /// The topic-level key.
+    pub name: &'static str,
+    /// The broker setting that supplies the value when the topic does not override it.
+    pub broker_synonym: &'static str,
+}
+
+impl TopicConfigDef {
+    /// The kind of value, the same as the broker synonym's.
+    pub fn kind(&self) -> ValueKind {
+        self.synonym_def().kind
+    }
+
+    /// One line of documentation.
+    pub fn doc(&self) -> &'static str {
+        self.synonym_def().doc
+    }
+
+    fn synonym_def(&self) -> &'static crate::config::ConfigDef {
+        config_def(self.broker_synonym).expect("every topic config has a broker synonym")
+    }
+}
+
+/// Every topic-level key the broker implements. CreateTopics and AlterConfigs refuse others.
+pub const TOPIC_CONFIG_DEFS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_synonym: "log.cleanup.policy",
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_synonym: "log.flush.interval.messages",
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_synonym: "log.flush.interval.ms",
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_synonym: "log.index.interval.bytes",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_synonym: "message.max.bytes",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_synonym: "log.message.timestamp.type",
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_synonym: "min.insync.replicas",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_synonym: "log.retention.bytes",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_synonym: "log.retention.ms",
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_synonym: "log.segment.bytes",
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_synonym: "log.roll.ms",
+    },
+];
+
+/// The definition of topic key `name`.
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIG_DEFS.iter().find(|def| def.name == name)
+}
+
+/// Why a topic config was refused; `Display` is the Kafka error message (INVALID_CONFIG).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicConfigError {
+    /// Not a key we implement.
+    #[error("Unknown topic config name: {0}")]
+    UnknownKey(String),
+    /// A value of the wrong kind or out of range.
+    #[error("Invalid value {value} for configuration {key}: {reason}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A key given no value (null) where a value is needed.
+    #[error("Null value not supported for topic configs: {0}")]
+    NullValue(String),
+}
+
+/// Checks one override.
+pub fn check_topic_config(key: &str, value: &str) -> Result<(), TopicConfigError> {
+    let def = topic_config_def(key).ok_or_else(|| TopicConfigError::UnknownKey(key.to_string()))?;
+    def.kind()
+        .check(value)
+        .map_err(|reason| TopicConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason,
+        })
+}
+
+/// Checks a set of overrides.
+pub fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicConfigError> {
+    configs
+        .iter()
+        .try_for_each(|(key, value)| check_topic_config(key, value))
+}
+
+/// Where a topic's effective value came from, in DescribeConfigs' terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicValueSource {
+    /// The topic overrides it (Kafka TOPIC_CONFIG, 1).
+    Topic,
+    /// The broker's synonym, from the config file or a flag (STATIC_BROKER_CONFIG, 4).
+    StaticBroker,
+    /// The broker's synonym at its default (DEFAULT_CONFIG, 5).
+    Default,
+}
+
+impl TopicValueSource {
+    /// Kafka's `ConfigSource` code.
+    pub fn kafka_code(self) -> i8 {
+        match self {
+            TopicValueSource::Topic => 1,
+            TopicValueSource::StaticBroker => 4,
+            TopicValueSource::Default => 5,
+        }
+    }
+}
+
+/// One resolved topic config, for DescribeConfigs.
+#[derive(Debug, Clone)]
+pub struct ResolvedTopicConfig {
+    /// The definition.
+    pub def: &'static TopicConfigDef,
+    /// The effective value.
+    pub value: String,
+    /// Where it came from.
+    pub source: TopicValueSource,
+}
+
+/// Every topic key with its effective value for a topic with `overrides`.
+pub fn resolve_all(
+    overrides: &BTreeMap<String, String>,
+    broker: &Config,
+) -> Vec<ResolvedTopicConfig> {
+    TOPIC_CONFIG_DEFS
+        .iter()
+        .map(|def| match overrides.get(def.name) {
+            Some(value) => ResolvedTopicConfig {
+                def,
+                value: value.clone(),
+                source: TopicValueSource::Topic,
+            },
+            None => {
+                let entry = &broker.entries[def.broker_synonym];
+                ResolvedTopicConfig {
+                    def,
+                    value: entry.value.clone(),
+                    source: match entry.source {
+                        ConfigSource::Default => TopicValueSource::Default,
+                        ConfigSource::Static => TopicValueSource::StaticBroker,
+                    },
+                }
+            }
+        })
+        .collect()
+}
+
+/// The typed settings a partition of a topic runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// `cleanup.policy` includes `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` includes `compact`.
+    pub cleanup_compact: bool,
+    /// `flush.messages`: 1 syncs every append.
+    pub flush_messages: i64,
+    /// `flush.ms`.
+    pub flush_ms: i64,
+    /// `index.interval.bytes`.
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes`.
+    pub max_message_bytes: u32,
+    /// `message.timestamp.type` is LogAppendTime.
+    pub log_append_time: bool,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+    /// `retention.bytes`, -1 for none.
+    pub retention_bytes: i64,
+    /// `retention.ms`, -1 for none.
+    pub retention_ms: i64,
+    /// `segment.bytes`.
+    pub segment_bytes: u32,
+    /// `segment.ms`.
+    pub segment_ms: i64,
+}
+
+/// Resolves a topic's settings. Values were checked when they were stored, so parsing here
+/// cannot fail; an unparsable value would be a bug in the checks, hence the assertions.
+pub fn resolve(overrides: &BTreeMap<String, String>, broker: &Config) -> TopicSettings {
+    let values: BTreeMap<&str, String> = resolve_all(overrides, broker)
+        .into_iter()
+        .map(|r| (r.def.name, r.value))
+        .collect();
+    let long = |key: &str| -> i64 {
+        values[key]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} was checked when stored"))
+    };
+    let policy = &values["cleanup.policy"];
+    TopicSettings {
+        cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
+        cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
+        flush_messages: long("flush.messages"),
+        flush_ms: long("flush.ms"),
+        index_interval_bytes: long("index.interval.bytes") as u32,
+        max_message_bytes: long("max.message.bytes") as u32,
+        log_append_time: values["message.timestamp.type"] == "LogAppendTime",
+        min_insync_replicas: long("min.insync.replicas") as i32,
+        retention_bytes: long("retention.bytes"),
+        retention_ms: long("retention.ms"),
+        segment_bytes: long("segment.bytes") as u32,
+        segment_ms: long("segment.ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_key_has_a_broker_synonym() {
+        for def in TOPIC_CONFIG_DEFS {
+            assert!(config_def(def.broker_synonym).is_some(), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn defaults_resolve_from_the_broker_and_overrides_win() {
+        let broker =
+            Config::build(&[("log.retention.ms".to_string(), "1000".to_string())]).unwrap();
+        let none = BTreeMap::new();
+        let settings = resolve(&none, &broker);
+        assert_eq!(settings.retention_ms, 1000);
+        assert_eq!(settings.segment_bytes, 1 << 30);
+        assert_eq!(settings.flush_messages, 1);
+        assert!(settings.cleanup_delete && !settings.cleanup_compact);
+        let sources: BTreeMap<_, _> = resolve_all(&none, &broker)
+            .into_iter()
+            .map(|r| (r.def.name, r.source))
+            .collect();
+        assert_eq!(sources["retention.ms"], TopicValueSource::StaticBroker);
+        assert_eq!(sources["segment.bytes"], TopicValueSource::Default);
+
+        let overrides = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            (
+                "message.timestamp.type".to_string(),
+                "LogAppendTime".to_string(),
+            ),
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+        ]);
+        let settings = resolve(&overrides, &broker);
+        assert_eq!(settings.retention_ms, -1);
+        assert!(settings.log_append_time);
+        assert!(settings.cleanup_compact && settings.cleanup_delete);
+    }
+
+    #[test]
+    fn checks_name_the_key_in_kafkas_words() {
+        assert_eq!(
+            check_topic_config("retention.ms", "-5")
+                .unwrap_err()
+                .to_string(),
+            "Invalid value -5 for configuration retention.ms: must be between -1 and 9223372036854775807"
+        );
+        assert_eq!(
+            check_topic_config("no.such", "1").unwrap_err().to_string(),
+            "Unknown topic config name: no.such"
+        );
+        assert!(check_topic_config("segment.bytes", "13").is_err());
+        assert!(check_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+}

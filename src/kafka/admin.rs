@@ -1,0 +1,76 @@
+//! What the admin handlers (CreateTopics, DeleteTopics, CreatePartitions, the config APIs)
+//! share: the call to the controller and small conversions.
+//!
+//! Owner: runs on the shard that holds the client's connection; the change itself happens on
+//! shard 0, reached through the router.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::kafka::error;
+use crate::metadata::{ControllerRequest, ControllerResponse, MetadataError, TopicImage};
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+
+/// One result per item of a controller request.
+pub type ControllerResults = Vec<Result<TopicImage, MetadataError>>;
+
+/// Sends `request` to the controller. An `Err` is a failure of the whole request (the
+/// controller could not be reached), as a Kafka error code and message.
+pub async fn call_controller(
+    context: &Rc<ShardContext>,
+    request: ControllerRequest,
+) -> Result<ControllerResults, (i16, String)> {
+    match context
+        .router
+        .call(ShardId::CONTROLLER, ShardRequest::Controller(request))
+        .await
+    {
+        Ok(ShardResponse::Controller(ControllerResponse::Results(results))) => Ok(results),
+        Ok(other) => Err((
+            ResponseError::UnknownServerError.code(),
+            format!("unexpected controller answer: {other:?}"),
+        )),
+        Err(err) => Err((error::router_error_code(&err), err.to_string())),
+    }
+}
+
+/// The Kafka code and message of a per-item metadata failure.
+pub fn metadata_failure(err: &MetadataError) -> (i16, Option<StrBytes>) {
+    (error::metadata_error_code(err), Some(text(err.to_string())))
+}
+
+/// A protocol string from owned text.
+pub fn text(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+/// A protocol topic name from owned text.
+pub fn topic_name(value: impl Into<String>) -> TopicName {
+    TopicName(text(value))
+}
+
+/// Kafka's `ConfigResource.Type` codes.
+pub mod resource_type {
+    /// A topic.
+    pub const TOPIC: i8 = 2;
+    /// A broker (name: the node id, or empty for the cluster-wide default).
+    pub const BROKER: i8 = 4;
+    /// A broker's loggers.
+    pub const BROKER_LOGGER: i8 = 8;
+}
+
+/// Checks that a BROKER resource names this broker: its node id, or empty (the cluster-wide
+/// default, which on a one-broker cluster is this broker).
+pub fn check_broker_resource(context: &ShardContext, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.parse::<i32>() == Ok(context.identity.node_id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Unexpected broker id, expected {} or empty string, but received {name}",
+            context.identity.node_id
+        ))
+    }
+}

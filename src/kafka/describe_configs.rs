@@ -1,0 +1,197 @@
+//! DescribeConfigs (key 32), versions 1 to 4: the effective configs of topics and of this
+//! broker, each with its source, synonyms (if asked) and documentation (v3+, if asked).
+//!
+//! Owner: any shard; answers from its metadata image and the broker configuration, without a
+//! cross-shard call. Topic values come from the topic's overrides (TOPIC_CONFIG) or from the
+//! broker setting that is their synonym (STATIC_BROKER_CONFIG when set in the file or on the
+//! command line, DEFAULT_CONFIG otherwise). Broker settings cannot be changed while the broker
+//! runs yet, so they are all reported read-only.
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::config::{CONFIG_DEFS, ConfigSource, topic};
+use crate::kafka::admin::{self, resource_type, text};
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::metadata::topic_name::validate_topic_name;
+use crate::shard::ShardContext;
+
+/// The versions served.
+pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::DescribeConfigs,
+    versions: VERSIONS,
+    handle,
+};
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    futures::future::ready(answer(&context, &request)).boxed_local()
+}
+
+/// What to include with each config.
+#[derive(Clone, Copy)]
+struct Detail {
+    synonyms: bool,
+    documentation: bool,
+}
+
+fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
+    let body: DescribeConfigsRequest = match request.decode() {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let detail = Detail {
+        synonyms: body.include_synonyms,
+        documentation: request.version() >= 3 && body.include_documentation,
+    };
+    let results = body
+        .resources
+        .iter()
+        .map(|resource| {
+            let name = resource.resource_name.as_str();
+            let wanted = |key: &str| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+            };
+            let outcome = match resource.resource_type {
+                resource_type::TOPIC => describe_topic(context, name, &wanted, detail),
+                resource_type::BROKER => admin::check_broker_resource(context, name)
+                    .map_err(|message| (ResponseError::InvalidRequest.code(), message))
+                    .map(|()| describe_broker(context, &wanted, detail)),
+                other => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("Unsupported resource type {other}"),
+                )),
+            };
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            match outcome {
+                Ok(configs) => result.with_configs(configs),
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(text(message))),
+            }
+        })
+        .collect();
+    request.respond(&DescribeConfigsResponse::default().with_results(results))
+}
+
+type Configs = Vec<DescribeConfigsResourceResult>;
+
+fn describe_topic(
+    context: &ShardContext,
+    name: &str,
+    wanted: &dyn Fn(&str) -> bool,
+    detail: Detail,
+) -> Result<Configs, (i16, String)> {
+    if let Err(reason) = validate_topic_name(name) {
+        return Err((ResponseError::InvalidTopicException.code(), reason));
+    }
+    let image = context.image();
+    let topic = image.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("Topic {name} does not exist"),
+        )
+    })?;
+    Ok(topic::resolve_all(&topic.configs, &context.config)
+        .into_iter()
+        .filter(|resolved| wanted(resolved.def.name))
+        .map(|resolved| {
+            let mut entry = DescribeConfigsResourceResult::default()
+                .with_name(text(resolved.def.name))
+                .with_value(Some(text(resolved.value.clone())))
+                .with_read_only(false)
+                .with_config_source(resolved.source.kafka_code())
+                .with_config_type(resolved.def.kind().kafka_type());
+            if detail.documentation {
+                entry = entry.with_documentation(Some(text(resolved.def.doc())));
+            }
+            if detail.synonyms {
+                let mut synonyms = Vec::new();
+                if let Some(value) = topic.configs.get(resolved.def.name) {
+                    synonyms.push(synonym(
+                        resolved.def.name,
+                        value,
+                        topic::TopicValueSource::Topic.kafka_code(),
+                    ));
+                }
+                let broker = &context.config.entries[resolved.def.broker_synonym];
+                if broker.source == ConfigSource::Static {
+                    synonyms.push(synonym(
+                        resolved.def.broker_synonym,
+                        &broker.value,
+                        STATIC_BROKER_CONFIG,
+                    ));
+                }
+                let default = crate::config::config_def(resolved.def.broker_synonym)
+                    .map_or("", |d| d.default);
+                synonyms.push(synonym(
+                    resolved.def.broker_synonym,
+                    default,
+                    DEFAULT_CONFIG,
+                ));
+                entry = entry.with_synonyms(synonyms);
+            }
+            entry
+        })
+        .collect())
+}
+
+const STATIC_BROKER_CONFIG: i8 = 4;
+const DEFAULT_CONFIG: i8 = 5;
+
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(text(name))
+        .with_value(Some(text(value)))
+        .with_source(source)
+}
+
+fn describe_broker(
+    context: &ShardContext,
+    wanted: &dyn Fn(&str) -> bool,
+    detail: Detail,
+) -> Configs {
+    CONFIG_DEFS
+        .iter()
+        .filter(|def| wanted(def.name))
+        .map(|def| {
+            let entry = &context.config.entries[def.name];
+            let source = match entry.source {
+                ConfigSource::Static => STATIC_BROKER_CONFIG,
+                ConfigSource::Default => DEFAULT_CONFIG,
+            };
+            let mut result = DescribeConfigsResourceResult::default()
+                .with_name(StrBytes::from_static_str(def.name))
+                .with_value(Some(text(entry.value.clone())))
+                .with_read_only(true)
+                .with_config_source(source)
+                .with_config_type(def.kind.kafka_type());
+            if detail.documentation {
+                result = result.with_documentation(Some(StrBytes::from_static_str(def.doc)));
+            }
+            if detail.synonyms {
+                let mut synonyms = Vec::new();
+                if entry.source == ConfigSource::Static {
+                    synonyms.push(synonym(def.name, &entry.value, STATIC_BROKER_CONFIG));
+                }
+                synonyms.push(synonym(def.name, def.default, DEFAULT_CONFIG));
+                result = result.with_synonyms(synonyms);
+            }
+            result
+        })
+        .collect()
+}
