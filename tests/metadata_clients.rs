@@ -206,3 +206,51 @@ fn topics_and_identity_survive_a_restart() {
         .unwrap();
     assert_eq!(metadata.topics().len(), 3);
 }
+
+fn metadata_for(client: &mut support::RawClient, topic: &str, allow: bool) -> (i16, usize) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(allow);
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &request);
+    let topic = &response.topics[0];
+    (topic.error_code, topic.partitions.len())
+}
+
+#[test]
+fn metadata_auto_creates_topics_when_allowed() {
+    const LEADER_NOT_AVAILABLE: i16 = 5;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const INVALID_TOPIC: i16 = 17;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &["--set", "num.partitions=3"]);
+    let mut client = support::RawClient::connect(broker.addr);
+    // The request must allow it (v4+): a consumer-style request does not create.
+    assert_eq!(
+        metadata_for(&mut client, "fresh", false),
+        (UNKNOWN_TOPIC_OR_PARTITION, 0)
+    );
+    // Kafka answers the creating request LEADER_NOT_AVAILABLE; the retry finds the topic.
+    assert_eq!(
+        metadata_for(&mut client, "fresh", true),
+        (LEADER_NOT_AVAILABLE, 0)
+    );
+    assert_eq!(metadata_for(&mut client, "fresh", true), (0, 3));
+    assert_eq!(
+        metadata_for(&mut client, "bad name", true),
+        (INVALID_TOPIC, 0)
+    );
+    drop(broker);
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &["--set", "auto.create.topics.enable=false"]);
+    let mut client = support::RawClient::connect(broker.addr);
+    assert_eq!(
+        metadata_for(&mut client, "fresh", true),
+        (UNKNOWN_TOPIC_OR_PARTITION, 0)
+    );
+}

@@ -7,8 +7,10 @@
 //! Which topics: a null list (v1+) or an empty list at v0 means all topics; otherwise the
 //! topics named (by name, or by id from v10), each once, in request order. A topic that does
 //! not exist is answered UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID when asked by id), and
-//! an illegal name INVALID_TOPIC_EXCEPTION. Automatic topic creation comes with the data plane;
-//! until then `allow_auto_topic_creation` has no effect.
+//! an illegal name INVALID_TOPIC_EXCEPTION. With `auto.create.topics.enable` (and, from v4, the
+//! request's `allow_auto_topic_creation`) an unknown topic named in the request is created
+//! with `num.partitions` partitions through the controller and answered LEADER_NOT_AVAILABLE,
+//! as Kafka answers the request that creates a topic; the client's retry finds it.
 
 use std::rc::Rc;
 
@@ -19,12 +21,14 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tracing::debug;
 use uuid::Uuid;
 
+use crate::kafka::admin;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
-use crate::metadata::TopicImage;
 use crate::metadata::topic_name::validate_topic_name;
+use crate::metadata::{ControllerRequest, NewTopic, TopicImage};
 use crate::shard::ShardContext;
 
 /// The versions served.
@@ -88,14 +92,69 @@ pub fn cluster_operations() -> i32 {
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
-    futures::future::ready(answer(&context, &request)).boxed_local()
+    async move {
+        let body: MetadataRequest = match request.decode() {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
+        };
+        let created = auto_create(&context, &request, &body).await;
+        answer(&context, &request, &body, &created)
+    }
+    .boxed_local()
 }
 
-fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
-    let body: MetadataRequest = match request.decode() {
-        Ok(body) => body,
-        Err(outcome) => return outcome,
+/// Creates the unknown, validly named topics the request asks for, when both the broker
+/// (`auto.create.topics.enable`) and the request (v4+: `allow_auto_topic_creation`) allow it.
+/// Returns the names whose creation was attempted: like Kafka, the response reports them as
+/// LEADER_NOT_AVAILABLE, and the client's next Metadata request finds them.
+async fn auto_create(
+    context: &Rc<ShardContext>,
+    request: &Request,
+    body: &MetadataRequest,
+) -> Vec<String> {
+    let allowed = request.version() < 4 || body.allow_auto_topic_creation;
+    if !allowed || !context.config.auto_create_topics_enable {
+        return Vec::new();
+    }
+    let image = context.image();
+    let mut missing: Vec<String> = Vec::new();
+    for wanted in body.topics.iter().flatten() {
+        if let Some(name) = &wanted.name {
+            let name = name.0.as_str();
+            if image.topic(name).is_none()
+                && validate_topic_name(name).is_ok()
+                && !missing.iter().any(|m| m == name)
+            {
+                missing.push(name.to_string());
+            }
+        }
+    }
+    if missing.is_empty() {
+        return missing;
+    }
+    let request = ControllerRequest::CreateTopics {
+        topics: missing
+            .iter()
+            .map(|name| NewTopic {
+                name: name.clone(),
+                partitions: context.config.num_partitions,
+                configs: Default::default(),
+            })
+            .collect(),
+        validate_only: false,
     };
+    if let Err((code, message)) = admin::call_controller(context, request).await {
+        debug!(code, %message, "auto-creating topics failed");
+    }
+    missing
+}
+
+fn answer(
+    context: &ShardContext,
+    request: &Request,
+    body: &MetadataRequest,
+    created: &[String],
+) -> HandlerOutcome {
     let version = request.version();
     let image = context.image();
     let node_id = context.identity.node_id;
@@ -121,6 +180,9 @@ fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
                     }
                     seen_names.push(name);
                     answered.push(match image.topic(name) {
+                        _ if created.iter().any(|c| c == name) => {
+                            topic_error(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable)
+                        }
                         Some(topic) => describe(topic),
                         None if validate_topic_name(name).is_err() => topic_error(
                             Some(name),
