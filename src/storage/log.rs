@@ -177,7 +177,7 @@ pub struct PartitionLog {
     inner: Rc<LogInner>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -315,7 +315,7 @@ impl PartitionLog {
         })?;
         let (info, outcome) = {
             let mut st = inner.state.borrow_mut();
-            inner.stage(&mut st, &records, &config, offset_count)?
+            inner.stage(&mut st, &records, &config, offset_count, max_timestamp)?
         };
         inner.writer_event.notify_all();
         inner
@@ -666,6 +666,7 @@ impl LogInner {
         records: &Bytes,
         config: &LogConfig,
         offset_count: i64,
+        max_timestamp_ms: i64,
     ) -> StorageResult<(AppendInfo, Rc<RefCell<Option<StorageResult<()>>>>)> {
         let total = records.len();
         if st.staged_bytes + total as u64 > STORAGE_STAGED_BYTES_MAX {
@@ -674,10 +675,19 @@ impl LogInner {
             });
         }
         let now = now_ms();
-        // Roll by size, age, or relative offset overflow.
+        // Roll by size, age, or relative offset overflow. Age is measured as Kafka does: the
+        // incoming batch's timestamp minus the first batch's, or wall time since creation.
         {
             let (_, active) = st.segments.last_key_value().expect("active segment");
-            let age_ms = active.first_timestamp_ms.map_or(0, |t| now - t);
+            let incoming_ms = if config.timestamp_type == TimestampType::LogAppendTime {
+                now
+            } else {
+                max_timestamp_ms
+            };
+            let age_ms = match active.first_timestamp_ms {
+                Some(t) if t >= 0 => incoming_ms - t,
+                _ => now - active.created_ms,
+            };
             let need_roll = active.size_bytes > 0
                 && (active.size_bytes + total as u64 > config.segment_bytes
                     || age_ms > config.segment_ms as i64

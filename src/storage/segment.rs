@@ -63,6 +63,8 @@ pub(crate) struct Segment {
     pub(crate) max_timestamp: (i64, i64),
     /// Max timestamp of the first batch: the reference for `segment.ms` rolls (as in Kafka).
     pub(crate) first_timestamp_ms: Option<i64>,
+    /// Wall-clock creation time (this process's view), for `segment.ms` without timestamps.
+    pub(crate) created_ms: i64,
     pub(crate) bytes_since_index: u64,
     /// Bytes of file space reserved (fallocate) from 0.
     pub(crate) reserved_bytes: u64,
@@ -85,6 +87,7 @@ impl Segment {
             time_index: TimeIndex::default(),
             max_timestamp: (-1, -1),
             first_timestamp_ms: None,
+            created_ms: super::log::now_ms(),
             bytes_since_index: 0,
             reserved_bytes: 0,
             reserving: false,
