@@ -39,9 +39,10 @@ pub const STORAGE_SHARD_CACHE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Failed flush ranges remembered for append futures that have not been polled since.
 pub const STORAGE_FAILED_FLUSHES_MAX: usize = 64;
 
-const _: () = assert!(STORAGE_STAGING_BUFFER_BYTES as u64 % STORAGE_IO_ALIGNMENT_BYTES == 0);
-const _: () = assert!(STORAGE_RESERVE_STEP_BYTES % STORAGE_IO_ALIGNMENT_BYTES == 0);
-const _: () = assert!(STORAGE_SCAN_CHUNK_BYTES as u64 % STORAGE_IO_ALIGNMENT_BYTES == 0);
+const _: () =
+    assert!((STORAGE_STAGING_BUFFER_BYTES as u64).is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
+const _: () = assert!(STORAGE_RESERVE_STEP_BYTES.is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
+const _: () = assert!((STORAGE_SCAN_CHUNK_BYTES as u64).is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
 const _: () = assert!((STORAGE_MESSAGE_BYTES_MAX as u64) < STORAGE_SEGMENT_BYTES_MAX);
 const _: () = assert!((STORAGE_MESSAGE_BYTES_MAX as u64) < STORAGE_STAGED_BYTES_MAX);
 const _: () = assert!(STORAGE_STAGING_BUFFER_BYTES as u64 <= STORAGE_STAGED_BYTES_MAX);

@@ -45,17 +45,17 @@ impl OffsetIndex {
 
     /// Parses an index file; `None` when its shape is damaged (size, ordering, positions).
     pub(crate) fn decode(bytes: &[u8], log_size_bytes: u64) -> Option<OffsetIndex> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return None;
         }
         let mut index = OffsetIndex::default();
         for chunk in bytes.chunks_exact(8) {
             let o = u32::from_be_bytes(chunk[..4].try_into().ok()?);
             let p = u32::from_be_bytes(chunk[4..].try_into().ok()?);
-            if let Some(&(lo, lp)) = index.entries.last() {
-                if o <= lo || p <= lp {
-                    return None;
-                }
+            if let Some(&(lo, lp)) = index.entries.last()
+                && (o <= lo || p <= lp)
+            {
+                return None;
             }
             if p as u64 >= log_size_bytes {
                 return None;
@@ -103,17 +103,17 @@ impl TimeIndex {
     }
 
     pub(crate) fn decode(bytes: &[u8], relative_offset_end: u32) -> Option<TimeIndex> {
-        if bytes.len() % 12 != 0 {
+        if !bytes.len().is_multiple_of(12) {
             return None;
         }
         let mut index = TimeIndex::default();
         for chunk in bytes.chunks_exact(12) {
             let t = i64::from_be_bytes(chunk[..8].try_into().ok()?);
             let o = u32::from_be_bytes(chunk[8..].try_into().ok()?);
-            if let Some(&(lt, lo)) = index.entries.last() {
-                if t < lt || o < lo {
-                    return None;
-                }
+            if let Some(&(lt, lo)) = index.entries.last()
+                && (t < lt || o < lo)
+            {
+                return None;
             }
             if o >= relative_offset_end {
                 return None;

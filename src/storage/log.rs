@@ -120,6 +120,9 @@ impl Default for LogEnv {
     }
 }
 
+/// Result of one staged write, shared by the appends it carries.
+type Outcome = Rc<RefCell<Option<StorageResult<()>>>>;
+
 /// Bytes staged for one write of the writer task.
 #[derive(Debug)]
 struct Staging {
@@ -134,7 +137,7 @@ struct Staging {
     end_offset: i64,
     /// Segment and log state when this staging was started: what a failure rolls back to.
     mark: SegmentMark,
-    outcome: Rc<RefCell<Option<StorageResult<()>>>>,
+    outcome: Outcome,
 }
 
 impl Staging {
@@ -209,12 +212,11 @@ impl PartitionLog {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(entry.path());
-            } else if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 {
-                    if let Ok(base) = stem.parse::<i64>() {
-                        bases.push(base);
-                    }
-                }
+            } else if let Some(stem) = name.strip_suffix(".log")
+                && stem.len() == 20
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                bases.push(base);
             }
         }
         bases.sort_unstable();
@@ -371,14 +373,13 @@ impl PartitionLog {
                     next_base,
                 )
             };
-            if let Some(file) = file {
-                if let Some(bytes) =
+            if let Some(file) = file
+                && let Some(bytes) =
                     read_batches(&file, position, limit, target, max_bytes, high_watermark).await?
-                {
-                    return Ok(ReadSlice {
-                        chunks: vec![bytes],
-                    });
-                }
+            {
+                return Ok(ReadSlice {
+                    chunks: vec![bytes],
+                });
             }
             match next_base {
                 Some(b) if b < high_watermark && b > target => target = b,
@@ -667,7 +668,7 @@ impl LogInner {
         config: &LogConfig,
         offset_count: i64,
         max_timestamp_ms: i64,
-    ) -> StorageResult<(AppendInfo, Rc<RefCell<Option<StorageResult<()>>>>)> {
+    ) -> StorageResult<(AppendInfo, Outcome)> {
         let total = records.len();
         if st.staged_bytes + total as u64 > STORAGE_STAGED_BYTES_MAX {
             return Err(StorageError::Overloaded {
@@ -693,10 +694,10 @@ impl LogInner {
                     || age_ms > config.segment_ms as i64
                     || st.next_offset + offset_count - active.base_offset > u32::MAX as i64);
             if need_roll {
-                if let Some(s) = st.staging.take() {
-                    if s.has_data() {
-                        st.queued.push_back(s);
-                    }
+                if let Some(s) = st.staging.take()
+                    && s.has_data()
+                {
+                    st.queued.push_back(s);
                 }
                 let (_, active) = st.segments.iter_mut().next_back().expect("active");
                 active.sealed = true;
@@ -916,10 +917,10 @@ impl LogInner {
                 .next_back()
                 .and_then(|s| s.file.clone())
         };
-        if let Some(file) = file {
-            if let Err(e) = file.fdatasync().await {
-                tracing::error!(dir = %self.dir.display(), error = %e, "interval fdatasync failed");
-            }
+        if let Some(file) = file
+            && let Err(e) = file.fdatasync().await
+        {
+            tracing::error!(dir = %self.dir.display(), error = %e, "interval fdatasync failed");
         }
     }
 
@@ -1256,10 +1257,7 @@ async fn read_batches(
         let valid = (chunk.len() as u64).min(limit - chunk_start) as usize;
         let mut at = (position - chunk_start) as usize;
         // Skip batches that end before the target.
-        loop {
-            let Some(h) = chunk.get(at..valid).and_then(BatchHeader::view) else {
-                break;
-            };
+        while let Some(h) = chunk.get(at..valid).and_then(BatchHeader::view) {
             let size = h.size_bytes() as usize;
             assert!(
                 size >= BATCH_HEADER_BYTES,
@@ -1355,19 +1353,12 @@ async fn recover_segment(
     if !last {
         let index = read_small_file(&segment_path(dir, base, "index")).await?;
         let time_index = read_small_file(&segment_path(dir, base, "timeindex")).await?;
-        if let (Some(ix), Some(tix)) = (index, time_index) {
-            if let Some(ix) = OffsetIndex::decode(&ix, file_size) {
-                let rel_end = ix.entries.last().map_or(0, |e| e.0 + 1);
-                if let Some(tix) = TimeIndex::decode(&tix, u32::MAX) {
-                    if tix
-                        .entries
-                        .last()
-                        .is_none_or(|e| e.1 >= rel_end.saturating_sub(1) || true)
-                    {
-                        trusted = Some((ix, tix));
-                    }
-                }
-            }
+        if let (Some(ix), Some(tix)) = (index, time_index)
+            && let Some(ix) = OffsetIndex::decode(&ix, file_size)
+            && let Some(tix) = TimeIndex::decode(&tix, u32::MAX)
+        {
+            // The time index's offsets are checked against the scanned end below.
+            trusted = Some((ix, tix));
         }
     }
 
@@ -1412,7 +1403,12 @@ async fn recover_segment(
             true
         })
         .await?;
-        if ok && (expect_last.is_some() || end > 0 || file_size == 0) {
+        let time_index_fits = s
+            .time_index
+            .entries
+            .last()
+            .is_none_or(|&(_, o)| base + (o as i64) < s.next_offset);
+        if ok && time_index_fits && (expect_last.is_some() || end > 0 || file_size == 0) {
             seg = s;
             seg.size_bytes = end;
             rebuild_full = false;
@@ -1498,7 +1494,7 @@ mod tests {
 
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         glommio::LocalExecutorBuilder::default()
-            .spawn(move || f())
+            .spawn(f)
             .expect("executor")
             .join()
             .expect("join");

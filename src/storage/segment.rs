@@ -235,10 +235,10 @@ pub(crate) async fn scan(
             if h.magic != 2 || compute_crc(bytes) != h.crc.get() {
                 return Ok((here, ScanEnd::Corrupt));
             }
-            if let Some(e) = expect_offset {
-                if h.base_offset.get() != e {
-                    return Ok((here, ScanEnd::Corrupt));
-                }
+            if let Some(e) = expect_offset
+                && h.base_offset.get() != e
+            {
+                return Ok((here, ScanEnd::Corrupt));
             }
             if !visit(here, h, bytes) {
                 return Ok((here, ScanEnd::Stopped));
@@ -277,10 +277,10 @@ pub(crate) async fn scan(
             if h.magic != 2 || compute_crc(&big) != h.crc.get() {
                 return Ok((position, ScanEnd::Corrupt));
             }
-            if let Some(e) = expect_offset {
-                if h.base_offset.get() != e {
-                    return Ok((position, ScanEnd::Corrupt));
-                }
+            if let Some(e) = expect_offset
+                && h.base_offset.get() != e
+            {
+                return Ok((position, ScanEnd::Corrupt));
             }
             if !visit(position, h, &big) {
                 return Ok((position, ScanEnd::Stopped));
