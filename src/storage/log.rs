@@ -130,9 +130,14 @@ struct Staging {
     /// Aligned file position of `buf[0]`.
     file_position: u64,
     buf: DmaBuffer,
-    /// Valid bytes in `buf`, the carried-over tail page prefix included.
+    /// Valid bytes in `buf`, the carried-over prefix included.
     len: usize,
+    /// Leading bytes of `buf` that are already on disk (the rewritten tail page); what a
+    /// failed flush keeps.
     prefix_len: usize,
+    /// Holds bytes not yet on disk (new batches, or the tail moved here from a full
+    /// predecessor), so it must be written.
+    dirty: bool,
     /// Next offset after the batches in this staging.
     end_offset: i64,
     /// Segment and log state when this staging was started: what a failure rolls back to.
@@ -142,7 +147,7 @@ struct Staging {
 
 impl Staging {
     fn has_data(&self) -> bool {
-        self.len > self.prefix_len
+        self.dirty
     }
 }
 
@@ -244,6 +249,7 @@ impl PartitionLog {
                     file_position: align_down(seg.size_bytes),
                     len: tail.1,
                     prefix_len: tail.1,
+                    dirty: false,
                     buf: tail.0,
                     end_offset: seg.next_offset,
                     mark: seg.mark(),
@@ -719,34 +725,51 @@ impl LogInner {
         // with its partial tail page.
         let room = |s: &Staging| s.buf.len() - s.len >= total + STORAGE_IO_ALIGNMENT_BYTES as usize;
         if staging.as_ref().is_none_or(|s| !room(s)) {
+            // A full staging buffer is queued cut at its last page boundary; its partial last
+            // page moves to the successor. Queued writes therefore never overlap, and the
+            // writer can have several in flight under one fdatasync.
             let old = staging.take();
-            let prefix_start = align_down(seg.size_bytes);
-            let prefix_len = (seg.size_bytes - prefix_start) as usize;
-            let capacity = (STORAGE_STAGING_BUFFER_BYTES).max(
-                align_up((prefix_len + total) as u64) as usize
-                    + STORAGE_IO_ALIGNMENT_BYTES as usize,
+            let (file_position, moved_len, prefix_len) = match &old {
+                Some(old) => {
+                    assert_eq!(old.file_position + old.len as u64, seg.size_bytes);
+                    let cut = align_down(old.len as u64) as usize;
+                    (
+                        old.file_position + cut as u64,
+                        old.len - cut,
+                        old.prefix_len.saturating_sub(cut),
+                    )
+                }
+                None => {
+                    assert_eq!(
+                        seg.size_bytes % STORAGE_IO_ALIGNMENT_BYTES,
+                        0,
+                        "a partial tail page always has a staging buffer"
+                    );
+                    (seg.size_bytes, 0, 0)
+                }
+            };
+            let capacity = STORAGE_STAGING_BUFFER_BYTES.max(
+                align_up((moved_len + total) as u64) as usize + STORAGE_IO_ALIGNMENT_BYTES as usize,
             );
             let mut buf = alloc_buffer(capacity);
-            if let Some(old) = old {
-                assert_eq!(old.file_position + old.len as u64, seg.size_bytes);
-                let from = (prefix_start - old.file_position) as usize;
-                buf.as_bytes_mut()[..prefix_len]
-                    .copy_from_slice(&old.buf.as_bytes()[from..old.len]);
-                if old.has_data() {
+            let mut dirty = false;
+            if let Some(mut old) = old {
+                let cut = old.len - moved_len;
+                buf.as_bytes_mut()[..moved_len].copy_from_slice(&old.buf.as_bytes()[cut..old.len]);
+                dirty = old.dirty && moved_len > prefix_len;
+                old.len = cut;
+                old.prefix_len = old.prefix_len.min(cut);
+                if old.dirty {
                     queued.push_back(old);
                 }
-            } else {
-                assert_eq!(
-                    prefix_len, 0,
-                    "a partial tail page always has a staging buffer"
-                );
             }
             *staging = Some(Staging {
                 segment_base: seg.base_offset,
-                file_position: prefix_start,
+                file_position,
                 buf,
-                len: prefix_len,
+                len: moved_len,
                 prefix_len,
+                dirty,
                 end_offset: seg.next_offset,
                 mark: seg.mark(),
                 outcome: Rc::default(),
@@ -794,6 +817,7 @@ impl LogInner {
             position += size;
         }
         s.len += total;
+        s.dirty = true;
         s.end_offset = offset;
         *next_offset = offset;
         *staged_bytes += total as u64;
@@ -814,13 +838,13 @@ impl LogInner {
 async fn writer_loop(inner: Rc<LogInner>) {
     loop {
         inner.maybe_interval_sync(false).await;
-        let job = {
+        let group = {
             let mut st = inner.state.borrow_mut();
-            take_job(&mut st)
+            take_group(&mut st)
         };
-        match job {
-            Some(job) => inner.run_job(job).await,
-            None => {
+        match group.is_empty() {
+            false => inner.run_group(group).await,
+            true => {
                 let idle = {
                     let st = inner.state.borrow();
                     st.queued.is_empty() && st.staging.as_ref().is_none_or(|s| !s.has_data())
@@ -850,36 +874,51 @@ async fn writer_loop(inner: Rc<LogInner>) {
     inner.maybe_interval_sync(true).await;
 }
 
-fn take_job(st: &mut LogState) -> Option<Staging> {
-    if let Some(job) = st.queued.pop_front() {
-        return Some(job);
+/// Takes the next group of writes: every queued staging of the oldest pending segment, plus
+/// the current staging if it belongs to that segment. Their byte ranges do not overlap (full
+/// stagings were cut at page boundaries), so they can be written concurrently.
+fn take_group(st: &mut LogState) -> Vec<Staging> {
+    let mut group = Vec::new();
+    let segment = match (st.queued.front(), &st.staging) {
+        (Some(front), _) => front.segment_base,
+        (None, Some(s)) if s.dirty => s.segment_base,
+        _ => return group,
+    };
+    while st.queued.front().is_some_and(|j| j.segment_base == segment) {
+        group.push(st.queued.pop_front().expect("queued"));
     }
-    if !st.staging.as_ref().is_some_and(Staging::has_data) {
-        return None;
+    let take_current = st.queued.is_empty()
+        && st
+            .staging
+            .as_ref()
+            .is_some_and(|s| s.dirty && s.segment_base == segment);
+    if take_current {
+        let job = st.staging.take().expect("staging");
+        // The successor starts with the partial tail page, which the next write rewrites.
+        let end = job.file_position + job.len as u64;
+        let prefix_start = align_down(end);
+        let prefix_len = (end - prefix_start) as usize;
+        let mut buf = alloc_buffer(STORAGE_STAGING_BUFFER_BYTES);
+        let from = (prefix_start - job.file_position) as usize;
+        buf.as_bytes_mut()[..prefix_len].copy_from_slice(&job.buf.as_bytes()[from..job.len]);
+        let seg = st
+            .segments
+            .get(&job.segment_base)
+            .expect("segment of staging");
+        st.staging = Some(Staging {
+            segment_base: job.segment_base,
+            file_position: prefix_start,
+            buf,
+            len: prefix_len,
+            prefix_len,
+            dirty: false,
+            end_offset: job.end_offset,
+            mark: seg.mark(),
+            outcome: Rc::default(),
+        });
+        group.push(job);
     }
-    let job = st.staging.take().expect("staging");
-    // The successor starts with the partial tail page, which the next write rewrites.
-    let end = job.file_position + job.len as u64;
-    let prefix_start = align_down(end);
-    let prefix_len = (end - prefix_start) as usize;
-    let mut buf = alloc_buffer(STORAGE_STAGING_BUFFER_BYTES);
-    let from = (prefix_start - job.file_position) as usize;
-    buf.as_bytes_mut()[..prefix_len].copy_from_slice(&job.buf.as_bytes()[from..job.len]);
-    let seg = st
-        .segments
-        .get(&job.segment_base)
-        .expect("segment of staging");
-    st.staging = Some(Staging {
-        segment_base: job.segment_base,
-        file_position: prefix_start,
-        buf,
-        len: prefix_len,
-        prefix_len,
-        end_offset: job.end_offset,
-        mark: seg.mark(),
-        outcome: Rc::default(),
-    });
-    Some(job)
+    group
 }
 
 impl LogInner {
@@ -924,42 +963,60 @@ impl LogInner {
         }
     }
 
-    async fn run_job(self: &Rc<Self>, job: Staging) {
-        let Staging {
-            segment_base,
-            file_position,
-            mut buf,
-            len,
-            prefix_len,
-            end_offset,
-            mark,
-            outcome,
-        } = job;
-        // Pad the tail page with zeros (the next write rewrites it) and hand the buffer to
-        // the kernel as is: the batches were copied into it once, when staged.
-        let write_len = align_up(len as u64) as usize;
-        buf.as_bytes_mut()[len..write_len].fill(0);
-        buf.trim_to_size(write_len);
-        let buf = Rc::new(buf);
-        match self
-            .write_job(segment_base, file_position, buf.clone())
-            .await
-        {
+    async fn run_group(self: &Rc<Self>, group: Vec<Staging>) {
+        let segment_base = group[0].segment_base;
+        let mut writes = Vec::with_capacity(group.len());
+        let mut first = None;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut new_bytes = 0u64;
+        let mut end = (0u64, 0i64);
+        for job in group {
+            let Staging {
+                file_position,
+                mut buf,
+                len,
+                prefix_len,
+                end_offset,
+                mark,
+                outcome,
+                ..
+            } = job;
+            assert_eq!(job.segment_base, segment_base);
+            new_bytes += (len - prefix_len) as u64;
+            end = (file_position + len as u64, end_offset);
+            outcomes.push(outcome.clone());
+            // Pad the tail page with zeros (the next write rewrites it) and hand the buffer
+            // to the kernel as is: the batches were copied into it once, when staged.
+            let write_len = align_up(len as u64) as usize;
+            buf.as_bytes_mut()[len..write_len].fill(0);
+            buf.trim_to_size(write_len);
+            let buf = Rc::new(buf);
+            if first.is_none() {
+                first = Some((file_position, buf.clone(), prefix_len, mark, outcome));
+            }
+            if len > 0 {
+                writes.push((file_position, buf));
+            }
+        }
+        let result = self.write_group(segment_base, writes).await;
+        let (first_position, first_buf, first_prefix_len, first_mark, _) =
+            first.expect("group is not empty");
+        match result {
             Ok(()) => {
                 let reserve = {
                     let mut st = self.state.borrow_mut();
-                    st.staged_bytes -= (len - prefix_len) as u64;
+                    st.staged_bytes -= new_bytes.min(st.staged_bytes);
                     let config = self.config.get();
                     if config.flush != FlushPolicy::EveryAppend && st.unsynced_since.is_none() {
                         st.unsynced_since = Some(Instant::now());
                     }
                     let seg = st.segments.get_mut(&segment_base).expect("segment");
-                    seg.written_bytes = file_position + len as u64;
+                    seg.written_bytes = end.0;
                     assert!(
-                        end_offset > self.high_watermark.get(),
+                        end.1 > self.high_watermark.get(),
                         "high watermark only grows"
                     );
-                    self.high_watermark.set(end_offset);
+                    self.high_watermark.set(end.1);
                     let target = (seg.reserved_bytes + STORAGE_RESERVE_STEP_BYTES)
                         .min(align_up(config.segment_bytes));
                     let reserve = self.env.reserve_space
@@ -975,32 +1032,31 @@ impl LogInner {
                 if let Some((base, file, target)) = reserve {
                     self.spawn_reservation(base, file, target);
                 }
-                *outcome.borrow_mut() = Some(Ok(()));
+                for o in outcomes {
+                    *o.borrow_mut() = Some(Ok(()));
+                }
                 self.data_event.notify_all();
             }
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "log write failed, rolling back");
-                let buf = match Rc::try_unwrap(buf) {
+                let buf = match Rc::try_unwrap(first_buf) {
                     Ok(b) => b,
                     Err(shared) => {
                         let mut b = alloc_buffer(STORAGE_STAGING_BUFFER_BYTES);
-                        b.as_bytes_mut()[..prefix_len]
-                            .copy_from_slice(&shared.as_bytes()[..prefix_len]);
+                        b.as_bytes_mut()[..first_prefix_len]
+                            .copy_from_slice(&shared.as_bytes()[..first_prefix_len]);
                         b
                     }
                 };
-                *outcome.borrow_mut() = Some(Err(e.clone()));
+                for o in &outcomes {
+                    *o.borrow_mut() = Some(Err(e.clone()));
+                }
                 self.rollback(
-                    Staging {
-                        segment_base,
-                        file_position,
-                        buf,
-                        len,
-                        prefix_len,
-                        end_offset,
-                        mark,
-                        outcome,
-                    },
+                    segment_base,
+                    first_position,
+                    buf,
+                    first_prefix_len,
+                    first_mark,
                     e,
                 );
                 self.data_event.notify_all();
@@ -1008,11 +1064,10 @@ impl LogInner {
         }
     }
 
-    async fn write_job(
+    async fn write_group(
         &self,
         segment_base: i64,
-        file_position: u64,
-        buf: Rc<DmaBuffer>,
+        writes: Vec<(u64, Rc<DmaBuffer>)>,
     ) -> StorageResult<()> {
         let config = self.config.get();
         // Finalize the previous segment the first time its successor is written.
@@ -1078,11 +1133,6 @@ impl LogInner {
                 f
             }
         };
-        assert_eq!(
-            file_position % STORAGE_IO_ALIGNMENT_BYTES,
-            0,
-            "DMA position aligned"
-        );
         let injected = self.write_faults.get();
         if injected > 0 {
             self.write_faults.set(injected - 1);
@@ -1091,16 +1141,23 @@ impl LogInner {
                 std::io::Error::from_raw_os_error(libc::ENOSPC),
             ));
         }
-        let write_len = buf.len();
-        let written = file
-            .write_rc_at(buf, file_position)
-            .await
-            .map_err(|e| StorageError::io("write segment", e))?;
-        if written != write_len {
-            return Err(StorageError::io(
-                "write segment",
-                std::io::Error::new(std::io::ErrorKind::WriteZero, "short direct write"),
-            ));
+        let results = futures::future::join_all(writes.iter().map(|(position, buf)| {
+            assert_eq!(
+                position % STORAGE_IO_ALIGNMENT_BYTES,
+                0,
+                "DMA position aligned"
+            );
+            file.write_rc_at(buf.clone(), *position)
+        }))
+        .await;
+        for ((_, buf), result) in writes.iter().zip(results) {
+            let written = result.map_err(|e| StorageError::io("write segment", e))?;
+            if written != buf.len() {
+                return Err(StorageError::io(
+                    "write segment",
+                    std::io::Error::new(std::io::ErrorKind::WriteZero, "short direct write"),
+                ));
+            }
         }
         if config.flush == FlushPolicy::EveryAppend {
             file.fdatasync()
@@ -1136,8 +1193,17 @@ impl LogInner {
         assert!(spawned, "background task queue must exist");
     }
 
-    /// A write or sync failed: fail every staged append and return to the last durable state.
-    fn rollback(&self, job: Staging, error: StorageError) {
+    /// A write or sync failed: fail every staged append and return to the last durable state
+    /// (`mark`, the state when the group's first staging began, which is the high watermark).
+    fn rollback(
+        &self,
+        segment_base: i64,
+        file_position: u64,
+        buf: DmaBuffer,
+        prefix_len: usize,
+        mark: SegmentMark,
+        error: StorageError,
+    ) {
         let mut st = self.state.borrow_mut();
         let mut discarded: Vec<Staging> = st.queued.drain(..).collect();
         if let Some(s) = st.staging.take() {
@@ -1146,15 +1212,14 @@ impl LogInner {
         for s in &discarded {
             *s.outcome.borrow_mut() = Some(Err(error.clone()));
         }
-        drop(error);
         let hw = self.high_watermark.get();
         assert_eq!(
-            job.mark.next_offset, hw,
+            mark.next_offset, hw,
             "a failed flush starts at the high watermark"
         );
         let newer: Vec<i64> = st
             .segments
-            .range(job.segment_base + 1..)
+            .range(segment_base + 1..)
             .map(|(b, _)| *b)
             .collect();
         for b in newer {
@@ -1164,26 +1229,19 @@ impl LogInner {
                 "segments after a failed flush were never written"
             );
         }
-        let seg = st.segments.get_mut(&job.segment_base).expect("segment");
-        seg.rollback_to(&job.mark);
+        let seg = st.segments.get_mut(&segment_base).expect("segment");
+        seg.rollback_to(&mark);
         seg.sealed = false;
         seg.finalized = false;
         st.next_offset = hw;
         st.staged_bytes = 0;
-        let Staging {
-            segment_base,
-            file_position,
-            buf,
-            prefix_len,
-            mark,
-            ..
-        } = job;
         st.staging = Some(Staging {
             segment_base,
             file_position,
             buf,
             len: prefix_len,
             prefix_len,
+            dirty: false,
             end_offset: hw,
             mark,
             outcome: Rc::default(),
@@ -1666,6 +1724,63 @@ mod tests {
             log.apply_retention(1_000_000).await.unwrap();
             assert_eq!(log.segment_count(), 1);
             log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn pipelined_groups_of_full_staging_buffers() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t-0");
+            let config = LogConfig {
+                segment_bytes: 4 << 20,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open_with(&path, config, env(0))
+                .await
+                .unwrap();
+            let mk = |i: usize| build_test_batch(1, 70_000 + i * 13, i as i64, i as u8);
+            let mut expected = Vec::new();
+            for round in 0..3 {
+                if round == 1 {
+                    // One failing group in the middle: all its appends fail, nothing remains.
+                    log.inject_write_faults(1);
+                }
+                let futs: Vec<_> = (0..40)
+                    .map(|i| log.append(Bytes::from(mk(round * 40 + i))))
+                    .collect();
+                let results = futures::future::join_all(futs).await;
+                if round == 1 {
+                    assert!(results.iter().all(|r| r.is_err()));
+                    continue;
+                }
+                for (i, r) in results.into_iter().enumerate() {
+                    let info = r.unwrap();
+                    let mut b = mk(round * 40 + i);
+                    batch::patch_base_offset(&mut b, info.base_offset);
+                    expected.push(b);
+                }
+            }
+            assert!(log.segment_count() >= 2, "rolled while pipelining");
+            for (i, e) in expected.iter().enumerate() {
+                assert_eq!(
+                    &log.read(i as i64, 1).await.unwrap().to_vec(),
+                    e,
+                    "batch {i}"
+                );
+            }
+            log.close().await.unwrap();
+            let log = PartitionLog::open_with(&path, config, env(0))
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), expected.len() as i64);
+            for (i, e) in expected.iter().enumerate() {
+                assert_eq!(
+                    &log.read(i as i64, 1).await.unwrap().to_vec(),
+                    e,
+                    "batch {i} reopened"
+                );
+            }
         });
     }
 }
