@@ -1,1 +1,26 @@
-//! Partition log storage (see `../shared/DESIGN.md` §3). Being built on the `storage` branch.
+//! Partition log storage (see `../shared/DESIGN.md` §3): Kafka's on-disk layout, direct-I/O
+//! appends with group-committed fdatasync, sparse indexes, crash recovery, retention and a
+//! per-shard cache of recent batches.
+//!
+//! Everything here is per shard and !Send: a `PartitionLog` lives on the executor of the shard
+//! that owns the partition, and the `ShardCache` is shared by that shard's logs through `Rc`.
+//! Data leaves the module as `bytes::Bytes`, which may cross the channel mesh.
+//!
+//! Module map: `log` (PartitionLog: append pipeline, reads, lookups, retention, recovery),
+//! `segment` (one segment, scanning, small-file I/O), `index` (offset and time index),
+//! `batch` (v2 header view, validation, patching), `cache` (ShardCache), `config`, `error`,
+//! `event` (waiter lists woken by appends).
+
+pub mod batch;
+pub mod cache;
+pub mod config;
+pub mod error;
+mod event;
+mod index;
+pub mod log;
+mod segment;
+
+pub use cache::ShardCache;
+pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use error::{StorageError, StorageResult};
+pub use log::{AppendInfo, LogEnv, PartitionLog, ReadSlice};

@@ -1,0 +1,289 @@
+//! Kafka v2 record batch header: a `zerocopy` view, validation and in-place patching.
+//!
+//! Pure functions, no I/O and no awaiting; used by the owning shard's append path, by the
+//! recovery scan and by readers. The broker never decodes individual records.
+//!
+//! ```text
+//!  0 baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8
+//! 17 crc u32        | 21 attributes i16 | 23 lastOffsetDelta i32 | 27 baseTimestamp i64
+//! 35 maxTimestamp i64 | 43 producerId i64 | 51 producerEpoch i16 | 53 baseSequence i32
+//! 57 recordsCount i32 | 61 records...
+//! ```
+//! The CRC-32C covers `attributes` to the end, so patching `baseOffset` keeps it valid.
+//! `LogAppendTime` additionally sets the timestamp-type attribute bit, which *is* covered, so
+//! for those topics the CRC is recomputed (as Kafka does); `CreateTime` batches are never
+//! re-checksummed.
+
+use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::error::{StorageError, StorageResult};
+
+/// Size of the v2 batch header.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batchLength` counts: baseOffset and batchLength themselves.
+pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
+const CRC_FIELD_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+const TIMESTAMP_TYPE_ATTRIBUTE_BIT: i16 = 1 << 3;
+
+/// The v2 batch header, big-endian, read in place.
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct BatchHeader {
+    pub base_offset: I64,
+    pub batch_length: I32,
+    pub partition_leader_epoch: I32,
+    pub magic: i8,
+    pub crc: U32,
+    pub attributes: I16,
+    pub last_offset_delta: I32,
+    pub base_timestamp: I64,
+    pub max_timestamp: I64,
+    pub producer_id: I64,
+    pub producer_epoch: I16,
+    pub base_sequence: I32,
+    pub records_count: I32,
+}
+
+const _: () = assert!(std::mem::size_of::<BatchHeader>() == BATCH_HEADER_BYTES);
+
+impl BatchHeader {
+    /// The header at the start of `bytes`, if there are enough bytes.
+    pub fn view(bytes: &[u8]) -> Option<&BatchHeader> {
+        BatchHeader::ref_from_prefix(bytes).ok().map(|(h, _)| h)
+    }
+
+    /// Whole size of the batch on disk (header included), from `batchLength`.
+    pub fn size_bytes(&self) -> i64 {
+        self.batch_length.get() as i64 + BATCH_LOG_OVERHEAD_BYTES as i64
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset.get() + self.last_offset_delta.get() as i64
+    }
+}
+
+/// What validation learned about one batch of an append.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMeta {
+    /// Byte position of the batch inside the appended buffer.
+    pub position: usize,
+    pub size_bytes: usize,
+    /// Number of offsets the batch takes (`lastOffsetDelta + 1`).
+    pub offset_count: i64,
+    pub max_timestamp: i64,
+}
+
+/// CRC-32C of a complete batch as stored in its header field.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Validates one complete batch at the start of `bytes` and returns its size. Checks, in
+/// order: truncation and length (CorruptMessage), magic (InvalidRecord), size against
+/// `max_message_bytes` (MessageTooLarge), CRC-32C (CorruptMessage), record count
+/// (InvalidRecord).
+pub fn validate_one(bytes: &[u8], max_message_bytes: u32) -> StorageResult<(usize, &BatchHeader)> {
+    let header =
+        BatchHeader::view(bytes).ok_or(StorageError::CorruptMessage("truncated batch header"))?;
+    let length = header.batch_length.get();
+    if (length as i64) < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i64 {
+        return Err(StorageError::CorruptMessage(
+            "batch length below header size",
+        ));
+    }
+    let size = header.size_bytes() as u64;
+    if size > bytes.len() as u64 {
+        return Err(StorageError::CorruptMessage("batch truncated"));
+    }
+    if header.magic != 2 {
+        return Err(StorageError::InvalidRecord("magic is not 2"));
+    }
+    if size > max_message_bytes as u64 {
+        return Err(StorageError::MessageTooLarge {
+            size_bytes: size,
+            max_bytes: max_message_bytes,
+        });
+    }
+    let size = size as usize;
+    if compute_crc(&bytes[..size]) != header.crc.get() {
+        return Err(StorageError::CorruptMessage("CRC-32C mismatch"));
+    }
+    let delta = header.last_offset_delta.get();
+    if delta < 0 || header.records_count.get() as i64 != delta as i64 + 1 {
+        return Err(StorageError::InvalidRecord(
+            "record count does not match lastOffsetDelta",
+        ));
+    }
+    Ok((size, header))
+}
+
+/// Validates every batch of a Produce partition's `records` field before anything is written,
+/// so an append is all or nothing. Calls `each` for every batch in order.
+pub fn validate_all(
+    bytes: &[u8],
+    max_message_bytes: u32,
+    mut each: impl FnMut(BatchMeta),
+) -> StorageResult<usize> {
+    if bytes.is_empty() {
+        return Err(StorageError::CorruptMessage("empty records"));
+    }
+    let mut position = 0;
+    let mut count = 0;
+    while position < bytes.len() {
+        let (size, header) = validate_one(&bytes[position..], max_message_bytes)?;
+        each(BatchMeta {
+            position,
+            size_bytes: size,
+            offset_count: header.last_offset_delta.get() as i64 + 1,
+            max_timestamp: header.max_timestamp.get(),
+        });
+        position += size;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Writes the broker-assigned base offset; the CRC does not cover it.
+pub fn patch_base_offset(batch: &mut [u8], base_offset: i64) {
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Turns a batch into a LogAppendTime batch: timestamp-type bit, maxTimestamp, and the CRC
+/// (the attributes are covered by it). Returns the new CRC.
+pub fn patch_log_append_time(batch: &mut [u8], append_time_ms: i64) -> u32 {
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]])
+        | TIMESTAMP_TYPE_ATTRIBUTE_BIT;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&append_time_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    crc
+}
+
+/// Patches a copy of a header prefix (`BATCH_HEADER_BYTES` bytes) the same way the stored batch
+/// was patched, used when the cache serves the client's original bytes.
+pub fn patch_header_copy(header: &mut [u8], base_offset: i64, log_append: Option<(i64, u32)>) {
+    patch_base_offset(header, base_offset);
+    if let Some((time_ms, crc)) = log_append {
+        let attributes =
+            i16::from_be_bytes([header[ATTRIBUTES_OFFSET], header[ATTRIBUTES_OFFSET + 1]])
+                | TIMESTAMP_TYPE_ATTRIBUTE_BIT;
+        header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+        header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&time_ms.to_be_bytes());
+        header[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// Builds a valid v2 batch with `records` dummy records of `value_bytes` each (test and bench
+/// helper; records are encoded minimally: attributes, deltas, null key, value, no headers).
+pub fn build_test_batch(records: i32, value_bytes: usize, timestamp_ms: i64, fill: u8) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            if z < 0x80 {
+                out.push(z as u8);
+                return;
+            }
+            out.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+    }
+    assert!(records > 0);
+    let mut body = Vec::with_capacity(records as usize * (value_bytes + 8));
+    for i in 0..records {
+        let mut rec = vec![0u8]; // attributes
+        varint(&mut rec, 0); // timestamp delta
+        varint(&mut rec, i as i64); // offset delta
+        varint(&mut rec, -1); // null key
+        varint(&mut rec, value_bytes as i64);
+        rec.extend(std::iter::repeat_n(fill, value_bytes));
+        varint(&mut rec, 0); // headers
+        varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let header = BatchHeader {
+        base_offset: 0.into(),
+        batch_length: ((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).into(),
+        partition_leader_epoch: 0.into(),
+        magic: 2,
+        crc: 0.into(),
+        attributes: 0.into(),
+        last_offset_delta: (records - 1).into(),
+        base_timestamp: timestamp_ms.into(),
+        max_timestamp: timestamp_ms.into(),
+        producer_id: (-1).into(),
+        producer_epoch: (-1).into(),
+        base_sequence: (-1).into(),
+        records_count: records.into(),
+    };
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(&body);
+    let crc = compute_crc(&out);
+    out[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_batch_passes_and_patching_keeps_crc() {
+        let mut b = build_test_batch(3, 10, 1000, 7);
+        let (size, h) = validate_one(&b, 1 << 20).unwrap();
+        assert_eq!(size, b.len());
+        assert_eq!(h.records_count.get(), 3);
+        patch_base_offset(&mut b, 12345);
+        let (_, h) = validate_one(&b, 1 << 20).unwrap();
+        assert_eq!(h.base_offset.get(), 12345);
+        assert_eq!(h.last_offset(), 12347);
+        let crc = patch_log_append_time(&mut b, 99);
+        let (_, h) = validate_one(&b, 1 << 20).unwrap();
+        assert_eq!(h.crc.get(), crc);
+        assert_eq!(h.max_timestamp.get(), 99);
+    }
+
+    #[test]
+    fn errors_are_distinct() {
+        let b = build_test_batch(2, 10, 0, 1);
+        let mut flipped = b.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            validate_one(&flipped, 1 << 20),
+            Err(StorageError::CorruptMessage(_))
+        ));
+        assert!(matches!(
+            validate_one(&b[..b.len() - 1], 1 << 20),
+            Err(StorageError::CorruptMessage(_))
+        ));
+        let mut magic = b.clone();
+        magic[16] = 1;
+        assert!(matches!(
+            validate_one(&magic, 1 << 20),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        assert!(matches!(
+            validate_one(&b, 10),
+            Err(StorageError::MessageTooLarge { .. })
+        ));
+        let mut count = b.clone();
+        count[57..61].copy_from_slice(&5i32.to_be_bytes());
+        let crc = compute_crc(&count);
+        count[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate_one(&count, 1 << 20),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        let mut two = b.clone();
+        two.extend_from_slice(&b[..30]);
+        assert!(validate_all(&two, 1 << 20, |_| {}).is_err());
+        let mut two = b.clone();
+        two.extend_from_slice(&b);
+        assert_eq!(validate_all(&two, 1 << 20, |_| {}).unwrap(), 2);
+    }
+}
