@@ -339,6 +339,9 @@ impl PartitionLog {
     /// Whole batches from the one containing `offset`, up to `max_bytes` but at least one.
     pub async fn read(&self, offset: i64, max_bytes: u32) -> StorageResult<ReadSlice> {
         let inner = &*self.inner;
+        if inner.closed.get() {
+            return Err(StorageError::Closed);
+        }
         let high_watermark = inner.high_watermark.get();
         let log_start_offset = inner.log_start_offset.get();
         if offset < log_start_offset || offset > high_watermark {
@@ -607,8 +610,13 @@ impl PartitionLog {
 
     /// Flushes everything staged, stops the writer, syncs and writes the active segment's
     /// indexes, and closes the files.
-    pub async fn close(self) -> StorageResult<()> {
+    /// Later appends and reads on this log fail with `StorageError::Closed`; a second close
+    /// does nothing.
+    pub async fn close(&self) -> StorageResult<()> {
         let inner = self.inner.clone();
+        if inner.writer.borrow().is_none() && inner.closed.get() {
+            return Ok(());
+        }
         inner.closed.set(true);
         inner.writer_event.notify_all();
         inner.data_event.notify_all();
