@@ -1791,4 +1791,40 @@ mod tests {
             }
         });
     }
+
+    #[test]
+    fn log_append_time_is_patched_alike_in_cache_and_on_disk() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                timestamp_type: TimestampType::LogAppendTime,
+                ..small_config()
+            };
+            let cache = Rc::new(ShardCache::new(1 << 20));
+            let e = LogEnv {
+                cache: cache.clone(),
+                background_queue: None,
+                reserve_space: true,
+            };
+            let log = PartitionLog::open_with(&dir.path().join("t-0"), config, e)
+                .await
+                .unwrap();
+            let info = log
+                .append(Bytes::from(build_test_batch(3, 50, 7, 1)))
+                .await
+                .unwrap();
+            assert!(info.log_append_time_ms > 7);
+            let cached = log.read(0, 1).await.unwrap();
+            assert_eq!(cached.chunks.len(), 2, "served from the cache");
+            let cached = cached.to_vec();
+            let (_, h) = batch::validate_one(&cached, u32::MAX).unwrap();
+            assert_eq!(h.max_timestamp.get(), info.log_append_time_ms);
+            assert_ne!(h.attributes.get() & (1 << 3), 0, "timestamp type bit set");
+            cache.remove_from(log.inner.log_id, i64::MIN);
+            let disk = log.read(0, 1).await.unwrap();
+            assert_eq!(disk.chunks.len(), 1, "served from disk");
+            assert_eq!(disk.to_vec(), cached);
+            log.close().await.unwrap();
+        });
+    }
 }
