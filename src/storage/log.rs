@@ -339,6 +339,9 @@ impl PartitionLog {
     /// Whole batches from the one containing `offset`, up to `max_bytes` but at least one.
     pub async fn read(&self, offset: i64, max_bytes: u32) -> StorageResult<ReadSlice> {
         let inner = &*self.inner;
+        if inner.closed.get() {
+            return Err(StorageError::Closed);
+        }
         let high_watermark = inner.high_watermark.get();
         let log_start_offset = inner.log_start_offset.get();
         if offset < log_start_offset || offset > high_watermark {
@@ -607,8 +610,13 @@ impl PartitionLog {
 
     /// Flushes everything staged, stops the writer, syncs and writes the active segment's
     /// indexes, and closes the files.
-    pub async fn close(self) -> StorageResult<()> {
+    /// Later appends and reads on this log fail with `StorageError::Closed`; a second close
+    /// does nothing.
+    pub async fn close(&self) -> StorageResult<()> {
         let inner = self.inner.clone();
+        if inner.writer.borrow().is_none() && inner.closed.get() {
+            return Ok(());
+        }
         inner.closed.set(true);
         inner.writer_event.notify_all();
         inner.data_event.notify_all();
@@ -1781,6 +1789,42 @@ mod tests {
                     "batch {i} reopened"
                 );
             }
+        });
+    }
+
+    #[test]
+    fn log_append_time_is_patched_alike_in_cache_and_on_disk() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                timestamp_type: TimestampType::LogAppendTime,
+                ..small_config()
+            };
+            let cache = Rc::new(ShardCache::new(1 << 20));
+            let e = LogEnv {
+                cache: cache.clone(),
+                background_queue: None,
+                reserve_space: true,
+            };
+            let log = PartitionLog::open_with(&dir.path().join("t-0"), config, e)
+                .await
+                .unwrap();
+            let info = log
+                .append(Bytes::from(build_test_batch(3, 50, 7, 1)))
+                .await
+                .unwrap();
+            assert!(info.log_append_time_ms > 7);
+            let cached = log.read(0, 1).await.unwrap();
+            assert_eq!(cached.chunks.len(), 2, "served from the cache");
+            let cached = cached.to_vec();
+            let (_, h) = batch::validate_one(&cached, u32::MAX).unwrap();
+            assert_eq!(h.max_timestamp.get(), info.log_append_time_ms);
+            assert_ne!(h.attributes.get() & (1 << 3), 0, "timestamp type bit set");
+            cache.remove_from(log.inner.log_id, i64::MIN);
+            let disk = log.read(0, 1).await.unwrap();
+            assert_eq!(disk.chunks.len(), 1, "served from disk");
+            assert_eq!(disk.to_vec(), cached);
+            log.close().await.unwrap();
         });
     }
 }

@@ -132,14 +132,20 @@ impl Segment {
         assert_eq!(base_offset, self.next_offset, "offsets must be contiguous");
         assert_eq!(position, self.size_bytes, "batches must be contiguous");
         let relative_last = (last_offset - self.base_offset) as u32;
-        if self.bytes_since_index >= index_interval_bytes {
+        // Both indexes are sparse: one entry per `index.interval.bytes`, as in Kafka. A time
+        // entry (T, o) says no batch up to here has a timestamp above T.
+        let index_now = self.bytes_since_index >= index_interval_bytes;
+        if index_now {
             self.index.push(relative_last, position as u32);
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += size_bytes;
         if max_timestamp_ms > self.max_timestamp.0 {
             self.max_timestamp = (max_timestamp_ms, base_offset);
-            self.time_index.maybe_push(max_timestamp_ms, relative_last);
+        }
+        if index_now && self.max_timestamp.0 >= 0 {
+            let rel = (self.max_timestamp.1 - self.base_offset) as u32;
+            self.time_index.maybe_push(self.max_timestamp.0, rel);
         }
         if self.first_timestamp_ms.is_none() {
             self.first_timestamp_ms = Some(max_timestamp_ms);
