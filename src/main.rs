@@ -137,6 +137,7 @@ fn run(config: Config, cores: &[usize]) -> anyhow::Result<bool> {
     raise_memlock_limit();
     let identity = store::load_or_create_identity(&config.data_dir, config.node_id)?;
     let (metadata_store, image) = store::MetadataStore::open(&config.data_dir)?;
+    ringbroker::storage::manager::remove_deleted_leftovers(&config.data_dir);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         node_id = identity.node_id,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, MetadataRequest,
+    MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use support::{Broker, RawClient, encode_request};
@@ -74,8 +74,13 @@ fn malformed_frames_close_only_their_connection() {
             v
         }),
         (
-            "API not served (Produce)",
-            encode_request(ApiKey::Produce, 9, 1, &ProduceRequest::default()),
+            "API not served (FindCoordinator)",
+            encode_request(
+                ApiKey::FindCoordinator,
+                3,
+                1,
+                &FindCoordinatorRequest::default(),
+            ),
         ),
         (
             "unsupported Metadata version",

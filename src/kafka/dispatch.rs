@@ -25,8 +25,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::kafka::{
-    alter_configs, api_versions, create_partitions, create_topics, delete_topics, describe_cluster,
-    describe_configs, metadata,
+    alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
+    describe_cluster, describe_configs, fetch, list_offsets, metadata, offset_for_leader_epoch,
+    produce,
 };
 use crate::shard::ShardContext;
 
@@ -87,7 +88,12 @@ pub struct ApiHandler {
 
 /// Every API the broker serves. See the module documentation.
 pub static HANDLERS: &[ApiHandler] = &[
+    produce::HANDLER,
+    fetch::HANDLER,
+    list_offsets::HANDLER,
     metadata::HANDLER,
+    offset_for_leader_epoch::HANDLER,
+    delete_records::HANDLER,
     api_versions::HANDLER,
     create_topics::HANDLER,
     delete_topics::HANDLER,
@@ -235,8 +241,9 @@ mod tests {
     fn handler_lookup() {
         assert!(handler_for(ApiKey::ApiVersions as i16).is_some());
         assert!(handler_for(ApiKey::Metadata as i16).is_some());
-        // Produce is not served until the data plane exists.
-        assert!(handler_for(ApiKey::Produce as i16).is_none());
+        assert!(handler_for(ApiKey::Produce as i16).is_some());
+        // Consumer groups are not served until the group coordinator exists.
+        assert!(handler_for(ApiKey::FindCoordinator as i16).is_none());
         assert!(handler_for(-1).is_none());
         assert!(handler_for(i16::MAX).is_none());
     }

@@ -7,6 +7,8 @@ use kafka_protocol::ResponseError;
 
 use crate::metadata::MetadataError;
 use crate::shard::RouterError;
+use crate::storage::StorageError;
+use crate::storage::manager::PartitionError;
 
 /// Kafka's "no error".
 pub const NONE: i16 = 0;
@@ -32,6 +34,30 @@ pub fn router_error_code(err: &RouterError) -> i16 {
         RouterError::ShardGone(_) => ResponseError::NotLeaderOrFollower.code(),
         RouterError::NoSuchShard { .. } => ResponseError::UnknownServerError.code(),
         RouterError::Overloaded(_) => ResponseError::RequestTimedOut.code(),
+    }
+}
+
+/// The Kafka error code of a failed partition log operation.
+pub fn storage_error_code(err: &StorageError) -> i16 {
+    let kind = match err {
+        StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        // Retriable: the client backs off and sends again.
+        StorageError::Overloaded { .. } => ResponseError::RequestTimedOut,
+        StorageError::Closed => ResponseError::NotLeaderOrFollower,
+        StorageError::Io { .. } => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
+/// The Kafka error code when a partition cannot be had on its owner shard.
+pub fn partition_error_code(err: &PartitionError) -> i16 {
+    match err {
+        PartitionError::Unknown { .. } => ResponseError::UnknownTopicOrPartition.code(),
+        PartitionError::NotOwner { .. } => ResponseError::NotLeaderOrFollower.code(),
+        PartitionError::Storage(err) => storage_error_code(err),
     }
 }
 

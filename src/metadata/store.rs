@@ -195,7 +195,7 @@ pub fn load_or_create_identity(data_dir: &Path, node_id: i32) -> Result<NodeIden
 }
 
 /// URL-safe base64 without padding, as Kafka prints cluster ids.
-fn base64_url(bytes: &[u8]) -> String {
+pub(crate) fn base64_url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

@@ -23,7 +23,9 @@ use glommio::sync::Gate;
 use tracing::{info, warn};
 
 use crate::config::{AdvertisedListener, Config};
+use crate::kafka::owner;
 use crate::metadata::{Controller, ControllerResponse, MetadataImage, NodeIdentity};
+use crate::storage::manager::PartitionManager;
 pub use ownership::{ShardId, shard_for};
 pub use router::{Router, RouterError, ShardPost, ShardRequest, ShardResponse};
 use shutdown::ShutdownSignal;
@@ -68,6 +70,8 @@ pub struct ShardContext {
     pub stopping: ShutdownSignal,
     /// Every open connection holds a pass; draining waits for the gate to close.
     pub connections: Gate,
+    /// The partition logs this shard owns.
+    pub partitions: PartitionManager,
     image: RefCell<Rc<MetadataImage>>,
 }
 
@@ -77,17 +81,34 @@ impl ShardContext {
         self.image.borrow().clone()
     }
 
-    /// Installs `image` if it is newer than the current one. Images from the controller arrive
-    /// in order; the check makes a stale or repeated image harmless anyway.
-    pub fn install_image(&self, image: Rc<MetadataImage>) {
-        let mut current = self.image.borrow_mut();
-        if image.offset > current.offset {
-            *current = image;
+    /// Installs `image` if it is newer than the current one, then brings this shard's
+    /// partitions in line with it in the background. Images from the controller arrive in
+    /// order; the check makes a stale or repeated image harmless anyway.
+    pub fn install_image(self: &Rc<Self>, image: Rc<MetadataImage>) {
+        {
+            let mut current = self.image.borrow_mut();
+            if image.offset <= current.offset {
+                return;
+            }
+            *current = image.clone();
         }
+        self.sync_partitions(image);
+    }
+
+    /// Starts a background task that opens, reconfigures and deletes this shard's partitions
+    /// to match `image`.
+    pub fn sync_partitions(self: &Rc<Self>, image: Rc<MetadataImage>) {
+        let context = self.clone();
+        glommio::spawn_local_into(
+            async move { context.partitions.sync_with_image(image).await },
+            self.queues.background,
+        )
+        .expect("the background queue exists for the life of the shard")
+        .detach();
     }
 
     /// Applies a one-way message from another shard, synchronously.
-    pub fn apply_post(&self, post: ShardPost) {
+    pub fn apply_post(self: &Rc<Self>, post: ShardPost) {
         match post {
             ShardPost::InstallImage(image) => self.install_image(Rc::new(*image)),
         }
@@ -118,11 +139,26 @@ impl ShardContext {
                 };
                 ShardResponse::Controller(controller.handle(request, publish).await)
             }
+            ShardRequest::Produce { items, acks } => {
+                ShardResponse::Produce(owner::serve_produce(self, items, acks).await)
+            }
+            ShardRequest::Read(items) => ShardResponse::Read(owner::serve_read(self, items).await),
+            ShardRequest::WaitForData { items, timeout_ms } => {
+                owner::serve_wait(self, items, Duration::from_millis(timeout_ms)).await;
+                ShardResponse::Done
+            }
+            ShardRequest::Offsets(items) => {
+                ShardResponse::Offsets(owner::serve_offsets(self, items).await)
+            }
+            ShardRequest::DeleteRecords(items) => {
+                ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
+            }
             ShardRequest::Drain => {
                 self.drain().await;
                 ShardResponse::Done
             }
             ShardRequest::Stop => {
+                self.partitions.close_all().await;
                 self.stopping.raise();
                 ShardResponse::Done
             }

@@ -36,6 +36,8 @@ use crate::net;
 use crate::shard::router::{self, Envelope, Router};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::{ShardContext, ShardId, ShardRequest, TaskQueues};
+use crate::storage::manager::PartitionManager;
+use crate::storage::{LogEnv, ShardCache};
 
 /// Threads in each shard's blocking pool (glommio's default is one). On shard 0 one of them
 /// waits for shutdown requests for the life of the process, so a second one is needed for the
@@ -361,7 +363,7 @@ async fn run_shard(
         id,
         core: Some(core),
         shard_count,
-        config: spec.config,
+        config: spec.config.clone(),
         identity: spec.identity,
         listen_addr,
         advertised,
@@ -371,8 +373,22 @@ async fn run_shard(
         draining: ShutdownSignal::new(),
         stopping: ShutdownSignal::new(),
         connections: glommio::sync::Gate::new(),
-        image: std::cell::RefCell::new(image),
+        partitions: PartitionManager::new(
+            spec.config.clone(),
+            id,
+            shard_count,
+            LogEnv {
+                cache: ShardCache::for_current_shard(),
+                background_queue: Some(queues.background),
+                reserve_space: true,
+            },
+        ),
+        image: std::cell::RefCell::new(image.clone()),
     });
+    context.sync_partitions(image);
+    glommio::spawn_local_into(retention_loop(context.clone()), queues.background)
+        .map_err(|err| err.to_string())?
+        .detach();
 
     glommio::spawn_local_into(
         router::run_mesh_receivers(context.clone(), receivers),
@@ -408,6 +424,35 @@ async fn run_shard(
     context.stopping.raised().await;
     info!(shard = %id, "shard stopped");
     Ok(())
+}
+
+/// Applies retention to this shard's partitions every `log.retention.check.interval.ms`,
+/// until the shard drains.
+async fn retention_loop(context: Rc<ShardContext>) {
+    let interval = Duration::from_millis(context.config.log_retention_check_interval_ms);
+    loop {
+        let drained = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+            async {
+                context.draining.raised().await;
+                true
+            },
+        )
+        .await;
+        if drained {
+            break;
+        }
+        context.partitions.apply_retention(now_ms()).await;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Shard 0: waits for a shutdown request, then drains and stops every shard.

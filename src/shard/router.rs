@@ -28,6 +28,10 @@ use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use tracing::{debug, warn};
 
+use crate::kafka::owner::{
+    DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome, ProduceItem, ProduceOutcome, ReadItem,
+    ReadOutcome,
+};
 use crate::limits;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
 use crate::shard::ShardContext;
@@ -44,6 +48,26 @@ pub enum ShardRequest {
     },
     /// A metadata change for the controller (shard 0 only).
     Controller(ControllerRequest),
+    /// Append records to partitions this shard owns.
+    Produce {
+        /// The partitions and their records.
+        items: Vec<ProduceItem>,
+        /// The request's acks (0, 1 or -1).
+        acks: i16,
+    },
+    /// Read from partitions this shard owns.
+    Read(Vec<ReadItem>),
+    /// Wait until any of these partitions has data beyond its offset, or the timeout.
+    WaitForData {
+        /// The partitions and offsets.
+        items: Vec<ReadItem>,
+        /// The bound.
+        timeout_ms: u64,
+    },
+    /// Look up offsets (ListOffsets).
+    Offsets(Vec<OffsetItem>),
+    /// Move log start offsets (DeleteRecords).
+    DeleteRecords(Vec<DeleteItem>),
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -62,6 +86,14 @@ pub enum ShardResponse {
     },
     /// Answer to `Controller`.
     Controller(ControllerResponse),
+    /// Answer to `Produce`, one outcome per item.
+    Produce(Vec<ProduceOutcome>),
+    /// Answer to `Read`, one outcome per item.
+    Read(Vec<ReadOutcome>),
+    /// Answer to `Offsets`, one outcome per item.
+    Offsets(Vec<OffsetOutcome>),
+    /// Answer to `DeleteRecords`, one outcome per item.
+    DeleteRecords(Vec<DeleteOutcome>),
     /// The request was carried out and has nothing to report.
     Done,
 }

@@ -18,6 +18,7 @@ pub mod error;
 mod event;
 mod index;
 pub mod log;
+pub mod manager;
 mod segment;
 
 pub use cache::ShardCache;

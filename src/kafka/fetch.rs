@@ -1,0 +1,578 @@
+//! Fetch (key 1), versions 4 to 12: consumers read record batches.
+//!
+//! Owner: the connection's shard plans the fetch (which partitions, which limits), scatters
+//! the reads to the owner shards, and writes the response. Split as DESIGN.md §4 asks:
+//! planning and assembling here, executing on the owners (`owner::serve_read`).
+//!
+//! Long poll: the first round reads every partition at once. If it found fewer than
+//! `min_bytes` (and no partition has an error, and `max_wait_ms` has time left), each owner is
+//! asked to wait until any of its partitions has data beyond what was seen (`WaitForData`,
+//! woken by appends, never by polling); the first owner that answers ends the wait, and the
+//! fetch reads again. This repeats until `min_bytes` or the deadline.
+//!
+//! Limits: each partition reads at most `partition_max_bytes`, and the response at most
+//! `max_bytes`, except that the first partition with data always returns at least one whole
+//! batch, as Kafka does (KIP-74). Partitions after the budget is spent return no records; a
+//! partition that only partly fits is cut at a batch boundary.
+//!
+//! Fetch sessions (KIP-227): every request is served as a full, sessionless fetch and answered
+//! with session id 0, which tells the client that no session was created; an incremental fetch
+//! (a non-zero session id) gets FETCH_SESSION_ID_NOT_FOUND so the client falls back to full
+//! fetches. Record data goes to the socket as the `Bytes` the storage returned: the response
+//! is encoded here, around the record chunks, instead of being copied into one buffer.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, FetchRequest};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
+use crate::kafka::owner::{self, ReadItem, ReadOutcome};
+use crate::kafka::{error, leader_epoch};
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+
+/// The versions served.
+pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::Fetch,
+    versions: VERSIONS,
+    handle,
+};
+
+/// The longest a single owner wait lasts; a longer `max_wait_ms` waits in several rounds.
+const OWNER_WAIT_MS_MAX: u64 = 30_000;
+
+/// Kafka's isolation level READ_COMMITTED.
+const READ_COMMITTED: i8 = 1;
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    async move {
+        let body: FetchRequest = match request.decode() {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
+        };
+        let version = request.version();
+        let correlation_id = request.header.correlation_id;
+        let plan = match plan(&context, body, version) {
+            Ok(plan) => plan,
+            Err(code) => {
+                let response = FetchResponseParts {
+                    version,
+                    error_code: code,
+                    read_committed: false,
+                    topics: Vec::new(),
+                };
+                return frame(correlation_id, response);
+            }
+        };
+        let response = execute(&context, plan).await;
+        frame(correlation_id, response)
+    }
+    .boxed_local()
+}
+
+fn frame(correlation_id: i32, response: FetchResponseParts) -> HandlerOutcome {
+    let flexible = response.version >= 12;
+    HandlerOutcome::Respond(ResponseFrame {
+        correlation_id,
+        flexible_header: flexible,
+        body: encode(&response),
+    })
+}
+
+/// One partition of the plan.
+#[derive(Debug, Clone)]
+struct PlannedPartition {
+    partition: i32,
+    /// Set when the partition is refused before any read.
+    error_code: Option<i16>,
+    /// Index into `Plan::reads` when it is read.
+    read: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Plan {
+    version: i16,
+    read_committed: bool,
+    max_wait: Duration,
+    min_bytes: usize,
+    max_bytes: usize,
+    topics: Vec<(String, Vec<PlannedPartition>)>,
+    reads: Vec<ReadItem>,
+}
+
+fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan, i16> {
+    if version >= 7 && body.session_id != 0 {
+        return Err(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let image = context.image();
+    let mut reads = Vec::new();
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for topic in body.topics {
+        let name = topic.topic.0.to_string();
+        let meta = image.topic(&name);
+        let partitions = topic
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let refused = if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
+                    Some(ResponseError::UnknownTopicOrPartition.code())
+                } else if version >= 9 {
+                    leader_epoch::check(p.current_leader_epoch)
+                } else {
+                    None
+                };
+                match refused {
+                    Some(code) => PlannedPartition {
+                        partition: p.partition,
+                        error_code: Some(code),
+                        read: None,
+                    },
+                    None => {
+                        reads.push(ReadItem {
+                            topic: name.clone(),
+                            partition: p.partition,
+                            offset: p.fetch_offset,
+                            max_bytes: p.partition_max_bytes.max(0) as u32,
+                        });
+                        PlannedPartition {
+                            partition: p.partition,
+                            error_code: None,
+                            read: Some(reads.len() - 1),
+                        }
+                    }
+                }
+            })
+            .collect();
+        topics.push((name, partitions));
+    }
+    Ok(Plan {
+        version,
+        read_committed: body.isolation_level == READ_COMMITTED,
+        max_wait: Duration::from_millis(body.max_wait_ms.max(0) as u64),
+        min_bytes: body.min_bytes.max(0) as usize,
+        max_bytes: if body.max_bytes <= 0 {
+            usize::MAX
+        } else {
+            body.max_bytes as usize
+        },
+        topics,
+        reads,
+    })
+}
+
+async fn read_all(context: &Rc<ShardContext>, reads: &[ReadItem]) -> Vec<ReadOutcome> {
+    owner::scatter(
+        context,
+        reads.to_vec(),
+        |item| (item.topic.as_str(), item.partition),
+        ShardRequest::Read,
+        |answer| match answer {
+            ShardResponse::Read(outcomes) => Some(outcomes),
+            _ => None,
+        },
+        |code| ReadOutcome {
+            error_code: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+        },
+    )
+    .await
+}
+
+/// Waits until any owner reports new data for the partitions read, or `timeout`.
+async fn wait_any(
+    context: &Rc<ShardContext>,
+    reads: &[ReadItem],
+    outcomes: &[ReadOutcome],
+    timeout: Duration,
+) {
+    let timeout_ms = (timeout.as_millis() as u64).clamp(1, OWNER_WAIT_MS_MAX);
+    let mut by_owner: std::collections::BTreeMap<ShardId, Vec<ReadItem>> = Default::default();
+    for (item, outcome) in reads.iter().zip(outcomes) {
+        // Wait for data beyond what this round saw: past the fetch offset, and past the high
+        // watermark when the partition already returned something.
+        let mut waiting = item.clone();
+        waiting.offset = item.offset.max(outcome.high_watermark);
+        by_owner
+            .entry(shard_for(&item.topic, item.partition, context.shard_count))
+            .or_default()
+            .push(waiting);
+    }
+    let waits: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, items)| {
+            let request = ShardRequest::WaitForData { items, timeout_ms };
+            Box::pin(async move {
+                let _ = context.router.call(owner, request).await;
+            })
+        })
+        .collect();
+    if waits.is_empty() {
+        return;
+    }
+    let _ = glommio::timer::timeout(Duration::from_millis(timeout_ms), async {
+        futures::future::select_all(waits).await;
+        Ok(())
+    })
+    .await;
+}
+
+async fn execute(context: &Rc<ShardContext>, plan: Plan) -> FetchResponseParts {
+    let deadline = Instant::now() + plan.max_wait;
+    let mut outcomes = read_all(context, &plan.reads).await;
+    loop {
+        let bytes: usize = outcomes.iter().map(ReadOutcome::len_bytes).sum();
+        let any_error = outcomes.iter().any(|o| o.error_code != error::NONE);
+        let now = Instant::now();
+        if bytes >= plan.min_bytes || any_error || now >= deadline || plan.reads.is_empty() {
+            break;
+        }
+        wait_any(context, &plan.reads, &outcomes, deadline - now).await;
+        outcomes = read_all(context, &plan.reads).await;
+    }
+    assemble(plan, outcomes)
+}
+
+/// Applies the response byte budget and lays the partitions out in request order.
+fn assemble(plan: Plan, mut outcomes: Vec<ReadOutcome>) -> FetchResponseParts {
+    let mut budget = plan.max_bytes;
+    let mut first_with_data = true;
+    let topics = plan
+        .topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|planned| {
+                    let Some(read) = planned.read else {
+                        return PartitionParts::refused(
+                            planned.partition,
+                            planned.error_code.unwrap_or(error::NONE),
+                        );
+                    };
+                    let outcome = std::mem::take(&mut outcomes[read]);
+                    let records = if outcome.error_code != error::NONE {
+                        Vec::new()
+                    } else if first_with_data && outcome.len_bytes() > 0 {
+                        first_with_data = false;
+                        budget = budget.saturating_sub(outcome.len_bytes());
+                        outcome.records
+                    } else {
+                        let kept = whole_batches_within(&outcome.records, budget);
+                        budget -= kept.iter().map(Bytes::len).sum::<usize>();
+                        kept
+                    };
+                    PartitionParts {
+                        partition: planned.partition,
+                        error_code: outcome.error_code,
+                        high_watermark: outcome.high_watermark,
+                        log_start_offset: outcome.log_start_offset,
+                        records,
+                    }
+                })
+                .collect();
+            (name, partitions)
+        })
+        .collect();
+    FetchResponseParts {
+        version: plan.version,
+        error_code: error::NONE,
+        read_committed: plan.read_committed,
+        topics,
+    }
+}
+
+/// The longest prefix of whole batches in `chunks` that fits in `limit` bytes, as slices of
+/// the same buffers (no copy).
+fn whole_batches_within(chunks: &[Bytes], limit: usize) -> Vec<Bytes> {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    if total <= limit {
+        return chunks.to_vec();
+    }
+    // Walk the batch headers: each batch is 12 bytes of offset and length, then `length`.
+    let mut cut = 0usize;
+    while let Some(length) = read_i32_at(chunks, cut + 8) {
+        let next = cut + 12 + length.max(0) as usize;
+        if length < 0 || next > limit || next > total {
+            break;
+        }
+        cut = next;
+    }
+    let mut kept = Vec::new();
+    let mut remaining = cut;
+    for chunk in chunks {
+        if remaining == 0 {
+            break;
+        }
+        let take = remaining.min(chunk.len());
+        kept.push(chunk.slice(..take));
+        remaining -= take;
+    }
+    kept
+}
+
+fn read_i32_at(chunks: &[Bytes], position: usize) -> Option<i32> {
+    let mut bytes = [0u8; 4];
+    let mut skipped = 0usize;
+    let mut filled = 0usize;
+    for chunk in chunks {
+        let end = skipped + chunk.len();
+        while filled < 4 && position + filled < end {
+            let at = position + filled;
+            if at >= skipped {
+                bytes[filled] = chunk[at - skipped];
+                filled += 1;
+            } else {
+                break;
+            }
+        }
+        skipped = end;
+        if filled == 4 {
+            return Some(i32::from_be_bytes(bytes));
+        }
+    }
+    None
+}
+
+/// A fetch response before encoding.
+#[derive(Debug)]
+struct FetchResponseParts {
+    version: i16,
+    error_code: i16,
+    read_committed: bool,
+    topics: Vec<(String, Vec<PartitionParts>)>,
+}
+
+#[derive(Debug)]
+struct PartitionParts {
+    partition: i32,
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Vec<Bytes>,
+}
+
+impl PartitionParts {
+    fn refused(partition: i32, error_code: i16) -> Self {
+        PartitionParts {
+            partition,
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// Builds the response body as a list of chunks: small encoded pieces and the record data
+/// itself, untouched.
+struct ChunkWriter {
+    head: BytesMut,
+    out: Vec<Bytes>,
+}
+
+impl ChunkWriter {
+    fn splice(&mut self, chunk: &Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if !self.head.is_empty() {
+            self.out.push(self.head.split().freeze());
+        }
+        self.out.push(chunk.clone());
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.head.is_empty() {
+            self.out.push(self.head.split().freeze());
+        }
+        self.out
+    }
+
+    fn uvarint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.head.put_u8((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.head.put_u8(value as u8);
+    }
+
+    fn array_len(&mut self, flexible: bool, len: usize) {
+        if flexible {
+            self.uvarint(len as u64 + 1);
+        } else {
+            self.head.put_i32(len as i32);
+        }
+    }
+
+    fn string(&mut self, flexible: bool, value: &str) {
+        if flexible {
+            self.uvarint(value.len() as u64 + 1);
+        } else {
+            self.head.put_i16(value.len() as i16);
+        }
+        self.head.put_slice(value.as_bytes());
+    }
+
+    fn no_tagged_fields(&mut self, flexible: bool) {
+        if flexible {
+            self.uvarint(0);
+        }
+    }
+}
+
+/// Encodes a Fetch response body (v4 to v12) around the record chunks.
+fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
+    let version = response.version;
+    let flexible = version >= 12;
+    let mut w = ChunkWriter {
+        head: BytesMut::with_capacity(256),
+        out: Vec::new(),
+    };
+    w.head.put_i32(0); // throttle_time_ms
+    if version >= 7 {
+        w.head.put_i16(response.error_code);
+        w.head.put_i32(0); // session_id: no session was created
+    }
+    w.array_len(flexible, response.topics.len());
+    for (name, partitions) in &response.topics {
+        w.string(flexible, name);
+        w.array_len(flexible, partitions.len());
+        for p in partitions {
+            w.head.put_i32(p.partition);
+            w.head.put_i16(p.error_code);
+            w.head.put_i64(p.high_watermark);
+            // No transactions yet: the last stable offset is the high watermark.
+            w.head.put_i64(p.high_watermark);
+            if version >= 5 {
+                w.head.put_i64(p.log_start_offset);
+            }
+            // aborted_transactions: null for read_uncommitted, empty for read_committed.
+            match (flexible, response.read_committed) {
+                (false, false) => w.head.put_i32(-1),
+                (false, true) => w.head.put_i32(0),
+                (true, false) => w.uvarint(0),
+                (true, true) => w.uvarint(1),
+            }
+            if version >= 11 {
+                w.head.put_i32(-1); // preferred_read_replica
+            }
+            let len: usize = p.records.iter().map(Bytes::len).sum();
+            if flexible {
+                w.uvarint(len as u64 + 1);
+            } else {
+                w.head.put_i32(len as i32);
+            }
+            for chunk in &p.records {
+                w.splice(chunk);
+            }
+            w.no_tagged_fields(flexible);
+        }
+        w.no_tagged_fields(flexible);
+    }
+    w.no_tagged_fields(flexible);
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::FetchResponse;
+    use kafka_protocol::protocol::Decodable;
+
+    fn batch(len: usize, fill: u8) -> Vec<u8> {
+        let mut b = vec![fill; len];
+        b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+        b
+    }
+
+    fn parts(version: i16, read_committed: bool) -> FetchResponseParts {
+        let mut data = batch(100, 1);
+        data.extend(batch(80, 2));
+        let records = vec![
+            Bytes::from(data[..50].to_vec()),
+            Bytes::from(data[50..].to_vec()),
+        ];
+        FetchResponseParts {
+            version,
+            error_code: 0,
+            read_committed,
+            topics: vec![
+                (
+                    "orders".to_string(),
+                    vec![
+                        PartitionParts {
+                            partition: 3,
+                            error_code: 0,
+                            high_watermark: 42,
+                            log_start_offset: 7,
+                            records,
+                        },
+                        PartitionParts::refused(9, 3),
+                    ],
+                ),
+                ("empty".to_string(), vec![]),
+            ],
+        }
+    }
+
+    #[test]
+    fn our_encoding_decodes_with_the_schema_crate_at_every_version() {
+        for version in 4..=12 {
+            for read_committed in [false, true] {
+                let response = parts(version, read_committed);
+                let mut bytes = Bytes::from(encode(&response).concat());
+                let decoded = FetchResponse::decode(&mut bytes, version).unwrap();
+                assert!(bytes.is_empty(), "v{version}: trailing bytes");
+                assert_eq!(decoded.responses.len(), 2);
+                let topic = &decoded.responses[0];
+                assert_eq!(topic.topic.0.as_str(), "orders");
+                let p = &topic.partitions[0];
+                assert_eq!(p.partition_index, 3);
+                assert_eq!(p.high_watermark, 42);
+                assert_eq!(p.last_stable_offset, 42);
+                if version >= 5 {
+                    assert_eq!(p.log_start_offset, 7);
+                }
+                assert_eq!(p.aborted_transactions.is_some(), read_committed);
+                assert_eq!(p.records.as_ref().unwrap().len(), 180);
+                let refused = &topic.partitions[1];
+                assert_eq!(refused.error_code, 3);
+                assert_eq!(refused.records.as_ref().unwrap().len(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn record_chunks_are_not_copied() {
+        let response = parts(12, false);
+        let first = response.topics[0].1[0].records[0].clone();
+        let chunks = encode(&response);
+        assert!(chunks.iter().any(|c| c.as_ptr() == first.as_ptr()));
+    }
+
+    #[test]
+    fn budget_cuts_at_batch_boundaries_across_chunks() {
+        let mut data = batch(100, 1);
+        data.extend(batch(80, 2));
+        data.extend(batch(60, 3));
+        let chunks = vec![
+            Bytes::from(data[..150].to_vec()),
+            Bytes::from(data[150..].to_vec()),
+        ];
+        let len = |v: Vec<Bytes>| v.iter().map(Bytes::len).sum::<usize>();
+        assert_eq!(len(whole_batches_within(&chunks, 1000)), 240);
+        assert_eq!(len(whole_batches_within(&chunks, 239)), 180);
+        assert_eq!(len(whole_batches_within(&chunks, 180)), 180);
+        assert_eq!(len(whole_batches_within(&chunks, 179)), 100);
+        assert_eq!(len(whole_batches_within(&chunks, 99)), 0);
+    }
+}

@@ -1,0 +1,132 @@
+//! ListOffsets (key 2), versions 1 to 7: earliest, latest, by timestamp and (v7) the offset
+//! of the largest timestamp.
+//!
+//! Owner: the connection's shard scatters the partitions to their owners
+//! (`owner::serve_offsets`). "Latest" is the high watermark, which is also the last stable
+//! offset until transactions exist, so both isolation levels get it. A timestamp lookup
+//! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
+//! when there is none.
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::kafka::admin::topic_name;
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
+use crate::kafka::owner::{self, Layout, OffsetItem, OffsetOutcome, offset_spec};
+use crate::kafka::{error, leader_epoch};
+use crate::shard::{ShardContext, ShardRequest, ShardResponse};
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::ListOffsets,
+    versions: VersionRange { min: 1, max: 7 },
+    handle,
+};
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    async move {
+        let body: ListOffsetsRequest = match request.decode() {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
+        };
+        let version = request.version();
+        let image = context.image();
+        let mut items = Vec::new();
+        // Per partition: Ok(item index) or Err(error code).
+        let mut layout: Layout<Result<usize, i16>> = Vec::new();
+        for topic in &body.topics {
+            let name = topic.name.0.to_string();
+            let meta = image.topic(&name);
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let slot =
+                        if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
+                            Err(ResponseError::UnknownTopicOrPartition.code())
+                        } else if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
+                            Err(code)
+                        } else if p.timestamp < offset_spec::MAX_TIMESTAMP
+                            || (p.timestamp == offset_spec::MAX_TIMESTAMP && version < 7)
+                        {
+                            Err(ResponseError::UnsupportedVersion.code())
+                        } else {
+                            items.push(OffsetItem {
+                                topic: name.clone(),
+                                partition: p.partition_index,
+                                timestamp: p.timestamp,
+                            });
+                            Ok(items.len() - 1)
+                        };
+                    (p.partition_index, slot)
+                })
+                .collect();
+            layout.push((name, partitions));
+        }
+        let outcomes = if items.is_empty() {
+            Vec::new()
+        } else {
+            owner::scatter(
+                &context,
+                items,
+                |item| (item.topic.as_str(), item.partition),
+                ShardRequest::Offsets,
+                |answer| match answer {
+                    ShardResponse::Offsets(outcomes) => Some(outcomes),
+                    _ => None,
+                },
+                |code| OffsetOutcome {
+                    error_code: code,
+                    offset: -1,
+                    timestamp: -1,
+                },
+            )
+            .await
+        };
+        let topics = layout
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, slot)| {
+                        let response = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(index)
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                            .with_leader_epoch(-1);
+                        match slot {
+                            Err(code) => response.with_error_code(code),
+                            Ok(i) => {
+                                let outcome = &outcomes[i];
+                                let found =
+                                    outcome.error_code == error::NONE && outcome.offset >= 0;
+                                response
+                                    .with_error_code(outcome.error_code)
+                                    .with_offset(outcome.offset)
+                                    .with_timestamp(outcome.timestamp)
+                                    // The field exists from v4; older versions must leave it unset.
+                                    .with_leader_epoch(if found && version >= 4 {
+                                        leader_epoch::CURRENT
+                                    } else {
+                                        -1
+                                    })
+                            }
+                        }
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(topic_name(name))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        request.respond(&ListOffsetsResponse::default().with_topics(topics))
+    }
+    .boxed_local()
+}

@@ -1,0 +1,377 @@
+//! The data plane's two halves: scattering a request's partitions to their owner shards, and
+//! serving them on the owner.
+//!
+//! Owner: `scatter` runs on the shard holding the client's connection; the `serve_*` functions
+//! run on the shard that owns the partitions (`shard_for`), reached through the router (or
+//! called directly when that is the same shard). Items and outcomes are plain `Send` data:
+//! record data crosses shards as `Bytes`, never copied.
+//!
+//! `scatter` groups a request's items by owner, sends one `ShardRequest` per owner (all
+//! owners at once), and puts the outcomes back in request order. A shard that cannot be
+//! reached answers every one of its items with the router's error code.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::ResponseError;
+
+use crate::kafka::error;
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::storage::manager::OpenPartition;
+
+/// A partition's records to append.
+#[derive(Debug, Clone)]
+pub struct ProduceItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The request's `records` field: one or more v2 batches, as the client sent them.
+    pub records: Bytes,
+}
+
+/// The outcome of one partition's append.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceOutcome {
+    /// Kafka error code.
+    pub error_code: i16,
+    /// Why, for the response's `error_message`.
+    pub error_message: Option<String>,
+    /// Offset of the first record appended.
+    pub base_offset: i64,
+    /// The broker's time for LogAppendTime topics, else -1.
+    pub log_append_time_ms: i64,
+    /// The partition's log start offset.
+    pub log_start_offset: i64,
+}
+
+/// A partition to read.
+#[derive(Debug, Clone)]
+pub struct ReadItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset wanted.
+    pub offset: i64,
+    /// Byte limit (at least one whole batch is returned anyway).
+    pub max_bytes: u32,
+}
+
+/// What one partition's read found.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    /// Kafka error code.
+    pub error_code: i16,
+    /// High watermark (-1 when the partition was not read).
+    pub high_watermark: i64,
+    /// Log start offset (-1 when the partition was not read).
+    pub log_start_offset: i64,
+    /// Whole batches, as stored.
+    pub records: Vec<Bytes>,
+}
+
+impl ReadOutcome {
+    /// Bytes of record data.
+    pub fn len_bytes(&self) -> usize {
+        self.records.iter().map(Bytes::len).sum()
+    }
+}
+
+/// A partition whose offsets to look up.
+#[derive(Debug, Clone)]
+pub struct OffsetItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// ListOffsets' timestamp: -2 earliest, -1 latest, -3 max timestamp, else a time in ms.
+    pub timestamp: i64,
+}
+
+/// A looked-up offset.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetOutcome {
+    /// Kafka error code.
+    pub error_code: i16,
+    /// The offset, -1 if none matched.
+    pub offset: i64,
+    /// The timestamp of that offset, -1 when it has none.
+    pub timestamp: i64,
+}
+
+/// A partition to trim (DeleteRecords).
+#[derive(Debug, Clone)]
+pub struct DeleteItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// New log start offset; -1 for the high watermark.
+    pub offset: i64,
+}
+
+/// The outcome of a DeleteRecords item.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOutcome {
+    /// Kafka error code.
+    pub error_code: i16,
+    /// The new log start offset.
+    pub low_watermark: i64,
+}
+
+/// A request's partitions in request order, by topic, each with what the handler knows of it
+/// (`S`): usually the index of its item in the scatter, or the error that refused it.
+pub type Layout<S> = Vec<(String, Vec<(i32, S)>)>;
+
+/// ListOffsets' special timestamps.
+pub mod offset_spec {
+    /// The log start offset.
+    pub const EARLIEST: i64 = -2;
+    /// The high watermark.
+    pub const LATEST: i64 = -1;
+    /// The offset with the largest timestamp (KIP-734).
+    pub const MAX_TIMESTAMP: i64 = -3;
+}
+
+/// Sends each item to its owner and returns the outcomes in item order. See the module
+/// documentation.
+pub async fn scatter<I, O>(
+    context: &Rc<ShardContext>,
+    items: Vec<I>,
+    locate: impl Fn(&I) -> (&str, i32),
+    request: impl Fn(Vec<I>) -> ShardRequest,
+    response: impl Fn(ShardResponse) -> Option<Vec<O>>,
+    failed: impl Fn(i16) -> O,
+) -> Vec<O> {
+    let count = items.len();
+    let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<I>)> = BTreeMap::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let (topic, partition) = locate(&item);
+        let owner = shard_for(topic, partition, context.shard_count);
+        let group = groups.entry(owner).or_default();
+        group.0.push(index);
+        group.1.push(item);
+    }
+    let (response, failed) = (&response, &failed);
+    let calls = groups.into_iter().map(|(owner, (indexes, items))| {
+        let request = request(items);
+        async move {
+            let outcomes = match context.router.call(owner, request).await {
+                Ok(answer) => response(answer).filter(|o| o.len() == indexes.len()),
+                Err(err) => {
+                    let code = error::router_error_code(&err);
+                    Some(indexes.iter().map(|_| failed(code)).collect())
+                }
+            };
+            let outcomes = outcomes.unwrap_or_else(|| {
+                indexes
+                    .iter()
+                    .map(|_| failed(ResponseError::UnknownServerError.code()))
+                    .collect()
+            });
+            (indexes, outcomes)
+        }
+    });
+    let mut slots: Vec<Option<O>> = (0..count).map(|_| None).collect();
+    for (indexes, outcomes) in join_all(calls).await {
+        for (index, outcome) in indexes.into_iter().zip(outcomes) {
+            slots[index] = Some(outcome);
+        }
+    }
+    slots
+        .into_iter()
+        .map(|o| o.expect("every item gets an outcome"))
+        .collect()
+}
+
+async fn open(
+    context: &ShardContext,
+    topic: &str,
+    partition: i32,
+) -> Result<Rc<OpenPartition>, i16> {
+    let image = context.image();
+    context
+        .partitions
+        .get(&image, topic, partition)
+        .await
+        .map_err(|err| error::partition_error_code(&err))
+}
+
+/// Owner side of Produce: appends every item (all partitions at once; each partition's
+/// appends in arrival order) and waits until each is durable under its topic's policy.
+pub async fn serve_produce(
+    context: &ShardContext,
+    items: Vec<ProduceItem>,
+    acks: i16,
+) -> Vec<ProduceOutcome> {
+    let appends = items.into_iter().map(|item| async move {
+        let partition = match open(context, &item.topic, item.partition).await {
+            Ok(partition) => partition,
+            Err(code) => {
+                return ProduceOutcome {
+                    error_code: code,
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                };
+            }
+        };
+        let min_insync = partition.settings.borrow().min_insync_replicas;
+        if acks == -1 && min_insync > 1 {
+            // One broker is one in-sync replica.
+            return ProduceOutcome {
+                error_code: ResponseError::NotEnoughReplicas.code(),
+                error_message: Some(format!(
+                    "The size of the current ISR 1 is insufficient to satisfy the min.isr \
+                     requirement of {min_insync} for partition {}-{}",
+                    item.topic, item.partition
+                )),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: partition.log.log_start_offset(),
+            };
+        }
+        match partition.log.append(item.records).await {
+            Ok(info) => ProduceOutcome {
+                error_code: error::NONE,
+                error_message: None,
+                base_offset: info.base_offset,
+                log_append_time_ms: info.log_append_time_ms,
+                log_start_offset: info.log_start_offset,
+            },
+            Err(err) => ProduceOutcome {
+                error_code: error::storage_error_code(&err),
+                error_message: Some(err.to_string()),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: partition.log.log_start_offset(),
+            },
+        }
+    });
+    join_all(appends).await
+}
+
+/// Owner side of Fetch: reads every item at once.
+pub async fn serve_read(context: &ShardContext, items: Vec<ReadItem>) -> Vec<ReadOutcome> {
+    let reads = items.into_iter().map(|item| async move {
+        let partition = match open(context, &item.topic, item.partition).await {
+            Ok(partition) => partition,
+            Err(code) => {
+                return ReadOutcome {
+                    error_code: code,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: Vec::new(),
+                };
+            }
+        };
+        let log = &partition.log;
+        let (error_code, records) = match log.read(item.offset, item.max_bytes).await {
+            Ok(slice) => (error::NONE, slice.chunks),
+            Err(err) => (error::storage_error_code(&err), Vec::new()),
+        };
+        ReadOutcome {
+            error_code,
+            high_watermark: log.high_watermark(),
+            log_start_offset: log.log_start_offset(),
+            records,
+        }
+    });
+    join_all(reads).await
+}
+
+/// Owner side of a fetch's long poll: resolves when any item's partition has data beyond the
+/// item's offset, or after `timeout`. Woken by appends, never by polling.
+pub async fn serve_wait(context: &ShardContext, items: Vec<ReadItem>, timeout: Duration) {
+    let mut waits = Vec::new();
+    for item in &items {
+        if let Ok(partition) = open(context, &item.topic, item.partition).await {
+            let offset = item.offset;
+            waits.push(Box::pin(async move {
+                partition.log.wait_for_data(offset).await;
+            }));
+        }
+    }
+    if waits.is_empty() {
+        return;
+    }
+    let any = futures::future::select_all(waits);
+    let _ = glommio::timer::timeout(timeout, async {
+        any.await;
+        Ok(())
+    })
+    .await;
+}
+
+/// Owner side of ListOffsets (and of the end offsets OffsetForLeaderEpoch reports).
+pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Vec<OffsetOutcome> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let partition = match open(context, &item.topic, item.partition).await {
+            Ok(partition) => partition,
+            Err(code) => {
+                outcomes.push(OffsetOutcome {
+                    error_code: code,
+                    offset: -1,
+                    timestamp: -1,
+                });
+                continue;
+            }
+        };
+        let log = &partition.log;
+        let found = match item.timestamp {
+            offset_spec::EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+            offset_spec::LATEST => Ok(Some((log.high_watermark(), -1))),
+            offset_spec::MAX_TIMESTAMP => Ok(log.max_timestamp()),
+            timestamp => log.offset_for_timestamp(timestamp).await,
+        };
+        outcomes.push(match found {
+            Ok(Some((offset, timestamp))) => OffsetOutcome {
+                error_code: error::NONE,
+                offset,
+                timestamp,
+            },
+            Ok(None) => OffsetOutcome {
+                error_code: error::NONE,
+                offset: -1,
+                timestamp: -1,
+            },
+            Err(err) => OffsetOutcome {
+                error_code: error::storage_error_code(&err),
+                offset: -1,
+                timestamp: -1,
+            },
+        });
+    }
+    outcomes
+}
+
+/// Owner side of DeleteRecords.
+pub async fn serve_delete(context: &ShardContext, items: Vec<DeleteItem>) -> Vec<DeleteOutcome> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let outcome = match open(context, &item.topic, item.partition).await {
+            Err(code) => DeleteOutcome {
+                error_code: code,
+                low_watermark: -1,
+            },
+            Ok(partition) => match partition.log.delete_records(item.offset).await {
+                Ok(low_watermark) => DeleteOutcome {
+                    error_code: error::NONE,
+                    low_watermark,
+                },
+                Err(err) => DeleteOutcome {
+                    error_code: error::storage_error_code(&err),
+                    low_watermark: -1,
+                },
+            },
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}

@@ -1,0 +1,253 @@
+//! Produce (key 0), versions 3 to 9.
+//!
+//! Owner: the connection's shard checks the request and each partition's records field, then
+//! scatters the partitions to their owner shards (`owner::scatter`), where they are appended
+//! and made durable under the topic's flush policy; the response is built once every owner has
+//! answered. acks=0 appends all the same but sends no response.
+//!
+//! Checks here, before anything is written, as Kafka makes them: acks must be 0, 1 or -1
+//! (INVALID_REQUIRED_ACKS); each partition must carry exactly one v2 record batch
+//! (INVALID_RECORD); the topic and partition must exist (UNKNOWN_TOPIC_OR_PARTITION; with
+//! `auto.create.topics.enable` an unknown, validly named topic is created for the retry). The
+//! owner validates the batch itself (length, magic, CRC-32C, record count, max.message.bytes).
+//!
+//! Ordering: the handler reaches each owner's append in its first poll when the partitions are
+//! open and the mesh channel has room, so pipelined produces of one connection append in
+//! request order in the common case. Unlike Kafka, which serves one request per connection at a
+//! time, a produce that must wait (a full channel, a partition being opened) can be overtaken
+//! by a later one; idempotent producers' sequence checks (a later issue) will cover that case.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::kafka::admin::{self, text};
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::kafka::owner::{self, ProduceItem, ProduceOutcome};
+use crate::metadata::topic_name::validate_topic_name;
+use crate::metadata::{ControllerRequest, NewTopic};
+use crate::shard::{ShardContext, ShardRequest, ShardResponse};
+use crate::storage::batch::BATCH_HEADER_BYTES;
+
+/// The versions served.
+pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 9 };
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::Produce,
+    versions: VERSIONS,
+    handle,
+};
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    async move {
+        let body: ProduceRequest = match request.decode() {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
+        };
+        let acks = body.acks;
+        let response = produce(&context, body).await;
+        if acks == 0 {
+            HandlerOutcome::NoResponse
+        } else {
+            request.respond(&response)
+        }
+    }
+    .boxed_local()
+}
+
+/// A partition's place in the response and what is known about it before the owner answers.
+enum Slot {
+    /// Sent to the owner as item number `usize`.
+    Sent(usize),
+    /// Refused here.
+    Refused(i16, String),
+}
+
+async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceResponse {
+    let acks = body.acks;
+    let image = context.image();
+    let mut items = Vec::new();
+    let mut layout: Vec<(String, Vec<(i32, Slot)>)> = Vec::new();
+    let mut to_create = Vec::new();
+    for topic in body.topic_data {
+        let name = topic.name.0.to_string();
+        let meta = image.topic(&name);
+        if meta.is_none()
+            && context.config.auto_create_topics_enable
+            && validate_topic_name(&name).is_ok()
+            && !to_create.contains(&name)
+        {
+            to_create.push(name.clone());
+        }
+        let mut slots = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let slot = if !(-1..=1).contains(&acks) {
+                Slot::Refused(
+                    ResponseError::InvalidRequiredAcks.code(),
+                    format!("acks must be 0, 1 or -1, not {acks}"),
+                )
+            } else if !meta.is_some_and(|m| (0..m.partitions).contains(&data.index)) {
+                Slot::Refused(
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("This server does not host {name}-{}", data.index),
+                )
+            } else {
+                match check_one_batch(data.records.as_deref()) {
+                    Err(reason) => Slot::Refused(ResponseError::InvalidRecord.code(), reason),
+                    Ok(()) => {
+                        items.push(ProduceItem {
+                            topic: name.clone(),
+                            partition: data.index,
+                            records: data.records.expect("checked above"),
+                        });
+                        Slot::Sent(items.len() - 1)
+                    }
+                }
+            };
+            slots.push((data.index, slot));
+        }
+        layout.push((name, slots));
+    }
+    if !to_create.is_empty() {
+        let topics = to_create
+            .into_iter()
+            .map(|name| NewTopic {
+                name,
+                partitions: context.config.num_partitions,
+                configs: Default::default(),
+            })
+            .collect();
+        let create = ControllerRequest::CreateTopics {
+            topics,
+            validate_only: false,
+        };
+        // The producer retries UNKNOWN_TOPIC_OR_PARTITION and finds the topic then.
+        let _ = admin::call_controller(context, create).await;
+    }
+
+    let outcomes = if items.is_empty() {
+        Vec::new()
+    } else {
+        let count = items.len();
+        let scattered = owner::scatter(
+            context,
+            items,
+            |item| (item.topic.as_str(), item.partition),
+            |items| ShardRequest::Produce { items, acks },
+            |answer| match answer {
+                ShardResponse::Produce(outcomes) => Some(outcomes),
+                _ => None,
+            },
+            |code| ProduceOutcome {
+                error_code: code,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            },
+        );
+        if body.timeout_ms > 0 {
+            let bound = Duration::from_millis(body.timeout_ms as u64);
+            match glommio::timer::timeout(bound, scattered.map(Ok)).await {
+                Ok(outcomes) => outcomes,
+                Err(_) => (0..count)
+                    .map(|_| ProduceOutcome {
+                        error_code: ResponseError::RequestTimedOut.code(),
+                        error_message: Some(format!(
+                            "the write did not complete within timeout_ms {}",
+                            body.timeout_ms
+                        )),
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1,
+                    })
+                    .collect(),
+            }
+        } else {
+            scattered.await
+        }
+    };
+
+    let responses = layout
+        .into_iter()
+        .map(|(name, slots)| {
+            let partitions = slots
+                .into_iter()
+                .map(|(index, slot)| {
+                    let response = PartitionProduceResponse::default().with_index(index);
+                    match slot {
+                        Slot::Sent(i) => {
+                            let outcome = &outcomes[i];
+                            response
+                                .with_error_code(outcome.error_code)
+                                .with_error_message(outcome.error_message.clone().map(text))
+                                .with_base_offset(outcome.base_offset)
+                                .with_log_append_time_ms(outcome.log_append_time_ms)
+                                .with_log_start_offset(outcome.log_start_offset)
+                        }
+                        Slot::Refused(code, message) => response
+                            .with_error_code(code)
+                            .with_error_message(Some(text(message)))
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1),
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(admin::topic_name(name))
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
+}
+
+/// Kafka accepts exactly one record batch per partition in Produce v3 and later. Only the
+/// batch framing is looked at here; the owner validates the batch itself.
+fn check_one_batch(records: Option<&[u8]>) -> Result<(), String> {
+    const ONE_BATCH: &str =
+        "Produce requests with version 3 are only allowed to contain exactly one record batch";
+    let records = records.ok_or_else(|| ONE_BATCH.to_string())?;
+    if records.len() < BATCH_HEADER_BYTES {
+        return Err(format!(
+            "{ONE_BATCH}; got {} bytes, less than a batch header",
+            records.len()
+        ));
+    }
+    // baseOffset (8 bytes), then batchLength (4 bytes) counting everything after itself.
+    let batch_length = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
+    let total = 12i64 + i64::from(batch_length);
+    if batch_length < 0 || total != records.len() as i64 {
+        return Err(format!(
+            "{ONE_BATCH}; the batch length says {total} bytes but the records field has {}",
+            records.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_batch() {
+        let mut batch = vec![0u8; 70];
+        batch[8..12].copy_from_slice(&58i32.to_be_bytes());
+        assert!(check_one_batch(Some(&batch)).is_ok());
+        assert!(check_one_batch(None).is_err());
+        assert!(check_one_batch(Some(&batch[..20])).is_err());
+        let mut two = batch.clone();
+        two.extend_from_slice(&batch);
+        assert!(check_one_batch(Some(&two)).is_err());
+        let mut negative = batch.clone();
+        negative[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(check_one_batch(Some(&negative)).is_err());
+    }
+}
