@@ -155,3 +155,59 @@ fn a_data_dir_of_another_node_is_refused() {
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("belongs to node.id 1"), "{stderr}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut shard_lines = 0;
+    let ready = loop {
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(err) => {
+                let _ = child.kill();
+                panic!("no ready line: {err}");
+            }
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if value["fields"]["message"] == "shard started" {
+            shard_lines += 1;
+            assert!(value["fields"]["core"].is_number(), "{line}");
+        }
+        if value["fields"]["message"] == "ringbroker ready" {
+            break value;
+        }
+    };
+    assert!(shard_lines >= 1);
+    assert!(
+        ready["fields"]["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
