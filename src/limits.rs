@@ -19,8 +19,8 @@ pub const SOCKET_REQUEST_BYTES_MAX: u32 = i32::MAX as u32;
 /// of growing the broker's memory.
 pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 64;
 
-/// Responses smaller than this are coalesced into one buffer (header and body) before they go
-/// to the socket: one send instead of several for the common small response.
+/// Response pieces smaller than this are gathered into one buffer before they go to the
+/// socket (one send instead of several); larger pieces (record data) are sent as they are.
 pub const RESPONSE_COALESCE_BYTES_MAX: usize = 64 * 1024;
 
 /// Capacity of each directed channel of the cross-shard mesh. A full channel makes the sender

@@ -118,9 +118,9 @@ async fn write_responses(
     let _ = writer.close().await;
 }
 
-/// Writes one response frame: size, response header, body chunks. Small responses are
-/// coalesced into one buffer (one send); large ones go out chunk by chunk so record data is
-/// never copied into a response buffer.
+/// Writes one response frame: size, response header, body chunks. glommio's TCP stream has no
+/// vectored write, so small chunks are gathered into one buffer (one send) and only chunks of
+/// at least `RESPONSE_COALESCE_BYTES_MAX` (record data) are sent as they are, never copied.
 async fn write_response(
     writer: &mut WriteHalf<TcpStream>,
     response: ResponseFrame,
@@ -134,24 +134,31 @@ async fn write_response(
             format!("response of {frame_len} bytes does not fit a frame"),
         )
     })?;
-    let coalesce = 4 + frame_len <= limits::RESPONSE_COALESCE_BYTES_MAX;
-    let mut head = BytesMut::with_capacity(if coalesce { 4 + frame_len } else { 9 });
-    head.put_i32(size);
-    head.put_i32(response.correlation_id);
+    let mut pending =
+        BytesMut::with_capacity((4 + frame_len).min(limits::RESPONSE_COALESCE_BYTES_MAX));
+    pending.put_i32(size);
+    pending.put_i32(response.correlation_id);
     if response.flexible_header {
         // Response header v1 ends with an empty tagged-field section.
-        head.put_u8(0);
+        pending.put_u8(0);
     }
-    if coalesce {
-        for chunk in &response.body {
-            head.put_slice(chunk);
-        }
-        writer.write_all(&head).await?;
-    } else {
-        writer.write_all(&head).await?;
-        for chunk in &response.body {
+    for chunk in &response.body {
+        if chunk.len() < limits::RESPONSE_COALESCE_BYTES_MAX {
+            pending.put_slice(chunk);
+            if pending.len() >= limits::RESPONSE_COALESCE_BYTES_MAX {
+                writer.write_all(&pending).await?;
+                pending.clear();
+            }
+        } else {
+            if !pending.is_empty() {
+                writer.write_all(&pending).await?;
+                pending.clear();
+            }
             writer.write_all(chunk).await?;
         }
+    }
+    if !pending.is_empty() {
+        writer.write_all(&pending).await?;
     }
     writer.flush().await
 }
