@@ -15,7 +15,7 @@ build_root=${COMPAT_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ringbroker/librdk
 jobs=${COMPAT_JOBS:-2}
 configure_flags=(--disable-gssapi --disable-curl)
 # Bump when the build steps below change in a way that needs a rebuild (comments do not).
-recipe=1
+recipe=2
 
 die() { echo "compat/build-suite: $*" >&2; exit 1; }
 log() { echo "compat/build-suite: $*" >&2; }
@@ -38,8 +38,10 @@ if [[ -z $src_test_c ]]; then
 fi
 src=$(dirname "$(dirname "$src_test_c")")
 
-# 2. Cache key: crate version and path, configure flags, recipe version.
-key=$(printf '%s\n' "$ver" "$src" "${configure_flags[*]}" "recipe=$recipe" | sha256sum | cut -d' ' -f1)
+# 2. Cache key: crate version and path, configure flags, recipe version, optional headers.
+# Optional headers configure probes for are part of the key too, so installing one rebuilds.
+optional=$(for h in /usr/include/rapidjson/schema.h /usr/include/zstd.h /usr/include/lz4.h /usr/include/openssl/ssl.h /usr/include/zlib.h; do [[ -e $h ]] && echo "$h"; done)
+key=$(printf '%s\n' "$ver" "$src" "${configure_flags[*]}" "recipe=$recipe" "$optional" | sha256sum | cut -d' ' -f1)
 dest=$build_root/librdkafka-$ver
 stamp=$dest/.ringbroker-compat-stamp
 if [[ -f $stamp && $(<"$stamp") == "$key" && -x $dest/tests/test-runner && -f $dest/src/librdkafka.so.1 ]]; then

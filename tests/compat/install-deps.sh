@@ -12,12 +12,11 @@ declare -A probe=(
   [build-essential]=/usr/bin/g++
   [make]=/usr/bin/make
   [pkg-config]=/usr/bin/pkg-config
-  [python3]=/usr/bin/python3
   [libssl-dev]=/usr/include/openssl/ssl.h
   [zlib1g-dev]=/usr/include/zlib.h
   [libzstd-dev]=/usr/include/zstd.h
   [liblz4-dev]=/usr/include/lz4.h
-  [rsync]=/usr/bin/rsync
+  [rapidjson-dev]=/usr/include/rapidjson/schema.h  # lets test 0053 validate stats JSON
 )
 
 missing=()

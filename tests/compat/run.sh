@@ -63,10 +63,15 @@ broker_bin=$target/release/ringbroker
 # --- broker lifecycle ------------------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ringbroker-compat.XXXXXX")
 broker_pid=
+runner_pid=
 broker_starts=0
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n $runner_pid ]]; then
+    kill -TERM "$runner_pid" 2>/dev/null || true # timeout(1) passes it on to the test runner
+    wait "$runner_pid" 2>/dev/null || true
+  fi
   if [[ -n $broker_pid ]] && kill -0 "$broker_pid" 2>/dev/null; then
     kill -TERM "$broker_pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.2; done
@@ -120,7 +125,10 @@ PY
 
 # --- run -------------------------------------------------------------------------------------
 rm -rf "$results"
-mkdir -p "$results" "$tmp/work"
+mkdir -p "$results"
+# The runner works in the suite's tests/ directory as upstream does (0053 reads
+# ../src/statistics_schema.json); drop what earlier runs left there.
+rm -f "$suite"/stats_*.json "$suite"/*.offset "$suite"/test_report_*.json
 start_broker
 
 runner_env=(
@@ -157,16 +165,21 @@ for t in "${tests[@]}"; do
   tlog=$results/$t.log
   start=$SECONDS
   rc=0
-  # (the outer 2>/dev/null only silences bash's "Killed" job notice; the runner's output is in $tlog)
-  { (cd "$tmp/work" && env "${runner_env[@]}" TESTS="$t" BROKERS="$bootstrap" TEST_REPORT="$results/$t.json" \
-    timeout -k 5 "$limit" stdbuf -oL -eL "$suite/test-runner" -p1 -L -E -K -Q) >"$tlog" 2>&1; } 2>/dev/null || rc=$?
+  # In the background and waited for, so that INT/TERM reach the cleanup trap at once; the
+  # 2>/dev/null only silences bash's "Killed" job notice (the runner's output is in $tlog).
+  (cd "$suite" && exec env "${runner_env[@]}" TESTS="$t" BROKERS="$bootstrap" TEST_REPORT="$results/$t.json" \
+    timeout -k 5 "$limit" stdbuf -oL -eL "$suite/test-runner" -p1 -L -E -K -Q) >"$tlog" 2>&1 &
+  runner_pid=$!
+  { wait "$runner_pid"; } 2>/dev/null || rc=$?
+  runner_pid=
   took=$((SECONDS - start))
   timed_out=0
   if ((rc == 124)) || { ((rc == 137)) && ((took >= limit)); }; then timed_out=1; fi
   IFS=$'\t' read -r status reason < <(python3 "$here/classify.py" "$t" "$tlog" "$results/$t.json" "$rc" "$timed_out" "$limit")
   if ! broker_alive; then
     status=FAILED
-    reason="ringbroker died during the test (see $broker_log); ${reason}"
+    last=$(grep -a . "$broker_log" | grep -av 'shard stopped\|drained\|draining' | tail -n 1 | sed 's/^[0-9TZ:.-]* *//' | cut -c1-160)
+    reason="ringbroker exited during the test (${last}; log $broker_log); ${reason}"
   fi
   printf '%s\t%s\t%s\t%s\n' "$t" "$status" "$took" "$reason" >>"$summary"
   printf '[%2d/%d] %s %-7s %4ss  %s\n' "$i" "$n_total" "$t" "$status" "$took" "$reason"
