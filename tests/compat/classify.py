@@ -57,6 +57,8 @@ def main():
     def last_hint(skip_timeout=False):
         for line in reversed(text.splitlines()):
             l = line.strip()
+            if "Stats (#" in l or l.startswith("{"):  # statistics JSON dumps (0053)
+                continue
             if skip_timeout and re.search(r"timed out|check_test_timeouts|SUMMARY|^[|#]|Test report|Killed|TEST FAILURE", l):
                 continue
             if skip_timeout and l:
@@ -67,8 +69,11 @@ def main():
         return lines[-1] if lines else "no output"
 
     if timed_out:
-        why = first_fail or last_hint()
-        print(f"TIMEOUT\tkilled by compat/run.sh after {limit}s; last error: {squash(why)}")
+        if first_fail:
+            why = f"first error: {first_fail}"
+        else:
+            why = f"last log line: {last_hint(skip_timeout=True)}"
+        print(f"TIMEOUT\tkilled by compat/run.sh after {limit}s; {squash(why)}")
         return
     failed = [n for n, s in states.items() if s in ("FAILED", "RUNNING")]
     if failed or (rc != 0 and any(s == "PASSED" for s in states.values())):

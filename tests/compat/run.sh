@@ -14,6 +14,8 @@
 #      COMPAT_TOTAL_TIMEOUT  seconds for all tests together [840]
 #      COMPAT_TEST_TIMEOUT   upper bound per test in seconds [300]; each test also gets at
 #                            most an equal share of the time left, and at least 20 s
+#      COMPAT_BROKER_ARGS    extra `ringbroker serve` arguments
+#                            [--set num.partitions=4 --set auto.create.topics.enable=true]
 #      COMPAT_DEBUG          librdkafka debug contexts for every client (TEST_DEBUG), e.g. broker,metadata
 #      COMPAT_BUILD_DIR      librdkafka build cache [~/.cache/ringbroker/librdkafka-compat]
 #      COMPAT_RESULTS_DIR    per-test logs and reports [$COMPAT_BUILD_DIR/results]
@@ -28,6 +30,9 @@ total_budget=${COMPAT_TOTAL_TIMEOUT:-840}
 test_cap=${COMPAT_TEST_TIMEOUT:-300}
 min_share=20
 kafka_version=3.7.0
+# librdkafka's default test scenario (tests/scenarios/default.json): auto-created topics with
+# 4 partitions; tests such as 0012 produce to partitions 0..3 of an auto-created topic.
+read -r -a broker_args <<<"${COMPAT_BROKER_ARGS---set num.partitions=4 --set auto.create.topics.enable=true}"
 
 die() { echo "compat: $*" >&2; exit 2; }
 log() { echo "compat: $*" >&2; }
@@ -95,7 +100,7 @@ broker_alive() {
 start_broker() {
   broker_starts=$((broker_starts + 1))
   broker_log=$results/broker-$broker_starts.log
-  "$broker_bin" serve --data-dir "$tmp/data-$broker_starts" --listen 127.0.0.1:0 \
+  "$broker_bin" serve --data-dir "$tmp/data-$broker_starts" --listen 127.0.0.1:0 "${broker_args[@]}" \
     >/dev/null 2>"$broker_log" &
   broker_pid=$!
   local addr=
@@ -120,7 +125,7 @@ md = AdminClient({"bootstrap.servers": os.environ["BOOTSTRAP"]}).list_topics(tim
 print(f"Metadata: {len(md.brokers)} broker(s) {sorted(str(b) for b in md.brokers.values())}, {len(md.topics)} topic(s), cluster {md.cluster_id}")
 PY
   ) || { echo "$pre" >&2; die "pre-flight Metadata request to $bootstrap failed"; }
-  log "ringbroker pid $broker_pid ready on $bootstrap; $pre"
+  log "ringbroker pid $broker_pid ready on $bootstrap (${broker_args[*]}); $pre"
 }
 
 # --- run -------------------------------------------------------------------------------------
