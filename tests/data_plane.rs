@@ -483,6 +483,30 @@ fn kcat_million_messages_survive_restart() {
 // ---------------------------------------------------------------------------------------------
 // Compression: stored and served as produced.
 
+/// Checks that `topic`'s partition 0 is stored and served with the producer's codec: every
+/// batch is compressed with it, except small batches a producer chose to send uncompressed
+/// (librdkafka does so when compression would not shrink them), which must stay a minority.
+fn assert_served_compressed(broker: &Broker, topic: &str, codec: &str, attribute: i16) {
+    let mut client = RawClient::connect(broker.addr);
+    let data = fetch(&mut client, topic, 0, 0, 0, 1, 1 << 20);
+    assert_eq!(data.error_code, NONE);
+    let records = data.records.expect("records");
+    let headers = batch_headers(&records);
+    assert!(!headers.is_empty());
+    let (mut compressed, mut plain) = (0, 0);
+    for (base, count, attributes) in &headers {
+        match attributes & 0x7 {
+            0 => plain += count,
+            a if a == attribute => compressed += count,
+            _ => panic!("{codec}: batch at {base} has attributes {attributes:#x}"),
+        }
+    }
+    assert!(
+        compressed > plain,
+        "{codec}: {compressed} records in compressed batches, {plain} in uncompressed ones"
+    );
+}
+
 fn compression_round_trip(codec: &str, attribute: i16) {
     const COUNT: usize = 20_000;
     const P: i32 = 3;
@@ -492,21 +516,12 @@ fn compression_round_trip(codec: &str, attribute: i16) {
     create_topic(&broker, &topic, P, &[]);
     rdkafka_produce(&broker, &topic, P, COUNT, &[("compression.type", codec)]);
     rdkafka_consume_checked(&broker, &topic, P, COUNT);
-    // The batches come back compressed with the producer's codec.
-    let mut client = RawClient::connect(broker.addr);
-    let data = fetch(&mut client, &topic, 0, 0, 0, 1, 1 << 20);
-    assert_eq!(data.error_code, NONE);
-    let records = data.records.expect("records");
-    let headers = batch_headers(&records);
-    assert!(!headers.is_empty());
-    for (base, _count, attributes) in &headers {
-        assert_eq!(
-            attributes & 0x7,
-            attribute,
-            "{codec}: batch at {base} has attributes {attributes:#x}"
-        );
-    }
+    assert_served_compressed(&broker, &topic, codec, attribute);
+    // The same after a restart, read from disk.
     assert!(broker.stop().success());
+    let broker = Broker::start_in(dir.path(), &[]);
+    rdkafka_consume_checked(&broker, &topic, P, COUNT);
+    assert_served_compressed(&broker, &topic, codec, attribute);
 }
 
 #[test]
@@ -524,9 +539,46 @@ fn rdkafka_lz4_round_trip() {
     compression_round_trip("lz4", 3);
 }
 
+/// Needs the `rdkafka` dev-dependency built with its `zstd` feature; without it librdkafka
+/// refuses `compression.type=zstd` ("libzstd not available at build time").
 #[test]
 fn rdkafka_zstd_round_trip() {
     compression_round_trip("zstd", 4);
+}
+
+/// zstd through confluent-kafka's librdkafka (built with zstd), whatever the crate's features.
+#[test]
+fn confluent_kafka_zstd_round_trip() {
+    const COUNT: &str = "20000";
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    create_topic(&broker, "compressed-zstd", 3, &[]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/produce_consume.py"
+    );
+    let bootstrap = broker.bootstrap();
+    for mode in ["produce", "consume"] {
+        let (status, _, stderr) = run_bounded(
+            "python3",
+            &[
+                script,
+                "confluent",
+                mode,
+                &bootstrap,
+                "compressed-zstd",
+                "3",
+                COUNT,
+                "zstd",
+            ],
+            CLIENT_BOUND,
+        );
+        assert!(
+            status.success(),
+            "confluent {mode} with zstd failed: {stderr}"
+        );
+    }
+    assert_served_compressed(&broker, "compressed-zstd", "zstd", 4);
 }
 
 // ---------------------------------------------------------------------------------------------

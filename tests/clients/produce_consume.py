@@ -1,9 +1,10 @@
 """Produces or consumes a checkable message stream with confluent-kafka or kafka-python.
 
 Usage:
-    produce_consume.py CLIENT MODE BOOTSTRAP TOPIC PARTITIONS COUNT
+    produce_consume.py CLIENT MODE BOOTSTRAP TOPIC PARTITIONS COUNT [COMPRESSION]
 
-CLIENT is `confluent` or `kafka-python`; MODE is `produce` or `consume`.
+CLIENT is `confluent` or `kafka-python`; MODE is `produce` or `consume`; COMPRESSION is the
+producer's compression.type (default none).
 
 Message i (0 <= i < COUNT) goes to partition p = i % PARTITIONS with per-partition sequence
 number seq = i // PARTITIONS, key b"<p>-<seq>" and a binary value that depends on (p, seq)
@@ -74,7 +75,7 @@ class Checker:
         )
 
 
-def produce_confluent(bootstrap: str, topic: str, partitions: int, count: int) -> dict:
+def produce_confluent(bootstrap: str, topic: str, partitions: int, count: int, compression: str) -> dict:
     from confluent_kafka import Producer
 
     producer = Producer(
@@ -85,6 +86,7 @@ def produce_confluent(bootstrap: str, topic: str, partitions: int, count: int) -
             "enable.idempotence": False,
             "queue.buffering.max.messages": 500000,
             "message.timeout.ms": 120000,
+            "compression.type": compression,
         }
     )
     stats = {"acked": 0, "errors": []}
@@ -116,7 +118,7 @@ def produce_confluent(bootstrap: str, topic: str, partitions: int, count: int) -
     return {"acked": stats["acked"]}
 
 
-def produce_kafka_python(bootstrap: str, topic: str, partitions: int, count: int) -> dict:
+def produce_kafka_python(bootstrap: str, topic: str, partitions: int, count: int, compression: str) -> dict:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(
@@ -127,6 +129,7 @@ def produce_kafka_python(bootstrap: str, topic: str, partitions: int, count: int
         # Idempotence needs InitProducerId, which the broker does not serve yet.
         enable_idempotence=False,
         request_timeout_ms=30000,
+        compression_type=None if compression == "none" else compression,
     )
     stats = {"acked": 0, "failed": 0, "errors": []}
 
@@ -150,7 +153,7 @@ def produce_kafka_python(bootstrap: str, topic: str, partitions: int, count: int
     return {"acked": stats["acked"]}
 
 
-def consume_confluent(bootstrap: str, topic: str, partitions: int, count: int) -> dict:
+def consume_confluent(bootstrap: str, topic: str, partitions: int, count: int, _compression: str) -> dict:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -185,7 +188,7 @@ def consume_confluent(bootstrap: str, topic: str, partitions: int, count: int) -
     return {"consumed": checker.total}
 
 
-def consume_kafka_python(bootstrap: str, topic: str, partitions: int, count: int) -> dict:
+def consume_kafka_python(bootstrap: str, topic: str, partitions: int, count: int, _compression: str) -> dict:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -228,6 +231,7 @@ def consume_kafka_python(bootstrap: str, topic: str, partitions: int, count: int
 def main() -> None:
     client, mode, bootstrap, topic, partitions, count = sys.argv[1:7]
     partitions, count = int(partitions), int(count)
+    compression = sys.argv[7] if len(sys.argv) > 7 else "none"
     run = {
         ("confluent", "produce"): produce_confluent,
         ("confluent", "consume"): consume_confluent,
@@ -235,7 +239,7 @@ def main() -> None:
         ("kafka-python", "consume"): consume_kafka_python,
     }[(client, mode)]
     started = time.monotonic()
-    out = run(bootstrap, topic, partitions, count)
+    out = run(bootstrap, topic, partitions, count, compression)
     out["seconds"] = round(time.monotonic() - started, 2)
     out["client"] = client
     out["mode"] = mode
