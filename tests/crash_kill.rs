@@ -114,8 +114,11 @@ fn value(run: u64, i: u64, size: usize) -> Vec<u8> {
     v
 }
 
-/// Every record of every partition: (partition, offset) -> value, and the high watermarks.
-fn read_everything(broker: &Broker) -> (HashMap<(i32, i64), Vec<u8>>, Vec<(i64, i64)>) {
+/// Every record of the topic by (partition, offset).
+type Records = HashMap<(i32, i64), Vec<u8>>;
+
+/// Every record of every partition, and the (low, high) watermarks.
+fn read_everything(broker: &Broker) -> (Records, Vec<(i64, i64)>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", "crash-check")

@@ -766,7 +766,8 @@ fn malformed_produce_and_fetch_get_kafka_codes_and_change_nothing() {
     assert!(too_large.len() > 2000);
 
     // (what, topic, partition, acks, records, expected Kafka code)
-    let cases: Vec<(&str, &str, i32, i16, Option<Vec<u8>>, i16)> = vec![
+    type Case = (&'static str, &'static str, i32, i16, Option<Vec<u8>>, i16);
+    let cases: Vec<Case> = vec![
         ("bad CRC", "strict", 0, -1, Some(bad_crc), CORRUPT_MESSAGE),
         ("magic 1", "strict", 0, -1, Some(magic_1), INVALID_RECORD),
         (
