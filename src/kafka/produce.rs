@@ -99,7 +99,7 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
                 )
             } else {
                 match check_one_batch(data.records.as_deref()) {
-                    Err(reason) => Slot::Refused(ResponseError::InvalidRecord.code(), reason),
+                    Err((code, reason)) => Slot::Refused(code, reason),
                     Ok(()) => {
                         items.push(ProduceItem {
                             topic: name.clone(),
@@ -209,25 +209,37 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
 }
 
 /// Kafka accepts exactly one record batch per partition in Produce v3 and later. Only the
-/// batch framing is looked at here; the owner validates the batch itself.
-fn check_one_batch(records: Option<&[u8]>) -> Result<(), String> {
+/// batch framing is looked at here, with Kafka's codes: a length field too small for any batch
+/// is CORRUPT_MESSAGE, a records field that is not exactly one batch INVALID_RECORD. The owner
+/// validates the batch itself.
+fn check_one_batch(records: Option<&[u8]>) -> Result<(), (i16, String)> {
     const ONE_BATCH: &str =
         "Produce requests with version 3 are only allowed to contain exactly one record batch";
-    let records = records.ok_or_else(|| ONE_BATCH.to_string())?;
-    if records.len() < BATCH_HEADER_BYTES {
-        return Err(format!(
+    let invalid = |reason: String| (ResponseError::InvalidRecord.code(), reason);
+    let records = records.ok_or_else(|| invalid(ONE_BATCH.to_string()))?;
+    if records.len() < 12 {
+        return Err(invalid(format!(
             "{ONE_BATCH}; got {} bytes, less than a batch header",
             records.len()
-        ));
+        )));
     }
     // baseOffset (8 bytes), then batchLength (4 bytes) counting everything after itself.
     let batch_length = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
-    let total = 12i64 + i64::from(batch_length);
-    if batch_length < 0 || total != records.len() as i64 {
-        return Err(format!(
+    let total = 12 + i64::from(batch_length);
+    if total < BATCH_HEADER_BYTES as i64 {
+        return Err((
+            ResponseError::CorruptMessage.code(),
+            format!(
+                "Record batch is corrupt (the size {total} is smaller than the minimum allowed \
+                 overhead {BATCH_HEADER_BYTES})"
+            ),
+        ));
+    }
+    if total != records.len() as i64 {
+        return Err(invalid(format!(
             "{ONE_BATCH}; the batch length says {total} bytes but the records field has {}",
             records.len()
-        ));
+        )));
     }
     Ok(())
 }
@@ -248,6 +260,13 @@ mod tests {
         assert!(check_one_batch(Some(&two)).is_err());
         let mut negative = batch.clone();
         negative[8..12].copy_from_slice(&(-1i32).to_be_bytes());
-        assert!(check_one_batch(Some(&negative)).is_err());
+        assert_eq!(
+            check_one_batch(Some(&negative)).unwrap_err().0,
+            ResponseError::CorruptMessage.code()
+        );
+        assert_eq!(
+            check_one_batch(Some(&two)).unwrap_err().0,
+            ResponseError::InvalidRecord.code()
+        );
     }
 }
