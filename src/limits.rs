@@ -34,6 +34,21 @@ pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
 pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 
 // ---------------------------------------------------------------------------------------------
+// Idempotent producers
+// ---------------------------------------------------------------------------------------------
+
+/// Batches remembered per producer and partition for duplicate detection (Kafka keeps five,
+/// the most a producer may have in flight with idempotence on).
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// Producer ids a shard takes from the controller at a time. Ids of a block not used before a
+/// restart are skipped, never reused.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Producers whose state one partition keeps; past it the least recent producer is forgotten.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 65_536;
+
+// ---------------------------------------------------------------------------------------------
 // Metadata
 // ---------------------------------------------------------------------------------------------
 

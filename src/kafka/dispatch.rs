@@ -26,8 +26,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::kafka::{
     alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, fetch, list_offsets, metadata, offset_for_leader_epoch,
-    produce,
+    describe_cluster, describe_configs, fetch, init_producer_id, list_offsets, metadata,
+    offset_for_leader_epoch, produce,
 };
 use crate::shard::ShardContext;
 
@@ -93,6 +93,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     list_offsets::HANDLER,
     metadata::HANDLER,
     offset_for_leader_epoch::HANDLER,
+    init_producer_id::HANDLER,
     delete_records::HANDLER,
     api_versions::HANDLER,
     create_topics::HANDLER,

@@ -9,6 +9,7 @@ use crate::metadata::MetadataError;
 use crate::shard::RouterError;
 use crate::storage::StorageError;
 use crate::storage::manager::PartitionError;
+use crate::storage::producer_state::ProducerError;
 
 /// Kafka's "no error".
 pub const NONE: i16 = 0;
@@ -48,6 +49,16 @@ pub fn storage_error_code(err: &StorageError) -> i16 {
         StorageError::Overloaded { .. } => ResponseError::RequestTimedOut,
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
         StorageError::Io { .. } => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
+/// The Kafka error code of a refused idempotent batch.
+pub fn producer_error_code(err: &ProducerError) -> i16 {
+    let kind = match err {
+        ProducerError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        ProducerError::UnknownProducer { .. } => ResponseError::UnknownProducerId,
     };
     kind.code()
 }

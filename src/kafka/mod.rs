@@ -19,6 +19,7 @@ pub mod describe_configs;
 pub mod dispatch;
 pub mod error;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod metadata;

@@ -20,7 +20,9 @@ use kafka_protocol::ResponseError;
 
 use crate::kafka::error;
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::storage::batch::{BATCH_HEADER_BYTES, BatchHeader};
 use crate::storage::manager::OpenPartition;
+use crate::storage::producer_state::SequenceCheck;
 
 /// A partition's records to append.
 #[derive(Debug, Clone)]
@@ -236,7 +238,58 @@ pub async fn serve_produce(
                 log_start_offset: partition.log.log_start_offset(),
             };
         }
-        match partition.log.append(item.records).await {
+        // The sequence check and the staging of the batch happen in the same poll, with no
+        // await between them, so checks follow the order of appends.
+        let header_bytes = item
+            .records
+            .slice(..BATCH_HEADER_BYTES.min(item.records.len()));
+        let Some(header) = BatchHeader::view(&header_bytes) else {
+            return ProduceOutcome {
+                error_code: ResponseError::CorruptMessage.code(),
+                error_message: Some("record batch shorter than its header".to_string()),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: partition.log.log_start_offset(),
+            };
+        };
+        let check = partition.producers.borrow_mut().check_and_reserve(header);
+        let refused = |code: i16, message: String| ProduceOutcome {
+            error_code: code,
+            error_message: Some(message),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: partition.log.log_start_offset(),
+        };
+        match check {
+            SequenceCheck::NotIdempotent | SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                return ProduceOutcome {
+                    error_code: error::NONE,
+                    error_message: None,
+                    base_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: partition.log.log_start_offset(),
+                };
+            }
+            SequenceCheck::DuplicateInFlight => {
+                return refused(
+                    ResponseError::RequestTimedOut.code(),
+                    "a retry of a batch whose first write is still in flight; retry".to_string(),
+                );
+            }
+            SequenceCheck::Refused(err) => {
+                return refused(error::producer_error_code(&err), err.to_string());
+            }
+        }
+        let result = partition.log.append(item.records.clone()).await;
+        if check == SequenceCheck::Append {
+            let mut producers = partition.producers.borrow_mut();
+            match &result {
+                Ok(info) => producers.confirm(header, info.base_offset, info.last_offset),
+                Err(_) => producers.revert(header),
+            }
+        }
+        match result {
             Ok(info) => ProduceOutcome {
                 error_code: error::NONE,
                 error_message: None,
@@ -244,13 +297,7 @@ pub async fn serve_produce(
                 log_append_time_ms: info.log_append_time_ms,
                 log_start_offset: info.log_start_offset,
             },
-            Err(err) => ProduceOutcome {
-                error_code: error::storage_error_code(&err),
-                error_message: Some(err.to_string()),
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: partition.log.log_start_offset(),
-            },
+            Err(err) => refused(error::storage_error_code(&err), err.to_string()),
         }
     });
     join_all(appends).await

@@ -72,6 +72,11 @@ pub enum ControllerRequest {
         /// Check without changing.
         validate_only: bool,
     },
+    /// Hand out `count` producer ids (a block a shard then gives to producers one by one).
+    AllocateProducerIds {
+        /// How many.
+        count: i64,
+    },
     /// Change one topic's config overrides.
     AlterTopicConfigs {
         /// The topic.
@@ -91,6 +96,8 @@ pub enum ControllerRequest {
 pub enum ControllerResponse {
     /// The per-item results.
     Results(Vec<Result<TopicImage, MetadataError>>),
+    /// Answer to `AllocateProducerIds`: the first id of the block.
+    ProducerIds(Result<i64, MetadataError>),
     /// The request reached a shard that is not the controller.
     NotController,
 }
@@ -160,6 +167,21 @@ impl Controller {
             image: (*self.image()).clone(),
             records: Vec::new(),
         };
+        if let ControllerRequest::AllocateProducerIds { count } = request {
+            let first = plan.image.next_producer_id;
+            plan.stage(MetadataRecord::ProducerIdsAllocated {
+                next_producer_id: first + count.max(1),
+            });
+            if let Err(err) = self.persist(plan.records.clone(), plan.image.clone()).await {
+                return ControllerResponse::ProducerIds(Err(MetadataError::Storage(
+                    err.to_string(),
+                )));
+            }
+            let after = Rc::new(plan.image);
+            *self.image.borrow_mut() = after.clone();
+            publish(after).await;
+            return ControllerResponse::ProducerIds(Ok(first));
+        }
         let (results, validate_only) = plan.apply(request);
         if validate_only || plan.records.is_empty() {
             return ControllerResponse::Results(results);
@@ -293,6 +315,9 @@ impl Plan {
                     })
                     .collect();
                 (results, validate_only)
+            }
+            ControllerRequest::AllocateProducerIds { .. } => {
+                unreachable!("producer ids are allocated before planning topic changes")
             }
             ControllerRequest::AlterTopicConfigs {
                 name,

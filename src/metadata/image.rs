@@ -38,6 +38,9 @@ pub struct MetadataImage {
     pub offset: i64,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicImage>,
+    /// The first producer id not yet handed out (idempotent producers).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -46,6 +49,7 @@ impl MetadataImage {
         MetadataImage {
             offset: -1,
             topics: BTreeMap::new(),
+            next_producer_id: 0,
         }
     }
 

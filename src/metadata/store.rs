@@ -72,6 +72,11 @@ pub enum MetadataRecord {
         /// The complete new set of overrides.
         configs: BTreeMap<String, String>,
     },
+    /// A block of producer ids was handed out; ids below `next_producer_id` are never reused.
+    ProducerIdsAllocated {
+        /// The first id not yet handed out.
+        next_producer_id: i64,
+    },
     /// A topic was deleted.
     TopicDeleted {
         /// Its name.
@@ -260,6 +265,9 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
             if let Some(topic) = image.topics.get_mut(name).filter(|t| t.id == *id) {
                 topic.configs = configs.clone();
             }
+        }
+        MetadataRecord::ProducerIdsAllocated { next_producer_id } => {
+            image.next_producer_id = image.next_producer_id.max(*next_producer_id);
         }
         MetadataRecord::TopicDeleted { name, id } => {
             if image.topics.get(name).is_some_and(|t| t.id == *id) {

@@ -13,7 +13,7 @@ pub mod pool;
 pub mod router;
 pub mod shutdown;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -72,6 +72,8 @@ pub struct ShardContext {
     pub connections: Gate,
     /// The partition logs this shard owns.
     pub partitions: PartitionManager,
+    /// Producer ids this shard may hand out: `(next, end)`.
+    pub producer_id_block: Cell<(i64, i64)>,
     image: RefCell<Rc<MetadataImage>>,
 }
 

@@ -383,6 +383,7 @@ async fn run_shard(
                 reserve_space: true,
             },
         ),
+        producer_id_block: std::cell::Cell::new((0, 0)),
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions(image);

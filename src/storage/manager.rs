@@ -32,6 +32,8 @@ use crate::config::topic::{self, TopicSettings};
 use crate::metadata::MetadataImage;
 use crate::metadata::store::base64_url;
 use crate::shard::{ShardId, shard_for};
+use crate::storage::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::storage::producer_state::ProducerStateTable;
 use crate::storage::{FlushPolicy, LogConfig, LogEnv, PartitionLog, StorageError, TimestampType};
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -73,6 +75,8 @@ pub struct OpenPartition {
     pub settings: RefCell<TopicSettings>,
     /// The log.
     pub log: PartitionLog,
+    /// Idempotent producers' sequence state.
+    pub producers: RefCell<ProducerStateTable>,
 }
 
 /// See the module documentation.
@@ -204,17 +208,20 @@ impl PartitionManager {
         let dir = partition_dir(&self.data_dir, topic, partition);
         claim_dir(&dir, meta.id).await?;
         let log = PartitionLog::open_with(&dir, log_config(&settings), self.env.clone()).await?;
+        let producers = rebuild_producer_state(&log).await?;
         info!(
             shard = %self.shard,
             topic,
             partition,
             high_watermark = log.high_watermark(),
+            producers = producers.len(),
             "partition opened"
         );
         let open = Rc::new(OpenPartition {
             topic_id: meta.id,
             settings: RefCell::new(settings),
             log,
+            producers: RefCell::new(producers),
         });
         self.logs
             .borrow_mut()
@@ -345,6 +352,42 @@ impl PartitionManager {
             }
         }
     }
+}
+
+/// Replays the batch headers of the active segment into a producer state table (see
+/// `producer_state` for why only the active segment).
+async fn rebuild_producer_state(log: &PartitionLog) -> Result<ProducerStateTable, StorageError> {
+    const READ_BYTES: u32 = 1024 * 1024;
+    let mut table = ProducerStateTable::new();
+    let start = log
+        .segment_bases()
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .max(log.log_start_offset());
+    let end = log.high_watermark();
+    let mut offset = start;
+    while offset < end {
+        let bytes = log.read(offset, READ_BYTES).await?.to_vec();
+        let mut position = 0;
+        let mut advanced = false;
+        while let Some(header) = BatchHeader::view(&bytes[position..]) {
+            let size = header.size_bytes() as usize;
+            if size < BATCH_HEADER_BYTES || position + size > bytes.len() {
+                break;
+            }
+            if header.last_offset() >= offset {
+                table.replay(header);
+                offset = header.last_offset() + 1;
+                advanced = true;
+            }
+            position += size;
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(table)
 }
 
 /// Makes `dir` the directory of topic `topic_id`: writes Kafka's `partition.metadata` in a new

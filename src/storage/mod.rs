@@ -19,6 +19,7 @@ mod event;
 mod index;
 pub mod log;
 pub mod manager;
+pub mod producer_state;
 mod segment;
 
 pub use cache::ShardCache;

@@ -1,0 +1,92 @@
+//! InitProducerId (key 22), versions 0 to 4: a producer id and epoch for an idempotent
+//! producer.
+//!
+//! Owner: the connection's shard hands out ids from a block it got from the controller
+//! (`PRODUCER_ID_BLOCK_SIZE` at a time, persisted in the metadata log, so an id is never
+//! reused across restarts); when the block is used up it asks shard 0 for the next. Every call
+//! without a transactional id gets a fresh producer id with epoch 0, as Kafka does for
+//! idempotent producers (also when the producer sends its old id and epoch after an error,
+//! KIP-360). The sequence checks happen on the partitions' owners (`storage::producer_state`).
+//!
+//! Transactional producers (a transactional id) are not supported yet: they get
+//! INVALID_REQUEST with a message saying so, instead of a half-working transaction.
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::protocol::VersionRange;
+use tracing::warn;
+
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
+use crate::kafka::error;
+use crate::limits::PRODUCER_ID_BLOCK_SIZE;
+use crate::metadata::{ControllerRequest, ControllerResponse};
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::InitProducerId,
+    versions: VersionRange { min: 0, max: 4 },
+    handle,
+};
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    async move {
+        let body: InitProducerIdRequest = match request.decode() {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
+        };
+        let response = InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        if body
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| !id.0.is_empty())
+        {
+            return request
+                .respond(&response.with_error_code(ResponseError::InvalidRequest.code()));
+        }
+        match next_producer_id(&context).await {
+            Ok(id) => request.respond(
+                &response
+                    .with_error_code(error::NONE)
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(0),
+            ),
+            Err(code) => request.respond(&response.with_error_code(code)),
+        }
+    }
+    .boxed_local()
+}
+
+/// The next producer id of this shard's block, fetching a new block when it is used up.
+async fn next_producer_id(context: &Rc<ShardContext>) -> Result<i64, i16> {
+    let (next, end) = context.producer_id_block.get();
+    if next < end {
+        context.producer_id_block.set((next + 1, end));
+        return Ok(next);
+    }
+    let request = ShardRequest::Controller(ControllerRequest::AllocateProducerIds {
+        count: PRODUCER_ID_BLOCK_SIZE,
+    });
+    match context.router.call(ShardId::CONTROLLER, request).await {
+        Ok(ShardResponse::Controller(ControllerResponse::ProducerIds(Ok(first)))) => {
+            context
+                .producer_id_block
+                .set((first + 1, first + PRODUCER_ID_BLOCK_SIZE));
+            Ok(first)
+        }
+        Ok(ShardResponse::Controller(ControllerResponse::ProducerIds(Err(err)))) => {
+            warn!(%err, "producer id allocation failed");
+            Err(error::metadata_error_code(&err))
+        }
+        Ok(other) => {
+            warn!(?other, "unexpected answer to a producer id allocation");
+            Err(ResponseError::UnknownServerError.code())
+        }
+        Err(err) => Err(error::router_error_code(&err)),
+    }
+}

@@ -1,0 +1,167 @@
+//! Idempotent producers: InitProducerId, duplicate detection, sequence and epoch checks,
+//! state rebuilt after a restart, and real clients that turn idempotence on by default.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use ringbroker::storage::batch::{build_test_batch, compute_crc};
+use support::{Broker, RawClient, run_bounded};
+
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const UNKNOWN_PRODUCER_ID: i16 = 59;
+const INVALID_REQUEST: i16 = 42;
+
+/// A batch of `records` records from producer `producer_id`/`epoch` starting at `sequence`.
+fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, records: i32) -> Bytes {
+    let mut batch = build_test_batch(records, 16, 1_700_000_000_000, sequence as u8);
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = compute_crc(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(batch)
+}
+
+fn init_producer_id(client: &mut RawClient, transactional_id: Option<&str>) -> (i16, i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|t| StrBytes::from_string(t.to_string()).into()),
+        )
+        .with_transaction_timeout_ms(60_000);
+    let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
+    (
+        response.error_code,
+        response.producer_id.0,
+        response.producer_epoch,
+    )
+}
+
+fn produce(client: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+#[test]
+fn duplicates_are_answered_with_the_original_offset_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    let (code, producer_id, epoch) = init_producer_id(&mut client, None);
+    assert_eq!((code, epoch), (0, 0));
+    assert!(producer_id >= 0);
+    let (code, second, _) = init_producer_id(&mut client, None);
+    assert_eq!(code, 0);
+    assert_ne!(second, producer_id, "every producer gets its own id");
+
+    // The first produce auto-creates the topic; the retry lands.
+    let first = idempotent_batch(producer_id, 0, 0, 3);
+    let (code, _) = produce(&mut client, "idem", first.clone());
+    assert_eq!(
+        code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION while the topic is created"
+    );
+    assert_eq!(produce(&mut client, "idem", first.clone()), (0, 0));
+    assert_eq!(
+        produce(&mut client, "idem", first.clone()),
+        (0, 0),
+        "duplicate: same offset"
+    );
+    let next = idempotent_batch(producer_id, 0, 3, 2);
+    assert_eq!(produce(&mut client, "idem", next.clone()), (0, 3));
+    // A gap, a stale epoch, an unknown producer in mid-sequence.
+    let gap = idempotent_batch(producer_id, 0, 9, 1);
+    assert_eq!(
+        produce(&mut client, "idem", gap).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    let newer = idempotent_batch(producer_id, 1, 0, 1);
+    assert_eq!(produce(&mut client, "idem", newer), (0, 5));
+    let stale = idempotent_batch(producer_id, 0, 5, 1);
+    assert_eq!(
+        produce(&mut client, "idem", stale).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    let unknown = idempotent_batch(producer_id + 500, 0, 7, 1);
+    assert_eq!(produce(&mut client, "idem", unknown).0, UNKNOWN_PRODUCER_ID);
+
+    // Restart: the producer state is rebuilt from the log.
+    drop(client);
+    assert!(broker.stop().success());
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    let newer_retry = idempotent_batch(producer_id, 1, 0, 1);
+    assert_eq!(
+        produce(&mut client, "idem", newer_retry),
+        (0, 5),
+        "duplicate after restart"
+    );
+    assert_eq!(
+        produce(&mut client, "idem", idempotent_batch(producer_id, 1, 1, 1)),
+        (0, 6)
+    );
+    // Producer ids are not reused after a restart.
+    let (_, after_restart, _) = init_producer_id(&mut client, None);
+    assert!(after_restart > second);
+}
+
+#[test]
+fn transactional_ids_are_refused_until_transactions_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    let (code, producer_id, _) = init_producer_id(&mut client, Some("tx-1"));
+    assert_eq!((code, producer_id), (INVALID_REQUEST, -1));
+}
+
+#[test]
+fn default_kafka_python_and_idempotent_librdkafka_producers_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    // kafka-python 3 enables idempotence by default; it needs InitProducerId.
+    let script = r#"
+import sys
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1])
+offsets = [p.send('kp', b'm%d' % i).get(timeout=20).offset for i in range(100)]
+assert offsets == list(range(100)), offsets
+from confluent_kafka import Producer
+q = Producer({'bootstrap.servers': sys.argv[1], 'enable.idempotence': True, 'acks': 'all'})
+failed = []
+for i in range(20000):
+    q.produce('ck', b'v%d' % i, on_delivery=lambda err, msg: err and failed.append(err))
+    if i % 1000 == 0:
+        q.poll(0)
+assert q.flush(30) == 0
+assert not failed, failed[:3]
+print('ok')
+"#;
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(90),
+    );
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}
