@@ -18,26 +18,29 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
 use crate::net::connection;
+
+/// How long start-up waits for a fixed port that something still listens on.
+const PORT_RELEASE_WAIT_MS: u64 = 10_000;
 use crate::shard::ShardContext;
 
 /// Resolves the address every shard will bind.
 ///
 /// For port 0 it binds a placeholder socket (SO_REUSEPORT, never listening, so it receives no
 /// connections) on a kernel-chosen port and returns it: the caller keeps it until every shard
-/// has bound the same port, so no other process can take the port in between. For a fixed
-/// port it first checks that the port is free with a socket *without* SO_REUSEPORT: otherwise a
-/// second broker started on the same port by the same user would silently share it.
+/// has bound the same port, so no other process can take the port in between.
+///
+/// For a fixed port it refuses a port something already listens on, by connecting to it. A
+/// bind test cannot tell: every shard binds with SO_REUSEPORT, so a second broker of the same
+/// user would bind the same port without error and silently share the connections, while a
+/// bind without SO_REUSEPORT fails on the TIME_WAIT connections a just-stopped broker leaves.
 pub fn reserve_port(addr: SocketAddr) -> std::io::Result<(SocketAddr, Option<Socket>)> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
         Domain::IPV4
     };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    // Lets a restarted broker bind while old connections sit in TIME_WAIT; a live listener
-    // still makes the bind fail.
-    socket.set_reuse_address(true)?;
     if addr.port() == 0 {
+        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_port(true)?;
         socket.bind(&addr.into())?;
         let bound = socket
@@ -46,8 +49,27 @@ pub fn reserve_port(addr: SocketAddr) -> std::io::Result<(SocketAddr, Option<Soc
             .expect("an inet socket has an inet address");
         return Ok((bound, Some(socket)));
     }
-    socket.bind(&addr.into())?;
-    drop(socket);
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
+    }
+    // A broker killed a moment ago can leave its listeners open for a while: the kernel tears
+    // down its io_uring rings (and the accepts pending in them) after the process is gone.
+    // Wait for that instead of failing; a live listener is still refused after the wait.
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_RELEASE_WAIT_MS);
+    while std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another process already listens on {addr}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok((addr, None))
 }
 

@@ -33,13 +33,18 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `extra` arguments after `serve`, on port 0 and `data_dir`.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Broker {
+        Self::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a broker listening on `listen` (to restart one on the port clients know).
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Broker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
         command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
