@@ -356,12 +356,10 @@ mod tests {
     #[test]
     fn only_the_last_five_batches_are_remembered_and_replay_rebuilds() {
         let mut table = ProducerStateTable::new();
-        let mut offset = 0;
         for seq in 0..8 {
             let b = header(3, 0, seq, 1);
             assert_eq!(table.check_and_reserve(view(&b)), SequenceCheck::Append);
-            table.confirm(view(&b), offset, offset);
-            offset += 1;
+            table.confirm(view(&b), i64::from(seq), i64::from(seq));
         }
         // Batch 2 has been forgotten, batch 3 is remembered.
         assert!(matches!(
