@@ -218,3 +218,101 @@ fn deletion_can_be_disabled() {
     );
     assert_eq!(topics(&broker), vec![("kept".to_string(), 1)]);
 }
+
+#[test]
+fn dynamic_broker_configs_apply_to_topics_and_persist() {
+    use support::run_bounded;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &["--node-id", "3"]);
+    let script = r#"
+import sys, json
+from confluent_kafka.admin import (AdminClient, NewTopic, ConfigResource, ConfigEntry,
+                                   AlterConfigOpType)
+a = AdminClient({'bootstrap.servers': sys.argv[1]})
+step = sys.argv[2]
+def describe(kind, name, keys):
+    res = ConfigResource(kind, name)
+    c = a.describe_configs([res])[res].result()
+    return {k: [c[k].value, int(c[k].source), c[k].is_read_only] for k in keys}
+def alter(kind, name, key, value):
+    res = ConfigResource(kind, name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+    try:
+        a.incremental_alter_configs([res])[res].result()
+        return 'ok'
+    except Exception as e:
+        return e.args[0].name()
+out = {}
+if step == 'alter':
+    a.create_topics([NewTopic('dyn', 1, 1)])['dyn'].result()
+    out['node'] = alter('broker', '3', 'log.retention.ms', '1234')
+    out['static'] = alter('broker', '3', 'num.partitions', '7')
+    out['bad'] = alter('broker', '3', 'log.retention.ms', 'soon')
+out['broker'] = describe('broker', '3', ['log.retention.ms', 'log.segment.bytes', 'num.partitions'])
+out['topic'] = describe('topic', 'dyn', ['retention.ms', 'segment.bytes'])
+print(json.dumps(out))
+"#;
+    let run = |broker: &Broker, step: &str| -> serde_json::Value {
+        let (status, stdout, stderr) = run_bounded(
+            "python3",
+            &["-c", script, &broker.bootstrap(), step],
+            Duration::from_secs(60),
+        );
+        assert!(status.success(), "{stderr}");
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    // The cluster-wide default (BROKER resource ""), which confluent-kafka cannot name.
+    {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::{
+            ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let resource = |name: &'static str| {
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str(name))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("log.segment.bytes"))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_static_str("2097152"))),
+                ])
+        };
+        let request = IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![resource(""), resource("9")]);
+        let mut client = support::RawClient::connect(broker.addr);
+        let response: IncrementalAlterConfigsResponse =
+            client.call(ApiKey::IncrementalAlterConfigs, 1, &request);
+        assert_eq!(response.responses[0].error_code, 0);
+        assert_eq!(
+            response.responses[1].error_code, 42,
+            "another broker's id: INVALID_REQUEST"
+        );
+    }
+    let out = run(&broker, "alter");
+    assert_eq!(out["node"], "ok");
+    assert_eq!(out["static"], "INVALID_CONFIG");
+    assert_eq!(out["bad"], "INVALID_CONFIG");
+    let expected = serde_json::json!({
+        "broker": {
+            "log.retention.ms": ["1234", 2, false],
+            "log.segment.bytes": ["2097152", 3, false],
+            "num.partitions": ["1", 5, true],
+        },
+        "topic": {
+            "retention.ms": ["1234", 2, false],
+            "segment.bytes": ["2097152", 3, false],
+        },
+    });
+    assert_eq!(out["broker"], expected["broker"]);
+    assert_eq!(out["topic"], expected["topic"]);
+    // Dynamic settings live in the metadata log: they survive a restart.
+    assert!(broker.stop().success());
+    let broker = Broker::start_in(dir.path(), &["--node-id", "3"]);
+    let out = run(&broker, "describe");
+    assert_eq!(out["broker"], expected["broker"]);
+    assert_eq!(out["topic"], expected["topic"]);
+}

@@ -128,14 +128,18 @@ pub fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), Top
         .try_for_each(|(key, value)| check_topic_config(key, value))
 }
 
-/// Where a topic's effective value came from, in DescribeConfigs' terms.
+/// Where an effective value came from, in DescribeConfigs' terms (Kafka's `ConfigSource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicValueSource {
-    /// The topic overrides it (Kafka TOPIC_CONFIG, 1).
+    /// The topic overrides it (TOPIC_CONFIG, 1).
     Topic,
-    /// The broker's synonym, from the config file or a flag (STATIC_BROKER_CONFIG, 4).
+    /// A dynamic setting of this broker (DYNAMIC_BROKER_CONFIG, 2).
+    DynamicBroker,
+    /// A dynamic cluster-wide default (DYNAMIC_DEFAULT_BROKER_CONFIG, 3).
+    DynamicDefault,
+    /// The config file or a flag (STATIC_BROKER_CONFIG, 4).
     StaticBroker,
-    /// The broker's synonym at its default (DEFAULT_CONFIG, 5).
+    /// The embedded default (DEFAULT_CONFIG, 5).
     Default,
 }
 
@@ -144,10 +148,62 @@ impl TopicValueSource {
     pub fn kafka_code(self) -> i8 {
         match self {
             TopicValueSource::Topic => 1,
+            TopicValueSource::DynamicBroker => 2,
+            TopicValueSource::DynamicDefault => 3,
             TopicValueSource::StaticBroker => 4,
             TopicValueSource::Default => 5,
         }
     }
+}
+
+/// The broker-level values a topic falls back to: dynamic settings of this broker, then
+/// dynamic cluster-wide defaults (both altered at runtime and kept in the metadata image),
+/// then the static configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerValues<'a> {
+    /// The static configuration (file, flags, embedded defaults).
+    pub config: &'a Config,
+    /// Dynamic cluster-wide defaults (AlterConfigs on the BROKER resource named "").
+    pub cluster: &'a BTreeMap<String, String>,
+    /// Dynamic settings of this broker (AlterConfigs on the BROKER resource named by node id).
+    pub node: &'a BTreeMap<String, String>,
+}
+
+impl BrokerValues<'_> {
+    /// The effective value of broker setting `key` and where it came from. Every source
+    /// stacked under it, highest first, is listed by `synonyms`.
+    pub fn get(&self, key: &str) -> (String, TopicValueSource) {
+        self.synonyms(key)
+            .into_iter()
+            .next()
+            .expect("every broker setting has at least its default")
+    }
+
+    /// Every source that sets broker setting `key`, highest precedence first.
+    pub fn synonyms(&self, key: &str) -> Vec<(String, TopicValueSource)> {
+        let mut found = Vec::new();
+        if let Some(value) = self.node.get(key) {
+            found.push((value.clone(), TopicValueSource::DynamicBroker));
+        }
+        if let Some(value) = self.cluster.get(key) {
+            found.push((value.clone(), TopicValueSource::DynamicDefault));
+        }
+        let entry = &self.config.entries[key];
+        if entry.source == ConfigSource::Static {
+            found.push((entry.value.clone(), TopicValueSource::StaticBroker));
+        }
+        let default = config_def(key).map_or("", |d| d.default);
+        found.push((default.to_string(), TopicValueSource::Default));
+        found
+    }
+}
+
+/// Whether broker setting `key` may be changed while the broker runs: the broker-wide
+/// defaults of topic configs may, as in Kafka; the rest (addresses, directories, cores) may not.
+pub fn is_dynamic_broker_config(key: &str) -> bool {
+    TOPIC_CONFIG_DEFS
+        .iter()
+        .any(|def| def.broker_synonym == key)
 }
 
 /// One resolved topic config, for DescribeConfigs.
@@ -164,7 +220,7 @@ pub struct ResolvedTopicConfig {
 /// Every topic key with its effective value for a topic with `overrides`.
 pub fn resolve_all(
     overrides: &BTreeMap<String, String>,
-    broker: &Config,
+    broker: &BrokerValues<'_>,
 ) -> Vec<ResolvedTopicConfig> {
     TOPIC_CONFIG_DEFS
         .iter()
@@ -175,15 +231,8 @@ pub fn resolve_all(
                 source: TopicValueSource::Topic,
             },
             None => {
-                let entry = &broker.entries[def.broker_synonym];
-                ResolvedTopicConfig {
-                    def,
-                    value: entry.value.clone(),
-                    source: match entry.source {
-                        ConfigSource::Default => TopicValueSource::Default,
-                        ConfigSource::Static => TopicValueSource::StaticBroker,
-                    },
-                }
+                let (value, source) = broker.get(def.broker_synonym);
+                ResolvedTopicConfig { def, value, source }
             }
         })
         .collect()
@@ -220,7 +269,7 @@ pub struct TopicSettings {
 
 /// Resolves a topic's settings. Values were checked when they were stored, so parsing here
 /// cannot fail; an unparsable value would be a bug in the checks, hence the assertions.
-pub fn resolve(overrides: &BTreeMap<String, String>, broker: &Config) -> TopicSettings {
+pub fn resolve(overrides: &BTreeMap<String, String>, broker: &BrokerValues<'_>) -> TopicSettings {
     let values: BTreeMap<&str, String> = resolve_all(overrides, broker)
         .into_iter()
         .map(|r| (r.def.name, r.value))
@@ -261,9 +310,14 @@ mod tests {
 
     #[test]
     fn defaults_resolve_from_the_broker_and_overrides_win() {
-        let broker =
+        let config =
             Config::build(&[("log.retention.ms".to_string(), "1000".to_string())]).unwrap();
         let none = BTreeMap::new();
+        let broker = BrokerValues {
+            config: &config,
+            cluster: &none,
+            node: &none,
+        };
         let settings = resolve(&none, &broker);
         assert_eq!(settings.retention_ms, 1000);
         assert_eq!(settings.segment_bytes, 1 << 30);
@@ -286,6 +340,27 @@ mod tests {
         ]);
         let settings = resolve(&overrides, &broker);
         assert_eq!(settings.retention_ms, -1);
+        // Dynamic broker values sit between the topic's overrides and the static config.
+        let cluster = BTreeMap::from([("log.segment.bytes".to_string(), "2048000".to_string())]);
+        let node = BTreeMap::from([("log.retention.ms".to_string(), "5".to_string())]);
+        let dynamic = BrokerValues {
+            config: &config,
+            cluster: &cluster,
+            node: &node,
+        };
+        let dynamic_settings = resolve(&none, &dynamic);
+        assert_eq!(
+            (
+                dynamic_settings.retention_ms,
+                dynamic_settings.segment_bytes
+            ),
+            (5, 2048000)
+        );
+        assert_eq!(
+            dynamic.get("log.segment.bytes").1,
+            TopicValueSource::DynamicDefault
+        );
+        assert_eq!(dynamic.synonyms("log.retention.ms").len(), 3);
         assert!(settings.log_append_time);
         assert!(settings.cleanup_compact && settings.cleanup_delete);
     }

@@ -6,8 +6,11 @@
 //! commits. AlterConfigs replaces a topic's whole override set (a key left out goes back to the
 //! broker's value); IncrementalAlterConfigs applies SET, DELETE, APPEND and SUBTRACT to it.
 //!
-//! Broker settings cannot be changed while the broker runs yet: a BROKER resource is answered
-//! INVALID_CONFIG naming the keys, which must go in the config file or `--set` instead.
+//! A BROKER resource changes dynamic broker settings: the resource named by this broker's node
+//! id sets this broker's values (DYNAMIC_BROKER_CONFIG), the one named "" the cluster-wide
+//! defaults (DYNAMIC_DEFAULT_BROKER_CONFIG). Only the broker-wide defaults of topic configs
+//! (`log.retention.ms`, `log.segment.bytes`, ...) may change at runtime, as in Kafka; every
+//! topic without its own override follows them at once. Other keys get INVALID_CONFIG.
 
 use std::rc::Rc;
 
@@ -21,9 +24,10 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::admin::{self, resource_type, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::metadata::ControllerRequest;
+use crate::kafka::error;
 use crate::metadata::controller::ConfigOp;
-use crate::shard::ShardContext;
+use crate::metadata::{ControllerRequest, ControllerResponse};
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
 
 /// The dispatch table entry for AlterConfigs.
 pub const ALTER_CONFIGS: ApiHandler = ApiHandler {
@@ -80,22 +84,29 @@ async fn apply(
                 match admin::check_broker_resource(context, &name) {
                     Err(message) => (ResponseError::InvalidRequest.code(), Some(message)),
                     Ok(()) => {
-                        let keys: Vec<&str> = ops
-                            .iter()
-                            .map(|op| match op {
-                                ConfigOp::Set(k, _)
-                                | ConfigOp::Delete(k)
-                                | ConfigOp::Append(k, _)
-                                | ConfigOp::Subtract(k, _) => k.as_str(),
-                            })
-                            .collect();
-                        (
-                            ResponseError::InvalidConfig.code(),
-                            Some(format!(
-                                "Cannot update these configs dynamically: {keys:?}; set them in the \
-                             config file or with --set and restart the broker"
-                            )),
-                        )
+                        let request =
+                            ShardRequest::Controller(ControllerRequest::AlterBrokerConfigs {
+                                per_node: !name.is_empty(),
+                                ops,
+                                replace_all: change.replace_all,
+                                validate_only,
+                            });
+                        match context.router.call(ShardId::CONTROLLER, request).await {
+                            Ok(ShardResponse::Controller(ControllerResponse::Altered(Ok(())))) => {
+                                (0, None)
+                            }
+                            Ok(ShardResponse::Controller(ControllerResponse::Altered(Err(
+                                err,
+                            )))) => {
+                                let (code, message) = admin::metadata_failure(&err);
+                                (code, message.map(|m| m.to_string()))
+                            }
+                            Ok(other) => (
+                                ResponseError::UnknownServerError.code(),
+                                Some(format!("unexpected controller answer: {other:?}")),
+                            ),
+                            Err(err) => (error::router_error_code(&err), Some(err.to_string())),
+                        }
                     }
                 }
             }

@@ -239,7 +239,8 @@ fn success(
     topic: &TopicImage,
     replication_factor: i16,
 ) -> CreatableTopicResult {
-    let configs = topic::resolve_all(&topic.configs, &context.config)
+    let image = context.image();
+    let configs = topic::resolve_all(&topic.configs, &image.broker_values(&context.config))
         .into_iter()
         .map(|resolved| {
             CreatableTopicConfigs::default()

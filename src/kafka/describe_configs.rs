@@ -4,8 +4,9 @@
 //! Owner: any shard; answers from its metadata image and the broker configuration, without a
 //! cross-shard call. Topic values come from the topic's overrides (TOPIC_CONFIG) or from the
 //! broker setting that is their synonym (STATIC_BROKER_CONFIG when set in the file or on the
-//! command line, DEFAULT_CONFIG otherwise). Broker settings cannot be changed while the broker
-//! runs yet, so they are all reported read-only.
+//! command line, DEFAULT_CONFIG otherwise), unless a dynamic broker setting (DYNAMIC_BROKER_CONFIG
+//! or DYNAMIC_DEFAULT_BROKER_CONFIG, altered at runtime) stands in between. Broker settings that
+//! cannot change at runtime are reported read-only.
 
 use std::rc::Rc;
 
@@ -17,7 +18,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::config::{CONFIG_DEFS, ConfigSource, topic};
+use crate::config::{CONFIG_DEFS, topic};
 use crate::kafka::admin::{self, resource_type, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::metadata::topic_name::validate_topic_name;
@@ -106,7 +107,8 @@ fn describe_topic(
             format!("Topic {name} does not exist"),
         )
     })?;
-    Ok(topic::resolve_all(&topic.configs, &context.config)
+    let broker = image.broker_values(&context.config);
+    Ok(topic::resolve_all(&topic.configs, &broker)
         .into_iter()
         .filter(|resolved| wanted(resolved.def.name))
         .map(|resolved| {
@@ -122,36 +124,22 @@ fn describe_topic(
             if detail.synonyms {
                 let mut synonyms = Vec::new();
                 if let Some(value) = topic.configs.get(resolved.def.name) {
-                    synonyms.push(synonym(
-                        resolved.def.name,
-                        value,
-                        topic::TopicValueSource::Topic.kafka_code(),
-                    ));
+                    let code = topic::TopicValueSource::Topic.kafka_code();
+                    synonyms.push(synonym(resolved.def.name, value, code));
                 }
-                let broker = &context.config.entries[resolved.def.broker_synonym];
-                if broker.source == ConfigSource::Static {
+                for (value, source) in broker.synonyms(resolved.def.broker_synonym) {
                     synonyms.push(synonym(
                         resolved.def.broker_synonym,
-                        &broker.value,
-                        STATIC_BROKER_CONFIG,
+                        &value,
+                        source.kafka_code(),
                     ));
                 }
-                let default = crate::config::config_def(resolved.def.broker_synonym)
-                    .map_or("", |d| d.default);
-                synonyms.push(synonym(
-                    resolved.def.broker_synonym,
-                    default,
-                    DEFAULT_CONFIG,
-                ));
                 entry = entry.with_synonyms(synonyms);
             }
             entry
         })
         .collect())
 }
-
-const STATIC_BROKER_CONFIG: i8 = 4;
-const DEFAULT_CONFIG: i8 = 5;
 
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
     DescribeConfigsSynonym::default()
@@ -165,30 +153,28 @@ fn describe_broker(
     wanted: &dyn Fn(&str) -> bool,
     detail: Detail,
 ) -> Configs {
+    let image = context.image();
+    let broker = image.broker_values(&context.config);
     CONFIG_DEFS
         .iter()
         .filter(|def| wanted(def.name))
         .map(|def| {
-            let entry = &context.config.entries[def.name];
-            let source = match entry.source {
-                ConfigSource::Static => STATIC_BROKER_CONFIG,
-                ConfigSource::Default => DEFAULT_CONFIG,
-            };
+            let (value, source) = broker.get(def.name);
             let mut result = DescribeConfigsResourceResult::default()
                 .with_name(StrBytes::from_static_str(def.name))
-                .with_value(Some(text(entry.value.clone())))
-                .with_read_only(true)
-                .with_config_source(source)
+                .with_value(Some(text(value)))
+                .with_read_only(!topic::is_dynamic_broker_config(def.name))
+                .with_config_source(source.kafka_code())
                 .with_config_type(def.kind.kafka_type());
             if detail.documentation {
                 result = result.with_documentation(Some(StrBytes::from_static_str(def.doc)));
             }
             if detail.synonyms {
-                let mut synonyms = Vec::new();
-                if entry.source == ConfigSource::Static {
-                    synonyms.push(synonym(def.name, &entry.value, STATIC_BROKER_CONFIG));
-                }
-                synonyms.push(synonym(def.name, def.default, DEFAULT_CONFIG));
+                let synonyms = broker
+                    .synonyms(def.name)
+                    .into_iter()
+                    .map(|(value, source)| synonym(def.name, &value, source.kafka_code()))
+                    .collect();
                 result = result.with_synonyms(synonyms);
             }
             result

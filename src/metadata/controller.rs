@@ -77,6 +77,17 @@ pub enum ControllerRequest {
         /// How many.
         count: i64,
     },
+    /// Change dynamic broker settings: this broker's (`per_node`) or the cluster-wide defaults.
+    AlterBrokerConfigs {
+        /// This broker's settings rather than the cluster-wide defaults.
+        per_node: bool,
+        /// The changes, applied in order.
+        ops: Vec<ConfigOp>,
+        /// Start from no dynamic settings (legacy AlterConfigs).
+        replace_all: bool,
+        /// Check without changing.
+        validate_only: bool,
+    },
     /// Change one topic's config overrides.
     AlterTopicConfigs {
         /// The topic.
@@ -98,6 +109,8 @@ pub enum ControllerResponse {
     Results(Vec<Result<TopicImage, MetadataError>>),
     /// Answer to `AllocateProducerIds`: the first id of the block.
     ProducerIds(Result<i64, MetadataError>),
+    /// Answer to `AlterBrokerConfigs`.
+    Altered(Result<(), MetadataError>),
     /// The request reached a shard that is not the controller.
     NotController,
 }
@@ -181,6 +194,38 @@ impl Controller {
             *self.image.borrow_mut() = after.clone();
             publish(after).await;
             return ControllerResponse::ProducerIds(Ok(first));
+        }
+        if let ControllerRequest::AlterBrokerConfigs {
+            per_node,
+            ops,
+            replace_all,
+            validate_only,
+        } = request
+        {
+            let current = if per_node {
+                &plan.image.node_configs
+            } else {
+                &plan.image.cluster_configs
+            };
+            let mut configs = if replace_all {
+                BTreeMap::new()
+            } else {
+                current.clone()
+            };
+            if let Err(err) = apply_config_ops(ConfigScope::Broker, &mut configs, &ops) {
+                return ControllerResponse::Altered(Err(err));
+            }
+            if validate_only || &configs == current {
+                return ControllerResponse::Altered(Ok(()));
+            }
+            plan.stage(MetadataRecord::BrokerConfigsAltered { per_node, configs });
+            if let Err(err) = self.persist(plan.records.clone(), plan.image.clone()).await {
+                return ControllerResponse::Altered(Err(MetadataError::Storage(err.to_string())));
+            }
+            let after = Rc::new(plan.image);
+            *self.image.borrow_mut() = after.clone();
+            publish(after).await;
+            return ControllerResponse::Altered(Ok(()));
         }
         let (results, validate_only) = plan.apply(request);
         if validate_only || plan.records.is_empty() {
@@ -316,8 +361,9 @@ impl Plan {
                     .collect();
                 (results, validate_only)
             }
-            ControllerRequest::AllocateProducerIds { .. } => {
-                unreachable!("producer ids are allocated before planning topic changes")
+            ControllerRequest::AllocateProducerIds { .. }
+            | ControllerRequest::AlterBrokerConfigs { .. } => {
+                unreachable!("handled before planning topic changes")
             }
             ControllerRequest::AlterTopicConfigs {
                 name,
@@ -331,7 +377,7 @@ impl Plan {
                     } else {
                         topic.configs.clone()
                     };
-                    apply_config_ops(&mut configs, &ops)?;
+                    apply_config_ops(ConfigScope::Topic, &mut configs, &ops)?;
                     if configs != topic.configs {
                         self.stage(MetadataRecord::TopicConfigsAltered {
                             name: topic.name.clone(),
@@ -348,26 +394,79 @@ impl Plan {
 }
 
 /// Applies config operations to a topic's overrides, checking every resulting value.
+/// Which settings a set of config operations applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigScope {
+    /// A topic's overrides.
+    Topic,
+    /// Dynamic broker settings.
+    Broker,
+}
+
+impl ConfigScope {
+    /// The kind of value `key` takes, or why it cannot be set in this scope.
+    fn kind(self, key: &str) -> Result<ValueKind, MetadataError> {
+        match self {
+            ConfigScope::Topic => topic::topic_config_def(key)
+                .map(|def| def.kind())
+                .ok_or_else(|| {
+                    MetadataError::InvalidConfig(
+                        topic::TopicConfigError::UnknownKey(key.to_string()).to_string(),
+                    )
+                }),
+            ConfigScope::Broker => {
+                let def = crate::config::config_def(key).ok_or_else(|| {
+                    MetadataError::InvalidConfig(format!("Unknown broker config: {key}"))
+                })?;
+                if !topic::is_dynamic_broker_config(key) {
+                    return Err(MetadataError::InvalidConfig(format!(
+                        "Cannot update these configs dynamically: [{key}]; set it in the config \
+                         file or with --set and restart the broker"
+                    )));
+                }
+                Ok(def.kind)
+            }
+        }
+    }
+
+    fn check(self, key: &str, value: &str) -> Result<(), MetadataError> {
+        self.kind(key)?.check(value).map_err(|reason| {
+            MetadataError::InvalidConfig(format!(
+                "Invalid value {value} for configuration {key}: {reason}"
+            ))
+        })
+    }
+
+    /// Where an append to list-valued `key` starts when it is not set here.
+    fn list_default(self, key: &str) -> String {
+        let broker_key = match self {
+            ConfigScope::Topic => topic::topic_config_def(key).map_or(key, |d| d.broker_synonym),
+            ConfigScope::Broker => key,
+        };
+        crate::config::config_def(broker_key)
+            .map(|d| d.default.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Applies config operations to a set of settings, checking every resulting value.
 fn apply_config_ops(
+    scope: ConfigScope,
     configs: &mut BTreeMap<String, String>,
     ops: &[ConfigOp],
 ) -> Result<(), MetadataError> {
-    let invalid = |err: topic::TopicConfigError| MetadataError::InvalidConfig(err.to_string());
     for op in ops {
         match op {
             ConfigOp::Set(key, value) => {
-                topic::check_topic_config(key, value).map_err(invalid)?;
+                scope.check(key, value)?;
                 configs.insert(key.clone(), value.trim().to_string());
             }
             ConfigOp::Delete(key) => {
-                topic::topic_config_def(key)
-                    .ok_or_else(|| invalid(topic::TopicConfigError::UnknownKey(key.clone())))?;
+                scope.kind(key)?;
                 configs.remove(key);
             }
             ConfigOp::Append(key, value) | ConfigOp::Subtract(key, value) => {
-                let def = topic::topic_config_def(key)
-                    .ok_or_else(|| invalid(topic::TopicConfigError::UnknownKey(key.clone())))?;
-                if !matches!(def.kind(), ValueKind::List(_)) {
+                if !matches!(scope.kind(key)?, ValueKind::List(_)) {
                     return Err(MetadataError::InvalidConfig(format!(
                         "Config value append/subtract is not allowed for config key {key} \
                          that is not a list"
@@ -376,7 +475,7 @@ fn apply_config_ops(
                 let current = configs
                     .get(key)
                     .cloned()
-                    .unwrap_or_else(|| def_default_list(def));
+                    .unwrap_or_else(|| scope.list_default(key));
                 let mut items: Vec<String> = current
                     .split(',')
                     .map(|s| s.trim().to_string())
@@ -391,19 +490,12 @@ fn apply_config_ops(
                     }
                 }
                 let joined = items.join(",");
-                topic::check_topic_config(key, &joined).map_err(invalid)?;
+                scope.check(key, &joined)?;
                 configs.insert(key.clone(), joined);
             }
         }
     }
     Ok(())
-}
-
-/// The broker default of a list-valued topic key, the starting point of an append.
-fn def_default_list(def: &topic::TopicConfigDef) -> String {
-    crate::config::config_def(def.broker_synonym)
-        .map(|d| d.default.to_string())
-        .unwrap_or_default()
 }
 
 fn check_partition_growth(

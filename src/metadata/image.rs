@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::config::topic::BrokerValues;
 use uuid::Uuid;
 
 /// One topic as clients see it.
@@ -41,6 +44,12 @@ pub struct MetadataImage {
     /// The first producer id not yet handed out (idempotent producers).
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Dynamic cluster-wide broker defaults (AlterConfigs on BROKER "").
+    #[serde(default)]
+    pub cluster_configs: BTreeMap<String, String>,
+    /// Dynamic settings of this broker (AlterConfigs on BROKER "<node id>").
+    #[serde(default)]
+    pub node_configs: BTreeMap<String, String>,
 }
 
 impl MetadataImage {
@@ -50,6 +59,8 @@ impl MetadataImage {
             offset: -1,
             topics: BTreeMap::new(),
             next_producer_id: 0,
+            cluster_configs: BTreeMap::new(),
+            node_configs: BTreeMap::new(),
         }
     }
 
@@ -62,6 +73,15 @@ impl MetadataImage {
     /// that name topics by id, and the table is small next to a request's cost.
     pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicImage> {
         self.topics.values().find(|t| t.id == id)
+    }
+
+    /// The broker-level values topics fall back to, with the dynamic ones of this image.
+    pub fn broker_values<'a>(&'a self, config: &'a Config) -> BrokerValues<'a> {
+        BrokerValues {
+            config,
+            cluster: &self.cluster_configs,
+            node: &self.node_configs,
+        }
     }
 
     /// Total partitions over all topics.

@@ -77,6 +77,14 @@ pub enum MetadataRecord {
         /// The first id not yet handed out.
         next_producer_id: i64,
     },
+    /// Dynamic broker settings were replaced: this broker's (`per_node`) or the cluster-wide
+    /// defaults.
+    BrokerConfigsAltered {
+        /// This broker's settings rather than the cluster-wide defaults.
+        per_node: bool,
+        /// The complete new set.
+        configs: BTreeMap<String, String>,
+    },
     /// A topic was deleted.
     TopicDeleted {
         /// Its name.
@@ -268,6 +276,13 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
         }
         MetadataRecord::ProducerIdsAllocated { next_producer_id } => {
             image.next_producer_id = image.next_producer_id.max(*next_producer_id);
+        }
+        MetadataRecord::BrokerConfigsAltered { per_node, configs } => {
+            if *per_node {
+                image.node_configs = configs.clone();
+            } else {
+                image.cluster_configs = configs.clone();
+            }
         }
         MetadataRecord::TopicDeleted { name, id } => {
             if image.topics.get(name).is_some_and(|t| t.id == *id) {

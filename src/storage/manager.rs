@@ -204,7 +204,7 @@ impl PartitionManager {
             // serve the new topic.
             self.remove(topic, partition, &open).await;
         }
-        let settings = topic::resolve(&meta.configs, &self.broker);
+        let settings = topic::resolve(&meta.configs, &image.broker_values(&self.broker));
         let dir = partition_dir(&self.data_dir, topic, partition);
         claim_dir(&dir, meta.id).await?;
         let log = PartitionLog::open_with(&dir, log_config(&settings), self.env.clone()).await?;
@@ -264,7 +264,7 @@ impl PartitionManager {
             .collect();
         for (topic, partition) in open {
             if let Some(meta) = image.topic(&topic) {
-                let settings = topic::resolve(&meta.configs, &self.broker);
+                let settings = topic::resolve(&meta.configs, &image.broker_values(&self.broker));
                 if *partition.settings.borrow() != settings {
                     partition.log.set_config(log_config(&settings));
                     *partition.settings.borrow_mut() = settings;
