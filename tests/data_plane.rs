@@ -1213,3 +1213,55 @@ fn long_poll_returns_data_produced_while_waiting() {
         assert_eq!(records[8..], batch[8..]);
     }
 }
+
+#[test]
+fn offset_for_leader_epoch_reports_the_end_of_epoch_zero() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+    const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    create_topic(&broker, "epochs", 2, &[]);
+    rdkafka_produce(&broker, "epochs", 2, 10, &[]);
+    let partition = |p: i32, current: i32, epoch: i32| {
+        OffsetForLeaderPartition::default()
+            .with_partition(p)
+            .with_current_leader_epoch(current)
+            .with_leader_epoch(epoch)
+    };
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(kafka_protocol::messages::TopicName(
+                    StrBytes::from_static_str("epochs"),
+                ))
+                .with_partitions(vec![
+                    partition(0, 0, 0),
+                    partition(1, -1, 0),
+                    partition(0, -1, 3),
+                    partition(1, 7, 0),
+                    partition(9, -1, 0),
+                ]),
+        ]);
+    let mut client = RawClient::connect(broker.addr);
+    let response: OffsetForLeaderEpochResponse =
+        client.call(ApiKey::OffsetForLeaderEpoch, 4, &request);
+    let got: Vec<(i32, i16, i32, i64)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.error_code, p.leader_epoch, p.end_offset))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, 0, 5),
+            (1, 0, 0, 5),
+            (0, 0, -1, -1),
+            (1, UNKNOWN_LEADER_EPOCH, -1, -1),
+            (9, 3, -1, -1),
+        ]
+    );
+}

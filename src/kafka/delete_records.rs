@@ -8,7 +8,6 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -17,8 +16,8 @@ use kafka_protocol::protocol::VersionRange;
 
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::owner::{self, DeleteItem, DeleteOutcome, Layout};
-use crate::shard::{ShardContext, ShardRequest, ShardResponse};
+use crate::kafka::owner::{self, DeleteItem};
+use crate::shard::ShardContext;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -33,67 +32,39 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             Ok(body) => body,
             Err(outcome) => return outcome,
         };
-        let image = context.image();
-        let mut items = Vec::new();
-        let mut layout: Layout<Result<usize, i16>> = Vec::new();
-        for topic in &body.topics {
-            let name = topic.name.0.to_string();
-            let meta = image.topic(&name);
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let slot =
-                        if meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
-                            items.push(DeleteItem {
-                                topic: name.clone(),
-                                partition: p.partition_index,
-                                offset: p.offset,
-                            });
-                            Ok(items.len() - 1)
-                        } else {
-                            Err(ResponseError::UnknownTopicOrPartition.code())
-                        };
-                    (p.partition_index, slot)
-                })
-                .collect();
-            layout.push((name, partitions));
-        }
-        let outcomes = if items.is_empty() {
-            Vec::new()
-        } else {
-            owner::scatter(
-                &context,
-                items,
-                |item| (item.topic.as_str(), item.partition),
-                ShardRequest::DeleteRecords,
-                |answer| match answer {
-                    ShardResponse::DeleteRecords(outcomes) => Some(outcomes),
-                    _ => None,
-                },
-                |code| DeleteOutcome {
-                    error_code: code,
-                    low_watermark: -1,
-                },
-            )
-            .await
-        };
-        let topics = layout
+        let topics = body
+            .topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partitions))
+            .collect();
+        let answered = owner::per_partition(
+            &context,
+            topics,
+            |p| p.partition_index,
+            |topic, p| {
+                Ok(Some(DeleteItem {
+                    topic: topic.to_string(),
+                    partition: p.partition_index,
+                    offset: p.offset,
+                }))
+            },
+            owner::DELETE_RECORDS,
+            |index, outcome| {
+                let (code, low_watermark) = match outcome {
+                    Err(code) => (code, -1),
+                    Ok(None) => (0, -1),
+                    Ok(Some(outcome)) => (outcome.error_code, outcome.low_watermark),
+                };
+                DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_error_code(code)
+                    .with_low_watermark(low_watermark)
+            },
+        )
+        .await;
+        let topics = answered
             .into_iter()
             .map(|(name, partitions)| {
-                let partitions = partitions
-                    .into_iter()
-                    .map(|(index, slot)| {
-                        let (code, low_watermark) = match slot {
-                            Err(code) => (code, -1),
-                            Ok(i) => (outcomes[i].error_code, outcomes[i].low_watermark),
-                        };
-                        DeleteRecordsPartitionResult::default()
-                            .with_partition_index(index)
-                            .with_error_code(code)
-                            .with_low_watermark(low_watermark)
-                    })
-                    .collect();
                 DeleteRecordsTopicResult::default()
                     .with_name(topic_name(name))
                     .with_partitions(partitions)

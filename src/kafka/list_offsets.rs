@@ -19,9 +19,9 @@ use kafka_protocol::protocol::VersionRange;
 
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::owner::{self, Layout, OffsetItem, OffsetOutcome, offset_spec};
+use crate::kafka::owner::{self, OffsetItem, offset_spec};
 use crate::kafka::{error, leader_epoch};
-use crate::shard::{ShardContext, ShardRequest, ShardResponse};
+use crate::shard::ShardContext;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -37,90 +37,60 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             Err(outcome) => return outcome,
         };
         let version = request.version();
-        let image = context.image();
-        let mut items = Vec::new();
-        // Per partition: Ok(item index) or Err(error code).
-        let mut layout: Layout<Result<usize, i16>> = Vec::new();
-        for topic in &body.topics {
-            let name = topic.name.0.to_string();
-            let meta = image.topic(&name);
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let slot =
-                        if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
-                            Err(ResponseError::UnknownTopicOrPartition.code())
-                        } else if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
-                            Err(code)
-                        } else if p.timestamp < offset_spec::MAX_TIMESTAMP
-                            || (p.timestamp == offset_spec::MAX_TIMESTAMP && version < 7)
-                        {
-                            Err(ResponseError::UnsupportedVersion.code())
-                        } else {
-                            items.push(OffsetItem {
-                                topic: name.clone(),
-                                partition: p.partition_index,
-                                timestamp: p.timestamp,
-                            });
-                            Ok(items.len() - 1)
-                        };
-                    (p.partition_index, slot)
-                })
-                .collect();
-            layout.push((name, partitions));
-        }
-        let outcomes = if items.is_empty() {
-            Vec::new()
-        } else {
-            owner::scatter(
-                &context,
-                items,
-                |item| (item.topic.as_str(), item.partition),
-                ShardRequest::Offsets,
-                |answer| match answer {
-                    ShardResponse::Offsets(outcomes) => Some(outcomes),
-                    _ => None,
-                },
-                |code| OffsetOutcome {
-                    error_code: code,
-                    offset: -1,
-                    timestamp: -1,
-                },
-            )
-            .await
-        };
-        let topics = layout
+        let topics = body
+            .topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partitions))
+            .collect();
+        let answered = owner::per_partition(
+            &context,
+            topics,
+            |p| p.partition_index,
+            |topic, p| {
+                if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
+                    return Err(code);
+                }
+                if p.timestamp < offset_spec::MAX_TIMESTAMP
+                    || (p.timestamp == offset_spec::MAX_TIMESTAMP && version < 7)
+                {
+                    return Err(ResponseError::UnsupportedVersion.code());
+                }
+                Ok(Some(OffsetItem {
+                    topic: topic.to_string(),
+                    partition: p.partition_index,
+                    timestamp: p.timestamp,
+                }))
+            },
+            owner::OFFSETS,
+            |index, outcome| {
+                let response = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(index)
+                    .with_timestamp(-1)
+                    .with_offset(-1)
+                    .with_leader_epoch(-1);
+                match outcome {
+                    Err(code) => response.with_error_code(code),
+                    Ok(None) => response,
+                    Ok(Some(outcome)) => {
+                        let found = outcome.error_code == error::NONE && outcome.offset >= 0;
+                        response
+                            .with_error_code(outcome.error_code)
+                            .with_offset(outcome.offset)
+                            .with_timestamp(outcome.timestamp)
+                            // The field exists from v4; older versions must leave it unset.
+                            .with_leader_epoch(if found && version >= 4 {
+                                leader_epoch::CURRENT
+                            } else {
+                                -1
+                            })
+                    }
+                }
+            },
+        )
+        .await;
+        let topics = answered
             .into_iter()
             .map(|(name, partitions)| {
-                let partitions = partitions
-                    .into_iter()
-                    .map(|(index, slot)| {
-                        let response = ListOffsetsPartitionResponse::default()
-                            .with_partition_index(index)
-                            .with_timestamp(-1)
-                            .with_offset(-1)
-                            .with_leader_epoch(-1);
-                        match slot {
-                            Err(code) => response.with_error_code(code),
-                            Ok(i) => {
-                                let outcome = &outcomes[i];
-                                let found =
-                                    outcome.error_code == error::NONE && outcome.offset >= 0;
-                                response
-                                    .with_error_code(outcome.error_code)
-                                    .with_offset(outcome.offset)
-                                    .with_timestamp(outcome.timestamp)
-                                    // The field exists from v4; older versions must leave it unset.
-                                    .with_leader_epoch(if found && version >= 4 {
-                                        leader_epoch::CURRENT
-                                    } else {
-                                        -1
-                                    })
-                            }
-                        }
-                    })
-                    .collect();
                 ListOffsetsTopicResponse::default()
                     .with_name(topic_name(name))
                     .with_partitions(partitions)

@@ -9,7 +9,6 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
@@ -19,8 +18,8 @@ use kafka_protocol::protocol::VersionRange;
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::kafka::leader_epoch;
-use crate::kafka::owner::{self, Layout, OffsetItem, OffsetOutcome, offset_spec};
-use crate::shard::{ShardContext, ShardRequest, ShardResponse};
+use crate::kafka::owner::{self, OffsetItem, offset_spec};
+use crate::shard::ShardContext;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -35,76 +34,47 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             Ok(body) => body,
             Err(outcome) => return outcome,
         };
-        let image = context.image();
-        let mut items = Vec::new();
-        let mut layout: Layout<Result<Option<usize>, i16>> = Vec::new();
-        for topic in &body.topics {
-            let name = topic.topic.0.to_string();
-            let meta = image.topic(&name);
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let slot = if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
-                        Err(ResponseError::UnknownTopicOrPartition.code())
-                    } else if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
-                        Err(code)
-                    } else if p.leader_epoch != leader_epoch::CURRENT {
-                        Ok(None)
-                    } else {
-                        items.push(OffsetItem {
-                            topic: name.clone(),
-                            partition: p.partition,
-                            timestamp: offset_spec::LATEST,
-                        });
-                        Ok(Some(items.len() - 1))
-                    };
-                    (p.partition, slot)
-                })
-                .collect();
-            layout.push((name, partitions));
-        }
-        let outcomes = if items.is_empty() {
-            Vec::new()
-        } else {
-            owner::scatter(
-                &context,
-                items,
-                |item| (item.topic.as_str(), item.partition),
-                ShardRequest::Offsets,
-                |answer| match answer {
-                    ShardResponse::Offsets(outcomes) => Some(outcomes),
-                    _ => None,
-                },
-                |code| OffsetOutcome {
-                    error_code: code,
-                    offset: -1,
-                    timestamp: -1,
-                },
-            )
-            .await
-        };
-        let topics = layout
+        let topics = body
+            .topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect();
+        let answered = owner::per_partition(
+            &context,
+            topics,
+            |p| p.partition,
+            |topic, p| {
+                if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
+                    return Err(code);
+                }
+                // Only epoch 0 has ever existed: any other epoch is undefined (-1, -1).
+                Ok(
+                    (p.leader_epoch == leader_epoch::CURRENT).then(|| OffsetItem {
+                        topic: topic.to_string(),
+                        partition: p.partition,
+                        timestamp: offset_spec::LATEST,
+                    }),
+                )
+            },
+            owner::OFFSETS,
+            |index, outcome| {
+                let (code, epoch, end_offset) = match outcome {
+                    Err(code) => (code, -1, -1),
+                    Ok(None) => (0, -1, -1),
+                    Ok(Some(outcome)) if outcome.error_code != 0 => (outcome.error_code, -1, -1),
+                    Ok(Some(outcome)) => (0, leader_epoch::CURRENT, outcome.offset),
+                };
+                EpochEndOffset::default()
+                    .with_partition(index)
+                    .with_error_code(code)
+                    .with_leader_epoch(epoch)
+                    .with_end_offset(end_offset)
+            },
+        )
+        .await;
+        let topics = answered
             .into_iter()
             .map(|(name, partitions)| {
-                let partitions = partitions
-                    .into_iter()
-                    .map(|(index, slot)| {
-                        let (code, epoch, end_offset) = match slot {
-                            Err(code) => (code, -1, -1),
-                            Ok(None) => (0, -1, -1),
-                            Ok(Some(i)) if outcomes[i].error_code != 0 => {
-                                (outcomes[i].error_code, -1, -1)
-                            }
-                            Ok(Some(i)) => (0, leader_epoch::CURRENT, outcomes[i].offset),
-                        };
-                        EpochEndOffset::default()
-                            .with_partition(index)
-                            .with_error_code(code)
-                            .with_leader_epoch(epoch)
-                            .with_end_offset(end_offset)
-                    })
-                    .collect();
                 OffsetForLeaderTopicResult::default()
                     .with_topic(topic_name(name))
                     .with_partitions(partitions)

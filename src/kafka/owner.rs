@@ -190,6 +190,126 @@ pub async fn scatter<I, O>(
         .collect()
 }
 
+/// How to ask owners about items of type `I` and read their answers of type `O`.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerCall<I, O> {
+    /// The request carrying one owner's items.
+    pub request: fn(Vec<I>) -> ShardRequest,
+    /// The outcomes in an owner's answer.
+    pub response: fn(ShardResponse) -> Option<Vec<O>>,
+    /// The outcome of an item whose owner could not be reached.
+    pub failed: fn(i16) -> O,
+}
+
+/// Asks for offsets (ListOffsets, OffsetForLeaderEpoch).
+pub const OFFSETS: OwnerCall<OffsetItem, OffsetOutcome> = OwnerCall {
+    request: ShardRequest::Offsets,
+    response: |answer| match answer {
+        ShardResponse::Offsets(outcomes) => Some(outcomes),
+        _ => None,
+    },
+    failed: |code| OffsetOutcome {
+        error_code: code,
+        offset: -1,
+        timestamp: -1,
+    },
+};
+
+/// Moves log start offsets (DeleteRecords).
+pub const DELETE_RECORDS: OwnerCall<DeleteItem, DeleteOutcome> = OwnerCall {
+    request: ShardRequest::DeleteRecords,
+    response: |answer| match answer {
+        ShardResponse::DeleteRecords(outcomes) => Some(outcomes),
+        _ => None,
+    },
+    failed: |code| DeleteOutcome {
+        error_code: code,
+        low_watermark: -1,
+    },
+};
+
+/// An item addressed to one partition.
+pub trait PartitionItem {
+    /// Its topic and partition.
+    fn locate(&self) -> (&str, i32);
+}
+
+impl PartitionItem for OffsetItem {
+    fn locate(&self) -> (&str, i32) {
+        (&self.topic, self.partition)
+    }
+}
+
+impl PartitionItem for DeleteItem {
+    fn locate(&self) -> (&str, i32) {
+        (&self.topic, self.partition)
+    }
+}
+
+/// The common shape of the per-partition APIs (ListOffsets, DeleteRecords,
+/// OffsetForLeaderEpoch): for each requested partition, refuse it if the topic or partition
+/// does not exist, let `plan` check it and build the item to ask its owner (or `None` to answer
+/// without asking), scatter the items, and build each partition's answer in request order.
+pub async fn per_partition<P, I, O, R>(
+    context: &Rc<ShardContext>,
+    topics: Vec<(String, Vec<P>)>,
+    partition_of: impl Fn(&P) -> i32,
+    plan: impl Fn(&str, &P) -> Result<Option<I>, i16>,
+    call: OwnerCall<I, O>,
+    answer: impl Fn(i32, Result<Option<&O>, i16>) -> R,
+) -> Vec<(String, Vec<R>)>
+where
+    I: PartitionItem,
+{
+    let image = context.image();
+    let mut items = Vec::new();
+    let mut layout: Layout<Result<Option<usize>, i16>> = Vec::with_capacity(topics.len());
+    for (name, partitions) in topics {
+        let meta = image.topic(&name);
+        let slots = partitions
+            .iter()
+            .map(|p| {
+                let index = partition_of(p);
+                let slot = if !meta.is_some_and(|m| (0..m.partitions).contains(&index)) {
+                    Err(ResponseError::UnknownTopicOrPartition.code())
+                } else {
+                    plan(&name, p).map(|item| {
+                        item.map(|item| {
+                            items.push(item);
+                            items.len() - 1
+                        })
+                    })
+                };
+                (index, slot)
+            })
+            .collect();
+        layout.push((name, slots));
+    }
+    let outcomes = if items.is_empty() {
+        Vec::new()
+    } else {
+        scatter(
+            context,
+            items,
+            |item| item.locate(),
+            call.request,
+            call.response,
+            call.failed,
+        )
+        .await
+    };
+    layout
+        .into_iter()
+        .map(|(name, slots)| {
+            let answers = slots
+                .into_iter()
+                .map(|(index, slot)| answer(index, slot.map(|i| i.map(|i| &outcomes[i]))))
+                .collect();
+            (name, answers)
+        })
+        .collect()
+}
+
 async fn open(
     context: &ShardContext,
     topic: &str,
