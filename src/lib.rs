@@ -12,6 +12,7 @@ pub mod config;
 pub mod kafka;
 pub mod limits;
 pub mod metadata;
+pub mod metrics;
 pub mod net;
 pub mod shard;
 pub mod storage;

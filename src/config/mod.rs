@@ -169,6 +169,12 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "text or json.",
     ),
     def(
+        "metrics-listen",
+        "",
+        ValueKind::Text,
+        "HOST:PORT of the Prometheus endpoint (/metrics, /ready) on shard 0; empty means off.",
+    ),
+    def(
         "shutdown-drain-ms",
         "10000",
         ValueKind::Long {
@@ -362,6 +368,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Graceful shutdown bound.
     pub shutdown_drain_ms: u64,
+    /// Where the metrics endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Largest accepted request frame.
     pub socket_request_max_bytes: u32,
     /// Partitions of topics created without a count.
@@ -447,6 +455,10 @@ impl Config {
             "json" => LogFormat::Json,
             other => return Err(invalid("log-format", other, "expected text or json")),
         };
+        let metrics_listen = match get("metrics-listen") {
+            "" => None,
+            text => Some(parse_socket_addr("metrics-listen", text)?),
+        };
         let shutdown_drain_ms =
             parse_int::<u64>("shutdown-drain-ms", get("shutdown-drain-ms"), 0, 3_600_000)?;
         let socket_request_max_bytes = parse_int::<u32>(
@@ -474,6 +486,7 @@ impl Config {
         )?;
 
         Ok(Config {
+            metrics_listen,
             num_partitions,
             auto_create_topics_enable,
             default_replication_factor,

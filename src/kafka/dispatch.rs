@@ -157,7 +157,12 @@ pub fn encode_response<M: Encodable>(
 /// The result of dispatching one frame.
 pub enum Dispatched {
     /// The handler's future, to be run as a task; its outcome goes to the socket in order.
-    Started(HandlerFuture),
+    Started {
+        /// The API being served.
+        api_key: i16,
+        /// The handler's work.
+        future: HandlerFuture,
+    },
     /// The request cannot be served at all; close the connection with this reason.
     Refused(String),
 }
@@ -165,7 +170,7 @@ pub enum Dispatched {
 impl std::fmt::Debug for Dispatched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Dispatched::Started(_) => f.write_str("Started"),
+            Dispatched::Started { api_key, .. } => write!(f, "Started({api_key})"),
             Dispatched::Refused(reason) => write!(f, "Refused({reason})"),
         }
     }
@@ -192,7 +197,10 @@ pub fn dispatch(context: &Rc<ShardContext>, frame: Bytes) -> Dispatched {
     if version < handler.versions.min || version > handler.versions.max {
         if handler.key == ApiKey::ApiVersions {
             let outcome = api_versions::unsupported_version(correlation_id);
-            return Dispatched::Started(futures::future::ready(outcome).boxed_local());
+            return Dispatched::Started {
+                api_key: key,
+                future: futures::future::ready(outcome).boxed_local(),
+            };
         }
         return Dispatched::Refused(format!(
             "{:?} v{version} is not supported (supported: v{} to v{})",
@@ -215,7 +223,10 @@ pub fn dispatch(context: &Rc<ShardContext>, frame: Bytes) -> Dispatched {
         header,
         body: rest,
     };
-    Dispatched::Started((handler.handle)(context.clone(), request))
+    Dispatched::Started {
+        api_key: key,
+        future: (handler.handle)(context.clone(), request),
+    }
 }
 
 #[cfg(test)]

@@ -401,7 +401,9 @@ pub async fn serve_produce(
                 return refused(error::producer_error_code(&err), err.to_string());
             }
         }
+        let started = std::time::Instant::now();
         let result = partition.log.append(item.records.clone()).await;
+        context.metrics.record_append(started.elapsed());
         if check == SequenceCheck::Append {
             let mut producers = partition.producers.borrow_mut();
             match &result {

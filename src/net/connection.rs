@@ -17,6 +17,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::io::{AsyncReadExt as _, WriteHalf};
@@ -37,6 +38,7 @@ type PendingResponse = JoinHandle<HandlerOutcome>;
 /// Serves `stream` until the peer closes it, a protocol error ends it, or the shard drains.
 pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
+    context.metrics.connection_opened();
     if let Err(err) = stream.set_nodelay(true) {
         debug!(?peer, %err, "cannot set TCP_NODELAY");
     }
@@ -45,7 +47,13 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
         local_channel::new_bounded::<PendingResponse>(limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
     let writer_closed = Rc::new(ShutdownSignal::new());
     let writer_task = glommio::spawn_local_into(
-        write_responses(writer, pending_rx, writer_closed.clone(), peer),
+        write_responses(
+            context.clone(),
+            writer,
+            pending_rx,
+            writer_closed.clone(),
+            peer,
+        ),
         context.queues.requests,
     )
     .expect("the request queue exists for the life of the shard");
@@ -69,9 +77,22 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 break;
             }
         };
+        context.metrics.add_bytes_in(4 + frame.len());
         match dispatch::dispatch(&context, frame) {
-            Dispatched::Started(handler) => {
-                let task = glommio::spawn_local_into(handler, context.queues.requests)
+            Dispatched::Started { api_key, future } => {
+                let started = Instant::now();
+                let measured = {
+                    let context = context.clone();
+                    async move {
+                        let outcome = future.await;
+                        let failed = matches!(outcome, HandlerOutcome::Close(_));
+                        context
+                            .metrics
+                            .record_request(api_key, started.elapsed(), failed);
+                        outcome
+                    }
+                };
+                let task = glommio::spawn_local_into(measured, context.queues.requests)
                     .expect("the request queue exists for the life of the shard")
                     .detach();
                 if pending_tx.send(task).await.is_err() {
@@ -87,10 +108,12 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     // Closing the channel lets the writer finish what is in flight and then stop.
     drop(pending_tx);
     writer_task.await;
+    context.metrics.connection_closed();
     debug!(?peer, "connection closed");
 }
 
 async fn write_responses(
+    context: Rc<ShardContext>,
     mut writer: WriteHalf<TcpStream>,
     pending: LocalReceiver<PendingResponse>,
     closed: Rc<ShutdownSignal>,
@@ -109,10 +132,15 @@ async fn write_responses(
                 break;
             }
         };
+        let bytes = 4
+            + usize::from(response.flexible_header)
+            + 4
+            + response.body.iter().map(Bytes::len).sum::<usize>();
         if let Err(err) = write_response(&mut writer, response).await {
             debug!(?peer, %err, "write failed; closing connection");
             break;
         }
+        context.metrics.add_bytes_out(bytes);
     }
     closed.raise();
     let _ = writer.close().await;

@@ -25,6 +25,8 @@ use tracing::{info, warn};
 use crate::config::{AdvertisedListener, Config};
 use crate::kafka::owner;
 use crate::metadata::{Controller, ControllerResponse, MetadataImage, NodeIdentity};
+use crate::metrics::{MetricsSnapshot, ShardMetrics, SnapshotGauges};
+use crate::storage::ShardCache;
 use crate::storage::manager::PartitionManager;
 pub use ownership::{ShardId, shard_for};
 pub use router::{Router, RouterError, ShardPost, ShardRequest, ShardResponse};
@@ -72,6 +74,8 @@ pub struct ShardContext {
     pub connections: Gate,
     /// The partition logs this shard owns.
     pub partitions: PartitionManager,
+    /// This shard's metrics.
+    pub metrics: ShardMetrics,
     /// Producer ids this shard may hand out: `(next, end)`.
     pub producer_id_block: Cell<(i64, i64)>,
     image: RefCell<Rc<MetadataImage>>,
@@ -155,6 +159,7 @@ impl ShardContext {
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
             }
+            ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Drain => {
                 self.drain().await;
                 ShardResponse::Done
@@ -165,6 +170,21 @@ impl ShardContext {
                 ShardResponse::Done
             }
         }
+    }
+
+    /// This shard's metrics with the gauges read now.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let cache = ShardCache::for_current_shard();
+        let (cache_hits, cache_misses) = cache.stats();
+        let mut snapshot = self.metrics.snapshot(SnapshotGauges {
+            partitions: self.partitions.open_partitions().len() as u64,
+            cache_hits,
+            cache_misses,
+            cache_bytes: cache.bytes() as u64,
+            groups: 0,
+        });
+        snapshot.cross_shard_calls = self.router.remote_calls();
+        snapshot
     }
 
     /// Stops accepting, lets open connections finish their in-flight requests, and waits for

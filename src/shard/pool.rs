@@ -383,6 +383,7 @@ async fn run_shard(
                 reserve_space: true,
             },
         ),
+        metrics: crate::metrics::ShardMetrics::default(),
         producer_id_block: std::cell::Cell::new((0, 0)),
         image: std::cell::RefCell::new(image.clone()),
     });
@@ -410,6 +411,20 @@ async fn run_shard(
     let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
     drop(ready_tx);
 
+    if id == ShardId::CONTROLLER
+        && let Some(addr) = context.config.metrics_listen
+    {
+        let listener = crate::metrics::http::bind(addr)
+            .map_err(|err| format!("binding the metrics listener {addr}: {err}"))?;
+        let bound = listener.local_addr().map_err(|err| err.to_string())?;
+        info!(metrics_listen = %bound, "metrics endpoint listening");
+        glommio::spawn_local_into(
+            crate::metrics::http::serve(context.clone(), listener),
+            queues.background,
+        )
+        .map_err(|err| err.to_string())?
+        .detach();
+    }
     if let Some(stop_requests) = stop_requests {
         glommio::spawn_local_into(
             shutdown_on_request(context.clone(), stop_requests),

@@ -34,6 +34,7 @@ use crate::kafka::owner::{
 };
 use crate::limits;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
+use crate::metrics::MetricsSnapshot;
 use crate::shard::ShardContext;
 use crate::shard::ownership::ShardId;
 
@@ -68,6 +69,8 @@ pub enum ShardRequest {
     Offsets(Vec<OffsetItem>),
     /// Move log start offsets (DeleteRecords).
     DeleteRecords(Vec<DeleteItem>),
+    /// This shard's metrics, for a scrape.
+    Metrics,
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -94,6 +97,8 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetOutcome>),
     /// Answer to `DeleteRecords`, one outcome per item.
     DeleteRecords(Vec<DeleteOutcome>),
+    /// Answer to `Metrics`.
+    Metrics(Box<MetricsSnapshot>),
     /// The request was carried out and has nothing to report.
     Done,
 }
@@ -154,6 +159,7 @@ pub struct Router {
     senders: Senders<Envelope>,
     pending: RefCell<HashMap<u64, PendingCall>>,
     next_call_id: Cell<u64>,
+    remote_calls: Cell<u64>,
     context: Weak<ShardContext>,
 }
 
@@ -187,6 +193,7 @@ impl Router {
             senders,
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(0),
+            remote_calls: Cell::new(0),
             context,
         }
     }
@@ -199,6 +206,11 @@ impl Router {
     /// Number of shards in the broker.
     pub fn shard_count(&self) -> usize {
         self.shard_count
+    }
+
+    /// Calls sent to other shards since start.
+    pub fn remote_calls(&self) -> u64 {
+        self.remote_calls.get()
     }
 
     /// Runs `request` on `owner` and returns its response.
@@ -226,6 +238,7 @@ impl Router {
         }
         let call_id = self.next_call_id.get();
         self.next_call_id.set(call_id + 1);
+        self.remote_calls.set(self.remote_calls.get() + 1);
         let (reply, response) = oneshot::channel();
         self.pending.borrow_mut().insert(
             call_id,
