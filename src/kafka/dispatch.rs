@@ -26,8 +26,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::kafka::{
     alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, fetch, list_offsets, metadata, offset_for_leader_epoch,
-    produce,
+    describe_cluster, describe_configs, fetch, find_coordinator, group_apis, list_offsets,
+    metadata, offset_for_leader_epoch, produce,
 };
 use crate::shard::ShardContext;
 
@@ -102,6 +102,17 @@ pub static HANDLERS: &[ApiHandler] = &[
     alter_configs::ALTER_CONFIGS,
     alter_configs::INCREMENTAL_ALTER_CONFIGS,
     describe_cluster::HANDLER,
+    find_coordinator::HANDLER,
+    group_apis::JOIN_GROUP,
+    group_apis::SYNC_GROUP,
+    group_apis::HEARTBEAT,
+    group_apis::LEAVE_GROUP,
+    group_apis::OFFSET_COMMIT,
+    group_apis::OFFSET_FETCH,
+    group_apis::LIST_GROUPS,
+    group_apis::DESCRIBE_GROUPS,
+    group_apis::DELETE_GROUPS,
+    group_apis::OFFSET_DELETE,
 ];
 
 /// The handler for `key`, if the broker serves that API.
@@ -242,8 +253,7 @@ mod tests {
         assert!(handler_for(ApiKey::ApiVersions as i16).is_some());
         assert!(handler_for(ApiKey::Metadata as i16).is_some());
         assert!(handler_for(ApiKey::Produce as i16).is_some());
-        // Consumer groups are not served until the group coordinator exists.
-        assert!(handler_for(ApiKey::FindCoordinator as i16).is_none());
+        assert!(handler_for(ApiKey::FindCoordinator as i16).is_some());
         assert!(handler_for(-1).is_none());
         assert!(handler_for(i16::MAX).is_none());
     }

@@ -19,6 +19,8 @@ pub mod describe_configs;
 pub mod dispatch;
 pub mod error;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod group_apis;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod metadata;

@@ -72,6 +72,8 @@ pub struct ShardContext {
     pub connections: Gate,
     /// The partition logs this shard owns.
     pub partitions: PartitionManager,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::GroupCoordinator,
     image: RefCell<Rc<MetadataImage>>,
 }
 
@@ -152,6 +154,9 @@ impl ShardContext {
             }
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
+            }
+            ShardRequest::Group(call) => {
+                ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
             }
             ShardRequest::Drain => {
                 self.drain().await;

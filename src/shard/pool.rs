@@ -383,6 +383,7 @@ async fn run_shard(
                 reserve_space: true,
             },
         ),
+        groups: crate::group::GroupCoordinator::new(&spec.config),
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions(image);

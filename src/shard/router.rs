@@ -68,6 +68,8 @@ pub enum ShardRequest {
     Offsets(Vec<OffsetItem>),
     /// Move log start offsets (DeleteRecords).
     DeleteRecords(Vec<DeleteItem>),
+    /// Work for the group coordinator of this shard (consumer groups and committed offsets).
+    Group(crate::group::GroupCall),
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -94,6 +96,8 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetOutcome>),
     /// Answer to `DeleteRecords`, one outcome per item.
     DeleteRecords(Vec<DeleteOutcome>),
+    /// Answer to `Group`.
+    Group(crate::group::GroupReply),
     /// The request was carried out and has nothing to report.
     Done,
 }
