@@ -81,16 +81,6 @@ impl Member {
         self.lines.lock().unwrap().clone()
     }
 
-    fn messages(&self) -> Vec<(i32, i64)> {
-        self.lines()
-            .iter()
-            .filter_map(|l| {
-                let mut it = l.strip_prefix("M ")?.split(' ');
-                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-            })
-            .collect()
-    }
-
     /// The partitions of the latest assignment.
     fn assignment(&self) -> Option<BTreeSet<i32>> {
         let lines = self.lines();
@@ -130,6 +120,11 @@ fn drain(broker: &Broker, topic: &str, group: &str, seconds: u64) -> Vec<(i32, i
         lines.iter().any(|l| l == "CLOSED"),
         "member did not finish: {lines:?}"
     );
+    messages(&lines)
+}
+
+/// The `(partition, offset)` of every message line.
+fn messages(lines: &[String]) -> Vec<(i32, i64)> {
     lines
         .iter()
         .filter_map(|l| {
@@ -163,13 +158,7 @@ fn mixed_group_shares_partitions_exactly_once_and_survives_restarts() {
     for (i, m) in members.into_iter().enumerate() {
         let lines = m.wait(Duration::from_secs(90));
         assert!(lines.iter().any(|l| l == "CLOSED"), "member {i}: {lines:?}");
-        let got: Vec<(i32, i64)> = lines
-            .iter()
-            .filter_map(|l| {
-                let mut it = l.strip_prefix("M ")?.split(' ');
-                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-            })
-            .collect();
+        let got = messages(&lines);
         assert!(!got.is_empty(), "member {i} consumed nothing: {lines:?}");
         assigned.insert(i, got.len());
         all.extend(got);

@@ -54,7 +54,8 @@ use uuid::Uuid;
 
 use crate::group::records::{self, GroupValue, OffsetValue, OffsetsRecord, StoredMember};
 use crate::group::{
-    FetchedOffset, GroupCall, GroupReply, ListedGroupInfo, OFFSETS_TOPIC, TopicPartitions,
+    FetchedOffset, GroupCall, GroupReply, ListedGroupInfo, OFFSETS_TOPIC, PartitionErrors,
+    TopicPartitions,
 };
 use crate::limits;
 use crate::shard::ownership::consumer_offsets_partition;
@@ -1588,7 +1589,7 @@ async fn delete_offsets(
     context: &Ctx,
     group_id: &str,
     topics: TopicPartitions,
-) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+) -> Result<PartitionErrors, i16> {
     let partition = prepare(context, group_id).await?;
     let (results, batch) = {
         let groups = context.groups.groups.borrow();

@@ -50,6 +50,9 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// A `(topic, partitions)` list of a request.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
 
+/// Per topic, one `(partition, error code)` per partition.
+pub type PartitionErrors = Vec<(String, Vec<(i32, i16)>)>;
+
 /// One committed offset as OffsetFetch reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedOffset {
@@ -168,5 +171,5 @@ pub enum GroupReply {
     /// Answer to `Delete`: one error per group, in request order.
     Delete(Vec<i16>),
     /// Answer to `DeleteOffsets`: a group-level error, or one error per partition.
-    DeleteOffsets(Result<Vec<(String, Vec<(i32, i16)>)>, i16>),
+    DeleteOffsets(Result<PartitionErrors, i16>),
 }
