@@ -219,6 +219,38 @@ fn killed_member_loses_its_partitions_after_the_session_timeout() {
         "moved before the session timeout: {moved:?}"
     );
     eprintln!("partitions moved {moved:?} after the kill");
+
+    // A member that leaves cleanly hands its partitions back at once, not after a timeout.
+    let c = Member::start("kafka-python", &broker, topic, "fo", 15);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (x, y) = (b.assignment(), c.assignment());
+            matches!((x, y), (Some(x), Some(y)) if x.len() + y.len() == PARTITIONS as usize && !x.is_empty() && !y.is_empty())
+        }),
+        "no split with the new member: {:?} {:?}",
+        b.lines(),
+        c.lines()
+    );
+    assert!(
+        wait_until(Duration::from_secs(40), || c
+            .lines()
+            .iter()
+            .any(|l| l == "CLOSED")),
+        "member did not close: {:?}",
+        c.lines()
+    );
+    let left = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            b.assignment()
+                .is_some_and(|x| x.len() == PARTITIONS as usize)
+        }),
+        "partitions did not return: {:?}",
+        b.lines()
+    );
+    let back = left.elapsed();
+    assert!(back < Duration::from_secs(5), "clean leave took {back:?}");
+    eprintln!("partitions back {back:?} after a clean leave");
     let mut b = b;
     b.kill();
     broker.stop();
@@ -246,8 +278,8 @@ mod protocol {
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;
 
-    use super::support::{Broker, RawClient};
     use super::create_topic;
+    use super::support::{Broker, RawClient};
 
     const UNKNOWN_MEMBER_ID: i16 = 25;
     const ILLEGAL_GENERATION: i16 = 22;

@@ -25,9 +25,10 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::kafka::{
-    alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, fetch, find_coordinator, group_apis, list_offsets,
-    metadata, offset_for_leader_epoch, produce,
+    alter_configs, api_versions, create_partitions, create_topics, delete_groups, delete_records,
+    delete_topics, describe_cluster, describe_configs, describe_groups, fetch, find_coordinator,
+    heartbeat, join_group, leave_group, list_groups, list_offsets, metadata, offset_commit,
+    offset_delete, offset_fetch, offset_for_leader_epoch, produce, sync_group,
 };
 use crate::shard::ShardContext;
 
@@ -103,16 +104,16 @@ pub static HANDLERS: &[ApiHandler] = &[
     alter_configs::INCREMENTAL_ALTER_CONFIGS,
     describe_cluster::HANDLER,
     find_coordinator::HANDLER,
-    group_apis::JOIN_GROUP,
-    group_apis::SYNC_GROUP,
-    group_apis::HEARTBEAT,
-    group_apis::LEAVE_GROUP,
-    group_apis::OFFSET_COMMIT,
-    group_apis::OFFSET_FETCH,
-    group_apis::LIST_GROUPS,
-    group_apis::DESCRIBE_GROUPS,
-    group_apis::DELETE_GROUPS,
-    group_apis::OFFSET_DELETE,
+    join_group::HANDLER,
+    sync_group::HANDLER,
+    heartbeat::HANDLER,
+    leave_group::HANDLER,
+    offset_commit::HANDLER,
+    offset_fetch::HANDLER,
+    list_groups::HANDLER,
+    describe_groups::HANDLER,
+    delete_groups::HANDLER,
+    offset_delete::HANDLER,
 ];
 
 /// The handler for `key`, if the broker serves that API.
