@@ -114,3 +114,15 @@ const _: () = assert!((STORAGE_MESSAGE_BYTES_MAX as u64) < STORAGE_STAGED_BYTES_
 const _: () = assert!(STORAGE_STAGING_BUFFER_BYTES as u64 <= STORAGE_STAGED_BYTES_MAX);
 const _: () = assert!(STORAGE_SEGMENT_BYTES_MIN >= STORAGE_IO_ALIGNMENT_BYTES);
 const _: () = assert!(STORAGE_SEGMENT_BYTES_MIN <= STORAGE_SEGMENT_BYTES_MAX);
+
+// ---------------------------------------------------------------------------------------------
+// Consumer groups
+// ---------------------------------------------------------------------------------------------
+
+/// Groups one shard's coordinator keeps in memory; a join or commit that would create more is
+/// refused with COORDINATOR_NOT_AVAILABLE.
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+
+/// Members (joined or holding a MEMBER_ID_REQUIRED id) of one group; more get
+/// GROUP_MAX_SIZE_REACHED (Kafka's `group.max.size`, which Kafka leaves unbounded).
+pub const GROUP_MEMBERS_MAX: usize = 1_000;

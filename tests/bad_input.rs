@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, MetadataRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, MetadataRequest,
     MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -74,13 +74,8 @@ fn malformed_frames_close_only_their_connection() {
             v
         }),
         (
-            "API not served (FindCoordinator)",
-            encode_request(
-                ApiKey::FindCoordinator,
-                3,
-                1,
-                &FindCoordinatorRequest::default(),
-            ),
+            "API not served (DescribeAcls)",
+            encode_request(ApiKey::DescribeAcls, 1, 1, &DescribeAclsRequest::default()),
         ),
         (
             "unsupported Metadata version",

@@ -202,6 +202,30 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Partitions of a topic created without a partition count (auto-created or -1).",
     ),
     def(
+        "group.min.session.timeout.ms",
+        "6000",
+        ValueKind::NON_NEGATIVE_INT,
+        "Shortest session timeout a group member may ask for.",
+    ),
+    def(
+        "group.max.session.timeout.ms",
+        "1800000",
+        ValueKind::NON_NEGATIVE_INT,
+        "Longest session timeout a group member may ask for.",
+    ),
+    def(
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        ValueKind::NON_NEGATIVE_INT,
+        "How long the first rebalance of an empty group waits for more members to join.",
+    ),
+    def(
+        "offset.metadata.max.bytes",
+        "4096",
+        ValueKind::NON_NEGATIVE_INT,
+        "Longest metadata string an offset commit may carry.",
+    ),
+    def(
         "auto.create.topics.enable",
         "true",
         ValueKind::Bool,

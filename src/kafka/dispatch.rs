@@ -25,9 +25,10 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::kafka::{
-    alter_configs, api_versions, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, fetch, init_producer_id, list_offsets, metadata,
-    offset_for_leader_epoch, produce,
+    alter_configs, api_versions, create_partitions, create_topics, delete_groups, delete_records,
+    delete_topics, describe_cluster, describe_configs, describe_groups, fetch, find_coordinator,
+    heartbeat, init_producer_id, join_group, leave_group, list_groups, list_offsets, metadata,
+    offset_commit, offset_delete, offset_fetch, offset_for_leader_epoch, produce, sync_group,
 };
 use crate::shard::ShardContext;
 
@@ -103,6 +104,17 @@ pub static HANDLERS: &[ApiHandler] = &[
     alter_configs::ALTER_CONFIGS,
     alter_configs::INCREMENTAL_ALTER_CONFIGS,
     describe_cluster::HANDLER,
+    find_coordinator::HANDLER,
+    join_group::HANDLER,
+    sync_group::HANDLER,
+    heartbeat::HANDLER,
+    leave_group::HANDLER,
+    offset_commit::HANDLER,
+    offset_fetch::HANDLER,
+    list_groups::HANDLER,
+    describe_groups::HANDLER,
+    delete_groups::HANDLER,
+    offset_delete::HANDLER,
 ];
 
 /// The handler for `key`, if the broker serves that API.
@@ -254,8 +266,7 @@ mod tests {
         assert!(handler_for(ApiKey::ApiVersions as i16).is_some());
         assert!(handler_for(ApiKey::Metadata as i16).is_some());
         assert!(handler_for(ApiKey::Produce as i16).is_some());
-        // Consumer groups are not served until the group coordinator exists.
-        assert!(handler_for(ApiKey::FindCoordinator as i16).is_none());
+        assert!(handler_for(ApiKey::FindCoordinator as i16).is_some());
         assert!(handler_for(-1).is_none());
         assert!(handler_for(i16::MAX).is_none());
     }

@@ -78,6 +78,8 @@ pub struct ShardContext {
     pub metrics: ShardMetrics,
     /// Producer ids this shard may hand out: `(next, end)`.
     pub producer_id_block: Cell<(i64, i64)>,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::group::GroupCoordinator,
     image: RefCell<Rc<MetadataImage>>,
 }
 
@@ -160,6 +162,9 @@ impl ShardContext {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
             }
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
+            ShardRequest::Group(call) => {
+                ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
+            }
             ShardRequest::Drain => {
                 self.drain().await;
                 ShardResponse::Done
@@ -181,7 +186,7 @@ impl ShardContext {
             cache_hits,
             cache_misses,
             cache_bytes: cache.bytes() as u64,
-            groups: 0,
+            groups: self.groups.group_count() as u64,
         });
         snapshot.cross_shard_calls = self.router.remote_calls();
         snapshot

@@ -385,6 +385,7 @@ async fn run_shard(
         ),
         metrics: crate::metrics::ShardMetrics::default(),
         producer_id_block: std::cell::Cell::new((0, 0)),
+        groups: crate::group::GroupCoordinator::new(&spec.config),
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions(image);

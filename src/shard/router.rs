@@ -71,6 +71,8 @@ pub enum ShardRequest {
     DeleteRecords(Vec<DeleteItem>),
     /// This shard's metrics, for a scrape.
     Metrics,
+    /// Work for the group coordinator of this shard (consumer groups and committed offsets).
+    Group(crate::group::GroupCall),
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -99,6 +101,8 @@ pub enum ShardResponse {
     DeleteRecords(Vec<DeleteOutcome>),
     /// Answer to `Metrics`.
     Metrics(Box<MetricsSnapshot>),
+    /// Answer to `Group`.
+    Group(crate::group::GroupReply),
     /// The request was carried out and has nothing to report.
     Done,
 }

@@ -1,0 +1,1644 @@
+//! The classic group coordinator: membership, rebalances and committed offsets of the groups
+//! whose `__consumer_offsets` partition this shard owns.
+//!
+//! Owner: one `GroupCoordinator` per shard, in its `ShardContext`; it only ever serves groups
+//! that hash to a `__consumer_offsets` partition this shard owns (others get NOT_COORDINATOR).
+//! All state is in `RefCell`s, borrowed only between `.await`s.
+//!
+//! The protocol is Kafka's classic one. States: Empty, PreparingRebalance, CompletingRebalance,
+//! Stable, Dead. A join moves the group to PreparingRebalance; the join completes when every
+//! member has rejoined (and no member id handed out with MEMBER_ID_REQUIRED is still
+//! outstanding), or when the rebalance timer fires (the largest rebalance timeout of the
+//! members; for a group that was Empty, `group.initial.rebalance.delay.ms` instead), dropping
+//! members that did not rejoin. Completion bumps the generation, selects the protocol that
+//! every member supports and most members prefer, and answers every waiting JoinGroup; the
+//! leader gets the member list. The leader's SyncGroup carries the assignment; the group turns
+//! Stable, its metadata is written to the log, and every waiting SyncGroup is answered.
+//!
+//! Timers: every member has one session timer task (a glommio sleep until its deadline, which
+//! heartbeats, joins, syncs and commits push forward; when it wakes early it sleeps again for the
+//! remainder, so there is no polling). A member whose deadline passes is removed, which starts a
+//! rebalance. Rebalance timers carry the rebalance's epoch and do nothing if the group has moved
+//! on.
+//!
+//! Static membership (`group.instance.id`): a rejoin of a known instance with an empty member id
+//! takes over the old member (new member id; the old id is fenced with FENCED_INSTANCE_ID) and,
+//! when the group is Stable, gets the current generation back without a rebalance.
+//!
+//! Offsets: commits from members are checked against the generation; commits with generation -1
+//! and no member id are accepted for Empty groups (simple consumers using `assign()`), creating
+//! the group if needed. A commit is acknowledged only after its records are durable.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use futures::channel::oneshot;
+use glommio::sync::Semaphore;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    ConsumerProtocolSubscription, GroupId, JoinGroupRequest, JoinGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::group::records::{self, GroupValue, OffsetValue, OffsetsRecord, StoredMember};
+use crate::group::{
+    FetchedOffset, GroupCall, GroupReply, ListedGroupInfo, OFFSETS_TOPIC, PartitionErrors,
+    TopicPartitions,
+};
+use crate::limits;
+use crate::shard::ownership::consumer_offsets_partition;
+use crate::shard::{ShardContext, shard_for};
+
+const NONE: i16 = 0;
+
+fn code(err: ResponseError) -> i16 {
+    err.code()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The settings of the coordinator, read from the broker config.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSettings {
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: i32,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl GroupSettings {
+    fn from_config(config: &crate::config::Config) -> GroupSettings {
+        let get = |key: &str, default: i64| -> i64 {
+            config
+                .entries
+                .get(key)
+                .and_then(|e| e.value.parse().ok())
+                .unwrap_or(default)
+        };
+        GroupSettings {
+            min_session_timeout_ms: get("group.min.session.timeout.ms", 6000) as i32,
+            max_session_timeout_ms: get("group.max.session.timeout.ms", 1_800_000) as i32,
+            initial_rebalance_delay_ms: get("group.initial.rebalance.delay.ms", 3000) as i32,
+            offset_metadata_max_bytes: get("offset.metadata.max.bytes", 4096) as usize,
+        }
+    }
+}
+
+/// Kafka's group states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members (possibly committed offsets).
+    Empty,
+    /// Waiting for members to (re)join.
+    PreparingRebalance,
+    /// Waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Members have their assignment.
+    Stable,
+    /// Being deleted.
+    Dead,
+}
+
+impl GroupState {
+    /// The name Kafka's tools print.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocol_type: String,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    awaiting_join: Option<oneshot::Sender<JoinGroupResponse>>,
+    awaiting_sync: Option<oneshot::Sender<SyncGroupResponse>>,
+    deadline: Instant,
+    /// The join version, for the response fields that depend on it.
+    join_version: i16,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+
+    fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
+        self.protocols == protocols
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    id: String,
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    /// Members by id, in join order.
+    members: BTreeMap<u64, Member>,
+    next_member_seq: u64,
+    /// instance id -> member id of static members.
+    static_members: HashMap<String, String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined, with their deadline.
+    pending_members: HashMap<String, Instant>,
+    offsets: BTreeMap<(String, i32), OffsetValue>,
+    rebalance_epoch: u64,
+    /// The initial rebalance delay of a group that was Empty is running.
+    initial_delay: bool,
+}
+
+impl Group {
+    fn new(id: &str) -> Group {
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            next_member_seq: 0,
+            static_members: HashMap::new(),
+            pending_members: HashMap::new(),
+            offsets: BTreeMap::new(),
+            rebalance_epoch: 0,
+            initial_delay: false,
+        }
+    }
+
+    fn seq_of(&self, member_id: &str) -> Option<u64> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.id == member_id)
+            .map(|(seq, _)| *seq)
+    }
+
+    fn member(&self, member_id: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.id == member_id)
+    }
+
+    fn member_mut(&mut self, member_id: &str) -> Option<&mut Member> {
+        self.members.values_mut().find(|m| m.id == member_id)
+    }
+
+    /// A static member whose instance is now held by a different member id.
+    fn is_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        match instance_id.and_then(|i| self.static_members.get(i)) {
+            Some(current) => current != member_id,
+            None => false,
+        }
+    }
+
+    /// Protocols every member supports.
+    fn candidates(&self) -> Option<HashSet<String>> {
+        let mut iter = self.members.values();
+        let first = iter.next()?;
+        let mut set: HashSet<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
+        for m in iter {
+            set.retain(|p| m.protocols.iter().any(|(n, _)| n == p));
+        }
+        Some(set)
+    }
+
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocol_type.is_empty() && !protocols.is_empty();
+        }
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        let candidates = self.candidates().unwrap_or_default();
+        protocols.iter().any(|(n, _)| candidates.contains(n))
+    }
+
+    fn select_protocol(&self) -> Option<String> {
+        let candidates = self.candidates()?;
+        let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
+                *votes.entry(name.clone()).or_default() += 1;
+            }
+        }
+        // Most votes; ties go to the first member's preference order.
+        let first = self.members.values().next()?;
+        let best = votes.values().copied().max()?;
+        first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| votes.get(*n) == Some(&best))
+            .cloned()
+    }
+
+    fn all_joined(&self) -> bool {
+        self.pending_members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
+    }
+
+    fn stored_value(&self) -> GroupValue {
+        let protocol = self.protocol.clone();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms(),
+            members: self
+                .members
+                .values()
+                .map(|m| StoredMember {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: protocol
+                        .as_deref()
+                        .map(|p| m.metadata_for(p))
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    settings: GroupSettings,
+    groups: RefCell<HashMap<String, Group>>,
+    loaded: RefCell<HashSet<i32>>,
+    load_permit: Semaphore,
+    member_ids: Cell<u64>,
+}
+
+type Ctx = Rc<ShardContext>;
+
+impl GroupCoordinator {
+    /// A coordinator with no groups loaded.
+    pub fn new(config: &crate::config::Config) -> GroupCoordinator {
+        GroupCoordinator {
+            settings: GroupSettings::from_config(config),
+            groups: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(HashSet::new()),
+            load_permit: Semaphore::new(1),
+            member_ids: Cell::new(0),
+        }
+    }
+
+    /// Number of groups held in memory (tests and bounds).
+    pub fn group_count(&self) -> usize {
+        self.groups.borrow().len()
+    }
+}
+
+/// Serves one call on the coordinator shard.
+pub async fn serve(context: &Ctx, call: GroupCall) -> GroupReply {
+    match call {
+        GroupCall::Join {
+            version,
+            client_id,
+            request,
+        } => GroupReply::Join(join(context, version, client_id, request).await),
+        GroupCall::Sync { version, request } => {
+            GroupReply::Sync(sync(context, version, request).await)
+        }
+        GroupCall::Heartbeat {
+            group_id,
+            generation,
+            member_id,
+            instance_id,
+        } => GroupReply::Heartbeat(
+            heartbeat(
+                context,
+                &group_id,
+                generation,
+                &member_id,
+                instance_id.as_deref(),
+            )
+            .await,
+        ),
+        GroupCall::Leave { group_id, members } => {
+            let (top, each) = leave(context, &group_id, &members).await;
+            GroupReply::Leave(top, each)
+        }
+        GroupCall::Commit { version, request } => {
+            GroupReply::Commit(commit(context, version, request).await)
+        }
+        GroupCall::FetchOffsets { group_id, topics } => {
+            GroupReply::FetchOffsets(fetch_offsets(context, &group_id, topics).await)
+        }
+        GroupCall::List => GroupReply::List(list(context).await),
+        GroupCall::Describe { group_ids } => {
+            let mut out = Vec::new();
+            for id in group_ids {
+                out.push(describe(context, &id).await);
+            }
+            GroupReply::Describe(out)
+        }
+        GroupCall::Delete { group_ids } => {
+            let mut out = Vec::new();
+            for id in group_ids {
+                out.push(delete_group(context, &id).await);
+            }
+            GroupReply::Delete(out)
+        }
+        GroupCall::DeleteOffsets { group_id, topics } => {
+            GroupReply::DeleteOffsets(delete_offsets(context, &group_id, topics).await)
+        }
+    }
+}
+
+/// Checks that this shard coordinates `group_id` and that its partition is loaded.
+async fn prepare(context: &Ctx, group_id: &str) -> Result<i32, i16> {
+    let partition = consumer_offsets_partition(group_id);
+    if shard_for(OFFSETS_TOPIC, partition, context.shard_count) != context.id {
+        return Err(code(ResponseError::NotCoordinator));
+    }
+    if context.groups.loaded.borrow().contains(&partition) {
+        return Ok(partition);
+    }
+    let _permit = context
+        .groups
+        .load_permit
+        .acquire_permit(1)
+        .await
+        .map_err(|_| code(ResponseError::CoordinatorNotAvailable))?;
+    if context.groups.loaded.borrow().contains(&partition) {
+        return Ok(partition);
+    }
+    load_partition(context, partition).await?;
+    context.groups.loaded.borrow_mut().insert(partition);
+    Ok(partition)
+}
+
+/// Replays partition `partition` of `__consumer_offsets` into memory.
+async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
+    let image = context.image();
+    let open = context
+        .partitions
+        .get(&image, OFFSETS_TOPIC, partition)
+        .await
+        .map_err(|err| {
+            warn!(partition, %err, "cannot open __consumer_offsets partition");
+            code(ResponseError::CoordinatorNotAvailable)
+        })?;
+    let log = &open.log;
+    let end = log.high_watermark();
+    let mut offset = log.log_start_offset();
+    let mut scan = records::Scan::default();
+    while offset < end {
+        let slice = log.read(offset, 1 << 20).await.map_err(|err| {
+            warn!(partition, offset, %err, "cannot read __consumer_offsets");
+            code(ResponseError::CoordinatorLoadInProgress)
+        })?;
+        if slice.is_empty() {
+            break;
+        }
+        scan.next_offset = None;
+        records::scan_batches(&slice.to_vec(), &mut scan);
+        match scan.next_offset {
+            Some(next) if next > offset => offset = next,
+            _ => break,
+        }
+    }
+    let count = scan.records.len();
+    let mut groups = context.groups.groups.borrow_mut();
+    for record in scan.records {
+        match record {
+            OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => match value {
+                Some(v) => {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group))
+                        .offsets
+                        .insert((topic, partition), v);
+                }
+                None => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            },
+            OffsetsRecord::Group { group, value } => match value {
+                Some(v) => {
+                    let g = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group));
+                    // Members are not restored: they rejoin (their ids are unknown after a
+                    // restart, so their next request gets UNKNOWN_MEMBER_ID and they join again).
+                    g.generation = v.generation;
+                    g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+                    g.protocol = None;
+                    g.leader = None;
+                    g.state = GroupState::Empty;
+                }
+                None => {
+                    groups.remove(&group);
+                }
+            },
+        }
+    }
+    // Groups left with nothing to remember are dropped.
+    groups.retain(|id, g| {
+        consumer_offsets_partition(id) != partition
+            || !g.offsets.is_empty()
+            || g.protocol_type.is_some()
+            || !g.members.is_empty()
+    });
+    info!(
+        partition,
+        records = count,
+        skipped = scan.skipped,
+        "loaded __consumer_offsets partition"
+    );
+    Ok(())
+}
+
+/// Appends `records` to the group's partition and waits until they are durable.
+async fn write(
+    context: &Ctx,
+    partition: i32,
+    batch: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), i16> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let image = context.image();
+    let open = context
+        .partitions
+        .get(&image, OFFSETS_TOPIC, partition)
+        .await
+        .map_err(|err| {
+            warn!(partition, %err, "cannot open __consumer_offsets partition");
+            code(ResponseError::CoordinatorNotAvailable)
+        })?;
+    let bytes = records::build_batch(&batch, now_ms());
+    open.log.append(bytes).await.map(|_| ()).map_err(|err| {
+        warn!(partition, %err, "__consumer_offsets append failed");
+        code(ResponseError::CoordinatorNotAvailable)
+    })
+}
+
+fn group_record(group: &Group) -> (Bytes, Option<Bytes>) {
+    (
+        records::group_key(&group.id),
+        Some(records::group_value(&group.stored_value())),
+    )
+}
+
+/// Writes the group's metadata in the background (state changes that need no acknowledgement).
+fn persist_in_background(context: &Ctx, partition: i32, record: (Bytes, Option<Bytes>)) {
+    let ctx = context.clone();
+    let spawned = glommio::spawn_local_into(
+        async move {
+            if let Err(code) = write(&ctx, partition, vec![record]).await {
+                warn!(partition, code, "group metadata not written");
+            }
+        },
+        context.queues.requests,
+    );
+    if let Ok(task) = spawned {
+        task.detach();
+    }
+}
+
+fn join_error(member_id: &str, error: i16) -> JoinGroupResponse {
+    crate::msg!(JoinGroupResponse {
+        error_code: error,
+        generation_id: -1,
+        member_id: text(member_id),
+        protocol_name: Some(StrBytes::default())
+    })
+}
+
+fn join_answer(group: &Group, member: &Member, with_members: bool) -> JoinGroupResponse {
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let members = if with_members {
+        group
+            .members
+            .values()
+            .map(|m| {
+                crate::msg!(JoinGroupResponseMember {
+                    member_id: text(&m.id),
+                    group_instance_id: m.instance_id.as_deref().map(text),
+                    metadata: m.metadata_for(&protocol)
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    crate::msg!(JoinGroupResponse {
+        error_code: NONE,
+        generation_id: group.generation,
+        protocol_type: group.protocol_type.as_deref().map(text),
+        protocol_name: Some(text(&protocol)),
+        leader: text(group.leader.as_deref().unwrap_or_default()),
+        member_id: text(&member.id),
+        members
+    })
+}
+
+fn sync_error(error: i16) -> SyncGroupResponse {
+    crate::msg!(SyncGroupResponse { error_code: error })
+}
+
+async fn join(
+    context: &Ctx,
+    version: i16,
+    client_id: String,
+    request: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    if group_id.is_empty() {
+        return join_error(&member_id, code(ResponseError::InvalidGroupId));
+    }
+    let settings = context.groups.settings;
+    if request.session_timeout_ms < settings.min_session_timeout_ms
+        || request.session_timeout_ms > settings.max_session_timeout_ms
+    {
+        return join_error(&member_id, code(ResponseError::InvalidSessionTimeout));
+    }
+    let partition = match prepare(context, &group_id).await {
+        Ok(p) => p,
+        Err(e) => return join_error(&member_id, e),
+    };
+    let rebalance_timeout_ms = if request.rebalance_timeout_ms > 0 {
+        request.rebalance_timeout_ms
+    } else {
+        request.session_timeout_ms
+    };
+    let protocol_type = request.protocol_type.to_string();
+    let protocols: Vec<(String, Bytes)> = request
+        .protocols
+        .iter()
+        .map(|p| (p.name.to_string(), p.metadata.clone()))
+        .collect();
+    let instance_id = request.group_instance_id.as_ref().map(|s| s.to_string());
+
+    let receiver = {
+        let mut groups = context.groups.groups.borrow_mut();
+        if !groups.contains_key(&group_id) {
+            if !member_id.is_empty() {
+                return join_error(&member_id, code(ResponseError::UnknownMemberId));
+            }
+            if groups.len() >= limits::GROUPS_PER_SHARD_MAX {
+                return join_error(&member_id, code(ResponseError::CoordinatorNotAvailable));
+            }
+            groups.insert(group_id.clone(), Group::new(&group_id));
+        }
+        let group = groups.get_mut(&group_id).expect("inserted above");
+        if group.state == GroupState::Dead {
+            return join_error(&member_id, code(ResponseError::CoordinatorNotAvailable));
+        }
+        if !group.supports(&protocol_type, &protocols) {
+            return join_error(&member_id, code(ResponseError::InconsistentGroupProtocol));
+        }
+        let deadline = Instant::now() + Duration::from_millis(request.session_timeout_ms as u64);
+        let (tx, rx) = oneshot::channel();
+        if member_id.is_empty() {
+            let new_id = new_member_id(context, &client_id, instance_id.as_deref());
+            let static_old = instance_id
+                .as_ref()
+                .and_then(|i| group.static_members.get(i).cloned());
+            if let Some(old_id) = static_old {
+                // A static member comes back: it takes over its old membership.
+                let Some(member) = group.member_mut(&old_id) else {
+                    return join_error(&member_id, code(ResponseError::UnknownMemberId));
+                };
+                if let Some(waiting) = member.awaiting_join.take() {
+                    let _ =
+                        waiting.send(join_error(&old_id, code(ResponseError::FencedInstanceId)));
+                }
+                if let Some(waiting) = member.awaiting_sync.take() {
+                    let _ = waiting.send(sync_error(code(ResponseError::FencedInstanceId)));
+                }
+                let unchanged = member.same_protocols(&protocols);
+                member.id = new_id.clone();
+                member.client_id = client_id.clone();
+                member.session_timeout_ms = request.session_timeout_ms;
+                member.rebalance_timeout_ms = rebalance_timeout_ms;
+                member.protocols = protocols.clone();
+                member.deadline = deadline;
+                member.join_version = version;
+                if group.leader.as_deref() == Some(old_id.as_str()) {
+                    group.leader = Some(new_id.clone());
+                }
+                group
+                    .static_members
+                    .insert(instance_id.clone().unwrap_or_default(), new_id.clone());
+                start_session_timer(context, &group_id, &new_id);
+                if group.state == GroupState::Stable && unchanged {
+                    let member = group.member(&new_id).expect("just renamed");
+                    let is_leader = group.leader.as_deref() == Some(new_id.as_str());
+                    let mut answer = join_answer(group, member, is_leader);
+                    answer.skip_assignment = is_leader && version >= 9;
+                    persist_in_background(context, partition, group_record(group));
+                    return answer;
+                }
+                let member = group.member_mut(&new_id).expect("just renamed");
+                member.awaiting_join = Some(tx);
+                if group.state != GroupState::PreparingRebalance {
+                    prepare_rebalance(context, group);
+                }
+                maybe_complete_join(context, group, partition);
+                rx
+            } else if version >= 4 && instance_id.is_none() {
+                if group.pending_members.len() + group.members.len() >= limits::GROUP_MEMBERS_MAX {
+                    return join_error(&member_id, code(ResponseError::GroupMaxSizeReached));
+                }
+                group.pending_members.insert(new_id.clone(), deadline);
+                start_pending_timer(context, &group_id, &new_id, request.session_timeout_ms);
+                return join_error(&new_id, code(ResponseError::MemberIdRequired));
+            } else {
+                if group.members.len() >= limits::GROUP_MEMBERS_MAX {
+                    return join_error(&member_id, code(ResponseError::GroupMaxSizeReached));
+                }
+                add_member(
+                    context,
+                    group,
+                    Member {
+                        id: new_id,
+                        instance_id: instance_id.clone(),
+                        client_id,
+                        session_timeout_ms: request.session_timeout_ms,
+                        rebalance_timeout_ms,
+                        protocol_type,
+                        protocols,
+                        assignment: Bytes::new(),
+                        awaiting_join: Some(tx),
+                        awaiting_sync: None,
+                        deadline,
+                        join_version: version,
+                    },
+                );
+                maybe_complete_join(context, group, partition);
+                rx
+            }
+        } else if group.pending_members.remove(&member_id).is_some() {
+            if group.members.len() >= limits::GROUP_MEMBERS_MAX {
+                return join_error(&member_id, code(ResponseError::GroupMaxSizeReached));
+            }
+            add_member(
+                context,
+                group,
+                Member {
+                    id: member_id.clone(),
+                    instance_id: instance_id.clone(),
+                    client_id,
+                    session_timeout_ms: request.session_timeout_ms,
+                    rebalance_timeout_ms,
+                    protocol_type,
+                    protocols,
+                    assignment: Bytes::new(),
+                    awaiting_join: Some(tx),
+                    awaiting_sync: None,
+                    deadline,
+                    join_version: version,
+                },
+            );
+            maybe_complete_join(context, group, partition);
+            rx
+        } else {
+            if group.is_fenced(&member_id, instance_id.as_deref()) {
+                return join_error(&member_id, code(ResponseError::FencedInstanceId));
+            }
+            let state = group.state;
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let Some(member) = group.member_mut(&member_id) else {
+                return join_error(&member_id, code(ResponseError::UnknownMemberId));
+            };
+            let unchanged = member.same_protocols(&protocols);
+            member.session_timeout_ms = request.session_timeout_ms;
+            member.rebalance_timeout_ms = rebalance_timeout_ms;
+            member.protocols = protocols;
+            member.deadline = deadline;
+            member.join_version = version;
+            match state {
+                GroupState::CompletingRebalance | GroupState::Stable
+                    if unchanged && !(state == GroupState::Stable && is_leader) =>
+                {
+                    // The member did not see its join answer: give it again.
+                    let member = group.member(&member_id).expect("present");
+                    let with_members = is_leader;
+                    return join_answer(group, member, with_members);
+                }
+                _ => {}
+            }
+            let member = group.member_mut(&member_id).expect("present");
+            if let Some(old) = member.awaiting_join.replace(tx) {
+                let _ = old.send(join_error(
+                    &member_id,
+                    code(ResponseError::RebalanceInProgress),
+                ));
+            }
+            if group.state != GroupState::PreparingRebalance {
+                prepare_rebalance(context, group);
+            }
+            maybe_complete_join(context, group, partition);
+            rx
+        }
+    };
+    match receiver.await {
+        Ok(answer) => answer,
+        Err(_) => join_error(&member_id, code(ResponseError::UnknownMemberId)),
+    }
+}
+
+fn new_member_id(context: &Ctx, client_id: &str, instance_id: Option<&str>) -> String {
+    let n = context.groups.member_ids.get();
+    context.groups.member_ids.set(n + 1);
+    let prefix = instance_id.unwrap_or(client_id);
+    // Bounded: a 10 KB client id must not make 10 KB member ids.
+    let prefix: String = prefix.chars().take(64).collect();
+    format!("{prefix}-{}", Uuid::new_v4())
+}
+
+fn add_member(context: &Ctx, group: &mut Group, member: Member) {
+    if group.members.is_empty() {
+        group.protocol_type = Some(member.protocol_type.clone());
+    }
+    if let Some(instance) = &member.instance_id {
+        group
+            .static_members
+            .insert(instance.clone(), member.id.clone());
+    }
+    let id = member.id.clone();
+    let seq = group.next_member_seq;
+    group.next_member_seq += 1;
+    group.members.insert(seq, member);
+    start_session_timer(context, &group.id, &id);
+    if group.state != GroupState::PreparingRebalance {
+        prepare_rebalance(context, group);
+    }
+}
+
+fn prepare_rebalance(context: &Ctx, group: &mut Group) {
+    if group.state == GroupState::CompletingRebalance {
+        for m in group.members.values_mut() {
+            if let Some(waiting) = m.awaiting_sync.take() {
+                let _ = waiting.send(sync_error(code(ResponseError::RebalanceInProgress)));
+            }
+        }
+    }
+    let initial = group.state == GroupState::Empty;
+    group.state = GroupState::PreparingRebalance;
+    group.rebalance_epoch += 1;
+    let delay_ms = if initial {
+        group.initial_delay = true;
+        let max = group
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        context.groups.settings.initial_rebalance_delay_ms.min(max)
+    } else {
+        group.initial_delay = false;
+        group
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
+    };
+    debug!(group = %group.id, delay_ms, initial, "preparing rebalance");
+    let epoch = group.rebalance_epoch;
+    let weak = Rc::downgrade(context);
+    let group_id = group.id.clone();
+    let spawned = glommio::spawn_local_into(
+        async move {
+            glommio::timer::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
+            rebalance_timer_fired(weak, group_id, epoch);
+        },
+        context.queues.requests,
+    );
+    if let Ok(task) = spawned {
+        task.detach();
+    }
+}
+
+fn rebalance_timer_fired(weak: Weak<ShardContext>, group_id: String, epoch: u64) {
+    let Some(context) = weak.upgrade() else {
+        return;
+    };
+    let partition = consumer_offsets_partition(&group_id);
+    let mut groups = context.groups.groups.borrow_mut();
+    let Some(group) = groups.get_mut(&group_id) else {
+        return;
+    };
+    if group.state != GroupState::PreparingRebalance || group.rebalance_epoch != epoch {
+        return;
+    }
+    group.initial_delay = false;
+    complete_join(&context, group, partition);
+}
+
+fn maybe_complete_join(context: &Ctx, group: &mut Group, partition: i32) {
+    if group.state == GroupState::PreparingRebalance && !group.initial_delay && group.all_joined() {
+        complete_join(context, group, partition);
+    }
+}
+
+fn complete_join(context: &Ctx, group: &mut Group, partition: i32) {
+    // Members that did not rejoin in time are dropped.
+    let gone: Vec<String> = group
+        .members
+        .values()
+        .filter(|m| m.awaiting_join.is_none())
+        .map(|m| m.id.clone())
+        .collect();
+    for id in gone {
+        debug!(group = %group.id, member = %id, "member did not rejoin");
+        drop_member(group, &id);
+    }
+    group.generation += 1;
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        group.protocol = None;
+        group.leader = None;
+        info!(group = %group.id, generation = group.generation, "group is empty");
+        persist_in_background(context, partition, group_record(group));
+        return;
+    }
+    group.protocol = group.select_protocol();
+    if group
+        .leader
+        .as_ref()
+        .is_none_or(|l| group.member(l).is_none())
+    {
+        group.leader = group.members.values().next().map(|m| m.id.clone());
+    }
+    group.state = GroupState::CompletingRebalance;
+    info!(
+        group = %group.id,
+        generation = group.generation,
+        members = group.members.len(),
+        protocol = ?group.protocol,
+        "rebalance: join complete"
+    );
+    let now = Instant::now();
+    let answers: Vec<(oneshot::Sender<JoinGroupResponse>, JoinGroupResponse)> = {
+        let leader = group.leader.clone();
+        let mut out = Vec::new();
+        let ids: Vec<u64> = group.members.keys().copied().collect();
+        for seq in ids {
+            let member = &group.members[&seq];
+            let is_leader = leader.as_deref() == Some(member.id.as_str());
+            let answer = join_answer(group, member, is_leader);
+            let member = group.members.get_mut(&seq).expect("listed");
+            member.deadline = now + Duration::from_millis(member.session_timeout_ms as u64);
+            if let Some(tx) = member.awaiting_join.take() {
+                out.push((tx, answer));
+            }
+        }
+        out
+    };
+    for (tx, answer) in answers {
+        let _ = tx.send(answer);
+    }
+}
+
+/// Removes a member without starting a rebalance; answers its waiting requests.
+fn drop_member(group: &mut Group, member_id: &str) {
+    let Some(seq) = group.seq_of(member_id) else {
+        return;
+    };
+    let member = group.members.remove(&seq).expect("found");
+    if let Some(instance) = &member.instance_id
+        && group.static_members.get(instance).map(String::as_str) == Some(member_id)
+    {
+        group.static_members.remove(instance);
+    }
+    if let Some(tx) = member.awaiting_join {
+        let _ = tx.send(join_error(member_id, code(ResponseError::UnknownMemberId)));
+    }
+    if let Some(tx) = member.awaiting_sync {
+        let _ = tx.send(sync_error(code(ResponseError::UnknownMemberId)));
+    }
+}
+
+/// Removes a member and moves the group on (rebalance, or complete a pending join).
+fn remove_member(context: &Ctx, group: &mut Group, member_id: &str, partition: i32) {
+    drop_member(group, member_id);
+    match group.state {
+        GroupState::Stable | GroupState::CompletingRebalance => {
+            prepare_rebalance(context, group);
+            maybe_complete_join(context, group, partition);
+        }
+        GroupState::PreparingRebalance => {
+            if group.members.is_empty() {
+                group.initial_delay = false;
+            }
+            maybe_complete_join(context, group, partition);
+        }
+        GroupState::Empty | GroupState::Dead => {}
+    }
+}
+
+fn start_session_timer(context: &Ctx, group_id: &str, member_id: &str) {
+    let weak = Rc::downgrade(context);
+    let group_id = group_id.to_string();
+    let member_id = member_id.to_string();
+    let spawned = glommio::spawn_local_into(
+        async move {
+            loop {
+                let wait = {
+                    let Some(context) = weak.upgrade() else {
+                        return;
+                    };
+                    let mut groups = context.groups.groups.borrow_mut();
+                    let Some(group) = groups.get_mut(&group_id) else {
+                        return;
+                    };
+                    let Some(member) = group.member_mut(&member_id) else {
+                        return;
+                    };
+                    let now = Instant::now();
+                    if member.awaiting_join.is_some() {
+                        // A member waiting for its join answer is bounded by the rebalance
+                        // timer, not the session timer.
+                        member.deadline =
+                            now + Duration::from_millis(member.session_timeout_ms as u64);
+                    }
+                    if member.deadline > now {
+                        member.deadline - now
+                    } else {
+                        info!(group = %group_id, member = %member_id, "session timeout: member removed");
+                        let partition = consumer_offsets_partition(&group_id);
+                        remove_member(&context, group, &member_id, partition);
+                        return;
+                    }
+                };
+                glommio::timer::sleep(wait).await;
+            }
+        },
+        context.queues.requests,
+    );
+    if let Ok(task) = spawned {
+        task.detach();
+    }
+}
+
+fn start_pending_timer(context: &Ctx, group_id: &str, member_id: &str, session_ms: i32) {
+    let weak = Rc::downgrade(context);
+    let group_id = group_id.to_string();
+    let member_id = member_id.to_string();
+    let spawned = glommio::spawn_local_into(
+        async move {
+            glommio::timer::sleep(Duration::from_millis(session_ms.max(0) as u64)).await;
+            let Some(context) = weak.upgrade() else {
+                return;
+            };
+            let mut groups = context.groups.groups.borrow_mut();
+            let Some(group) = groups.get_mut(&group_id) else {
+                return;
+            };
+            if group.pending_members.remove(&member_id).is_some() {
+                debug!(group = %group_id, member = %member_id, "pending member expired");
+                let partition = consumer_offsets_partition(&group_id);
+                maybe_complete_join(&context, group, partition);
+            }
+        },
+        context.queues.requests,
+    );
+    if let Ok(task) = spawned {
+        task.detach();
+    }
+}
+
+async fn sync(context: &Ctx, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.as_ref().map(|s| s.to_string());
+    let partition = match prepare(context, &group_id).await {
+        Ok(p) => p,
+        Err(e) => return sync_error(e),
+    };
+    let (receiver, to_write) = {
+        let mut groups = context.groups.groups.borrow_mut();
+        let Some(group) = groups.get_mut(&group_id) else {
+            return sync_error(code(ResponseError::UnknownMemberId));
+        };
+        if group.state == GroupState::Dead {
+            return sync_error(code(ResponseError::CoordinatorNotAvailable));
+        }
+        if group.is_fenced(&member_id, instance_id.as_deref()) {
+            return sync_error(code(ResponseError::FencedInstanceId));
+        }
+        if group.member(&member_id).is_none() {
+            return sync_error(code(ResponseError::UnknownMemberId));
+        }
+        if request.generation_id != group.generation {
+            return sync_error(code(ResponseError::IllegalGeneration));
+        }
+        if let Some(pt) = &request.protocol_type
+            && group.protocol_type.as_deref() != Some(pt.as_str())
+        {
+            return sync_error(code(ResponseError::InconsistentGroupProtocol));
+        }
+        if let Some(pn) = &request.protocol_name
+            && group.protocol.as_deref() != Some(pn.as_str())
+        {
+            return sync_error(code(ResponseError::InconsistentGroupProtocol));
+        }
+        let timeout = {
+            let member = group.member_mut(&member_id).expect("checked");
+            member.session_timeout_ms
+        };
+        group.member_mut(&member_id).expect("checked").deadline =
+            Instant::now() + Duration::from_millis(timeout as u64);
+        match group.state {
+            GroupState::Empty => return sync_error(code(ResponseError::UnknownMemberId)),
+            GroupState::PreparingRebalance => {
+                return sync_error(code(ResponseError::RebalanceInProgress));
+            }
+            GroupState::Stable => {
+                let member = group.member(&member_id).expect("checked");
+                return sync_answer(group, member, version);
+            }
+            GroupState::Dead => return sync_error(code(ResponseError::CoordinatorNotAvailable)),
+            GroupState::CompletingRebalance => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        group.member_mut(&member_id).expect("checked").awaiting_sync = Some(tx);
+        let mut to_write = None;
+        if group.leader.as_deref() == Some(member_id.as_str()) {
+            let assignments: HashMap<String, Bytes> = request
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect();
+            for m in group.members.values_mut() {
+                m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
+            }
+            group.state = GroupState::Stable;
+            info!(group = %group_id, generation = group.generation, "rebalance: group stable");
+            to_write = Some((group.generation, group_record(group)));
+        }
+        (rx, to_write)
+    };
+    if let Some((generation, record)) = to_write {
+        let result = write(context, partition, vec![record]).await;
+        let mut groups = context.groups.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(&group_id)
+            && group.generation == generation
+            && group.state == GroupState::Stable
+        {
+            let answers: Vec<_> = group
+                .members
+                .values_mut()
+                .filter_map(|m| m.awaiting_sync.take().map(|tx| (tx, m.id.clone())))
+                .collect();
+            for (tx, id) in answers {
+                let answer = match result {
+                    Ok(()) => {
+                        let member = group.member(&id).expect("listed");
+                        sync_answer(group, member, version)
+                    }
+                    Err(e) => sync_error(e),
+                };
+                let _ = tx.send(answer);
+            }
+            if result.is_err() {
+                prepare_rebalance(context, group);
+            }
+        }
+    }
+    match receiver.await {
+        Ok(answer) => answer,
+        Err(_) => sync_error(code(ResponseError::RebalanceInProgress)),
+    }
+}
+
+fn sync_answer(group: &Group, member: &Member, _version: i16) -> SyncGroupResponse {
+    crate::msg!(SyncGroupResponse {
+        error_code: NONE,
+        protocol_type: group.protocol_type.as_deref().map(text),
+        protocol_name: group.protocol.as_deref().map(text),
+        assignment: member.assignment.clone()
+    })
+}
+
+async fn heartbeat(
+    context: &Ctx,
+    group_id: &str,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> i16 {
+    if let Err(e) = prepare(context, group_id).await {
+        return e;
+    }
+    let mut groups = context.groups.groups.borrow_mut();
+    let Some(group) = groups.get_mut(group_id) else {
+        return code(ResponseError::UnknownMemberId);
+    };
+    if group.state == GroupState::Dead {
+        return code(ResponseError::CoordinatorNotAvailable);
+    }
+    if group.is_fenced(member_id, instance_id) {
+        return code(ResponseError::FencedInstanceId);
+    }
+    let state = group.state;
+    let current = group.generation;
+    let Some(member) = group.member_mut(member_id) else {
+        return code(ResponseError::UnknownMemberId);
+    };
+    if generation != current {
+        return code(ResponseError::IllegalGeneration);
+    }
+    member.deadline = Instant::now() + Duration::from_millis(member.session_timeout_ms as u64);
+    match state {
+        GroupState::Empty => code(ResponseError::UnknownMemberId),
+        GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
+        GroupState::CompletingRebalance | GroupState::Stable => NONE,
+        GroupState::Dead => code(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+async fn leave(context: &Ctx, group_id: &str, members: &[MemberIdentity]) -> (i16, Vec<i16>) {
+    let partition = match prepare(context, group_id).await {
+        Ok(p) => p,
+        Err(e) => return (e, vec![e; members.len()]),
+    };
+    let mut groups = context.groups.groups.borrow_mut();
+    let Some(group) = groups.get_mut(group_id) else {
+        return (
+            NONE,
+            vec![code(ResponseError::UnknownMemberId); members.len()],
+        );
+    };
+    if group.state == GroupState::Dead {
+        let e = code(ResponseError::CoordinatorNotAvailable);
+        return (e, vec![e; members.len()]);
+    }
+    let mut out = Vec::with_capacity(members.len());
+    for identity in members {
+        let member_id = identity.member_id.to_string();
+        let instance = identity.group_instance_id.as_ref().map(|s| s.to_string());
+        let error = if let Some(instance) = instance {
+            match group.static_members.get(&instance).cloned() {
+                None => code(ResponseError::UnknownMemberId),
+                Some(current) if !member_id.is_empty() && current != member_id => {
+                    code(ResponseError::FencedInstanceId)
+                }
+                Some(current) => {
+                    info!(group = %group_id, member = %current, "static member left");
+                    remove_member(context, group, &current, partition);
+                    NONE
+                }
+            }
+        } else if group.pending_members.remove(&member_id).is_some() {
+            maybe_complete_join(context, group, partition);
+            NONE
+        } else if group.member(&member_id).is_some() {
+            info!(group = %group_id, member = %member_id, "member left");
+            remove_member(context, group, &member_id, partition);
+            NONE
+        } else {
+            code(ResponseError::UnknownMemberId)
+        };
+        out.push(error);
+    }
+    (NONE, out)
+}
+
+/// The per-partition outcome of a commit before it is written.
+fn commit_check(
+    context: &Ctx,
+    group: Option<&Group>,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<(), i16> {
+    let _ = context;
+    let Some(group) = group else {
+        return if generation < 0 {
+            Ok(())
+        } else {
+            Err(code(ResponseError::IllegalGeneration))
+        };
+    };
+    if group.state == GroupState::Dead {
+        return Err(code(ResponseError::CoordinatorNotAvailable));
+    }
+    if group.is_fenced(member_id, instance_id) {
+        return Err(code(ResponseError::FencedInstanceId));
+    }
+    if generation < 0 && member_id.is_empty() && group.state == GroupState::Empty {
+        return Ok(());
+    }
+    if group.state == GroupState::CompletingRebalance {
+        return Err(code(ResponseError::RebalanceInProgress));
+    }
+    if group.member(member_id).is_none() {
+        return Err(code(ResponseError::UnknownMemberId));
+    }
+    if generation != group.generation {
+        return Err(code(ResponseError::IllegalGeneration));
+    }
+    Ok(())
+}
+
+async fn commit(
+    context: &Ctx,
+    _version: i16,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    let instance_id = request.group_instance_id.as_ref().map(|s| s.to_string());
+    let all = |error: i16| {
+        crate::msg!(OffsetCommitResponse {
+            topics: request
+                .topics
+                .iter()
+                .map(|t| crate::msg!(OffsetCommitResponseTopic {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| crate::msg!(OffsetCommitResponsePartition {
+                            partition_index: p.partition_index,
+                            error_code: error
+                        }))
+                        .collect()
+                }))
+                .collect()
+        })
+    };
+    if group_id.is_empty() {
+        return all(code(ResponseError::InvalidGroupId));
+    }
+    let partition = match prepare(context, &group_id).await {
+        Ok(p) => p,
+        Err(e) => return all(e),
+    };
+    {
+        let mut groups = context.groups.groups.borrow_mut();
+        if let Err(e) = commit_check(
+            context,
+            groups.get(&group_id),
+            request.generation_id_or_member_epoch,
+            &member_id,
+            instance_id.as_deref(),
+        ) {
+            return all(e);
+        }
+        if let Some(member) = groups
+            .get_mut(&group_id)
+            .and_then(|g| g.member_mut(&member_id))
+        {
+            member.deadline =
+                Instant::now() + Duration::from_millis(member.session_timeout_ms as u64);
+        }
+    }
+    let image = context.image();
+    let now = now_ms();
+    let max_meta = context.groups.settings.offset_metadata_max_bytes;
+    let mut batch = Vec::new();
+    let mut accepted: Vec<(String, i32, OffsetValue)> = Vec::new();
+    let mut response = all(NONE);
+    for (t, rt) in request.topics.iter().zip(response.topics.iter_mut()) {
+        let topic = t.name.0.to_string();
+        let partitions = image.topic(&topic).map(|m| m.partitions);
+        for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            if partitions.is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) {
+                rp.error_code = code(ResponseError::UnknownTopicOrPartition);
+            } else if metadata.len() > max_meta {
+                rp.error_code = code(ResponseError::OffsetMetadataTooLarge);
+            } else {
+                let value = OffsetValue {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                };
+                batch.push((
+                    records::offset_key(&group_id, &topic, p.partition_index),
+                    Some(records::offset_value(&value)),
+                ));
+                accepted.push((topic.clone(), p.partition_index, value));
+            }
+        }
+    }
+    if let Err(e) = write(context, partition, batch).await {
+        for rt in &mut response.topics {
+            for rp in &mut rt.partitions {
+                if rp.error_code == NONE {
+                    rp.error_code = e;
+                }
+            }
+        }
+        return response;
+    }
+    let mut groups = context.groups.groups.borrow_mut();
+    if !groups.contains_key(&group_id) && groups.len() < limits::GROUPS_PER_SHARD_MAX {
+        groups.insert(group_id.clone(), Group::new(&group_id));
+    }
+    if let Some(group) = groups.get_mut(&group_id) {
+        for (topic, p, value) in accepted {
+            group.offsets.insert((topic, p), value);
+        }
+    }
+    response
+}
+
+async fn fetch_offsets(
+    context: &Ctx,
+    group_id: &str,
+    topics: Option<TopicPartitions>,
+) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+    prepare(context, group_id).await?;
+    let groups = context.groups.groups.borrow();
+    let group = groups.get(group_id);
+    let lookup = |topic: &str, partition: i32| -> FetchedOffset {
+        match group.and_then(|g| g.offsets.get(&(topic.to_string(), partition))) {
+            Some(v) => FetchedOffset {
+                partition,
+                offset: v.offset,
+                leader_epoch: v.leader_epoch,
+                metadata: v.metadata.clone(),
+            },
+            None => FetchedOffset {
+                partition,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+            },
+        }
+    };
+    Ok(match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                let offsets = parts.iter().map(|&p| lookup(&topic, p)).collect();
+                (topic, offsets)
+            })
+            .collect(),
+        None => {
+            let mut out: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
+            if let Some(g) = group {
+                for (topic, p) in g.offsets.keys() {
+                    out.entry(topic.clone())
+                        .or_default()
+                        .push(lookup(topic, *p));
+                }
+            }
+            out.into_iter().collect()
+        }
+    })
+}
+
+async fn list(context: &Ctx) -> Vec<ListedGroupInfo> {
+    // Load every partition this shard coordinates, so groups known only from the log show.
+    for p in 0..crate::shard::ownership::CONSUMER_OFFSETS_PARTITIONS {
+        if shard_for(OFFSETS_TOPIC, p, context.shard_count) == context.id
+            && context.image().topic(OFFSETS_TOPIC).is_some()
+            && !context.groups.loaded.borrow().contains(&p)
+        {
+            let _permit = context.groups.load_permit.acquire_permit(1).await;
+            if !context.groups.loaded.borrow().contains(&p)
+                && load_partition(context, p).await.is_ok()
+            {
+                context.groups.loaded.borrow_mut().insert(p);
+            }
+        }
+    }
+    let groups = context.groups.groups.borrow();
+    groups
+        .values()
+        .filter(|g| g.state != GroupState::Dead)
+        .map(|g| ListedGroupInfo {
+            group_id: g.id.clone(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            state: g.state.name(),
+        })
+        .collect()
+}
+
+async fn describe(context: &Ctx, group_id: &str) -> DescribedGroup {
+    let base = crate::msg!(DescribedGroup {
+        group_id: GroupId(text(group_id)),
+        authorized_operations: i32::MIN
+    });
+    if let Err(e) = prepare(context, group_id).await {
+        let mut failed = base;
+        failed.error_code = e;
+        return failed;
+    }
+    let groups = context.groups.groups.borrow();
+    let Some(group) = groups.get(group_id) else {
+        let mut dead = base;
+        dead.group_state = text("Dead");
+        return dead;
+    };
+    let stable = group.state == GroupState::Stable;
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let mut described = base;
+    described.group_state = text(group.state.name());
+    crate::msg!(DescribedGroup {
+        group_id: described.group_id,
+        authorized_operations: described.authorized_operations,
+        group_state: described.group_state,
+        protocol_type: text(group.protocol_type.as_deref().unwrap_or_default()),
+        protocol_data: text(if stable { &protocol } else { "" }),
+        members: group
+            .members
+            .values()
+            .map(|m| crate::msg!(DescribedGroupMember {
+                member_id: text(&m.id),
+                group_instance_id: m.instance_id.as_deref().map(text),
+                client_id: text(&m.client_id),
+                client_host: text(""),
+                member_metadata: if stable {
+                    m.metadata_for(&protocol)
+                } else {
+                    Bytes::new()
+                },
+                member_assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Bytes::new()
+                }
+            }))
+            .collect()
+    })
+}
+
+async fn delete_group(context: &Ctx, group_id: &str) -> i16 {
+    let partition = match prepare(context, group_id).await {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let batch = {
+        let mut groups = context.groups.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return code(ResponseError::GroupIdNotFound);
+        };
+        match group.state {
+            GroupState::Empty => {}
+            GroupState::Dead => return code(ResponseError::GroupIdNotFound),
+            _ => return code(ResponseError::NonEmptyGroup),
+        }
+        group.state = GroupState::Dead;
+        let mut batch: Vec<(Bytes, Option<Bytes>)> = group
+            .offsets
+            .keys()
+            .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
+            .collect();
+        batch.push((records::group_key(group_id), None));
+        batch
+    };
+    let result = write(context, partition, batch).await;
+    let mut groups = context.groups.groups.borrow_mut();
+    match result {
+        Ok(()) => {
+            groups.remove(group_id);
+            info!(group = %group_id, "group deleted");
+            NONE
+        }
+        Err(e) => {
+            if let Some(g) = groups.get_mut(group_id) {
+                g.state = GroupState::Empty;
+            }
+            e
+        }
+    }
+}
+
+/// The topics a consumer group's members subscribe to (from their subscription metadata).
+fn subscribed_topics(group: &Group) -> HashSet<String> {
+    let mut out = HashSet::new();
+    if group.protocol_type.as_deref() != Some("consumer") {
+        return out;
+    }
+    let Some(protocol) = &group.protocol else {
+        return out;
+    };
+    for m in group.members.values() {
+        let mut buf = m.metadata_for(protocol);
+        if buf.remaining() < 2 {
+            continue;
+        }
+        let version = buf.get_i16();
+        if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+            out.extend(sub.topics.iter().map(|t| t.to_string()));
+        }
+    }
+    out
+}
+
+async fn delete_offsets(
+    context: &Ctx,
+    group_id: &str,
+    topics: TopicPartitions,
+) -> Result<PartitionErrors, i16> {
+    let partition = prepare(context, group_id).await?;
+    let (results, batch) = {
+        let groups = context.groups.groups.borrow();
+        let Some(group) = groups.get(group_id) else {
+            return Err(code(ResponseError::GroupIdNotFound));
+        };
+        if group.state == GroupState::Dead {
+            return Err(code(ResponseError::GroupIdNotFound));
+        }
+        if group.state != GroupState::Empty && group.protocol_type.as_deref() != Some("consumer") {
+            return Err(code(ResponseError::NonEmptyGroup));
+        }
+        let subscribed = if group.state == GroupState::Empty {
+            HashSet::new()
+        } else {
+            subscribed_topics(group)
+        };
+        let mut batch = Vec::new();
+        let results: Vec<(String, Vec<(i32, i16)>)> = topics
+            .into_iter()
+            .map(|(topic, parts)| {
+                let errs = parts
+                    .into_iter()
+                    .map(|p| {
+                        if subscribed.contains(&topic) {
+                            (p, code(ResponseError::GroupSubscribedToTopic))
+                        } else {
+                            if group.offsets.contains_key(&(topic.clone(), p)) {
+                                batch.push((records::offset_key(group_id, &topic, p), None));
+                            }
+                            (p, NONE)
+                        }
+                    })
+                    .collect();
+                (topic, errs)
+            })
+            .collect();
+        (results, batch)
+    };
+    write(context, partition, batch).await?;
+    let mut groups = context.groups.groups.borrow_mut();
+    if let Some(group) = groups.get_mut(group_id) {
+        for (topic, errs) in &results {
+            for (p, e) in errs {
+                if *e == NONE {
+                    group.offsets.remove(&(topic.clone(), *p));
+                }
+            }
+        }
+    }
+    Ok(results)
+}

@@ -1,0 +1,81 @@
+//! How a group request on the connection's shard reaches the group's coordinator shard.
+//!
+//! Owner: called by the group API handlers on the shard that holds the client's connection.
+//! `__consumer_offsets` is created through the controller the first time any group request
+//! needs it (50 partitions, `cleanup.policy=compact`), as Kafka creates it on first use.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+
+use crate::group::{GroupCall, GroupReply, OFFSETS_TOPIC};
+use crate::kafka::admin::call_controller;
+use crate::metadata::{ControllerRequest, MetadataError, NewTopic};
+use crate::shard::ownership::{CONSUMER_OFFSETS_PARTITIONS, consumer_offsets_partition};
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+
+/// Makes sure `__consumer_offsets` exists; an `Err` is the Kafka code to answer with.
+pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16> {
+    if context.image().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: CONSUMER_OFFSETS_PARTITIONS,
+        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+    };
+    let request = ControllerRequest::CreateTopics {
+        topics: vec![topic],
+        validate_only: false,
+    };
+    match call_controller(context, request).await {
+        Ok(results) => match results.into_iter().next() {
+            Some(Ok(_)) | Some(Err(MetadataError::TopicExists(_))) => Ok(()),
+            Some(Err(err)) => {
+                tracing::warn!(%err, "cannot create __consumer_offsets");
+                Err(ResponseError::CoordinatorNotAvailable.code())
+            }
+            None => Err(ResponseError::CoordinatorNotAvailable.code()),
+        },
+        Err((_, message)) => {
+            tracing::warn!(%message, "cannot reach the controller to create __consumer_offsets");
+            Err(ResponseError::CoordinatorNotAvailable.code())
+        }
+    }
+}
+
+/// The shard that coordinates `group_id`.
+pub fn coordinator_shard(context: &ShardContext, group_id: &str) -> ShardId {
+    shard_for(
+        OFFSETS_TOPIC,
+        consumer_offsets_partition(group_id),
+        context.shard_count,
+    )
+}
+
+/// Sends `call` to the coordinator of `group_id` (creating `__consumer_offsets` if needed).
+pub async fn call_coordinator(
+    context: &Rc<ShardContext>,
+    group_id: &str,
+    call: GroupCall,
+) -> Result<GroupReply, i16> {
+    call_shard(context, coordinator_shard(context, group_id), call).await
+}
+
+/// Sends `call` to shard `shard` (creating `__consumer_offsets` if needed).
+pub async fn call_shard(
+    context: &Rc<ShardContext>,
+    shard: ShardId,
+    call: GroupCall,
+) -> Result<GroupReply, i16> {
+    ensure_offsets_topic(context).await?;
+    match context.router.call(shard, ShardRequest::Group(call)).await {
+        Ok(ShardResponse::Group(reply)) => Ok(reply),
+        Ok(other) => {
+            tracing::warn!(?other, "unexpected answer to a group call");
+            Err(ResponseError::UnknownServerError.code())
+        }
+        Err(_) => Err(ResponseError::CoordinatorNotAvailable.code()),
+    }
+}

@@ -1,0 +1,159 @@
+//! OffsetFetch (key 9), versions 1 to 8; v8 asks for several groups at once, each routed to its own
+//! coordinator shard; a null topic list asks for every committed offset of the group.
+//!
+//! Owner: runs on the connection's shard, which decodes the request and sends a `GroupCall` to
+//! the coordinator shard of the group (`group::route`); `group::coordinator` does the work.
+//! This file only shapes the request and the response per version.
+
+use std::rc::Rc;
+
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::group::route::call_coordinator;
+use crate::group::{FetchedOffset, GroupCall, GroupReply, TopicPartitions};
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::shard::ShardContext;
+
+/// The versions served.
+pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 8 };
+
+/// The dispatch table entry.
+pub const HANDLER: ApiHandler = ApiHandler {
+    key: ApiKey::OffsetFetch,
+    versions: VERSIONS,
+    handle,
+};
+
+fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
+    serve(context, request).boxed_local()
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn unexpected() -> i16 {
+    ResponseError::UnknownServerError.code()
+}
+
+async fn fetch_one(
+    context: &Rc<ShardContext>,
+    group_id: &str,
+    topics: Option<TopicPartitions>,
+) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+    let call = GroupCall::FetchOffsets {
+        group_id: group_id.to_string(),
+        topics,
+    };
+    match call_coordinator(context, group_id, call).await {
+        Ok(GroupReply::FetchOffsets(result)) => result,
+        Ok(_) => Err(unexpected()),
+        Err(code) => Err(code),
+    }
+}
+
+async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
+    let body: OffsetFetchRequest = match request.decode() {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
+    };
+    let version = request.version();
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(body.groups.len());
+        for g in &body.groups {
+            let group_id = g.group_id.0.to_string();
+            let topics = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let (error_code, topics) = match fetch_one(&context, &group_id, topics).await {
+                Ok(found) => (0, found),
+                Err(code) => (code, Vec::new()),
+            };
+            groups.push(crate::msg!(OffsetFetchResponseGroup {
+                group_id: g.group_id.clone(),
+                error_code,
+                topics: topics
+                    .into_iter()
+                    .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopics {
+                        name: TopicName(text(&name)),
+                        partitions: offsets
+                            .into_iter()
+                            .map(|o| crate::msg!(OffsetFetchResponsePartitions {
+                                partition_index: o.partition,
+                                committed_offset: o.offset,
+                                committed_leader_epoch: o.leader_epoch,
+                                metadata: Some(text(&o.metadata)),
+                                error_code: 0
+                            }))
+                            .collect()
+                    }))
+                    .collect(),
+            }));
+        }
+        return request.respond(&crate::msg!(OffsetFetchResponse { groups }));
+    }
+    let group_id = body.group_id.0.to_string();
+    let asked: Option<TopicPartitions> = body.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let partition = |o: &FetchedOffset, error_code: i16| {
+        crate::msg!(OffsetFetchResponsePartition {
+            partition_index: o.partition,
+            committed_offset: o.offset,
+            committed_leader_epoch: o.leader_epoch,
+            metadata: Some(text(&o.metadata)),
+            error_code,
+        })
+    };
+    let response = match fetch_one(&context, &group_id, asked.clone()).await {
+        Ok(found) => crate::msg!(OffsetFetchResponse {
+            topics: found
+                .into_iter()
+                .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopic {
+                    name: TopicName(text(&name)),
+                    partitions: offsets.iter().map(|o| partition(o, 0)).collect()
+                }))
+                .collect(),
+        }),
+        Err(code) => {
+            // v1 has no top-level error: every partition carries it.
+            let topics = asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, parts)| {
+                    crate::msg!(OffsetFetchResponseTopic {
+                        name: TopicName(text(&name)),
+                        partitions: parts
+                            .iter()
+                            .map(|&p| {
+                                let none = FetchedOffset {
+                                    partition: p,
+                                    offset: -1,
+                                    leader_epoch: -1,
+                                    metadata: String::new(),
+                                };
+                                partition(&none, code)
+                            })
+                            .collect(),
+                    })
+                })
+                .collect();
+            crate::msg!(OffsetFetchResponse {
+                topics,
+                error_code: if version >= 2 { code } else { 0 },
+            })
+        }
+    };
+    request.respond(&response)
+}
