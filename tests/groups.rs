@@ -1,7 +1,9 @@
 //! Consumer groups as real clients see them: a mixed group (three confluent-kafka members and
 //! one kafka-python member) shares a 12-partition topic with every message consumed exactly
 //! once; a member killed without leaving loses its partitions to the others after the session
-//! timeout; committed offsets survive a graceful restart and a SIGKILL. Every wait is bounded.
+//! timeout and a member that leaves cleanly hands them back at once; committed offsets survive a
+//! graceful restart and a SIGKILL; the protocol-level flow and its error codes with raw frames.
+//! The tests run one at a time (see `SERIAL`). Every wait is bounded.
 
 mod support;
 
@@ -15,6 +17,17 @@ use support::{Broker, run_bounded};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/group_member.py");
 const PARTITIONS: i32 = 12;
+
+/// The tests run one at a time: each runs a broker and several client processes, and timing
+/// assertions (session timeouts, clean-leave rebalances) do not hold when three such runs share
+/// two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn create_topic(broker: &Broker, topic: &str) {
     let code = format!(
@@ -175,6 +188,7 @@ fn assert_exactly_once(got: &[(i32, i64)], expected: usize) {
 
 #[test]
 fn mixed_group_shares_partitions_exactly_once_and_survives_restarts() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_in(dir.path(), &[]);
     let topic = "grouped";
@@ -221,6 +235,7 @@ fn mixed_group_shares_partitions_exactly_once_and_survives_restarts() {
 
 #[test]
 fn killed_member_loses_its_partitions_after_the_session_timeout() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_in(dir.path(), &[]);
     let topic = "failover";
@@ -395,6 +410,7 @@ mod protocol {
 
     #[test]
     fn membership_flow_offsets_and_bad_input() {
+        let _serial = super::serial();
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start_in(dir.path(), &["--set", "group.initial.rebalance.delay.ms=0"]);
         create_topic(&broker, "pt");

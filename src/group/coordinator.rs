@@ -9,7 +9,8 @@
 //! Stable, Dead. A join moves the group to PreparingRebalance; the join completes when every
 //! member has rejoined (and no member id handed out with MEMBER_ID_REQUIRED is still
 //! outstanding), or when the rebalance timer fires (the largest rebalance timeout of the
-//! members; for a group that was Empty, `group.initial.rebalance.delay.ms` instead), dropping
+//! members; for a group that was Empty, `group.initial.rebalance.delay.ms` instead, extended by
+//! the same step while new members keep arriving, up to the rebalance timeout), dropping
 //! members that did not rejoin. Completion bumps the generation, selects the protocol that
 //! every member supports and most members prefer, and answers every waiting JoinGroup; the
 //! leader gets the member list. The leader's SyncGroup carries the assignment; the group turns
@@ -187,6 +188,10 @@ struct Group {
     rebalance_epoch: u64,
     /// The initial rebalance delay of a group that was Empty is running.
     initial_delay: bool,
+    /// A member joined while the initial delay ran (Kafka then extends the delay).
+    new_member_added: bool,
+    /// The initial delay never extends past this (the largest rebalance timeout).
+    initial_deadline: Option<Instant>,
 }
 
 impl Group {
@@ -205,6 +210,8 @@ impl Group {
             offsets: BTreeMap::new(),
             rebalance_epoch: 0,
             initial_delay: false,
+            new_member_added: false,
+            initial_deadline: None,
         }
     }
 
@@ -817,6 +824,7 @@ fn add_member(context: &Ctx, group: &mut Group, member: Member) {
     let seq = group.next_member_seq;
     group.next_member_seq += 1;
     group.members.insert(seq, member);
+    group.new_member_added = true;
     start_session_timer(context, &group.id, &id);
     if group.state != GroupState::PreparingRebalance {
         prepare_rebalance(context, group);
@@ -836,12 +844,14 @@ fn prepare_rebalance(context: &Ctx, group: &mut Group) {
     group.rebalance_epoch += 1;
     let delay_ms = if initial {
         group.initial_delay = true;
+        group.new_member_added = false;
         let max = group
             .members
             .values()
             .map(|m| m.rebalance_timeout_ms)
             .max()
             .unwrap_or(0);
+        group.initial_deadline = Some(Instant::now() + Duration::from_millis(max.max(0) as u64));
         context.groups.settings.initial_rebalance_delay_ms.min(max)
     } else {
         group.initial_delay = false;
@@ -853,12 +863,20 @@ fn prepare_rebalance(context: &Ctx, group: &mut Group) {
             .unwrap_or(0)
     };
     debug!(group = %group.id, delay_ms, initial, "preparing rebalance");
-    let epoch = group.rebalance_epoch;
+    schedule_rebalance_timer(
+        context,
+        &group.id,
+        group.rebalance_epoch,
+        Duration::from_millis(delay_ms.max(0) as u64),
+    );
+}
+
+fn schedule_rebalance_timer(context: &Ctx, group_id: &str, epoch: u64, delay: Duration) {
     let weak = Rc::downgrade(context);
-    let group_id = group.id.clone();
+    let group_id = group_id.to_string();
     let spawned = glommio::spawn_local_into(
         async move {
-            glommio::timer::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
+            glommio::timer::sleep(delay).await;
             rebalance_timer_fired(weak, group_id, epoch);
         },
         context.queues.requests,
@@ -879,6 +897,22 @@ fn rebalance_timer_fired(weak: Weak<ShardContext>, group_id: String, epoch: u64)
     };
     if group.state != GroupState::PreparingRebalance || group.rebalance_epoch != epoch {
         return;
+    }
+    if group.initial_delay && group.new_member_added {
+        // As Kafka: members still arriving extend the initial delay, up to the largest
+        // rebalance timeout.
+        let remaining = group
+            .initial_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        if !remaining.is_zero() {
+            group.new_member_added = false;
+            let step = Duration::from_millis(
+                context.groups.settings.initial_rebalance_delay_ms.max(0) as u64,
+            );
+            schedule_rebalance_timer(&context, &group_id, epoch, step.min(remaining));
+            return;
+        }
     }
     group.initial_delay = false;
     complete_join(&context, group, partition);
