@@ -15,8 +15,10 @@ build:
 deps:
 	./tests/install-deps.sh
 
+# Every test: unit and black-box tests, then librdkafka's regression suite (`compat`).
 test: deps
 	$(CARGO) test
+	$(MAKE) compat
 
 lint:
 	$(CARGO) fmt --check
@@ -34,7 +36,7 @@ clean:
 # librdkafka's own regression suite against a fresh ringbroker (tests/compat/, docs/COMPAT.md).
 # Builds the suite from the rdkafka-sys crate source (cached in ~/.cache/ringbroker), starts a
 # broker on 127.0.0.1:0 and runs the numbers in tests/compat/tests.txt, or COMPAT_TESTS="0001 0002".
-# Not part of `test` yet: most of these tests fail until the data plane (issue 4) lands.
+# `make test` runs it after the cargo tests.
 COMPAT_TESTS ?=
 .PHONY: compat
 compat:
