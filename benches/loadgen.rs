@@ -842,6 +842,7 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
         stats.failed.load(Ordering::Relaxed)
     );
     let broker_cpu0 = target.broker_pid.as_deref().and_then(cpu_seconds);
+    let client_cpu0 = cpu_seconds("self").unwrap_or(0.0);
     let t1 = Instant::now();
     let consumed = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -883,9 +884,10 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let client_cpu = (cpu_seconds("self").unwrap_or(0.0) - client_cpu0) / read_s;
     let read_mb = bytes.load(Ordering::Relaxed) as f64 / 1e6;
     println!(
-        "[catchup] consumed {} msgs ({read_mb:.0} MB) in {read_s:.2} s = {:.1} MB/s, {:.0} msg/s; broker cpu {}",
+        "[catchup] consumed {} msgs ({read_mb:.0} MB) in {read_s:.2} s = {:.1} MB/s, {:.0} msg/s; client cpu {client_cpu:.2} cores; broker cpu {}",
         consumed.load(Ordering::Relaxed),
         read_mb / read_s,
         consumed.load(Ordering::Relaxed) as f64 / read_s,
@@ -895,7 +897,7 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
         "produced_mb": produced_mb, "produce_mb_per_s": produced_mb / produce_s,
         "read_mb": read_mb, "read_s": read_s, "read_mb_per_s": read_mb / read_s,
         "read_msgs_per_s": consumed.load(Ordering::Relaxed) as f64 / read_s,
-        "broker_cpu_cores": broker_cpu.map(|c| c / read_s),
+        "broker_cpu_cores": broker_cpu.map(|c| c / read_s), "client_cpu_cores": client_cpu,
         "message_size": args.message_size, "partitions": args.partitions,
     })
 }
