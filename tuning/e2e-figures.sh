@@ -26,7 +26,8 @@ for c in $CASES; do
   log "max-rate size=$size partitions=$parts"
   "$LOADGEN" $COMMON --message-size "$size" --partitions "$parts" --max-rate --rate "$start" \
       --step-factor 1.5 --bisect 2 --out-dir "$OUT" --label "max-$size-$parts" | tee -a "$OUT/figures.log"
-  max=$(python3 -c "import json;print(json.load(open('$OUT/max-$size-$parts.json'))['summary']['max']['target_rate'])")
+  max=$(python3 -c "import json;m=json.load(open('$OUT/max-$size-$parts.json'))['summary']['max'];print(m['target_rate'] if m else '')")
+  if [ -z "$max" ]; then log "no sustainable rate for size=$size partitions=$parts"; continue; fi
   half=$(python3 -c "print($max/2)")
   for i in $(seq 1 "$REPEAT"); do
     log "at max $max size=$size partitions=$parts run $i"
