@@ -41,9 +41,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
@@ -59,7 +57,10 @@ enum KeyDistribution {
 }
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "loadgen", about = "End-to-end Kafka-API load generator (open loop)")]
+#[command(
+    name = "loadgen",
+    about = "End-to-end Kafka-API load generator (open loop)"
+)]
 struct Args {
     /// Drive this broker instead of starting ringbroker.
     #[arg(long)]
@@ -226,7 +227,11 @@ impl Broker {
             let exe = std::env::current_exe().unwrap();
             exe.parent().unwrap().parent().unwrap().join("ringbroker")
         });
-        assert!(bin.exists(), "no broker binary at {} (cargo build --release)", bin.display());
+        assert!(
+            bin.exists(),
+            "no broker binary at {} (cargo build --release)",
+            bin.display()
+        );
         let (data_dir, remove_dir) = match &args.data_dir {
             Some(d) => (d.clone(), false),
             None => {
@@ -253,10 +258,15 @@ impl Broker {
             .spawn()
             .expect("start broker");
         let stderr = child.stderr.take().unwrap();
+        // The broker's whole stderr goes to a file beside the results, for post-mortems.
+        std::fs::create_dir_all(&args.out_dir).unwrap();
+        let log_path = args.out_dir.join(format!("{}-broker.log", args.label));
+        let mut log = std::fs::File::create(&log_path).unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
                 if line.contains("ringbroker ready") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line);
@@ -276,10 +286,11 @@ impl Broker {
             .trim_matches(|c: char| !c.is_ascii_digit())
             .to_string();
         eprintln!(
-            "loadgen: started {} pid {} on cores {} at 127.0.0.1:{port}",
+            "loadgen: started {} pid {} on cores {} at 127.0.0.1:{port}, log {}",
             bin.display(),
             child.id(),
-            args.broker_cores
+            args.broker_cores,
+            log_path.display()
         );
         Broker {
             child,
@@ -530,7 +541,8 @@ fn print_result(r: &RunResult) {
         "  broker cpu: {} s/MB, {} cores busy; client cpu {:.2} cores",
         r.broker_cpu_s_per_mb
             .map_or("n/a".into(), |v| format!("{v:.4}")),
-        r.broker_cpu_cores.map_or("n/a".into(), |v| format!("{v:.2}")),
+        r.broker_cpu_cores
+            .map_or("n/a".into(), |v| format!("{v:.2}")),
         r.client_cpu_cores
     );
 }
@@ -583,7 +595,9 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
                         idle_since = None;
                         if let Some(v) = m.payload() {
                             stats.consumed.fetch_add(1, Ordering::Relaxed);
-                            stats.consumed_bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+                            stats
+                                .consumed_bytes
+                                .fetch_add(v.len() as u64, Ordering::Relaxed);
                             if v.len() >= 8 {
                                 let sent = u64::from_le_bytes(v[..8].try_into().unwrap());
                                 if stats.in_window(sent) {
@@ -620,7 +634,9 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
     let window_from = start_ns + warmup_ns;
     let window_until = window_from + duration_ns;
     stats.measure_from_ns.store(window_from, Ordering::Relaxed);
-    stats.measure_until_ns.store(window_until, Ordering::Relaxed);
+    stats
+        .measure_until_ns
+        .store(window_until, Ordering::Relaxed);
 
     let template = Arc::new(payload_template(args.message_size));
     let producers = args.producers.max(1);
@@ -759,7 +775,10 @@ fn find_max_rate(args: &Args, target: &Target, out: &mut Vec<RunResult>) -> Opti
         let r = run_once(args, target, rate, &format!("{}-max", args.label));
         print_result(&r);
         let ok = sustainable(args, &r);
-        println!("  -> {}", if ok { "sustainable" } else { "NOT sustainable" });
+        println!(
+            "  -> {}",
+            if ok { "sustainable" } else { "NOT sustainable" }
+        );
         out.push(r.clone());
         if ok {
             good = Some(r);
@@ -779,7 +798,10 @@ fn find_max_rate(args: &Args, target: &Target, out: &mut Vec<RunResult>) -> Opti
         let r = run_once(args, target, mid, &format!("{}-max", args.label));
         print_result(&r);
         let ok = sustainable(args, &r);
-        println!("  -> {}", if ok { "sustainable" } else { "NOT sustainable" });
+        println!(
+            "  -> {}",
+            if ok { "sustainable" } else { "NOT sustainable" }
+        );
         out.push(r.clone());
         if ok {
             lo = mid;
@@ -874,7 +896,10 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
         t.join().unwrap();
     }
     let read_s = t1.elapsed().as_secs_f64();
-    let broker_cpu = match (broker_cpu0, target.broker_pid.as_deref().and_then(cpu_seconds)) {
+    let broker_cpu = match (
+        broker_cpu0,
+        target.broker_pid.as_deref().and_then(cpu_seconds),
+    ) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
