@@ -921,13 +921,16 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
     })
 }
 
+/// A plotted line: its name, its colour and which percentile it draws.
+type Series = (&'static str, &'static str, fn(&Percentiles) -> f64);
+
 /// Latency percentiles (log scale, ms) against achieved throughput, one line per percentile.
 /// Plain SVG, no plotting dependency.
 fn write_svg(path: &std::path::Path, points: &[RunResult], title: &str) {
     let (w, h, ml, mr, mt, mb) = (800.0, 500.0, 70.0, 150.0, 40.0, 50.0);
     let xs: Vec<f64> = points.iter().map(|p| p.achieved_msgs_per_s).collect();
     let xmax = xs.iter().cloned().fold(1.0, f64::max) * 1.05;
-    let series: [(&str, &str, fn(&Percentiles) -> f64); 5] = [
+    let series: [Series; 5] = [
         ("e2e p50", "#1b9e77", |p| p.p50),
         ("e2e p90", "#d95f02", |p| p.p90),
         ("e2e p99", "#7570b3", |p| p.p99),
