@@ -8,6 +8,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use ringbroker::kafka::dispatch::encode_response;
@@ -18,7 +19,12 @@ use ringbroker::storage::batch::{build_test_batch, validate_all};
 fn records(batches: usize, records: i32, value_bytes: usize) -> Bytes {
     let mut out = Vec::new();
     for b in 0..batches {
-        out.extend(build_test_batch(records, value_bytes, 1_700_000_000_000, b as u8));
+        out.extend(build_test_batch(
+            records,
+            value_bytes,
+            1_700_000_000_000,
+            b as u8,
+        ));
     }
     Bytes::from(out)
 }
@@ -37,6 +43,21 @@ fn produce_request(partitions: i32, records: &Bytes) -> ProduceRequest {
     }
     request.topic_data.push(topic);
     request
+}
+
+fn produce_response(partitions: i32) -> ProduceResponse {
+    let mut topic = TopicProduceResponse::default();
+    topic.name = TopicName(StrBytes::from_static_str("bench"));
+    for p in 0..partitions {
+        let mut data = PartitionProduceResponse::default();
+        data.index = p;
+        data.base_offset = 1_000_000 + i64::from(p);
+        data.log_append_time_ms = -1;
+        topic.partition_responses.push(data);
+    }
+    let mut response = ProduceResponse::default();
+    response.responses.push(topic);
+    response
 }
 
 fn batch_validation(c: &mut Criterion) {
@@ -91,7 +112,7 @@ fn protocol_codec(c: &mut Criterion) {
                 })
             },
         );
-        let response = ProduceResponse::default();
+        let response = produce_response(partitions);
         group.bench_function(BenchmarkId::new("produce_v9_response", partitions), |b| {
             b.iter(|| encode_response(ApiKey::Produce, 9, 7, black_box(&response)))
         });
