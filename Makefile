@@ -28,7 +28,8 @@ fmt:
 # End-to-end load generator (benches/loadgen.rs, docs/BENCHMARKS.md): builds the release broker,
 # starts it on core 0 with a temp data dir, pins the generator to core 1 and runs LOADGEN_ARGS
 # (`make bench LOADGEN_ARGS=--help` lists the knobs). BENCH=storage runs the storage engine bench,
-# BENCH=micro the criterion micro-benchmarks (codec, batch validation).
+# BENCH=micro the criterion micro-benchmarks (codec, batch validation), BENCH=router_hop the
+# cross-shard call.
 LOADGEN_ARGS ?= --partitions 1 --message-size 1024 --rate 5000 --warmup 5 --duration 15
 BENCH ?= loadgen
 bench:
