@@ -27,8 +27,20 @@ lint:
 fmt:
 	$(CARGO) fmt
 
+# End-to-end load generator (benches/loadgen.rs, docs/BENCHMARKS.md): builds the release broker,
+# starts it on core 0 with a temp data dir, pins the generator to core 1 and runs LOADGEN_ARGS
+# (`make bench LOADGEN_ARGS=--help` lists the knobs). BENCH=storage runs the storage engine bench,
+# BENCH=micro the criterion micro-benchmarks (codec, batch validation), BENCH=router_hop the
+# cross-shard call.
+LOADGEN_ARGS ?= --partitions 1 --message-size 1024 --rate 5000 --warmup 5 --duration 15
+BENCH ?= loadgen
 bench:
-	$(CARGO) bench
+ifeq ($(BENCH),loadgen)
+	$(CARGO) build --release --bin ringbroker
+	$(CARGO) bench --bench loadgen -- $(LOADGEN_ARGS)
+else
+	$(CARGO) bench --bench $(BENCH)
+endif
 
 clean:
 	$(CARGO) clean
