@@ -30,6 +30,10 @@ pub const MESH_CHANNEL_CAPACITY_MAX: usize = 1024;
 /// Cross-shard calls one shard may have awaiting replies at once.
 pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
 
+/// Interval of the timer that wakes each shard's reactor even when idle (see
+/// `shard::pool::reactor_tick`): the longest a lost cross-shard wake-up can delay a message.
+pub const SHARD_TICK_MS: u64 = 1;
+
 /// How long a graceful shutdown waits for in-flight requests before it closes connections.
 pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 

@@ -389,6 +389,9 @@ async fn run_shard(
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions(image);
+    glommio::spawn_local_into(reactor_tick(context.clone()), queues.background)
+        .map_err(|err| err.to_string())?
+        .detach();
     glommio::spawn_local_into(retention_loop(context.clone()), queues.background)
         .map_err(|err| err.to_string())?
         .detach();
@@ -441,6 +444,19 @@ async fn run_shard(
     context.stopping.raised().await;
     info!(shard = %id, "shard stopped");
     Ok(())
+}
+
+/// Wakes the shard's reactor every `SHARD_TICK_MS` until it drains. glommio's reactor checks
+/// every cross-shard channel for pending messages each time it runs, so this bounds how long a
+/// message can wait if the eventfd notification that should wake a parked executor is lost.
+/// Such stalls were seen under load (a cross-shard call waiting for seconds while both shards
+/// idled); the tick makes them cost at most a tick instead of a hang, for about a thousand
+/// cheap wake-ups a second per idle shard. The root cause is not found yet.
+async fn reactor_tick(context: Rc<ShardContext>) {
+    let tick = Duration::from_millis(limits::SHARD_TICK_MS);
+    while !context.draining.is_raised() {
+        glommio::timer::sleep(tick).await;
+    }
 }
 
 /// Applies retention to this shard's partitions every `log.retention.check.interval.ms`,
