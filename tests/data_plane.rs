@@ -176,6 +176,7 @@ fn rdkafka_produce(
     config
         .set("bootstrap.servers", broker.bootstrap())
         .set("acks", "all")
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
         .set("message.timeout.ms", "120000");

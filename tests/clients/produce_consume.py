@@ -83,7 +83,7 @@ def produce_confluent(bootstrap: str, topic: str, partitions: int, count: int, c
             "bootstrap.servers": bootstrap,
             "acks": "all",
             "linger.ms": 5,
-            "enable.idempotence": False,
+            "enable.idempotence": True,
             "queue.buffering.max.messages": 500000,
             "message.timeout.ms": 120000,
             "compression.type": compression,
@@ -126,8 +126,8 @@ def produce_kafka_python(bootstrap: str, topic: str, partitions: int, count: int
         acks="all",
         linger_ms=5,
         batch_size=64 * 1024,
-        # Idempotence needs InitProducerId, which the broker does not serve yet.
-        enable_idempotence=False,
+        # Idempotence makes a retried batch (after a request timeout under load) land once.
+        enable_idempotence=True,
         request_timeout_ms=30000,
         compression_type=None if compression == "none" else compression,
     )
