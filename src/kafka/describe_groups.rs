@@ -8,12 +8,11 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::call_coordinator;
+use crate::group::route::{call_coordinator, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -30,10 +29,6 @@ pub const HANDLER: ApiHandler = ApiHandler {
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     serve(context, request).boxed_local()
-}
-
-fn unexpected() -> i16 {
-    ResponseError::UnknownServerError.code()
 }
 
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {

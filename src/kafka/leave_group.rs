@@ -9,13 +9,12 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::call_coordinator;
+use crate::group::route::{call_coordinator, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -32,10 +31,6 @@ pub const HANDLER: ApiHandler = ApiHandler {
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     serve(context, request).boxed_local()
-}
-
-fn unexpected() -> i16 {
-    ResponseError::UnknownServerError.code()
 }
 
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {

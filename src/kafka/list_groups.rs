@@ -8,7 +8,6 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
@@ -36,10 +35,6 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-fn unexpected() -> i16 {
-    ResponseError::UnknownServerError.code()
-}
-
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let body: ListGroupsRequest = match request.decode() {
         Ok(body) => body,
@@ -55,7 +50,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     for shard in 0..context.shard_count {
         match call_shard(&context, ShardId(shard), GroupCall::List).await {
             Ok(GroupReply::List(found)) => groups.extend(found),
-            Ok(_) => error_code = unexpected(),
+            Ok(_) => error_code = crate::group::route::unexpected(),
             Err(code) => error_code = code,
         }
     }

@@ -8,14 +8,13 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::call_coordinator;
+use crate::group::route::{call_coordinator, unexpected};
 use crate::group::{GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -36,10 +35,6 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
-}
-
-fn unexpected() -> i16 {
-    ResponseError::UnknownServerError.code()
 }
 
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {

@@ -8,7 +8,6 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -16,7 +15,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::call_coordinator;
+use crate::group::route::{call_coordinator, unexpected};
 use crate::group::{FetchedOffset, GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -37,10 +36,6 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
-}
-
-fn unexpected() -> i16 {
-    ResponseError::UnknownServerError.code()
 }
 
 async fn fetch_one(
