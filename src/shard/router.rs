@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 
 use crate::kafka::owner::{
     DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome, ProduceItem, ProduceOutcome, ReadItem,
-    ReadOutcome,
+    ReadOutcome, TxnMarkerItem,
 };
 use crate::limits;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
@@ -69,6 +69,9 @@ pub enum ShardRequest {
     Offsets(Vec<OffsetItem>),
     /// Move log start offsets (DeleteRecords).
     DeleteRecords(Vec<DeleteItem>),
+    /// Write transaction markers on partitions this shard owns (for a transaction
+    /// coordinator).
+    WriteTxnMarkers(Vec<TxnMarkerItem>),
     /// This shard's metrics, for a scrape.
     Metrics,
     /// Work for the group coordinator of this shard (consumer groups and committed offsets).
@@ -99,6 +102,8 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetOutcome>),
     /// Answer to `DeleteRecords`, one outcome per item.
     DeleteRecords(Vec<DeleteOutcome>),
+    /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
+    WriteTxnMarkers(Vec<i16>),
     /// Answer to `Metrics`.
     Metrics(Box<MetricsSnapshot>),
     /// Answer to `Group`.

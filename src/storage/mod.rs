@@ -21,6 +21,7 @@ pub mod log;
 pub mod manager;
 pub mod producer_state;
 mod segment;
+pub mod txn_index;
 
 pub use cache::ShardCache;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
