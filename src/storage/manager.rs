@@ -93,6 +93,8 @@ pub struct OpenPartition {
     snapshot_busy: Cell<bool>,
     /// Serialises rewrites of `.txnindex` files; held while one is written.
     txn_index_permit: Semaphore,
+    /// Where snapshot writes run (the shard's background queue; the current one if None).
+    background_queue: Option<glommio::TaskQueueHandle>,
 }
 
 /// Why a checked append or a marker was not written.
@@ -129,6 +131,7 @@ impl OpenPartition {
         settings: TopicSettings,
         env: LogEnv,
     ) -> Result<OpenPartition, StorageError> {
+        let background_queue = env.background_queue;
         let log = PartitionLog::open_with(&dir, log_config(&settings), env).await?;
         let (producers, snapshot_offset) = rebuild_producer_state(&dir, &log).await?;
         Ok(OpenPartition {
@@ -140,13 +143,14 @@ impl OpenPartition {
             snapshot_offset: Cell::new(snapshot_offset),
             snapshot_busy: Cell::new(false),
             txn_index_permit: Semaphore::new(1),
+            background_queue,
         })
     }
 
     /// Appends a produced batch after the producer checks (sequence, epoch, transaction
     /// state), which run in the same poll as the staging so checks follow the order of
     /// appends; resolves when durable under the topic's flush policy.
-    pub async fn append_checked(&self, records: Bytes) -> Result<Appended, AppendError> {
+    pub async fn append_checked(self: &Rc<Self>, records: Bytes) -> Result<Appended, AppendError> {
         let header_bytes = records.slice(..BATCH_HEADER_BYTES.min(records.len()));
         let header = BatchHeader::view(&header_bytes).ok_or(StorageError::CorruptMessage(
             "record batch shorter than its header",
@@ -173,7 +177,7 @@ impl OpenPartition {
             }
         }
         let info = result?;
-        self.snapshot_if_due(false).await;
+        self.spawn_snapshot_if_due();
         Ok(Appended::New(info))
     }
 
@@ -183,7 +187,7 @@ impl OpenPartition {
     /// transaction here, wakes read_committed waiters, and persists an abort in the
     /// transaction index. Returns the marker's offset.
     pub async fn write_marker(
-        &self,
+        self: &Rc<Self>,
         producer_id: i64,
         producer_epoch: i16,
         marker: ControlMarker,
@@ -215,7 +219,7 @@ impl OpenPartition {
             warn!(dir = %self.dir.display(), %err,
                 "could not persist an aborted transaction in the transaction index");
         }
-        self.snapshot_if_due(false).await;
+        self.spawn_snapshot_if_due();
         Ok(info.base_offset)
     }
 
@@ -227,6 +231,23 @@ impl OpenPartition {
             .borrow()
             .first_unstable_offset()
             .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// Starts `snapshot_if_due(false)` in the background when the log rolled since the last
+    /// snapshot, so no produce waits for a snapshot write. Costs two reads when not due.
+    fn spawn_snapshot_if_due(self: &Rc<Self>) {
+        if self.log.active_segment_base() <= self.snapshot_offset.get().max(0) {
+            return;
+        }
+        let partition = self.clone();
+        let task = async move { partition.snapshot_if_due(false).await };
+        let spawned = match self.background_queue {
+            Some(queue) => glommio::spawn_local_into(task, queue),
+            None => Ok(glommio::spawn_local(task)),
+        };
+        if let Ok(task) = spawned {
+            task.detach();
+        }
     }
 
     /// Writes a producer state snapshot if the log rolled since the last one (or, with
@@ -732,15 +753,17 @@ mod tests {
         settings
     }
 
-    async fn open(dir: &Path, segment_bytes: u32) -> OpenPartition {
+    async fn open(dir: &Path, segment_bytes: u32) -> Rc<OpenPartition> {
         let env = LogEnv {
             cache: Rc::new(ShardCache::new(1 << 20)),
             background_queue: None,
             reserve_space: false,
         };
-        OpenPartition::open(dir.to_path_buf(), Uuid::nil(), settings(segment_bytes), env)
-            .await
-            .unwrap()
+        Rc::new(
+            OpenPartition::open(dir.to_path_buf(), Uuid::nil(), settings(segment_bytes), env)
+                .await
+                .unwrap(),
+        )
     }
 
     /// A batch of `count` records from `producer_id` at `sequence`, transactional or not.
@@ -762,7 +785,7 @@ mod tests {
         Bytes::from(bytes)
     }
 
-    async fn append(partition: &OpenPartition, records: Bytes) -> i64 {
+    async fn append(partition: &Rc<OpenPartition>, records: Bytes) -> i64 {
         match partition.append_checked(records).await.unwrap() {
             Appended::New(info) => info.base_offset,
             other => panic!("not appended: {other:?}"),
@@ -862,6 +885,8 @@ mod tests {
             for sequence in 0..40 {
                 append(&p, batch(3, sequence, 1, false)).await;
             }
+            // The snapshot is written in the background.
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
             assert!(p.log.segment_count() > 1);
             let snapshot = p.snapshot_offset.get();
             assert!(snapshot > 0, "a snapshot after a roll");
