@@ -451,7 +451,11 @@ async fn run_shard(
 /// message can wait if the eventfd notification that should wake a parked executor is lost.
 /// Such stalls were seen under load (a cross-shard call waiting for seconds while both shards
 /// idled); the tick makes them cost at most a tick instead of a hang, for about a thousand
-/// cheap wake-ups a second per idle shard. The root cause is not found yet.
+/// cheap wake-ups a second per idle shard. The root cause is not confirmed. A candidate: in
+/// glommio 0.9's run loop, `run_task_queues` reports "ran nothing" both when the queues are
+/// empty and when the latency ring signalled preemption before any task ran, and the loop may
+/// park on either; a fork of glommio fixed exactly such a hang in 2026. 0.9 is the newest
+/// glommio on crates.io, so the tick stays until a fixed release exists.
 async fn reactor_tick(context: Rc<ShardContext>) {
     let tick = Duration::from_millis(limits::SHARD_TICK_MS);
     while !context.draining.is_raised() {
