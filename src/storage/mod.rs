@@ -15,7 +15,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
-mod event;
+pub(crate) mod event;
 mod index;
 pub mod log;
 pub mod manager;
