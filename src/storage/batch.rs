@@ -142,23 +142,45 @@ pub fn build_control_batch(
     let mut body = Vec::with_capacity(record.len() + 2);
     put_varint(&mut body, record.len() as i64);
     body.extend_from_slice(&record);
+    seal_batch(
+        &body,
+        1,
+        TRANSACTIONAL_ATTRIBUTE_BIT | CONTROL_ATTRIBUTE_BIT,
+        (producer_id, producer_epoch, -1),
+        timestamp_ms,
+    )
+}
+
+/// A whole v2 batch around `records` (the encoded records, each with its length varint):
+/// header with base offset 0, `record_count` records, `attributes`, `producer` as (id, epoch,
+/// base sequence), both timestamps `timestamp_ms`, and the CRC-32C.
+pub fn seal_batch(
+    records: &[u8],
+    record_count: i32,
+    attributes: i16,
+    producer: (i64, i16, i32),
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let (producer_id, producer_epoch, base_sequence) = producer;
     let header = BatchHeader {
         base_offset: 0.into(),
-        batch_length: ((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).into(),
+        batch_length: ((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + records.len()) as i32)
+            .into(),
         partition_leader_epoch: 0.into(),
         magic: 2,
         crc: 0.into(),
-        attributes: (TRANSACTIONAL_ATTRIBUTE_BIT | CONTROL_ATTRIBUTE_BIT).into(),
-        last_offset_delta: 0.into(),
+        attributes: attributes.into(),
+        last_offset_delta: (record_count - 1).into(),
         base_timestamp: timestamp_ms.into(),
         max_timestamp: timestamp_ms.into(),
         producer_id: producer_id.into(),
         producer_epoch: producer_epoch.into(),
-        base_sequence: (-1).into(),
-        records_count: 1.into(),
+        base_sequence: base_sequence.into(),
+        records_count: record_count.into(),
     };
-    let mut out = header.as_bytes().to_vec();
-    out.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(records);
     let crc = compute_crc(&out);
     out[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     out
@@ -330,26 +352,7 @@ pub fn build_test_batch(records: i32, value_bytes: usize, timestamp_ms: i64, fil
         varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
-    let header = BatchHeader {
-        base_offset: 0.into(),
-        batch_length: ((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).into(),
-        partition_leader_epoch: 0.into(),
-        magic: 2,
-        crc: 0.into(),
-        attributes: 0.into(),
-        last_offset_delta: (records - 1).into(),
-        base_timestamp: timestamp_ms.into(),
-        max_timestamp: timestamp_ms.into(),
-        producer_id: (-1).into(),
-        producer_epoch: (-1).into(),
-        base_sequence: (-1).into(),
-        records_count: records.into(),
-    };
-    let mut out = header.as_bytes().to_vec();
-    out.extend_from_slice(&body);
-    let crc = compute_crc(&out);
-    out[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    out
+    seal_batch(&body, records, 0, (-1, -1, -1), timestamp_ms)
 }
 
 #[cfg(test)]
