@@ -453,9 +453,8 @@ async fn run_shard(
     )
     .map_err(|err| err.to_string())?
     .detach();
-    let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
-    drop(ready_tx);
-
+    // The metrics endpoint is bound before the shard reports ready, so "ready" means every
+    // listener the operator asked for is up.
     if id == ShardId::CONTROLLER
         && let Some(addr) = context.config.metrics_listen
     {
@@ -470,6 +469,9 @@ async fn run_shard(
         .map_err(|err| err.to_string())?
         .detach();
     }
+    let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
+    drop(ready_tx);
+
     if let Some(stop_requests) = stop_requests {
         glommio::spawn_local_into(
             shutdown_on_request(context.clone(), stop_requests),
