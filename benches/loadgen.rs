@@ -236,6 +236,32 @@ fn thread_times(pid: &str, prefix: &str) -> Option<(f64, f64)> {
     Some((run_s, wait_s))
 }
 
+/// Seconds on a CPU per thread name of `pid`, names with their trailing numbers cut off
+/// (`shard-core0-1` -> `shard-core0`, `iou-wrk-1234` -> `iou-wrk`): shows where a broker's CPU
+/// goes beyond its executors (io_uring's kernel workers run the fdatasyncs, for one).
+fn thread_groups(pid: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut groups = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches('-')
+            .to_string();
+        let run_s = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1e9;
+        *groups.entry(name).or_insert(0.0) += run_s;
+    }
+    groups
+}
+
 fn parse_cores(list: &str) -> Vec<usize> {
     let mut cores = Vec::new();
     for part in list.split(',').filter(|s| !s.is_empty()) {
@@ -576,6 +602,10 @@ struct RunResult {
     /// This process's threads: time runnable but waiting for a CPU, in cores.
     #[serde(default)]
     client_wait_cores: f64,
+    /// The broker's on-CPU time in the window per thread name, in cores (threads that started
+    /// or ended inside the window count from their first or to their last sample).
+    #[serde(default)]
+    broker_threads_cores: Option<std::collections::BTreeMap<String, f64>>,
     /// Which client library ran (librdkafka in JSON written before the lean client existed).
     #[serde(default = "default_client_name")]
     client: String,
@@ -623,6 +653,14 @@ fn print_result(r: &RunResult) {
             .map_or("n/a".into(), |v| format!("{v:.2}")),
         r.client_wait_cores
     );
+    if let Some(groups) = &r.broker_threads_cores {
+        let list: Vec<String> = groups
+            .iter()
+            .filter(|(_, busy)| **busy >= 0.005)
+            .map(|(name, busy)| format!("{name} {busy:.2}"))
+            .collect();
+        println!("  broker threads on-cpu (cores): {}", list.join(", "));
+    }
 }
 
 struct Target {
@@ -851,6 +889,7 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         .as_deref()
         .and_then(|p| thread_times(p, "shard-core"));
     let client_threads0 = thread_times("self", "").unwrap_or_default();
+    let groups0 = target.broker_pid.as_deref().map(thread_groups);
     let consumed0 = stats.consumed.load(Ordering::Relaxed);
     sleep_until(window_until);
     let broker_cpu1 = target.broker_pid.as_deref().and_then(cpu_seconds);
@@ -860,6 +899,7 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         .as_deref()
         .and_then(|p| thread_times(p, "shard-core"));
     let client_threads1 = thread_times("self", "").unwrap_or_default();
+    let groups1 = target.broker_pid.as_deref().map(thread_groups);
     let consumed1 = stats.consumed.load(Ordering::Relaxed);
     let shards = match (shards0, shards1) {
         (Some(a), Some(b)) => Some(((b.0 - a.0) / args.duration, (b.1 - a.1) / args.duration)),
@@ -901,6 +941,17 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         broker_shard_busy_cores: shards.map(|s| s.0),
         broker_shard_wait_cores: shards.map(|s| s.1),
         client_wait_cores: (client_threads1.1 - client_threads0.1) / args.duration,
+        broker_threads_cores: match (groups0, groups1) {
+            (Some(a), Some(b)) => Some(
+                b.into_iter()
+                    .map(|(name, t)| {
+                        let busy = (t - a.get(&name).copied().unwrap_or(0.0)) / args.duration;
+                        (name, busy)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        },
         client: format!("{:?}", args.client).to_lowercase(),
     }
 }
