@@ -45,6 +45,11 @@ pub const WATCHDOG_CHECK_MS: u64 = 5;
 /// A shard whose heartbeat (stamped every tick) is older than this is nudged awake.
 pub const WATCHDOG_STALE_MS: u64 = 20;
 
+/// Nudges a shard's channel holds. A nudge is sent only while the shard looks stuck; a roomy
+/// channel keeps nudges (each a wake-up) flowing for seconds even if the shard does not drain
+/// them.
+pub const WATCHDOG_NUDGES_MAX: usize = 4096;
+
 const _: () = assert!(WATCHDOG_STALE_MS > 4 * SHARD_TICK_MS);
 
 /// How long a graceful shutdown waits for in-flight requests before it closes connections.

@@ -247,6 +247,7 @@ pub fn start(
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ShardReady, String>>();
 
     let (watches, heartbeats, nudge_senders) = watchdog::channels(cores.len());
+    let watchdog = Watchdog::start(heartbeats, nudge_senders);
     let mut handles = Vec::with_capacity(cores.len());
     for (&core, watch) in cores.iter().zip(watches) {
         let spec = spec.clone();
@@ -315,7 +316,6 @@ pub fn start(
     }
     // Every shard has bound the port itself now; the placeholder socket can go.
     drop(port_holder);
-    let watchdog = Watchdog::start(heartbeats, nudge_senders);
     Ok(RunningBroker {
         listen_addr,
         advertised,
@@ -347,6 +347,12 @@ async fn run_shard(
         advertised,
         mut watch,
     } = place;
+    // First, from the root future (which glommio always polls): the watchdog's channel, so it
+    // can wake this shard even during the rest of start-up.
+    let nudges = match watch.nudges.take() {
+        Some(nudges) => Some(watchdog::connect(nudges).await),
+        None => None,
+    };
     let shard_count = mesh.nr_peers();
     let (senders, receivers) = mesh
         .join()
@@ -428,7 +434,7 @@ async fn run_shard(
     )
     .map_err(|err| err.to_string())?
     .detach();
-    if let Some(nudges) = watch.nudges.take() {
+    if let Some(nudges) = nudges {
         glommio::spawn_local_into(watchdog::drain_nudges(nudges), queues.background)
             .map_err(|err| err.to_string())?
             .detach();
