@@ -34,6 +34,11 @@ pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
 /// `shard::pool::reactor_tick`): the longest a lost cross-shard wake-up can delay a message.
 pub const SHARD_TICK_MS: u64 = 1;
 
+/// Upper bound of `shard-spin-before-park-us`: an idle shard spins at most this long per idle
+/// period. A longer spin only burns the core (with the reactor tick, an idle shard spins for
+/// min(spin, tick) of every tick).
+pub const SHARD_SPIN_BEFORE_PARK_US_MAX: u64 = 10_000;
+
 /// How often the shard watchdog looks at the shards' heartbeats (`shard::watchdog`).
 pub const WATCHDOG_CHECK_MS: u64 = 5;
 

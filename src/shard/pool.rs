@@ -255,9 +255,15 @@ pub fn start(
         let ready_tx = ready_tx.clone();
         let controller_parts = controller_parts.clone();
         let advertised = advertised.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-core{core}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD));
+        if spec.config.shard_spin_before_park_us > 0 {
+            // glommio spins only for executors bound to a CPU, which `Placement::Fixed` is.
+            builder = builder
+                .spin_before_park(Duration::from_micros(spec.config.shard_spin_before_park_us));
+        }
+        let handle = builder
             .spawn(move || async move {
                 let place = ShardPlace {
                     core,
