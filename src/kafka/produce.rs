@@ -1,4 +1,4 @@
-//! Produce (key 0), versions 3 to 9.
+//! Produce (key 0), versions 0 to 9.
 //!
 //! Owner: the connection's shard checks the request and each partition's records field, then
 //! scatters the partitions to their owner shards (`owner::scatter`), where they are appended
@@ -20,6 +20,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -29,13 +30,14 @@ use kafka_protocol::protocol::VersionRange;
 use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::owner::{self, ProduceItem, ProduceOutcome};
+use crate::kafka::{error, legacy_format, legacy_versions};
 use crate::metadata::topic_name::validate_topic_name;
 use crate::metadata::{ControllerRequest, NewTopic};
 use crate::shard::{ShardContext, ShardRequest, ShardResponse};
 use crate::storage::batch::BATCH_HEADER_BYTES;
 
 /// The versions served.
-pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 9 };
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -46,14 +48,18 @@ pub const HANDLER: ApiHandler = ApiHandler {
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     async move {
-        let body: ProduceRequest = match request.decode() {
+        let body: ProduceRequest = match legacy_versions::decode_produce(&request) {
             Ok(body) => body,
             Err(outcome) => return outcome,
         };
         let acks = body.acks;
-        let response = produce(&context, body).await;
+        let version = request.version();
+        let response = produce(&context, body, version).await;
         if acks == 0 {
             HandlerOutcome::NoResponse
+        } else if version < 3 {
+            let correlation_id = request.header.correlation_id;
+            legacy_versions::encode_produce_response(version, correlation_id, &response)
         } else {
             request.respond(&response)
         }
@@ -67,9 +73,26 @@ enum Slot {
     Sent(usize),
     /// Refused here.
     Refused(i16, String),
+    /// An empty legacy message set: nothing to append, no error (offset -1).
+    Empty,
 }
 
-async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceResponse {
+/// A partition's records as a v2 batch for the owner: checked as they are for v3+, up-converted
+/// from a legacy message set for v0-2.
+fn batch_for_owner(version: i16, records: Option<Bytes>) -> Result<Option<Bytes>, (i16, String)> {
+    if version >= 3 {
+        check_one_batch(records.as_deref())?;
+        return Ok(records);
+    }
+    legacy_format::up_convert(records.as_deref().unwrap_or_default())
+        .map_err(|err| (error::legacy_format_error_code(&err), err.to_string()))
+}
+
+async fn produce(
+    context: &Rc<ShardContext>,
+    body: ProduceRequest,
+    version: i16,
+) -> ProduceResponse {
     let acks = body.acks;
     let image = context.image();
     let mut items = Vec::new();
@@ -98,13 +121,14 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
                     format!("This server does not host {name}-{}", data.index),
                 )
             } else {
-                match check_one_batch(data.records.as_deref()) {
+                match batch_for_owner(version, data.records) {
                     Err((code, reason)) => Slot::Refused(code, reason),
-                    Ok(()) => {
+                    Ok(None) => Slot::Empty,
+                    Ok(Some(records)) => {
                         items.push(ProduceItem {
                             topic: name.clone(),
                             partition: data.index,
-                            records: data.records.expect("checked above"),
+                            records,
                         });
                         Slot::Sent(items.len() - 1)
                     }
@@ -191,6 +215,10 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
                                 .with_log_append_time_ms(outcome.log_append_time_ms)
                                 .with_log_start_offset(outcome.log_start_offset)
                         }
+                        Slot::Empty => response
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1),
                         Slot::Refused(code, message) => response
                             .with_error_code(code)
                             .with_error_message(Some(text(message)))
