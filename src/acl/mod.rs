@@ -484,6 +484,52 @@ impl Authorizer {
         }
         allowed
     }
+
+    /// Whether `session` may perform `op` on at least one resource of type `resource` (Kafka's
+    /// `authorizeByResourceType`, KIP-679: an idempotent producer needs WRITE on some topic).
+    /// An ALLOW for `op` or ALL counts unless a DENY covers everything it allows.
+    pub fn authorize_any(&self, acls: &AclSet, session: &Session, op: i8, resource: i8) -> bool {
+        // A name no ACL names: super users, `allow.everyone.if.no.acl.found` and wildcard
+        // ALLOWs decide it the way they decide every resource of the type.
+        if self.authorize(acls, session, op, resource, "\u{0}unnamed") {
+            return true;
+        }
+        let mut deny_literals: Vec<&str> = Vec::new();
+        let mut deny_prefixes: Vec<&str> = Vec::new();
+        let mut allows: Vec<(i8, &str)> = Vec::new();
+        for ((rt, pattern, name), entries) in &acls.by_pattern {
+            if *rt != resource {
+                continue;
+            }
+            for entry in entries {
+                let applies = (entry.principal == session.principal
+                    || (entry.principal == WILDCARD_USER
+                        && session.principal.starts_with("User:")))
+                    && (entry.host == WILDCARD || entry.host == session.host)
+                    && (entry.operation == op || entry.operation == operation::ALL);
+                if !applies {
+                    continue;
+                }
+                match (entry.permission, *pattern) {
+                    (permission::DENY, pattern_type::LITERAL) => deny_literals.push(name),
+                    (permission::DENY, _) => deny_prefixes.push(name),
+                    (_, kind) => allows.push((kind, name)),
+                }
+            }
+        }
+        if deny_literals.contains(&WILDCARD) || deny_prefixes.contains(&"") {
+            return false;
+        }
+        allows.into_iter().any(|(kind, name)| {
+            let prefix_denied = deny_prefixes.iter().any(|p| name.starts_with(p));
+            match kind {
+                pattern_type::LITERAL => {
+                    name == WILDCARD || (!prefix_denied && !deny_literals.contains(&name))
+                }
+                _ => !prefix_denied,
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -582,6 +628,20 @@ mod tests {
         };
         assert!(open.authorize(&acls, &s, READ, TOPIC, "no-acls"));
         assert!(!open.authorize(&acls, &s, READ, TOPIC, "t"));
+        // Some topic is writable (the prefixed ALLOW); none once everything is denied.
+        assert!(authorizer.authorize_any(&acls, &s, WRITE, TOPIC));
+        assert!(!authorizer.authorize_any(&acls, &s, DELETE, TOPIC));
+        acls.insert(acl(
+            TOPIC,
+            "",
+            PREFIXED,
+            "User:*",
+            "*",
+            WRITE,
+            permission::DENY,
+        ));
+        assert!(!authorizer.authorize_any(&acls, &s, WRITE, TOPIC));
+        assert!(open.authorize_any(&AclSet::default(), &s, WRITE, TOPIC));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -42,7 +42,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         let call = GroupCall::Describe {
             group_ids: vec![group_id.clone()],
         };
-        let described = match call_coordinator(&context, &group_id, call).await {
+        let described = match call_coordinator_as(
+            &context,
+            &request.session,
+            crate::acl::operation::DESCRIBE,
+            &group_id,
+            call,
+        )
+        .await
+        {
             Ok(GroupReply::Describe(mut found)) if found.len() == 1 => found.remove(0),
             other => crate::msg!(DescribedGroup {
                 error_code: other.err().unwrap_or_else(unexpected),

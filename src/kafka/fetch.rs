@@ -21,6 +21,9 @@
 //! fetches. Record data goes to the socket as the `Bytes` the storage returned: the response
 //! is encoded here, around the record chunks, instead of being copied into one buffer.
 //!
+//! With an authorizer (`crate::acl`), the partitions of a topic the client may not READ are
+//! answered TOPIC_AUTHORIZATION_FAILED and not read.
+//!
 //! Versions 0 to 3 cannot carry v2 batches: after the owners answered, each partition's batches
 //! are down-converted here to message format 0 (v0-1) or 1 (v2-3) by
 //! `legacy_format::down_convert`, as Kafka does, within the partition's byte limit (at least
@@ -37,6 +40,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::protocol::VersionRange;
 use tracing::debug;
 
+use crate::acl::{self, Session};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
 use crate::kafka::owner::{self, ReadItem, ReadOutcome};
 use crate::kafka::{error, leader_epoch, legacy_format, legacy_versions};
@@ -66,7 +70,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         };
         let version = request.version();
         let correlation_id = request.header.correlation_id;
-        let plan = match plan(&context, body, version) {
+        let plan = match plan(&context, &request.session, body, version) {
             Ok(plan) => plan,
             Err(code) => {
                 let response = FetchResponseParts {
@@ -114,7 +118,12 @@ struct Plan {
     reads: Vec<ReadItem>,
 }
 
-fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan, i16> {
+fn plan(
+    context: &ShardContext,
+    session: &Session,
+    body: FetchRequest,
+    version: i16,
+) -> Result<Plan, i16> {
     if version >= 7 && body.session_id != 0 {
         return Err(ResponseError::FetchSessionIdNotFound.code());
     }
@@ -124,11 +133,19 @@ fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan
     for topic in body.topics {
         let name = topic.topic.0.to_string();
         let meta = image.topic(&name);
+        let may_read = context.authorize(
+            session,
+            acl::operation::READ,
+            acl::resource_type::TOPIC,
+            &name,
+        );
         let partitions = topic
             .partitions
             .into_iter()
             .map(|p| {
-                let refused = if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
+                let refused = if !may_read {
+                    Some(ResponseError::TopicAuthorizationFailed.code())
+                } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
                     Some(ResponseError::UnknownTopicOrPartition.code())
                 } else if version >= 9 {
                     leader_epoch::check(p.current_leader_epoch)

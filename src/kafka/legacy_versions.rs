@@ -1,5 +1,5 @@
-//! The wire schemas of Produce v0-2 and Fetch v0-3, which the `kafka-protocol` crate no longer
-//! has (it is generated from Kafka 4's message specs, which dropped them; Kafka 3.7 still
+//! The wire schemas of Produce v0-2, Fetch v0-3 and ListOffsets v0, which the `kafka-protocol`
+//! crate no longer has (it is generated from Kafka 4's message specs, which dropped them; Kafka 3.7 still
 //! serves them).
 //!
 //! Owner: pure functions, called by the Produce and Fetch handlers on the connection's shard,
@@ -12,10 +12,13 @@
 //! - Fetch v0-2 is Fetch v3 without `max_bytes` (no limit), and Fetch v3 is Fetch v4 without
 //!   `isolation_level` (read uncommitted).
 //!
+//! ListOffsets v0 has a field of its own (`max_num_offsets`) and answers a list of offsets, so
+//! its request and response are read and written here by hand.
+//!
 //! Produce v0-2 responses are encoded here; Fetch responses of every version are encoded by the
 //! Fetch handler itself.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 
@@ -24,7 +27,7 @@ use crate::kafka::dispatch::{HandlerOutcome, Request, ResponseFrame};
 /// The oldest version of `key` served through this module, for APIs that have one.
 pub fn oldest_version(key: ApiKey) -> Option<i16> {
     match key {
-        ApiKey::Produce | ApiKey::Fetch => Some(0),
+        ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets => Some(0),
         _ => None,
     }
 }
@@ -95,6 +98,89 @@ pub fn encode_produce_response(
     }
     if version >= 1 {
         out.put_i32(response.throttle_time_ms);
+    }
+    HandlerOutcome::Respond(ResponseFrame {
+        correlation_id,
+        flexible_header: false,
+        body: vec![Bytes::from(out)],
+    })
+}
+
+/// One partition of a ListOffsets v0 request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOffsetsV0Partition {
+    /// The partition.
+    pub partition: i32,
+    /// -2 earliest, -1 latest, else a time in ms.
+    pub timestamp: i64,
+    /// How many offsets to list at most.
+    pub max_num_offsets: i32,
+}
+
+/// Decodes a ListOffsets v0 request body: `replica_id`, then per topic its name and partitions.
+pub fn decode_list_offsets_v0(
+    request: &Request,
+) -> Result<Vec<(String, Vec<ListOffsetsV0Partition>)>, HandlerOutcome> {
+    let mut body = request.body.clone();
+    let short = || malformed(request, "body ends early");
+    let count = |body: &mut Bytes, element_bytes: usize| -> Result<usize, HandlerOutcome> {
+        let n = body.try_get_i32().map_err(|_| short())?;
+        // Every element takes at least `element_bytes`: a count the body cannot hold is refused
+        // before anything is allocated for it.
+        if n < 0 || n as usize > body.len() / element_bytes {
+            return Err(malformed(request, format!("array length {n} out of range")));
+        }
+        Ok(n as usize)
+    };
+    body.try_get_i32().map_err(|_| short())?; // replica_id
+    let topics = count(&mut body, 2 + 4)?;
+    let mut out = Vec::with_capacity(topics);
+    for _ in 0..topics {
+        let len = body.try_get_i16().map_err(|_| short())?;
+        if len < 0 || len as usize > body.len() {
+            return Err(malformed(request, "bad topic name length"));
+        }
+        let name = String::from_utf8(body.split_to(len as usize).to_vec())
+            .map_err(|_| malformed(request, "topic name is not UTF-8"))?;
+        let partitions = count(&mut body, 4 + 8 + 4)?;
+        let mut list = Vec::with_capacity(partitions);
+        for _ in 0..partitions {
+            list.push(ListOffsetsV0Partition {
+                partition: body.try_get_i32().map_err(|_| short())?,
+                timestamp: body.try_get_i64().map_err(|_| short())?,
+                max_num_offsets: body.try_get_i32().map_err(|_| short())?,
+            });
+        }
+        out.push((name, list));
+    }
+    if !body.is_empty() {
+        return Err(malformed(request, "bytes after the request body"));
+    }
+    Ok(out)
+}
+
+/// One partition of a ListOffsets v0 response: partition, error code, offsets.
+pub type ListOffsetsV0Answer = (i32, i16, Vec<i64>);
+
+/// Encodes a ListOffsets v0 response.
+pub fn encode_list_offsets_v0_response(
+    correlation_id: i32,
+    topics: &[(String, Vec<ListOffsetsV0Answer>)],
+) -> HandlerOutcome {
+    let mut out = BytesMut::with_capacity(64);
+    out.put_i32(topics.len() as i32);
+    for (name, partitions) in topics {
+        out.put_i16(name.len() as i16);
+        out.put_slice(name.as_bytes());
+        out.put_i32(partitions.len() as i32);
+        for (partition, error_code, offsets) in partitions {
+            out.put_i32(*partition);
+            out.put_i16(*error_code);
+            out.put_i32(offsets.len() as i32);
+            for offset in offsets {
+                out.put_i64(*offset);
+            }
+        }
     }
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
@@ -183,6 +269,44 @@ mod tests {
             );
         }
         assert!(decode_fetch(&request(ApiKey::Fetch, 0, vec![0; 8])).is_err());
+    }
+
+    #[test]
+    fn list_offsets_v0_decodes_and_refuses_bad_counts() {
+        let mut body = Vec::new();
+        body.put_i32(-1);
+        body.put_i32(1);
+        body.put_i16(1);
+        body.put_slice(b"t");
+        body.put_i32(1);
+        body.put_i32(3);
+        body.put_i64(-1);
+        body.put_i32(5);
+        let decoded =
+            decode_list_offsets_v0(&request(ApiKey::ListOffsets, 0, body.clone())).unwrap();
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].0, "t");
+        assert_eq!(
+            decoded[0].1,
+            vec![ListOffsetsV0Partition {
+                partition: 3,
+                timestamp: -1,
+                max_num_offsets: 5
+            }]
+        );
+        let mut huge = body.clone();
+        huge[4..8].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(decode_list_offsets_v0(&request(ApiKey::ListOffsets, 0, huge)).is_err());
+        assert!(
+            decode_list_offsets_v0(&request(ApiKey::ListOffsets, 0, body[..20].to_vec())).is_err()
+        );
+        match encode_list_offsets_v0_response(1, &[("t".to_string(), vec![(3, 0, vec![9, 4])])]) {
+            HandlerOutcome::Respond(frame) => {
+                // topics(4) name(2+1) partitions(4) partition(4) error(2) offsets(4 + 16)
+                assert_eq!(frame.body.concat().len(), 37);
+            }
+            _ => unreachable!(),
+        }
     }
 
     #[test]

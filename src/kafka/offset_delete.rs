@@ -14,7 +14,7 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -57,7 +57,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         group_id: group_id.clone(),
         topics,
     };
-    let response = match call_coordinator(&context, &group_id, call).await {
+    let response = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::DELETE,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::DeleteOffsets(Ok(results))) => crate::msg!(OffsetDeleteResponse {
             topics: results
                 .into_iter()

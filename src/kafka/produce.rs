@@ -11,6 +11,10 @@
 //! `auto.create.topics.enable` an unknown, validly named topic is created for the retry). The
 //! owner validates the batch itself (length, magic, CRC-32C, record count, max.message.bytes).
 //!
+//! With an authorizer (`crate::acl`), a topic the client may not WRITE is answered
+//! TOPIC_AUTHORIZATION_FAILED before anything else is looked at; auto-creation also needs
+//! CREATE on the cluster or the topic.
+//!
 //! Ordering: the handler reaches each owner's append in its first poll when the partitions are
 //! open and the mesh channel has room, so pipelined produces of one connection append in
 //! request order in the common case. Unlike Kafka, which serves one request per connection at a
@@ -27,6 +31,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl::{self, Session};
 use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::owner::{self, ProduceItem, ProduceOutcome};
@@ -54,7 +59,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         };
         let acks = body.acks;
         let version = request.version();
-        let response = produce(&context, body, version).await;
+        let response = produce(&context, &request.session, body, version).await;
         if acks == 0 {
             HandlerOutcome::NoResponse
         } else if version < 3 {
@@ -88,8 +93,20 @@ fn batch_for_owner(version: i16, records: Option<Bytes>) -> Result<Option<Bytes>
         .map_err(|err| (error::legacy_format_error_code(&err), err.to_string()))
 }
 
+/// Whether auto-creating `name` is allowed: CREATE on the cluster or on the topic.
+fn may_create(context: &ShardContext, session: &Session, name: &str) -> bool {
+    use acl::{operation, resource_type};
+    context.authorize(
+        session,
+        operation::CREATE,
+        resource_type::CLUSTER,
+        acl::CLUSTER_NAME,
+    ) || context.authorize(session, operation::CREATE, resource_type::TOPIC, name)
+}
+
 async fn produce(
     context: &Rc<ShardContext>,
+    session: &Session,
     body: ProduceRequest,
     version: i16,
 ) -> ProduceResponse {
@@ -101,10 +118,18 @@ async fn produce(
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let meta = image.topic(&name);
+        let may_write = context.authorize(
+            session,
+            acl::operation::WRITE,
+            acl::resource_type::TOPIC,
+            &name,
+        );
         if meta.is_none()
+            && may_write
             && context.config.auto_create_topics_enable
             && validate_topic_name(&name).is_ok()
             && !to_create.contains(&name)
+            && may_create(context, session, &name)
         {
             to_create.push(name.clone());
         }
@@ -114,6 +139,11 @@ async fn produce(
                 Slot::Refused(
                     ResponseError::InvalidRequiredAcks.code(),
                     format!("acks must be 0, 1 or -1, not {acks}"),
+                )
+            } else if !may_write {
+                Slot::Refused(
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    format!("Not authorized to write to topic {name}"),
                 )
             } else if !meta.is_some_and(|m| (0..m.partitions).contains(&data.index)) {
                 Slot::Refused(
