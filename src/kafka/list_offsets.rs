@@ -3,8 +3,9 @@
 //! as Kafka does; `owner::serve_offsets`), with its own codec (`legacy_versions`).
 //!
 //! Owner: the connection's shard scatters the partitions to their owners
-//! (`owner::serve_offsets`). "Latest" is the high watermark, which is also the last stable
-//! offset until transactions exist, so both isolation levels get it. A timestamp lookup
+//! (`owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
+//! stable offset (below every open transaction) for read_committed (isolation level 1, v2+).
+//! A timestamp lookup
 //! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
 //! when there is none.
 
@@ -41,6 +42,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             Err(outcome) => return outcome,
         };
         let version = request.version();
+        let read_committed = body.isolation_level == 1;
         let topics = body
             .topics
             .into_iter()
@@ -66,6 +68,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     partition: p.partition_index,
                     timestamp: p.timestamp,
                     max_num_offsets: None,
+                    read_committed,
                 }))
             },
             owner::OFFSETS,
@@ -126,6 +129,7 @@ async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome
                 partition: p.partition,
                 timestamp: p.timestamp,
                 max_num_offsets: Some(p.max_num_offsets),
+                read_committed: false,
             }))
         },
         owner::OFFSETS,

@@ -56,6 +56,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                         partition: p.partition,
                         timestamp: offset_spec::LATEST,
                         max_num_offsets: None,
+                        read_committed: false,
                     }),
                 )
             },

@@ -112,6 +112,16 @@ async fn produce(
 ) -> ProduceResponse {
     let acks = body.acks;
     let image = context.image();
+    // A transactional produce needs WRITE on its transactional id; without it every partition
+    // is refused, as Kafka does.
+    let transaction_refused = body.transactional_id.as_ref().is_some_and(|id| {
+        !context.authorize(
+            session,
+            acl::operation::WRITE,
+            acl::resource_type::TRANSACTIONAL_ID,
+            id.0.as_str(),
+        )
+    });
     let mut items = Vec::new();
     let mut layout: Vec<(String, Vec<(i32, Slot)>)> = Vec::new();
     let mut to_create = Vec::new();
@@ -139,6 +149,11 @@ async fn produce(
                 Slot::Refused(
                     ResponseError::InvalidRequiredAcks.code(),
                     format!("acks must be 0, 1 or -1, not {acks}"),
+                )
+            } else if transaction_refused {
+                Slot::Refused(
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    "Transactional id authorization failed.".to_string(),
                 )
             } else if !may_write {
                 Slot::Refused(
@@ -168,7 +183,10 @@ async fn produce(
         }
         layout.push((name, slots));
     }
-    if !to_create.is_empty() {
+    let creation = async {
+        if to_create.is_empty() {
+            return;
+        }
         let topics = to_create
             .into_iter()
             .map(|name| NewTopic {
@@ -183,11 +201,12 @@ async fn produce(
         };
         // The producer retries UNKNOWN_TOPIC_OR_PARTITION and finds the topic then.
         let _ = admin::call_controller(context, create).await;
-    }
+    };
 
-    let outcomes = if items.is_empty() {
-        Vec::new()
-    } else {
+    let sending = async {
+        if items.is_empty() {
+            return Vec::new();
+        }
         let count = items.len();
         let scattered = owner::scatter(
             context,
@@ -227,6 +246,9 @@ async fn produce(
             scattered.await
         }
     };
+    // Records for existing topics go out first: a topic being auto-created must not let a
+    // later request on this connection overtake this one's appends.
+    let (outcomes, ()) = futures::join!(sending, creation);
 
     let responses = layout
         .into_iter()

@@ -195,6 +195,9 @@ impl ShardContext {
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
             }
+            ShardRequest::WriteTxnMarkers(items) => {
+                ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
+            }
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Group(call) => {
                 ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
