@@ -60,7 +60,24 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         };
         groups.push(described);
     }
-    if request.version() < 3 {
+    if request.version() >= 3 && body.include_authorized_operations {
+        // Kafka's group operations (READ, DELETE, DESCRIBE) the client may perform: all of
+        // them with no authorizer.
+        use crate::acl::{operation, resource_type};
+        for g in groups.iter_mut().filter(|g| g.error_code == 0) {
+            g.authorized_operations = [operation::READ, operation::DELETE, operation::DESCRIBE]
+                .into_iter()
+                .filter(|&op| {
+                    context.authorize(
+                        &request.session,
+                        op,
+                        resource_type::GROUP,
+                        g.group_id.0.as_str(),
+                    )
+                })
+                .fold(0, |bits, op| bits | (1 << op));
+        }
+    } else {
         for g in &mut groups {
             g.authorized_operations = i32::MIN;
         }

@@ -8,6 +8,7 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -43,9 +44,31 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         Err(outcome) => return outcome,
     };
     let group_id = body.group_id.0.to_string();
+    // Partitions of topics the client may not READ are answered TOPIC_AUTHORIZATION_FAILED;
+    // only the others reach the coordinator.
+    let may_read = |name: &str| {
+        context.authorize(
+            &request.session,
+            crate::acl::operation::READ,
+            crate::acl::resource_type::TOPIC,
+            name,
+        )
+    };
+    let refused: Vec<(String, Vec<i32>)> = body
+        .topics
+        .iter()
+        .filter(|t| !may_read(t.name.0.as_str()))
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
     let topics: TopicPartitions = body
         .topics
         .iter()
+        .filter(|t| may_read(t.name.0.as_str()))
         .map(|t| {
             (
                 t.name.0.to_string(),
@@ -69,6 +92,10 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         Ok(GroupReply::DeleteOffsets(Ok(results))) => crate::msg!(OffsetDeleteResponse {
             topics: results
                 .into_iter()
+                .chain(refused.into_iter().map(|(name, parts)| {
+                    let code = ResponseError::TopicAuthorizationFailed.code();
+                    (name, parts.into_iter().map(|p| (p, code)).collect())
+                }))
                 .map(|(name, parts)| crate::msg!(OffsetDeleteResponseTopic {
                     name: TopicName(text(&name)),
                     partitions: parts

@@ -11,7 +11,7 @@
 #  4. prints a per-test summary and exits 1 if any test did not pass.
 #
 # Env: COMPAT_TESTS          test numbers, space or comma separated [all of tests.txt]
-#      COMPAT_TOTAL_TIMEOUT  seconds for all tests together [840]
+#      COMPAT_TOTAL_TIMEOUT  seconds for all tests together [1500]
 #      COMPAT_TEST_TIMEOUT   upper bound per test in seconds [300]; each test also gets at
 #                            most an equal share of the time left, and at least 20 s
 #      COMPAT_BROKER_ARGS    extra `ringbroker serve` arguments
@@ -28,7 +28,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 build_root=${COMPAT_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ringbroker/librdkafka-compat}
 results=${COMPAT_RESULTS_DIR:-$build_root/results}
-total_budget=${COMPAT_TOTAL_TIMEOUT:-840}
+total_budget=${COMPAT_TOTAL_TIMEOUT:-1500}
 test_cap=${COMPAT_TEST_TIMEOUT:-300}
 min_share=20
 kafka_version=3.7.0
