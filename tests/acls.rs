@@ -384,3 +384,106 @@ fn acl_apis_need_cluster_rights_and_refuse_malformed_acls() {
     let response: DescribeAclsResponse = client.call(ApiKey::DescribeAcls, 1, &good);
     assert!(response.resources.is_empty());
 }
+
+#[test]
+fn deny_acls_reach_groups_admin_apis_and_producer_ids() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+        GroupId, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
+        JoinGroupResponse,
+    };
+    const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            STANDARD_AUTHORIZER,
+            "--set",
+            "allow.everyone.if.no.acl.found=true",
+        ],
+    );
+    let mut client = connect(&broker);
+    let deny = |resource_type: i8, name: &'static str, pattern: i8, operation: i8| {
+        creation(resource_type, name, pattern, "User:*")
+            .with_operation(operation)
+            .with_permission_type(2)
+    };
+    // Once an ACL names a resource, allow.everyone.if.no.acl.found no longer covers it: the
+    // wildcard DENY names every topic, so topics that stay usable need an ALLOW (free-*).
+    let request = CreateAclsRequest::default().with_creations(vec![
+        deny(2, "locked-", 4, 2),        // every operation on topics named locked-*
+        deny(3, "locked-group", 3, 3),   // READ on one group
+        deny(2, "*", 3, 4),              // WRITE on every topic
+        deny(4, "kafka-cluster", 3, 12), // IDEMPOTENT_WRITE on the cluster
+        creation(2, "free-", 4, "User:*").with_operation(2), // ALLOW everything on free-*
+    ]);
+    let response: CreateAclsResponse = client.call(ApiKey::CreateAcls, 3, &request);
+    assert!(
+        response.results.iter().all(|r| r.error_code == 0),
+        "{response:?}"
+    );
+    // The cluster is named by an ACL now, and nothing allows ALTER on it.
+    let response: CreateAclsResponse = client.call(ApiKey::CreateAcls, 3, &request);
+    assert!(
+        response
+            .results
+            .iter()
+            .all(|r| r.error_code == CLUSTER_AUTHORIZATION_FAILED),
+        "{response:?}"
+    );
+
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(text("locked-t")))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+            CreatableTopic::default()
+                .with_name(TopicName(text("free-t")))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 5, &request);
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, vec![TOPIC_AUTHORIZATION_FAILED, 0]);
+
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("locked-t"))
+            .with_configuration_keys(None),
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("free-t"))
+            .with_configuration_keys(None),
+    ]);
+    let response: DescribeConfigsResponse = client.call(ApiKey::DescribeConfigs, 4, &request);
+    let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, vec![TOPIC_AUTHORIZATION_FAILED, 0]);
+
+    let join = |group: &'static str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(text(""))
+            .with_protocol_type(text("consumer"))
+    };
+    let response: JoinGroupResponse = client.call(ApiKey::JoinGroup, 5, &join("locked-group"));
+    assert_eq!(response.error_code, GROUP_AUTHORIZATION_FAILED);
+    // An empty protocol list is refused by the coordinator itself: the request got past the
+    // authorizer.
+    let response: JoinGroupResponse = client.call(ApiKey::JoinGroup, 5, &join("free-group"));
+    assert_ne!(response.error_code, GROUP_AUTHORIZATION_FAILED);
+
+    // No IDEMPOTENT_WRITE on the cluster and WRITE denied on every topic (KIP-679).
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
+    assert_eq!(response.error_code, CLUSTER_AUTHORIZATION_FAILED);
+}

@@ -108,7 +108,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .map(|refused| {
                 let failure = refused.or_else(|| outcome.clone().err());
                 match failure {
-                    None => AclCreationResult::default(),
+                    None => AclCreationResult::default().with_error_message(None),
                     Some((code, message)) => AclCreationResult::default()
                         .with_error_code(code)
                         .with_error_message(Some(text(message))),

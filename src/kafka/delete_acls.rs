@@ -114,6 +114,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                         .iter()
                         .map(|acl| {
                             DeleteAclsMatchingAcl::default()
+                                .with_error_message(None)
                                 .with_resource_type(acl.resource_type)
                                 .with_resource_name(text(acl.resource_name.clone()))
                                 .with_pattern_type(acl.pattern_type)
@@ -123,7 +124,9 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                                 .with_permission_type(acl.permission)
                         })
                         .collect();
-                    DeleteAclsFilterResult::default().with_matching_acls(matching)
+                    DeleteAclsFilterResult::default()
+                        .with_error_message(None)
+                        .with_matching_acls(matching)
                 }
             })
             .collect();

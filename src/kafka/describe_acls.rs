@@ -99,5 +99,9 @@ fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
             .acls
             .push(description);
     }
-    request.respond(&DescribeAclsResponse::default().with_resources(resources))
+    request.respond(
+        &DescribeAclsResponse::default()
+            .with_error_message(None)
+            .with_resources(resources),
+    )
 }
