@@ -271,7 +271,11 @@ pub fn up_convert(message_set: &[u8]) -> Result<Option<Bytes>> {
             ));
         }
         codec = message_codec;
-        let wrapped = message.value.unwrap_or_default();
+        let Some(wrapped) = message.value else {
+            return Err(LegacyFormatError::Invalid(
+                "Found invalid compressed record set with null value".to_string(),
+            ));
+        };
         let inner = decompress(message_codec, wrapped, message.magic == 0)?;
         for_each_message(&inner, |record| {
             if Codec::from_attributes(i16::from(record.attributes))? != Codec::None {
@@ -427,7 +431,9 @@ fn convert_batch(batch: &[u8], magic: u8, fetch_offset: i64, out: &mut Vec<u8>) 
         }
         return Ok(());
     }
-    let mut inner = Vec::with_capacity(records.len() + count as usize * 34);
+    // The record count comes from the stored header, so it only sizes the guess, bounded.
+    let estimate = records.len() + (count as usize).saturating_mul(34);
+    let mut inner = Vec::with_capacity(estimate.min(limits::LEGACY_CONVERSION_BYTES_MAX));
     let mut first_offset = None;
     let mut last_offset = base_offset;
     let mut max_timestamp = -1i64;
@@ -992,6 +998,27 @@ mod tests {
             Err(LegacyFormatError::InvalidTimestamp(_))
         ));
         assert_eq!(up_convert(&[]).unwrap(), None);
+        // A compressed wrapper without a value.
+        let mut empty_wrapper = Vec::new();
+        write_message(
+            &mut empty_wrapper,
+            0,
+            1,
+            Codec::Gzip as i8,
+            Some(1),
+            None,
+            None,
+        );
+        assert!(matches!(
+            up_convert(&empty_wrapper),
+            Err(LegacyFormatError::Invalid(_))
+        ));
+        // A v2 batch in a legacy produce.
+        let v2 = crate::storage::batch::build_test_batch(1, 4, 0, 1);
+        assert!(matches!(
+            up_convert(&v2),
+            Err(LegacyFormatError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -1075,6 +1102,21 @@ mod tests {
         assert_eq!(limited.len(), one.len());
         let tiny = down_convert(&[a.clone(), a], 1, 0, 1).unwrap();
         assert_eq!(tiny.len(), one.len());
+    }
+
+    #[test]
+    fn a_lying_record_count_is_corrupt_not_a_huge_allocation() {
+        for codec in [Codec::None, Codec::Gzip] {
+            let mut batch = stored_batch(codec, None).to_vec();
+            batch[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+            batch[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+            let crc = crate::storage::batch::compute_crc(&batch);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert!(matches!(
+                down_convert(&[Bytes::from(batch)], 1, 0, usize::MAX),
+                Err(LegacyFormatError::Corrupt(_))
+            ));
+        }
     }
 
     #[test]
