@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod net;
 pub mod shard;
 pub mod storage;
+pub mod turnstile;
