@@ -55,6 +55,15 @@ const _: () = assert!(WATCHDOG_STALE_MS > 4 * SHARD_TICK_MS);
 /// How long a graceful shutdown waits for in-flight requests before it closes connections.
 pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 
+/// Largest payload a legacy (magic 0/1) message set may inflate to, and largest set of records
+/// one conversion may build (`kafka::legacy_format`): a compressed wrapper that inflates past it
+/// is refused with MESSAGE_TOO_LARGE instead of growing memory without bound.
+pub const LEGACY_CONVERSION_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// ACLs the cluster may hold (they live in every shard's metadata image); CreateAcls past it is
+/// refused.
+pub const ACLS_MAX: usize = 100_000;
+
 // ---------------------------------------------------------------------------------------------
 // Idempotent producers
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -47,7 +47,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         client_id,
         request: body,
     };
-    let mut response = match call_coordinator(&context, &group_id, call).await {
+    let mut response = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::READ,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::Join(response)) => response,
         other => crate::msg!(JoinGroupResponse {
             error_code: other.err().unwrap_or_else(unexpected),
