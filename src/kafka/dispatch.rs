@@ -41,6 +41,8 @@ pub struct Request {
     pub header: RequestHeader,
     /// The undecoded request body.
     pub body: Bytes,
+    /// The client's address (the connection's peer), if the socket could tell.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -189,7 +191,11 @@ impl std::fmt::Debug for Dispatched {
 }
 
 /// Parses `frame`'s header and starts its handler. See the module documentation.
-pub fn dispatch(context: &Rc<ShardContext>, frame: Bytes) -> Dispatched {
+pub fn dispatch(
+    context: &Rc<ShardContext>,
+    frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> Dispatched {
     // api_key, api_version and correlation_id are the first 8 bytes of every header version.
     if frame.len() < 8 {
         return Dispatched::Refused(format!(
@@ -234,6 +240,7 @@ pub fn dispatch(context: &Rc<ShardContext>, frame: Bytes) -> Dispatched {
         api_key: handler.key,
         header,
         body: rest,
+        peer,
     };
     Dispatched::Started {
         api_key: key,

@@ -42,10 +42,16 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         .as_ref()
         .map(|s| s.to_string())
         .unwrap_or_default();
+    // Kafka reports a member's host as Java prints an InetAddress without a name: "/127.0.0.1".
+    let client_host = request
+        .peer
+        .map(|peer| format!("/{}", peer.ip()))
+        .unwrap_or_default();
     let call = GroupCall::Join {
         version: request.version(),
         client_id,
-        request: body,
+        client_host,
+        request: Box::new(body),
     };
     let mut response = match call_coordinator(&context, &group_id, call).await {
         Ok(GroupReply::Join(response)) => response,

@@ -78,7 +78,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
             }
         };
         context.metrics.add_bytes_in(4 + frame.len());
-        match dispatch::dispatch(&context, frame) {
+        match dispatch::dispatch(&context, frame, peer) {
             Dispatched::Started { api_key, future } => {
                 let started = Instant::now();
                 let measured = {
