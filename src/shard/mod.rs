@@ -12,6 +12,7 @@ pub mod ownership;
 pub mod pool;
 pub mod router;
 pub mod shutdown;
+pub mod watchdog;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -160,6 +161,9 @@ impl ShardContext {
             }
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
+            }
+            ShardRequest::WriteTxnMarkers(items) => {
+                ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
             }
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Group(call) => {

@@ -15,6 +15,11 @@
 //! was sent. Metadata images travel this way, so every shard applies them in the order shard 0
 //! produced them.
 //!
+//! Order: calls to one peer are sent in the order they were made (first polled), also when
+//! the channel is full and several wait for space (a `Turnstile` per peer), because the receiver runs
+//! them in arrival order and Kafka clients rely on a connection's requests to a partition
+//! being applied in order. A call dropped while waiting gives its turn up.
+//!
 //! Deadlock freedom: a receiver loop never waits on a send. It spawns calls as tasks and
 //! applies posts synchronously, so it always drains its channel, and a sender blocked on a full
 //! channel is always eventually released.
@@ -30,13 +35,14 @@ use tracing::{debug, warn};
 
 use crate::kafka::owner::{
     DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome, ProduceItem, ProduceOutcome, ReadItem,
-    ReadOutcome,
+    ReadOutcome, TxnMarkerItem,
 };
 use crate::limits;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
 use crate::metrics::MetricsSnapshot;
 use crate::shard::ShardContext;
 use crate::shard::ownership::ShardId;
+use crate::turnstile::Turnstile;
 
 /// Work one shard asks of another. Payloads are `Bytes` or owned data: they cross threads
 /// without being copied.
@@ -69,6 +75,9 @@ pub enum ShardRequest {
     Offsets(Vec<OffsetItem>),
     /// Move log start offsets (DeleteRecords).
     DeleteRecords(Vec<DeleteItem>),
+    /// Write transaction markers on partitions this shard owns (for a transaction
+    /// coordinator).
+    WriteTxnMarkers(Vec<TxnMarkerItem>),
     /// This shard's metrics, for a scrape.
     Metrics,
     /// Work for the group coordinator of this shard (consumer groups and committed offsets).
@@ -99,6 +108,8 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetOutcome>),
     /// Answer to `DeleteRecords`, one outcome per item.
     DeleteRecords(Vec<DeleteOutcome>),
+    /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
+    WriteTxnMarkers(Vec<i16>),
     /// Answer to `Metrics`.
     Metrics(Box<MetricsSnapshot>),
     /// Answer to `Group`.
@@ -161,6 +172,8 @@ pub struct Router {
     shard: ShardId,
     shard_count: usize,
     senders: Senders<Envelope>,
+    /// Per peer: the order in which calls may send.
+    send_order: Vec<Turnstile>,
     pending: RefCell<HashMap<u64, PendingCall>>,
     next_call_id: Cell<u64>,
     remote_calls: Cell<u64>,
@@ -195,6 +208,7 @@ impl Router {
             shard,
             shard_count,
             senders,
+            send_order: (0..shard_count).map(|_| Turnstile::default()).collect(),
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(0),
             remote_calls: Cell::new(0),
@@ -240,6 +254,8 @@ impl Router {
         if pending_len >= limits::ROUTER_PENDING_CALLS_MAX {
             return Err(RouterError::Overloaded(pending_len));
         }
+        let turn = self.send_order[owner.0].join();
+        turn.wait().await;
         let call_id = self.next_call_id.get();
         self.next_call_id.set(call_id + 1);
         self.remote_calls.set(self.remote_calls.get() + 1);
@@ -256,7 +272,9 @@ impl Router {
             from: self.shard,
             request,
         };
-        if self.senders.send_to(owner.0, envelope).await.is_err() {
+        let sent = self.senders.send_to(owner.0, envelope).await;
+        drop(turn);
+        if sent.is_err() {
             self.pending.borrow_mut().remove(&call_id);
             return Err(RouterError::ShardGone(owner));
         }
