@@ -910,3 +910,40 @@ mod expiry {
         stop(broker);
     }
 }
+
+/// A fresh broker starts and answers its first group request within the client's timeout,
+/// every time. That request creates `__consumer_offsets` on the controller shard, opens its
+/// partitions on every shard and asks the coordinator shard, so it crosses shards, the blocking
+/// file-I/O threads and timers: where glommio 0.9 could park an executor that still had work
+/// (`src/shard/watchdog.rs`). Before that was fixed about one fresh start in five hung here (a
+/// shard that never finished starting, or a Heartbeat never answered), so twelve starts catch
+/// it with a probability of about 93 %.
+mod wakeups {
+    use kafka_protocol::messages::{ApiKey, GroupId, HeartbeatRequest, HeartbeatResponse};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::support::{Broker, RawClient};
+
+    const UNKNOWN_MEMBER_ID: i16 = 25;
+
+    #[test]
+    fn fresh_brokers_start_and_answer_their_first_group_request() {
+        let _serial = super::serial();
+        for round in 0..12 {
+            let dir = tempfile::tempdir().unwrap();
+            // Panics if the broker does not report ready within START_TIMEOUT.
+            let broker = Broker::start_in(dir.path(), &[]);
+            let mut client = RawClient::connect(broker.addr);
+            eprintln!("round {round}: first Heartbeat");
+            let request = HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g1")))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("nobody"));
+            // The client's read timeout (10 s) bounds the wait.
+            let response: HeartbeatResponse = client.call(ApiKey::Heartbeat, 4, &request);
+            assert_eq!(response.error_code, UNKNOWN_MEMBER_ID, "round {round}");
+            drop(client);
+            assert!(broker.stop().success(), "round {round}: graceful stop");
+        }
+    }
+}
