@@ -681,3 +681,269 @@ mod protocol {
         broker.stop();
     }
 }
+
+/// Offset expiry as in Kafka (KIP-211), with `offsets.retention.minutes=1` and a half-second
+/// check: a simple consumer's offsets expire a minute after their commit and its group goes; a
+/// group that emptied keeps its offsets a minute after it emptied (not after the commit); a Stable
+/// group loses only the offsets of topics no member subscribes to. The tombstones survive a
+/// restart. Also: `__consumer_offsets` gets `offsets.topic.num.partitions` partitions and keeps
+/// them when the setting changes, and DescribeGroups reports the member's host as Kafka does.
+///
+/// No assertion depends on how fast the machine is: "not expired yet" is only asserted while
+/// less than the retention has passed since a time no later than the commit or the leave, and
+/// "expired" is waited for with a bound.
+mod expiry {
+    use std::time::{Duration, Instant};
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::support::Broker;
+    use super::{stop, wait_until};
+
+    const RETENTION: Duration = Duration::from_secs(60);
+    const BOUND: Duration = Duration::from_secs(30);
+
+    fn consumer(broker: &Broker, group: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "10000")
+            .create()
+            .expect("consumer")
+    }
+
+    fn tpl(entries: &[(&str, i64)]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, offset) in entries {
+            list.add_partition_offset(topic, 0, Offset::Offset(*offset))
+                .unwrap();
+        }
+        list
+    }
+
+    /// The committed offset of `topic` partition 0 for `group` (OffsetFetch, no membership).
+    fn committed(broker: &Broker, group: &str, topic: &str) -> Option<i64> {
+        let c = consumer(broker, group);
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, 0);
+        let got = c
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("OffsetFetch answers");
+        match got.elements()[0].offset() {
+            Offset::Offset(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether ListGroups shows `group`.
+    fn listed(broker: &Broker, group: &str) -> bool {
+        let c = consumer(broker, "expiry-observer");
+        let groups = c
+            .fetch_group_list(Some(group), Duration::from_secs(10))
+            .expect("ListGroups answers");
+        groups.groups().iter().any(|g| g.name() == group)
+    }
+
+    /// Subscribes to `topic` and polls until the consumer has an assignment.
+    fn join(broker: &Broker, group: &str, topic: &str) -> BaseConsumer {
+        let c = consumer(broker, group);
+        c.subscribe(&[topic]).unwrap();
+        let start = Instant::now();
+        while c.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+            assert!(
+                start.elapsed() < BOUND,
+                "{group}: no assignment in {BOUND:?}"
+            );
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn topic_partitions(broker: &Broker, topic: &str) -> usize {
+        let c = consumer(broker, "expiry-observer");
+        let metadata = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("Metadata answers");
+        metadata.topics()[0].partitions().len()
+    }
+
+    #[test]
+    fn offsets_expire_as_in_kafka_and_stay_expired_after_a_restart() {
+        let _serial = super::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = [
+            "--set",
+            "offsets.retention.minutes=1",
+            "--set",
+            "offsets.retention.check.interval.ms=500",
+            "--set",
+            "group.initial.rebalance.delay.ms=0",
+            "--set",
+            "offsets.topic.num.partitions=3",
+        ];
+        let broker = Broker::start_in(dir.path(), &settings);
+        for topic in ["xa", "xb"] {
+            super::create_topic(&broker, topic);
+        }
+
+        // A stable member subscribed to xa commits xa and xb; a second group's member commits
+        // xa and leaves later; a simple consumer (assign, no membership) commits xa.
+        let stable = join(&broker, "g-stable", "xa");
+        let emptied = join(&broker, "g-emptied", "xa");
+        assert_eq!(topic_partitions(&broker, "__consumer_offsets"), 3);
+        let simple = consumer(&broker, "g-simple");
+        simple.assign(&tpl(&[("xa", 0)])).unwrap();
+        let committed_at = Instant::now();
+        stable
+            .commit(&tpl(&[("xa", 5), ("xb", 7)]), CommitMode::Sync)
+            .unwrap();
+        emptied
+            .commit(&tpl(&[("xa", 3)]), CommitMode::Sync)
+            .unwrap();
+        simple
+            .commit(&tpl(&[("xa", 11)]), CommitMode::Sync)
+            .unwrap();
+        drop(simple);
+        assert_eq!(committed(&broker, "g-stable", "xb"), Some(7));
+        assert_eq!(committed(&broker, "g-simple", "xa"), Some(11));
+        assert!(listed(&broker, "g-simple"));
+
+        // DescribeGroups reports the member's host as Kafka prints it.
+        let c = consumer(&broker, "expiry-observer");
+        let described = c
+            .fetch_group_list(Some("g-stable"), Duration::from_secs(10))
+            .unwrap();
+        let group = described
+            .groups()
+            .iter()
+            .find(|g| g.name() == "g-stable")
+            .expect("g-stable described");
+        assert_eq!(group.members()[0].client_host(), "/127.0.0.1");
+        drop(c);
+
+        // Half the retention later the second group's member leaves: its group is Empty from
+        // then on.
+        let keep_polling = |until: Instant| {
+            while Instant::now() < until {
+                let _ = stable.poll(Duration::from_millis(100));
+                let _ = emptied.poll(Duration::from_millis(100));
+            }
+        };
+        keep_polling(committed_at + RETENTION / 2);
+        let left_at = Instant::now();
+        emptied.unsubscribe();
+        drop(emptied);
+
+        // Once the retention has passed since the commits: the simple consumer's offset and
+        // its group go, and so does the stable group's offset of xb (not subscribed), but not
+        // the one of xa; the emptied group keeps its offset (a minute after it emptied, not
+        // after the commit).
+        let bound = |from: Instant| from + RETENTION + BOUND;
+        assert!(
+            wait_until(bound(committed_at) - Instant::now(), || {
+                let _ = stable.poll(Duration::from_millis(50));
+                committed(&broker, "g-simple", "xa").is_none()
+            }),
+            "the simple consumer's offset did not expire"
+        );
+        assert!(committed_at.elapsed() >= RETENTION, "expired too early");
+        assert!(
+            wait_until(BOUND, || !listed(&broker, "g-simple")),
+            "the simple consumer's group was not removed"
+        );
+        assert!(
+            wait_until(BOUND, || {
+                let _ = stable.poll(Duration::from_millis(50));
+                committed(&broker, "g-stable", "xb").is_none()
+            }),
+            "the offset of an unsubscribed topic did not expire"
+        );
+        let checked_at = Instant::now();
+        let emptied_offset = committed(&broker, "g-emptied", "xa");
+        if checked_at.duration_since(left_at) < RETENTION {
+            assert_eq!(
+                emptied_offset,
+                Some(3),
+                "an emptied group's offsets expire a retention after it emptied, not after the commit"
+            );
+        } else {
+            eprintln!("the machine was too slow to check the emptied group before its expiry");
+        }
+        assert_eq!(committed(&broker, "g-stable", "xa"), Some(5));
+        assert!(listed(&broker, "g-stable"));
+
+        // A retention after the leave, the emptied group's offset and the group go.
+        assert!(
+            wait_until(bound(left_at) - Instant::now(), || {
+                let _ = stable.poll(Duration::from_millis(50));
+                committed(&broker, "g-emptied", "xa").is_none()
+            }),
+            "the emptied group's offset did not expire"
+        );
+        assert!(left_at.elapsed() >= RETENTION, "expired too early");
+        assert!(wait_until(BOUND, || !listed(&broker, "g-emptied")));
+        assert_eq!(committed(&broker, "g-stable", "xa"), Some(5));
+        stable.unsubscribe();
+        drop(stable);
+
+        // The tombstones are in __consumer_offsets: a restart (with another partition count
+        // set, which no longer applies) brings nothing back, and the kept offset is found.
+        stop(broker);
+        let restarted = [
+            "--set",
+            "offsets.retention.minutes=1",
+            "--set",
+            "offsets.topic.num.partitions=7",
+        ];
+        let broker = Broker::start_in(dir.path(), &restarted);
+        assert_eq!(topic_partitions(&broker, "__consumer_offsets"), 3);
+        assert_eq!(committed(&broker, "g-simple", "xa"), None);
+        assert_eq!(committed(&broker, "g-stable", "xb"), None);
+        assert_eq!(committed(&broker, "g-emptied", "xa"), None);
+        assert_eq!(committed(&broker, "g-stable", "xa"), Some(5));
+        assert!(!listed(&broker, "g-simple"));
+        assert!(!listed(&broker, "g-emptied"));
+        assert!(broker.log().iter().all(|l| !l.contains("panicked")));
+        stop(broker);
+    }
+}
+
+/// A fresh broker starts and answers its first group request within the client's timeout,
+/// every time. That request creates `__consumer_offsets` on the controller shard, opens its
+/// partitions on every shard and asks the coordinator shard, so it crosses shards, the blocking
+/// file-I/O threads and timers: where glommio 0.9 could park an executor that still had work
+/// (`src/shard/watchdog.rs`). Before that was fixed about one fresh start in five hung here (a
+/// shard that never finished starting, or a Heartbeat never answered), so twelve starts catch
+/// it with a probability of about 93 %.
+mod wakeups {
+    use kafka_protocol::messages::{ApiKey, GroupId, HeartbeatRequest, HeartbeatResponse};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::support::{Broker, RawClient};
+
+    const UNKNOWN_MEMBER_ID: i16 = 25;
+
+    #[test]
+    fn fresh_brokers_start_and_answer_their_first_group_request() {
+        let _serial = super::serial();
+        for round in 0..12 {
+            let dir = tempfile::tempdir().unwrap();
+            // Panics if the broker does not report ready within START_TIMEOUT.
+            let broker = Broker::start_in(dir.path(), &[]);
+            let mut client = RawClient::connect(broker.addr);
+            eprintln!("round {round}: first Heartbeat");
+            let request = HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g1")))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("nobody"));
+            // The client's read timeout (10 s) bounds the wait.
+            let response: HeartbeatResponse = client.call(ApiKey::Heartbeat, 4, &request);
+            assert_eq!(response.error_code, UNKNOWN_MEMBER_ID, "round {round}");
+            drop(client);
+            assert!(broker.stop().success(), "round {round}: graceful stop");
+        }
+    }
+}

@@ -240,6 +240,33 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Longest metadata string an offset commit may carry.",
     ),
     def(
+        "offsets.topic.num.partitions",
+        "50",
+        ValueKind::Int {
+            min: 1,
+            max: limits::TOPIC_PARTITIONS_MAX as i64,
+        },
+        "Partitions of __consumer_offsets when it is created; once it exists its own count is used.",
+    ),
+    def(
+        "offsets.retention.minutes",
+        "10080",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "How long committed offsets are kept once a group is empty (or, for simple consumers and unsubscribed topics, since their commit).",
+    ),
+    def(
+        "offsets.retention.check.interval.ms",
+        "600000",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "How often each shard looks for expired committed offsets.",
+    ),
+    def(
         "auto.create.topics.enable",
         "true",
         ValueKind::Bool,

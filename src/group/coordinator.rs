@@ -29,6 +29,16 @@
 //! Offsets: commits from members are checked against the generation; commits with generation -1
 //! and no member id are accepted for Empty groups (simple consumers using `assign()`), creating
 //! the group if needed. A commit is acknowledged only after its records are durable.
+//!
+//! Expiry (Kafka's KIP-211): every `offsets.retention.check.interval.ms` the shard's expiry
+//! task (`expire_offsets`, started by `shard::pool`) removes the offsets that have expired
+//! (`expired_offsets` says which) with tombstones, and removes groups that are Empty with no
+//! offsets left (Dead, with a group tombstone). When a group entered its state is kept
+//! (`state_timestamp_ms`, stored in the group record) because an Empty group's offsets expire
+//! that long after it emptied. Partitions with a commit being written are left alone.
+//!
+//! Placement: a group's partition is `abs(hashCode) % n` over the partition count of
+//! `__consumer_offsets` (the topic's own once it exists, else `offsets.topic.num.partitions`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -90,6 +100,12 @@ pub struct GroupSettings {
     pub initial_rebalance_delay_ms: i32,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl GroupSettings {
@@ -106,6 +122,13 @@ impl GroupSettings {
             max_session_timeout_ms: get("group.max.session.timeout.ms", 1_800_000) as i32,
             initial_rebalance_delay_ms: get("group.initial.rebalance.delay.ms", 3000) as i32,
             offset_metadata_max_bytes: get("offset.metadata.max.bytes", 4096) as usize,
+            offsets_topic_num_partitions: get(
+                "offsets.topic.num.partitions",
+                i64::from(crate::shard::ownership::CONSUMER_OFFSETS_PARTITIONS_DEFAULT),
+            ) as i32,
+            offsets_retention_ms: get("offsets.retention.minutes", 10080).saturating_mul(60_000),
+            offsets_retention_check_interval_ms: get("offsets.retention.check.interval.ms", 600_000)
+                .max(1) as u64,
         }
     }
 }
@@ -143,6 +166,8 @@ struct Member {
     id: String,
     instance_id: Option<String>,
     client_id: String,
+    /// The member's address as Kafka prints it (`/127.0.0.1`).
+    client_host: String,
     session_timeout_ms: i32,
     rebalance_timeout_ms: i32,
     protocol_type: String,
@@ -192,6 +217,12 @@ struct Group {
     new_member_added: bool,
     /// The initial delay never extends past this (the largest rebalance timeout).
     initial_deadline: Option<Instant>,
+    /// When the group entered its current state (ms since the epoch; Kafka's
+    /// `currentStateTimestamp`). Offsets of an Empty group expire this long after it emptied.
+    state_timestamp_ms: Option<i64>,
+    /// Partitions with an offset commit being written, and how many: expiry leaves them alone,
+    /// and a group with commits in flight is never removed.
+    pending_commits: HashMap<(String, i32), u32>,
 }
 
 impl Group {
@@ -212,7 +243,15 @@ impl Group {
             initial_delay: false,
             new_member_added: false,
             initial_deadline: None,
+            state_timestamp_ms: Some(now_ms()),
+            pending_commits: HashMap::new(),
         }
+    }
+
+    /// Moves to `state` and remembers when.
+    fn transition(&mut self, state: GroupState) {
+        self.state = state;
+        self.state_timestamp_ms = Some(now_ms());
     }
 
     fn seq_of(&self, member_id: &str) -> Option<u64> {
@@ -290,7 +329,7 @@ impl Group {
             generation: self.generation,
             protocol: protocol.clone(),
             leader: self.leader.clone(),
-            state_timestamp: now_ms(),
+            state_timestamp: self.state_timestamp_ms.unwrap_or(-1),
             members: self
                 .members
                 .values()
@@ -298,7 +337,7 @@ impl Group {
                     member_id: m.id.clone(),
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
-                    client_host: String::new(),
+                    client_host: m.client_host.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     session_timeout_ms: m.session_timeout_ms,
                     subscription: protocol
@@ -340,6 +379,28 @@ impl GroupCoordinator {
     pub fn group_count(&self) -> usize {
         self.groups.borrow().len()
     }
+
+    /// The settings read from the broker config.
+    pub fn settings(&self) -> GroupSettings {
+        self.settings
+    }
+}
+
+/// The partition count of `__consumer_offsets`: the topic's own once it exists (from then on it
+/// is fixed, as in Kafka, whatever `offsets.topic.num.partitions` says later), else the
+/// configured count it will be created with.
+pub fn offsets_partition_count(context: &ShardContext) -> i32 {
+    context
+        .image()
+        .topic(OFFSETS_TOPIC)
+        .map(|meta| meta.partitions)
+        .filter(|&n| n > 0)
+        .unwrap_or(context.groups.settings.offsets_topic_num_partitions)
+}
+
+/// The `__consumer_offsets` partition of `group_id`.
+pub fn group_partition(context: &ShardContext, group_id: &str) -> i32 {
+    consumer_offsets_partition(group_id, offsets_partition_count(context))
 }
 
 /// Serves one call on the coordinator shard.
@@ -348,8 +409,9 @@ pub async fn serve(context: &Ctx, call: GroupCall) -> GroupReply {
         GroupCall::Join {
             version,
             client_id,
+            client_host,
             request,
-        } => GroupReply::Join(join(context, version, client_id, request).await),
+        } => GroupReply::Join(join(context, version, client_id, client_host, *request).await),
         GroupCall::Sync { version, request } => {
             GroupReply::Sync(sync(context, version, request).await)
         }
@@ -401,24 +463,11 @@ pub async fn serve(context: &Ctx, call: GroupCall) -> GroupReply {
 
 /// Checks that this shard coordinates `group_id` and that its partition is loaded.
 async fn prepare(context: &Ctx, group_id: &str) -> Result<i32, i16> {
-    let partition = consumer_offsets_partition(group_id);
+    let partition = group_partition(context, group_id);
     if shard_for(OFFSETS_TOPIC, partition, context.shard_count) != context.id {
         return Err(code(ResponseError::NotCoordinator));
     }
-    if context.groups.loaded.borrow().contains(&partition) {
-        return Ok(partition);
-    }
-    let _permit = context
-        .groups
-        .load_permit
-        .acquire_permit(1)
-        .await
-        .map_err(|_| code(ResponseError::CoordinatorNotAvailable))?;
-    if context.groups.loaded.borrow().contains(&partition) {
-        return Ok(partition);
-    }
-    load_partition(context, partition).await?;
-    context.groups.loaded.borrow_mut().insert(partition);
+    ensure_loaded(context, partition).await?;
     Ok(partition)
 }
 
@@ -487,6 +536,13 @@ async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
                     g.protocol = None;
                     g.leader = None;
                     g.state = GroupState::Empty;
+                    // A group stored with members becomes Empty now (its members must rejoin);
+                    // one stored Empty has been so since its recorded time.
+                    g.state_timestamp_ms = if !v.members.is_empty() {
+                        Some(now_ms())
+                    } else {
+                        (v.state_timestamp >= 0).then_some(v.state_timestamp)
+                    };
                 }
                 None => {
                     groups.remove(&group);
@@ -496,7 +552,7 @@ async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
     }
     // Groups left with nothing to remember are dropped.
     groups.retain(|id, g| {
-        consumer_offsets_partition(id) != partition
+        group_partition(context, id) != partition
             || !g.offsets.is_empty()
             || g.protocol_type.is_some()
             || !g.members.is_empty()
@@ -603,6 +659,7 @@ async fn join(
     context: &Ctx,
     version: i16,
     client_id: String,
+    client_host: String,
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
@@ -673,6 +730,7 @@ async fn join(
                 let unchanged = member.same_protocols(&protocols);
                 member.id = new_id.clone();
                 member.client_id = client_id.clone();
+                member.client_host = client_host.clone();
                 member.session_timeout_ms = request.session_timeout_ms;
                 member.rebalance_timeout_ms = rebalance_timeout_ms;
                 member.protocols = protocols.clone();
@@ -718,6 +776,7 @@ async fn join(
                         id: new_id,
                         instance_id: instance_id.clone(),
                         client_id,
+                        client_host,
                         session_timeout_ms: request.session_timeout_ms,
                         rebalance_timeout_ms,
                         protocol_type,
@@ -743,6 +802,7 @@ async fn join(
                     id: member_id.clone(),
                     instance_id: instance_id.clone(),
                     client_id,
+                    client_host,
                     session_timeout_ms: request.session_timeout_ms,
                     rebalance_timeout_ms,
                     protocol_type,
@@ -840,7 +900,7 @@ fn prepare_rebalance(context: &Ctx, group: &mut Group) {
         }
     }
     let initial = group.state == GroupState::Empty;
-    group.state = GroupState::PreparingRebalance;
+    group.transition(GroupState::PreparingRebalance);
     group.rebalance_epoch += 1;
     let delay_ms = if initial {
         group.initial_delay = true;
@@ -890,7 +950,7 @@ fn rebalance_timer_fired(weak: Weak<ShardContext>, group_id: String, epoch: u64)
     let Some(context) = weak.upgrade() else {
         return;
     };
-    let partition = consumer_offsets_partition(&group_id);
+    let partition = group_partition(&context, &group_id);
     let mut groups = context.groups.groups.borrow_mut();
     let Some(group) = groups.get_mut(&group_id) else {
         return;
@@ -938,7 +998,7 @@ fn complete_join(context: &Ctx, group: &mut Group, partition: i32) {
     }
     group.generation += 1;
     if group.members.is_empty() {
-        group.state = GroupState::Empty;
+        group.transition(GroupState::Empty);
         group.protocol = None;
         group.leader = None;
         info!(group = %group.id, generation = group.generation, "group is empty");
@@ -953,7 +1013,7 @@ fn complete_join(context: &Ctx, group: &mut Group, partition: i32) {
     {
         group.leader = group.members.values().next().map(|m| m.id.clone());
     }
-    group.state = GroupState::CompletingRebalance;
+    group.transition(GroupState::CompletingRebalance);
     info!(
         group = %group.id,
         generation = group.generation,
@@ -1049,7 +1109,7 @@ fn start_session_timer(context: &Ctx, group_id: &str, member_id: &str) {
                         member.deadline - now
                     } else {
                         info!(group = %group_id, member = %member_id, "session timeout: member removed");
-                        let partition = consumer_offsets_partition(&group_id);
+                        let partition = group_partition(&context, &group_id);
                         remove_member(&context, group, &member_id, partition);
                         return;
                     }
@@ -1080,7 +1140,7 @@ fn start_pending_timer(context: &Ctx, group_id: &str, member_id: &str, session_m
             };
             if group.pending_members.remove(&member_id).is_some() {
                 debug!(group = %group_id, member = %member_id, "pending member expired");
-                let partition = consumer_offsets_partition(&group_id);
+                let partition = group_partition(&context, &group_id);
                 maybe_complete_join(&context, group, partition);
             }
         },
@@ -1156,7 +1216,7 @@ async fn sync(context: &Ctx, version: i16, request: SyncGroupRequest) -> SyncGro
             for m in group.members.values_mut() {
                 m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
             }
-            group.state = GroupState::Stable;
+            group.transition(GroupState::Stable);
             info!(group = %group_id, generation = group.generation, "rebalance: group stable");
             to_write = Some((group.generation, group_record(group)));
         }
@@ -1325,11 +1385,7 @@ fn commit_check(
     Ok(())
 }
 
-async fn commit(
-    context: &Ctx,
-    _version: i16,
-    request: OffsetCommitRequest,
-) -> OffsetCommitResponse {
+async fn commit(context: &Ctx, version: i16, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let instance_id = request.group_instance_id.as_ref().map(|s| s.to_string());
@@ -1359,7 +1415,16 @@ async fn commit(
         Ok(p) => p,
         Err(e) => return all(e),
     };
-    {
+    let in_flight: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let pending = {
         let mut groups = context.groups.groups.borrow_mut();
         if let Err(e) = commit_check(
             context,
@@ -1370,6 +1435,11 @@ async fn commit(
         ) {
             return all(e);
         }
+        // As Kafka, a commit to an unknown group creates it (Empty, no protocol: a simple
+        // consumer's group) before the write, so its partitions can be marked in flight.
+        if !groups.contains_key(&group_id) && groups.len() < limits::GROUPS_PER_SHARD_MAX {
+            groups.insert(group_id.clone(), Group::new(&group_id));
+        }
         if let Some(member) = groups
             .get_mut(&group_id)
             .and_then(|g| g.member_mut(&member_id))
@@ -1377,7 +1447,22 @@ async fn commit(
             member.deadline =
                 Instant::now() + Duration::from_millis(member.session_timeout_ms as u64);
         }
-    }
+        groups.get_mut(&group_id).map(|group| {
+            for tp in &in_flight {
+                *group.pending_commits.entry(tp.clone()).or_default() += 1;
+            }
+            PendingCommits {
+                context,
+                group_id: group_id.clone(),
+                partitions: in_flight,
+            }
+        })
+    };
+    // OffsetCommit v2 to v4 may carry their own retention time (-1: the broker's).
+    let expire_after_ms = (2..=4)
+        .contains(&version)
+        .then_some(request.retention_time_ms)
+        .filter(|&ms| ms >= 0);
     let image = context.image();
     let now = now_ms();
     let max_meta = context.groups.settings.offset_metadata_max_bytes;
@@ -1403,6 +1488,7 @@ async fn commit(
                     leader_epoch: p.committed_leader_epoch,
                     metadata,
                     commit_timestamp: now,
+                    expire_timestamp: expire_after_ms.map(|ms| now.saturating_add(ms)),
                 };
                 batch.push((
                     records::offset_key(&group_id, &topic, p.partition_index),
@@ -1412,7 +1498,9 @@ async fn commit(
             }
         }
     }
-    if let Err(e) = write(context, partition, batch).await {
+    let written = write(context, partition, batch).await;
+    drop(pending);
+    if let Err(e) = written {
         for rt in &mut response.topics {
             for rp in &mut rt.partitions {
                 if rp.error_code == NONE {
@@ -1432,6 +1520,31 @@ async fn commit(
         }
     }
     response
+}
+
+/// The partitions of one offset commit, marked in flight in their group until dropped (the write
+/// finished, failed, or the commit was abandoned).
+struct PendingCommits<'a> {
+    context: &'a Ctx,
+    group_id: String,
+    partitions: Vec<(String, i32)>,
+}
+
+impl Drop for PendingCommits<'_> {
+    fn drop(&mut self) {
+        let mut groups = self.context.groups.groups.borrow_mut();
+        let Some(group) = groups.get_mut(&self.group_id) else {
+            return;
+        };
+        for tp in self.partitions.drain(..) {
+            if let Some(count) = group.pending_commits.get_mut(&tp) {
+                *count -= 1;
+                if *count == 0 {
+                    group.pending_commits.remove(&tp);
+                }
+            }
+        }
+    }
 }
 
 async fn fetch_offsets(
@@ -1482,18 +1595,8 @@ async fn fetch_offsets(
 
 async fn list(context: &Ctx) -> Vec<ListedGroupInfo> {
     // Load every partition this shard coordinates, so groups known only from the log show.
-    for p in 0..crate::shard::ownership::CONSUMER_OFFSETS_PARTITIONS {
-        if shard_for(OFFSETS_TOPIC, p, context.shard_count) == context.id
-            && context.image().topic(OFFSETS_TOPIC).is_some()
-            && !context.groups.loaded.borrow().contains(&p)
-        {
-            let _permit = context.groups.load_permit.acquire_permit(1).await;
-            if !context.groups.loaded.borrow().contains(&p)
-                && load_partition(context, p).await.is_ok()
-            {
-                context.groups.loaded.borrow_mut().insert(p);
-            }
-        }
+    for p in owned_offsets_partitions(context) {
+        let _ = ensure_loaded(context, p).await;
     }
     let groups = context.groups.groups.borrow();
     groups
@@ -1540,7 +1643,7 @@ async fn describe(context: &Ctx, group_id: &str) -> DescribedGroup {
                 member_id: text(&m.id),
                 group_instance_id: m.instance_id.as_deref().map(text),
                 client_id: text(&m.client_id),
-                client_host: text(""),
+                client_host: text(&m.client_host),
                 member_metadata: if stable {
                     m.metadata_for(&protocol)
                 } else {
@@ -1571,15 +1674,17 @@ async fn delete_group(context: &Ctx, group_id: &str) -> i16 {
             GroupState::Dead => return code(ResponseError::GroupIdNotFound),
             _ => return code(ResponseError::NonEmptyGroup),
         }
-        group.state = GroupState::Dead;
+        let emptied_at = group.state_timestamp_ms;
+        group.transition(GroupState::Dead);
         let mut batch: Vec<(Bytes, Option<Bytes>)> = group
             .offsets
             .keys()
             .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
             .collect();
         batch.push((records::group_key(group_id), None));
-        batch
+        (batch, emptied_at)
     };
+    let (batch, emptied_at) = batch;
     let result = write(context, partition, batch).await;
     let mut groups = context.groups.groups.borrow_mut();
     match result {
@@ -1591,32 +1696,32 @@ async fn delete_group(context: &Ctx, group_id: &str) -> i16 {
         Err(e) => {
             if let Some(g) = groups.get_mut(group_id) {
                 g.state = GroupState::Empty;
+                g.state_timestamp_ms = emptied_at;
             }
             e
         }
     }
 }
 
-/// The topics a consumer group's members subscribe to (from their subscription metadata).
-fn subscribed_topics(group: &Group) -> HashSet<String> {
-    let mut out = HashSet::new();
+/// The topics a consumer group's members subscribe to, from their subscription metadata of the
+/// selected protocol (Kafka's `subscribedTopics`); `None` when that is not known: not a
+/// `consumer` group, no protocol selected, or a member's metadata does not decode.
+fn subscribed_topics(group: &Group) -> Option<HashSet<String>> {
     if group.protocol_type.as_deref() != Some("consumer") {
-        return out;
+        return None;
     }
-    let Some(protocol) = &group.protocol else {
-        return out;
-    };
+    let protocol = group.protocol.as_ref()?;
+    let mut out = HashSet::new();
     for m in group.members.values() {
         let mut buf = m.metadata_for(protocol);
         if buf.remaining() < 2 {
-            continue;
+            return None;
         }
         let version = buf.get_i16();
-        if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
-            out.extend(sub.topics.iter().map(|t| t.to_string()));
-        }
+        let sub = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+        out.extend(sub.topics.iter().map(|t| t.to_string()));
     }
-    out
+    Some(out)
 }
 
 async fn delete_offsets(
@@ -1639,7 +1744,7 @@ async fn delete_offsets(
         let subscribed = if group.state == GroupState::Empty {
             HashSet::new()
         } else {
-            subscribed_topics(group)
+            subscribed_topics(group).unwrap_or_default()
         };
         let mut batch = Vec::new();
         let results: Vec<(String, Vec<(i32, i16)>)> = topics
@@ -1675,4 +1780,182 @@ async fn delete_offsets(
         }
     }
     Ok(results)
+}
+
+/// The `__consumer_offsets` partitions this shard owns (none before the topic exists).
+fn owned_offsets_partitions(context: &Ctx) -> Vec<i32> {
+    if context.image().topic(OFFSETS_TOPIC).is_none() {
+        return Vec::new();
+    }
+    (0..offsets_partition_count(context))
+        .filter(|&p| shard_for(OFFSETS_TOPIC, p, context.shard_count) == context.id)
+        .collect()
+}
+
+/// Replays partition `partition` of `__consumer_offsets` unless it is already in memory.
+async fn ensure_loaded(context: &Ctx, partition: i32) -> Result<(), i16> {
+    if context.groups.loaded.borrow().contains(&partition) {
+        return Ok(());
+    }
+    let _permit = context
+        .groups
+        .load_permit
+        .acquire_permit(1)
+        .await
+        .map_err(|_| code(ResponseError::CoordinatorNotAvailable))?;
+    if context.groups.loaded.borrow().contains(&partition) {
+        return Ok(());
+    }
+    load_partition(context, partition).await?;
+    context.groups.loaded.borrow_mut().insert(partition);
+    Ok(())
+}
+
+/// The committed offsets of `group` that have expired at `now_ms`, by Kafka's rules (KIP-211):
+/// - a group with a protocol that is Empty: every offset, `retention_ms` after the group emptied
+///   (or after its commit, if when it emptied is unknown);
+/// - a Stable `consumer` group: offsets of topics no member subscribes to, `retention_ms` after
+///   their commit;
+/// - a group without a protocol (simple consumers that only commit): every offset,
+///   `retention_ms` after its commit;
+/// - any other group: none.
+///
+/// An offset committed with its own retention time (OffsetCommit v2 to v4) expires at its own
+/// expire timestamp instead. Offsets with a commit in flight never expire.
+fn expired_offsets(group: &Group, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+    let (since_emptied, subscribed) = match (group.protocol_type.as_deref(), group.state) {
+        (Some(_), GroupState::Empty) => (true, HashSet::new()),
+        (Some("consumer"), GroupState::Stable) => match subscribed_topics(group) {
+            Some(topics) => (false, topics),
+            None => return Vec::new(),
+        },
+        (None, _) => (false, HashSet::new()),
+        _ => return Vec::new(),
+    };
+    group
+        .offsets
+        .iter()
+        .filter(|(tp, value)| {
+            if subscribed.contains(&tp.0) || group.pending_commits.contains_key(*tp) {
+                return false;
+            }
+            match value.expire_timestamp {
+                Some(expire) => now_ms >= expire,
+                None => {
+                    let base = if since_emptied {
+                        group.state_timestamp_ms.unwrap_or(value.commit_timestamp)
+                    } else {
+                        value.commit_timestamp
+                    };
+                    now_ms.saturating_sub(base) >= retention_ms
+                }
+            }
+        })
+        .map(|(tp, _)| tp.clone())
+        .collect()
+}
+
+/// What one expiry pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryOutcome {
+    /// Committed offsets removed.
+    pub offsets_removed: usize,
+    /// Groups removed (Empty with no offsets left).
+    pub groups_removed: usize,
+}
+
+/// Expires committed offsets (`expired_offsets`) in every `__consumer_offsets` partition this
+/// shard owns, writing a tombstone for each, and removes groups that are Empty with no offsets
+/// left (Dead, with a group tombstone), as Kafka's periodic cleanup does. Run every
+/// `offsets.retention.check.interval.ms` by the shard (`shard::pool`).
+///
+/// Ordering: for each partition the decision, the in-memory removal and the staging of the
+/// tombstones happen in one poll (appends are ordered by their first poll), and partitions with
+/// a commit in flight are skipped, so a tombstone never lands after a newer commit of the same
+/// partition. If the tombstones cannot be written the offsets stay removed in memory (they come
+/// back on the next load and expire again) and Dead groups go back to Empty.
+pub async fn expire_offsets(context: &Ctx) -> ExpiryOutcome {
+    let retention_ms = context.groups.settings.offsets_retention_ms;
+    let mut outcome = ExpiryOutcome::default();
+    for partition in owned_offsets_partitions(context) {
+        if ensure_loaded(context, partition).await.is_err() {
+            continue;
+        }
+        let image = context.image();
+        let open = match context
+            .partitions
+            .get(&image, OFFSETS_TOPIC, partition)
+            .await
+        {
+            Ok(open) => open,
+            Err(err) => {
+                warn!(partition, %err, "offset expiry: cannot open __consumer_offsets partition");
+                continue;
+            }
+        };
+        let now = now_ms();
+        let (append, dead, offsets_removed) = {
+            let mut groups = context.groups.groups.borrow_mut();
+            let mut batch: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+            let mut dead = Vec::new();
+            let mut offsets_removed = 0;
+            for group in groups.values_mut() {
+                if group.state == GroupState::Dead
+                    || group_partition(context, &group.id) != partition
+                {
+                    continue;
+                }
+                let expired = expired_offsets(group, now, retention_ms);
+                if !expired.is_empty() {
+                    info!(group = %group.id, offsets = expired.len(), "committed offsets expired");
+                }
+                for (topic, p) in expired {
+                    batch.push((records::offset_key(&group.id, &topic, p), None));
+                    group.offsets.remove(&(topic, p));
+                    offsets_removed += 1;
+                }
+                if group.state == GroupState::Empty
+                    && group.offsets.is_empty()
+                    && group.pending_commits.is_empty()
+                {
+                    group.transition(GroupState::Dead);
+                    batch.push((records::group_key(&group.id), None));
+                    dead.push(group.id.clone());
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            (
+                open.log.append(records::build_batch(&batch, now)),
+                dead,
+                offsets_removed,
+            )
+        };
+        let result = append.await;
+        let mut groups = context.groups.groups.borrow_mut();
+        outcome.offsets_removed += offsets_removed;
+        match result {
+            Ok(_) => {
+                for id in dead {
+                    if groups.get(&id).is_some_and(|g| g.state == GroupState::Dead) {
+                        groups.remove(&id);
+                        info!(group = %id, "empty group with no offsets removed");
+                        outcome.groups_removed += 1;
+                    }
+                }
+            }
+            Err(err) => {
+                warn!(partition, %err, "offset expiry: tombstones not written");
+                for id in dead {
+                    if let Some(g) = groups.get_mut(&id)
+                        && g.state == GroupState::Dead
+                    {
+                        g.transition(GroupState::Empty);
+                    }
+                }
+            }
+        }
+    }
+    outcome
 }

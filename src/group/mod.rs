@@ -1,7 +1,8 @@
 //! Consumer groups: the group coordinator, its offset store, and how requests reach it.
 //!
 //! Owner: the coordinator of group `g` is the shard that owns partition
-//! `consumer_offsets_partition(g)` of `__consumer_offsets` (DESIGN.md §2). Every shard holds one
+//! `consumer_offsets_partition(g, n)` of `__consumer_offsets` (DESIGN.md §2), `n` being the
+//! topic's partition count (`offsets.topic.num.partitions` until it exists). Every shard holds one
 //! `GroupCoordinator` (in its `ShardContext`) for the groups it coordinates. A handler on the
 //! connection's shard decodes the request, makes sure `__consumer_offsets` exists (creating it
 //! through the controller on first use, as Kafka does on the first FindCoordinator), and sends a
@@ -86,8 +87,10 @@ pub enum GroupCall {
         version: i16,
         /// The client id from the request header.
         client_id: String,
-        /// The request.
-        request: JoinGroupRequest,
+        /// The client's address as Kafka prints it (`/127.0.0.1`), empty if unknown.
+        client_host: String,
+        /// The request (boxed: it is the largest of the calls).
+        request: Box<JoinGroupRequest>,
     },
     /// SyncGroup.
     Sync {

@@ -9,7 +9,9 @@
 //! `GroupMetadataValue`, big-endian, non-flexible versions):
 //! - offset key, version 1: `group: string, topic: string, partition: int32`;
 //! - offset value, version 3: `offset: int64, leader_epoch: int32, metadata: string,
-//!   commit_timestamp: int64`;
+//!   commit_timestamp: int64`; version 1 (`offset, metadata, commit_timestamp,
+//!   expire_timestamp: int64`, no leader epoch) when the commit carried its own retention time
+//!   (OffsetCommit v2 to v4), as Kafka writes it;
 //! - group key, version 2: `group: string`;
 //! - group value, version 3: `protocol_type: string, generation: int32, protocol: nullable
 //!   string, leader: nullable string, current_state_timestamp: int64, members: [member_id,
@@ -27,6 +29,7 @@ use crate::storage::batch::{BatchHeader, compute_crc};
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const OFFSET_VALUE_VERSION: i16 = 3;
+const OFFSET_VALUE_VERSION_WITH_EXPIRY: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const GROUP_VALUE_VERSION: i16 = 3;
 const BATCH_HEADER_BYTES: usize = 61;
@@ -46,6 +49,9 @@ pub struct OffsetValue {
     pub metadata: String,
     /// When it was committed (ms since the epoch).
     pub commit_timestamp: i64,
+    /// When it expires (ms since the epoch), if the commit asked for its own retention time
+    /// (OffsetCommit v2 to v4); otherwise `offsets.retention.minutes` applies.
+    pub expire_timestamp: Option<i64>,
 }
 
 /// One member as stored in the group metadata value.
@@ -200,6 +206,15 @@ pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
 /// The value of a committed offset.
 pub fn offset_value(value: &OffsetValue) -> Bytes {
     let mut out = BytesMut::new();
+    if let Some(expire_timestamp) = value.expire_timestamp {
+        // Only version 1 has an expire timestamp (and no leader epoch), as in Kafka.
+        out.put_i16(OFFSET_VALUE_VERSION_WITH_EXPIRY);
+        out.put_i64(value.offset);
+        put_string(&mut out, &value.metadata);
+        out.put_i64(value.commit_timestamp);
+        out.put_i64(expire_timestamp);
+        return out.freeze();
+    }
     out.put_i16(OFFSET_VALUE_VERSION);
     out.put_i64(value.offset);
     out.put_i32(value.leader_epoch);
@@ -245,11 +260,17 @@ fn decode_offset_value(mut buf: &[u8]) -> Result<OffsetValue, RecordError> {
     let leader_epoch = if version >= 3 { get_i32(&mut buf)? } else { -1 };
     let metadata = get_string(&mut buf)?;
     let commit_timestamp = get_i64(&mut buf)?;
+    let expire_timestamp = if version == OFFSET_VALUE_VERSION_WITH_EXPIRY {
+        Some(get_i64(&mut buf)?)
+    } else {
+        None
+    };
     Ok(OffsetValue {
         offset,
         leader_epoch,
         metadata,
         commit_timestamp,
+        expire_timestamp,
     })
 }
 
@@ -484,12 +505,37 @@ mod tests {
     use crate::storage::batch::validate_one;
 
     #[test]
+    fn offset_values_with_an_expire_timestamp_use_version_1() {
+        let value = OffsetValue {
+            offset: 9,
+            leader_epoch: -1,
+            metadata: "m".into(),
+            commit_timestamp: 1000,
+            expire_timestamp: Some(61_000),
+        };
+        let bytes = offset_value(&value);
+        assert_eq!(&bytes[..2], &1i16.to_be_bytes());
+        // version, offset, metadata (2 + 1), commit and expire timestamps.
+        assert_eq!(bytes.len(), 2 + 8 + 3 + 8 + 8);
+        assert_eq!(decode_offset_value(&bytes).unwrap(), value);
+        let plain = OffsetValue {
+            leader_epoch: 4,
+            expire_timestamp: None,
+            ..value
+        };
+        let bytes = offset_value(&plain);
+        assert_eq!(&bytes[..2], &3i16.to_be_bytes());
+        assert_eq!(decode_offset_value(&bytes).unwrap(), plain);
+    }
+
+    #[test]
     fn records_round_trip_through_a_batch() {
         let offset = OffsetValue {
             offset: 42,
             leader_epoch: 3,
             metadata: "meta".into(),
             commit_timestamp: 1000,
+            expire_timestamp: None,
         };
         let group = GroupValue {
             protocol_type: "consumer".into(),

@@ -2,7 +2,9 @@
 //!
 //! Owner: called by the group API handlers on the shard that holds the client's connection.
 //! `__consumer_offsets` is created through the controller the first time any group request
-//! needs it (50 partitions, `cleanup.policy=compact`), as Kafka creates it on first use.
+//! needs it (`offsets.topic.num.partitions` partitions, 50 by default, `cleanup.policy=compact`),
+//! as Kafka creates it on first use. From then on the topic's own partition count places the
+//! groups, so changing the setting later moves no group.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -10,10 +12,10 @@ use std::rc::Rc;
 use kafka_protocol::ResponseError;
 
 use crate::acl::{self, Session};
+use crate::group::coordinator::group_partition;
 use crate::group::{GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::kafka::admin::call_controller;
 use crate::metadata::{ControllerRequest, MetadataError, NewTopic};
-use crate::shard::ownership::{CONSUMER_OFFSETS_PARTITIONS, consumer_offsets_partition};
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
 
 /// Makes sure `__consumer_offsets` exists; an `Err` is the Kafka code to answer with.
@@ -23,7 +25,7 @@ pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16>
     }
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
-        partitions: CONSUMER_OFFSETS_PARTITIONS,
+        partitions: context.groups.settings().offsets_topic_num_partitions,
         configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
     };
     let request = ControllerRequest::CreateTopics {
@@ -50,7 +52,7 @@ pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16>
 pub fn coordinator_shard(context: &ShardContext, group_id: &str) -> ShardId {
     shard_for(
         OFFSETS_TOPIC,
-        consumer_offsets_partition(group_id),
+        group_partition(context, group_id),
         context.shard_count,
     )
 }
@@ -67,6 +69,8 @@ pub async fn call_coordinator(
     group_id: &str,
     call: GroupCall,
 ) -> Result<GroupReply, i16> {
+    // The topic first: its partition count decides where the group lives.
+    ensure_offsets_topic(context).await?;
     call_shard(context, coordinator_shard(context, group_id), call).await
 }
 

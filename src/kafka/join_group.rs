@@ -42,10 +42,16 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         .as_ref()
         .map(|s| s.to_string())
         .unwrap_or_default();
+    // Kafka reports a member's host as Java prints an InetAddress without a name: "/127.0.0.1".
+    let client_host = match request.session.host.as_str() {
+        crate::acl::WILDCARD => String::new(),
+        host => format!("/{host}"),
+    };
     let call = GroupCall::Join {
         version: request.version(),
         client_id,
-        request: body,
+        client_host,
+        request: Box::new(body),
     };
     let mut response = match call_coordinator_as(
         &context,

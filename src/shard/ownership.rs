@@ -22,8 +22,8 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// The number of partitions of `__consumer_offsets`, used to place consumer groups.
-pub const CONSUMER_OFFSETS_PARTITIONS: i32 = 50;
+/// Kafka's default partition count of `__consumer_offsets` (`offsets.topic.num.partitions`).
+pub const CONSUMER_OFFSETS_PARTITIONS_DEFAULT: i32 = 50;
 
 /// The shard that owns partition `partition` of `topic`.
 ///
@@ -38,17 +38,21 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> ShardId {
     ShardId(((base + partition as u64) % shard_count as u64) as usize)
 }
 
-/// The `__consumer_offsets` partition that holds group `group_id` (Kafka's
-/// `abs(groupId.hashCode) % 50`, with Java's `String.hashCode`, so tools that compute a
-/// group's partition the Kafka way agree with us).
-pub fn consumer_offsets_partition(group_id: &str) -> i32 {
+/// The `__consumer_offsets` partition that holds group `group_id` when the topic has
+/// `partitions` partitions (Kafka's `abs(groupId.hashCode) % partitions`, with Java's
+/// `String.hashCode`, so tools that compute a group's partition the Kafka way agree with us).
+pub fn consumer_offsets_partition(group_id: &str, partitions: i32) -> i32 {
+    assert!(
+        partitions > 0,
+        "__consumer_offsets has at least one partition"
+    );
     let mut hash: i32 = 0;
     for unit in group_id.encode_utf16() {
         hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
     }
     // Kafka's Utils.abs maps i32::MIN to 0 rather than overflowing.
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
-    abs % CONSUMER_OFFSETS_PARTITIONS
+    abs % partitions
 }
 
 #[cfg(test)]
@@ -81,11 +85,14 @@ mod tests {
     #[test]
     fn group_partition_matches_java_hash_code() {
         // "group".hashCode() == 98629247 in Java; 98629247 % 50 == 47.
-        assert_eq!(consumer_offsets_partition("group"), 47);
-        assert_eq!(consumer_offsets_partition(""), 0);
+        assert_eq!(consumer_offsets_partition("group", 50), 47);
+        // 98629247 % 7 == 3.
+        assert_eq!(consumer_offsets_partition("group", 7), 3);
+        assert_eq!(consumer_offsets_partition("", 50), 0);
         for id in ["a", "my-group", "ünïcode", "x".repeat(10_000).as_str()] {
-            let p = consumer_offsets_partition(id);
+            let p = consumer_offsets_partition(id, 50);
             assert!((0..50).contains(&p));
+            assert_eq!(consumer_offsets_partition(id, 1), 0);
         }
     }
 }

@@ -442,6 +442,9 @@ async fn run_shard(
     glommio::spawn_local_into(retention_loop(context.clone()), queues.background)
         .map_err(|err| err.to_string())?
         .detach();
+    glommio::spawn_local_into(offsets_expiry_loop(context.clone()), queues.background)
+        .map_err(|err| err.to_string())?
+        .detach();
 
     glommio::spawn_local_into(
         router::run_mesh_receivers(context.clone(), receivers),
@@ -536,6 +539,35 @@ async fn retention_loop(context: Rc<ShardContext>) {
             break;
         }
         context.partitions.apply_retention(now_ms()).await;
+    }
+}
+
+/// Expires committed offsets of the groups this shard coordinates every
+/// `offsets.retention.check.interval.ms` (`group::coordinator::expire_offsets`), until the shard
+/// drains.
+async fn offsets_expiry_loop(context: Rc<ShardContext>) {
+    let interval = Duration::from_millis(
+        context
+            .groups
+            .settings()
+            .offsets_retention_check_interval_ms,
+    );
+    loop {
+        let drained = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+            async {
+                context.draining.raised().await;
+                true
+            },
+        )
+        .await;
+        if drained {
+            break;
+        }
+        crate::group::coordinator::expire_offsets(&context).await;
     }
 }
 

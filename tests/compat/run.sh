@@ -13,7 +13,8 @@
 # Env: COMPAT_TESTS          test numbers, space or comma separated [all of tests.txt]
 #      COMPAT_TOTAL_TIMEOUT  seconds for all tests together [1500]
 #      COMPAT_TEST_TIMEOUT   upper bound per test in seconds [300]; each test also gets at
-#                            most an equal share of the time left, and at least 20 s
+#                            most an equal share of the time left, and at least 20 s (or
+#                            the min=SECONDS its tests.txt line gives)
 #      COMPAT_BROKER_ARGS    extra `ringbroker serve` arguments
 #                            [--set num.partitions=4 --set auto.create.topics.enable=true
 #                             --set authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
@@ -47,10 +48,24 @@ log() { echo "compat: $*" >&2; }
 [[ $total_budget =~ ^[0-9]+$ && $test_cap =~ ^[0-9]+$ ]] || die "COMPAT_TOTAL_TIMEOUT and COMPAT_TEST_TIMEOUT must be whole seconds"
 
 # --- test list -------------------------------------------------------------------------------
+# tests.txt lines are "NNNN" or "NNNN min=SECONDS": the second form gives a test that needs it
+# (say, many group joins that each wait group.initial.rebalance.delay.ms) at least that long,
+# whatever its share of the time left; it applies with COMPAT_TESTS too.
+declare -A test_min=()
+listed=()
+while read -r number rest; do
+  [[ -n $number ]] || continue
+  listed+=("$number")
+  if [[ $rest =~ ^min=([0-9]+)$ ]]; then
+    test_min[$number]=${BASH_REMATCH[1]}
+  elif [[ -n $rest ]]; then
+    die "tests.txt: bad line '$number $rest' (expected NNNN or NNNN min=SECONDS)"
+  fi
+done < <(sed -e 's/#.*//' "$here/tests.txt")
 if [[ -n ${COMPAT_TESTS:-} ]]; then
   read -r -a tests <<<"${COMPAT_TESTS//,/ }"
 else
-  mapfile -t tests < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/tests.txt" | grep -v '^$')
+  tests=("${listed[@]}")
 fi
 ((${#tests[@]})) || die "no tests selected (tests.txt empty or COMPAT_TESTS blank)"
 for t in "${tests[@]}"; do
@@ -168,6 +183,7 @@ for t in "${tests[@]}"; do
   fi
   limit=$((remaining / left))
   ((limit < min_share)) && limit=$min_share
+  ((limit < ${test_min[$t]:-0})) && limit=${test_min[$t]}
   ((limit > test_cap)) && limit=$test_cap
   if ! broker_alive; then
     wait "$broker_pid" 2>/dev/null && st=0 || st=$?
