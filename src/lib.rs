@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod net;
 pub mod shard;
 pub mod storage;
+pub mod txn;

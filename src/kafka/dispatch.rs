@@ -25,10 +25,12 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::kafka::{
-    alter_configs, api_versions, create_partitions, create_topics, delete_groups, delete_records,
-    delete_topics, describe_cluster, describe_configs, describe_groups, fetch, find_coordinator,
-    heartbeat, init_producer_id, join_group, leave_group, list_groups, list_offsets, metadata,
-    offset_commit, offset_delete, offset_fetch, offset_for_leader_epoch, produce, sync_group,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_partitions,
+    create_topics, delete_groups, delete_records, delete_topics, describe_cluster,
+    describe_configs, describe_groups, describe_transactions, end_txn, fetch, find_coordinator,
+    heartbeat, init_producer_id, join_group, leave_group, list_groups, list_offsets,
+    list_transactions, metadata, offset_commit, offset_delete, offset_fetch,
+    offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
 };
 use crate::shard::ShardContext;
 
@@ -115,6 +117,12 @@ pub static HANDLERS: &[ApiHandler] = &[
     describe_groups::HANDLER,
     delete_groups::HANDLER,
     offset_delete::HANDLER,
+    add_partitions_to_txn::HANDLER,
+    add_offsets_to_txn::HANDLER,
+    end_txn::HANDLER,
+    txn_offset_commit::HANDLER,
+    describe_transactions::HANDLER,
+    list_transactions::HANDLER,
 ];
 
 /// The handler for `key`, if the broker serves that API.

@@ -7,6 +7,8 @@
 //! Message schemas (encode/decode of every version) come from the `kafka-protocol` crate;
 //! framing, the dispatch table, version negotiation and the record-batch data plane are ours.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod alter_configs;
 pub mod api_versions;
@@ -16,17 +18,21 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_transactions;
 pub mod dispatch;
+pub mod end_txn;
 pub mod error;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod init_producer_id;
 pub mod leader_epoch;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod owner;
 pub mod produce;
+pub mod txn_offset_commit;
 
 pub mod delete_groups;
 pub mod describe_groups;

@@ -42,10 +42,12 @@ async fn fetch_one(
     context: &Rc<ShardContext>,
     group_id: &str,
     topics: Option<TopicPartitions>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     let call = GroupCall::FetchOffsets {
         group_id: group_id.to_string(),
         topics,
+        require_stable,
     };
     match call_coordinator(context, group_id, call).await {
         Ok(GroupReply::FetchOffsets(result)) => result,
@@ -60,6 +62,8 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         Err(outcome) => return outcome,
     };
     let version = request.version();
+    // v7+: KIP-447's require_stable.
+    let require_stable = version >= 7 && body.require_stable;
     if version >= 8 {
         let mut groups = Vec::with_capacity(body.groups.len());
         for g in &body.groups {
@@ -69,10 +73,11 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (error_code, topics) = match fetch_one(&context, &group_id, topics).await {
-                Ok(found) => (0, found),
-                Err(code) => (code, Vec::new()),
-            };
+            let (error_code, topics) =
+                match fetch_one(&context, &group_id, topics, require_stable).await {
+                    Ok(found) => (0, found),
+                    Err(code) => (code, Vec::new()),
+                };
             groups.push(crate::msg!(OffsetFetchResponseGroup {
                 group_id: g.group_id.clone(),
                 error_code,
@@ -87,7 +92,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                                 committed_offset: o.offset,
                                 committed_leader_epoch: o.leader_epoch,
                                 metadata: Some(text(&o.metadata)),
-                                error_code: 0
+                                error_code: o.error_code
                             }))
                             .collect()
                     }))
@@ -111,13 +116,13 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             error_code,
         })
     };
-    let response = match fetch_one(&context, &group_id, asked.clone()).await {
+    let response = match fetch_one(&context, &group_id, asked.clone(), require_stable).await {
         Ok(found) => crate::msg!(OffsetFetchResponse {
             topics: found
                 .into_iter()
                 .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopic {
                     name: TopicName(text(&name)),
-                    partitions: offsets.iter().map(|o| partition(o, 0)).collect()
+                    partitions: offsets.iter().map(|o| partition(o, o.error_code)).collect()
                 }))
                 .collect(),
         }),
@@ -137,6 +142,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                                     offset: -1,
                                     leader_epoch: -1,
                                     metadata: String::new(),
+                                    error_code: code,
                                 };
                                 partition(&none, code)
                             })

@@ -94,6 +94,24 @@ pub struct OffsetItem {
     pub timestamp: i64,
 }
 
+/// A transaction marker to write on a partition, on the transaction coordinator's behalf
+/// (Kafka's WriteTxnMarkers, inside the broker).
+#[derive(Debug, Clone)]
+pub struct TxnMarkerItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The transaction's producer.
+    pub producer_id: i64,
+    /// The producer's epoch (bumped when the coordinator fences or times out the producer).
+    pub producer_epoch: i16,
+    /// The coordinator's epoch, so a marker from a deposed coordinator is refused.
+    pub coordinator_epoch: i32,
+    /// Commit (true) or abort (false).
+    pub commit: bool,
+}
+
 /// A looked-up offset.
 #[derive(Debug, Clone, Default)]
 pub struct OffsetOutcome {

@@ -80,6 +80,8 @@ pub struct ShardContext {
     pub producer_id_block: Cell<(i64, i64)>,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::GroupCoordinator,
+    /// The transactional ids this shard coordinates.
+    pub txns: crate::txn::TxnCoordinator,
     image: RefCell<Rc<MetadataImage>>,
 }
 
@@ -165,6 +167,20 @@ impl ShardContext {
             ShardRequest::Group(call) => {
                 ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
             }
+            ShardRequest::Txn(call) => {
+                // Boxed: the coordinator calls the router (producer ids, markers), which may
+                // call back into this function on the same shard.
+                let serving: futures::future::LocalBoxFuture<'_, _> =
+                    Box::pin(crate::txn::coordinator::serve(self, call));
+                ShardResponse::Txn(serving.await)
+            }
+            // TEMPORARY until the partition side is merged from main: refuse every marker.
+            ShardRequest::WriteTxnMarkers(items) => ShardResponse::WriteTxnMarkers(
+                items
+                    .iter()
+                    .map(|_| kafka_protocol::ResponseError::NotLeaderOrFollower.code())
+                    .collect(),
+            ),
             ShardRequest::Drain => {
                 self.drain().await;
                 ShardResponse::Done

@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 
 use crate::kafka::owner::{
     DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome, ProduceItem, ProduceOutcome, ReadItem,
-    ReadOutcome,
+    ReadOutcome, TxnMarkerItem,
 };
 use crate::limits;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
@@ -73,6 +73,10 @@ pub enum ShardRequest {
     Metrics,
     /// Work for the group coordinator of this shard (consumer groups and committed offsets).
     Group(crate::group::GroupCall),
+    /// Work for the transaction coordinator of this shard.
+    Txn(crate::txn::TxnCall),
+    /// Write commit or abort markers on partitions this shard owns.
+    WriteTxnMarkers(Vec<TxnMarkerItem>),
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -103,6 +107,10 @@ pub enum ShardResponse {
     Metrics(Box<MetricsSnapshot>),
     /// Answer to `Group`.
     Group(crate::group::GroupReply),
+    /// Answer to `Txn`.
+    Txn(crate::txn::TxnReply),
+    /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
+    WriteTxnMarkers(Vec<i16>),
     /// The request was carried out and has nothing to report.
     Done,
 }
