@@ -204,7 +204,7 @@ fn find_coordinator_answers_for_transactional_ids() {
         let response: FindCoordinatorResponse =
             client.call(ApiKey::FindCoordinator, version, &request);
         assert_eq!(response.error_code, 0, "v{version}");
-        assert_eq!(i32::from(response.port), i32::from(broker.addr.port()));
+        assert_eq!(response.port, i32::from(broker.addr.port()));
     }
     let request = FindCoordinatorRequest::default()
         .with_key_type(1)
@@ -561,4 +561,334 @@ fn script(args: &[&str], bound: Duration) -> String {
     let (status, out, err) = run_bounded("python3", &all, bound);
     assert!(status.success(), "{args:?} failed:\n{out}\n{err}");
     out
+}
+
+/// A client script running in the background; killed when dropped.
+struct Background {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Background {
+    fn start(args: &[&str]) -> Background {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg(SCRIPT)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Background { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the output lines; panics after `bound`.
+    fn wait_for(&mut self, what: &str, bound: Duration, done: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + bound;
+        loop {
+            if done(&self.lines()) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread drain what is left before the last check.
+                std::thread::sleep(Duration::from_millis(200));
+                if done(&self.lines()) {
+                    return;
+                }
+                panic!("client exited ({status}) before {what}: {:?}", self.lines());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} in time: {:?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads every partition of `topic` with `isolation`; (partition, value) in arrival order.
+fn read_all(broker: &Broker, topic: &str, isolation: &str, expected: usize) -> Vec<(i32, String)> {
+    let out = script(
+        &[
+            "consume",
+            &broker.bootstrap(),
+            topic,
+            isolation,
+            &expected.to_string(),
+            "60",
+        ],
+        Duration::from_secs(90),
+    );
+    let parsed: Vec<(i32, String)> =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("consumer output {out}: {e}"));
+    parsed
+}
+
+fn values_of(txns: &[usize], per_txn: usize) -> std::collections::BTreeSet<String> {
+    txns.iter()
+        .flat_map(|i| (0..per_txn).map(move |j| format!("t{i}-{j}")))
+        .collect()
+}
+
+/// The values of each partition are in the order they were produced.
+fn assert_ordered_per_partition(seen: &[(i32, String)]) {
+    let mut last: std::collections::HashMap<i32, (usize, usize)> = Default::default();
+    for (partition, value) in seen {
+        let (i, j) = value[1..].split_once('-').unwrap();
+        let key = (i.parse::<usize>().unwrap(), j.parse::<usize>().unwrap());
+        if let Some(prev) = last.insert(*partition, key) {
+            assert!(prev < key, "partition {partition}: {prev:?} before {key:?}");
+        }
+    }
+}
+
+#[test]
+fn read_committed_consumers_see_exactly_the_committed_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "alt", 3);
+    let (txns, per_txn) = (10, 9);
+    let out = script(
+        &[
+            "alternate",
+            &broker.bootstrap(),
+            "alt",
+            "tx-alt",
+            "10",
+            "9",
+            "3",
+        ],
+        Duration::from_secs(120),
+    );
+    let committed: Vec<usize> = (0..txns).filter(|i| i % 2 == 0).collect();
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("C ")).count(),
+        committed.len()
+    );
+    let seen = read_all(&broker, "alt", "read_committed", committed.len() * per_txn);
+    let values: std::collections::BTreeSet<String> = seen.iter().map(|s| s.1.clone()).collect();
+    assert_eq!(seen.len(), values.len(), "no duplicates");
+    assert_eq!(values, values_of(&committed, per_txn));
+    assert_ordered_per_partition(&seen);
+    let all: Vec<usize> = (0..txns).collect();
+    let seen = read_all(&broker, "alt", "read_uncommitted", txns * per_txn);
+    let values: std::collections::BTreeSet<String> = seen.iter().map(|s| s.1.clone()).collect();
+    assert_eq!(values, values_of(&all, per_txn));
+    assert_eq!(seen.len(), txns * per_txn);
+    assert_ordered_per_partition(&seen);
+}
+
+#[test]
+fn transactions_ride_out_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let addr = broker.addr.to_string();
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "rs", 3);
+    drop(client);
+    let (txns, per_txn) = (24, 6);
+    let mut producer = Background::start(&[
+        "run",
+        &broker.bootstrap(),
+        "rs",
+        "tx-rs",
+        &txns.to_string(),
+        &per_txn.to_string(),
+        "3",
+        "0.2",
+    ]);
+    producer.wait_for("three commits", Duration::from_secs(60), |lines| {
+        lines.iter().filter(|l| l.starts_with("C ")).count() >= 3
+    });
+    // A crash in the middle of a transaction (the producer pauses inside each one).
+    drop(broker);
+    let broker = Broker::start_at(dir.path(), &addr, &[]);
+    producer.wait_for("the end", Duration::from_secs(150), |lines| {
+        lines.iter().any(|l| l == "DONE")
+    });
+    let lines = producer.lines();
+    let outcome = |prefix: &str| -> Vec<usize> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (committed, aborted, unknown) = (outcome("C "), outcome("A "), outcome("U "));
+    assert!(
+        committed.iter().any(|&i| i > 3),
+        "transactions commit after the restart: {lines:?}"
+    );
+    let seen = read_all(&broker, "rs", "read_committed", committed.len() * per_txn);
+    let values: std::collections::BTreeSet<String> = seen.iter().map(|s| s.1.clone()).collect();
+    assert_eq!(seen.len(), values.len(), "no duplicates: {seen:?}");
+    assert_ordered_per_partition(&seen);
+    for value in values_of(&committed, per_txn) {
+        assert!(values.contains(&value), "committed {value} missing");
+    }
+    for value in values_of(&aborted, per_txn) {
+        assert!(!values.contains(&value), "aborted {value} visible");
+    }
+    // A transaction whose outcome the client could not learn is all or nothing.
+    for i in unknown {
+        let of_txn = values_of(&[i], per_txn);
+        let visible = of_txn.iter().filter(|v| values.contains(*v)).count();
+        assert!(
+            visible == 0 || visible == per_txn,
+            "transaction {i} partly visible"
+        );
+    }
+    let allowed = values_of(
+        &committed
+            .iter()
+            .chain(outcome("U ").iter())
+            .copied()
+            .collect::<Vec<_>>(),
+        per_txn,
+    );
+    assert!(values.is_subset(&allowed), "only committed data is visible");
+}
+
+#[test]
+fn an_open_transaction_aborts_on_timeout_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--set",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=200",
+    ];
+    let broker = Broker::start_in(dir.path(), &args);
+    let addr = broker.addr.to_string();
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "ot", 1);
+    drop(client);
+    let mut open = Background::start(&["open", &broker.bootstrap(), "ot", "tx-open", "4000"]);
+    open.wait_for("an open transaction", Duration::from_secs(60), |lines| {
+        lines.iter().any(|l| l == "OPEN")
+    });
+    // The producer dies with its transaction open, and the broker restarts.
+    open.kill();
+    drop(broker);
+    let broker = Broker::start_at(dir.path(), &addr, &args);
+    script(
+        &[
+            "alternate",
+            &broker.bootstrap(),
+            "ot",
+            "tx-after",
+            "1",
+            "3",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    // The committed transaction behind the open one becomes readable once the open one aborts.
+    let started = Instant::now();
+    let seen = read_all(&broker, "ot", "read_committed", 3);
+    let values: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(
+        values,
+        vec!["t0-0", "t0-1", "t0-2"],
+        "after {:?}",
+        started.elapsed()
+    );
+    let seen = read_all(&broker, "ot", "read_uncommitted", 4);
+    let values: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(values, vec!["open", "t0-0", "t0-1", "t0-2"]);
+    let mut client = RawClient::connect(broker.addr);
+    assert_eq!(
+        describe(&mut client, "tx-open").transaction_state.as_str(),
+        "CompleteAbort"
+    );
+}
+
+#[test]
+fn consume_transform_produce_killed_and_restarted_outputs_each_input_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "ctp-in", 3);
+    create_topic(&mut client, "ctp-out", 3);
+    drop(client);
+    let count = 600;
+    script(
+        &["seed", &broker.bootstrap(), "ctp-in", &count.to_string()],
+        Duration::from_secs(60),
+    );
+    let args = [
+        "ctp",
+        &broker.bootstrap(),
+        "ctp-in",
+        "ctp-out",
+        "ctp-group",
+        "tx-ctp",
+        "0.1",
+        "8",
+    ];
+    let mut first = Background::start(&args);
+    first.wait_for("some progress", Duration::from_secs(60), |lines| {
+        lines.iter().any(|l| {
+            l.strip_prefix("P ")
+                .is_some_and(|n| n.parse::<usize>().unwrap() >= 100)
+        })
+    });
+    // Killed in the middle of its work (it pauses inside every transaction).
+    first.kill();
+    let mut second = Background::start(&args);
+    second.wait_for("the end", Duration::from_secs(150), |lines| {
+        lines.iter().any(|l| l.starts_with("DONE"))
+    });
+    let seen = read_all(&broker, "ctp-out", "read_committed", count);
+    let mut values: Vec<usize> = seen.iter().map(|s| s.1.parse().unwrap()).collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..count).collect::<Vec<_>>(),
+        "each input exactly once"
+    );
+}
+
+#[test]
+fn a_zombie_producer_is_fenced_by_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "zf", 1);
+    let out = script(
+        &["fence", &broker.bootstrap(), "zf", "tx-zombie"],
+        Duration::from_secs(90),
+    );
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_ne!(result["zombie_commit"], "committed", "{result}");
+    assert_eq!(result["zombie_fatal"], true, "{result}");
+    assert_eq!(result["successor"], "committed");
+    let seen = read_all(&broker, "zf", "read_committed", 1);
+    let values: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(values, vec!["successor"]);
 }
