@@ -8,7 +8,7 @@ use kafka_protocol::ResponseError;
 use crate::metadata::MetadataError;
 use crate::shard::RouterError;
 use crate::storage::StorageError;
-use crate::storage::manager::PartitionError;
+use crate::storage::manager::{AppendError, PartitionError};
 use crate::storage::producer_state::ProducerError;
 use crate::txn::TxnError;
 
@@ -54,12 +54,18 @@ pub fn storage_error_code(err: &StorageError) -> i16 {
     kind.code()
 }
 
-/// The Kafka error code of a refused idempotent batch.
+/// The Kafka error code of a refused producer batch or transaction marker.
 pub fn producer_error_code(err: &ProducerError) -> i16 {
     let kind = match err {
         ProducerError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
         ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
         ProducerError::UnknownProducer { .. } => ResponseError::UnknownProducerId,
+        ProducerError::ControlBatchFromClient | ProducerError::TransactionalWithoutProducer => {
+            ResponseError::InvalidRecord
+        }
+        ProducerError::OpenTransaction { .. } => ResponseError::InvalidTxnState,
+        ProducerError::MarkerInFlight { .. } => ResponseError::ConcurrentTransactions,
+        ProducerError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
     };
     kind.code()
 }
@@ -82,6 +88,15 @@ pub fn txn_error_code(err: &TxnError, fenced_is_known: bool) -> i16 {
         TxnError::Allocation(code) => return *code,
     };
     kind.code()
+}
+
+/// The Kafka error code of a checked append or transaction marker that was not written.
+pub fn append_error_code(err: &AppendError) -> i16 {
+    match err {
+        AppendError::Producer(err) => producer_error_code(err),
+        AppendError::RetryInFlight => ResponseError::RequestTimedOut.code(),
+        AppendError::Storage(err) => storage_error_code(err),
+    }
 }
 
 /// The Kafka error code when a partition cannot be had on its owner shard.

@@ -15,6 +15,11 @@
 //! batch, as Kafka does (KIP-74). Partitions after the budget is spent return no records; a
 //! partition that only partly fits is cut at a batch boundary.
 //!
+//! Isolation: read_committed fetches (isolation level 1) get data only below the last stable
+//! offset (the first offset of the oldest open transaction), and the aborted transactions
+//! overlapping what they got, so the client can drop those records; every fetch is told the
+//! last stable offset.
+//!
 //! Fetch sessions (KIP-227): every request is served as a full, sessionless fetch and answered
 //! with session id 0, which tells the client that no session was created; an incremental fetch
 //! (a non-zero session id) gets FETCH_SESSION_ID_NOT_FOUND so the client falls back to full
@@ -112,6 +117,7 @@ fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan
         return Err(ResponseError::FetchSessionIdNotFound.code());
     }
     let image = context.image();
+    let read_committed = body.isolation_level == READ_COMMITTED;
     let mut reads = Vec::new();
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in body.topics {
@@ -140,6 +146,7 @@ fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan
                             partition: p.partition,
                             offset: p.fetch_offset,
                             max_bytes: p.partition_max_bytes.max(0) as u32,
+                            read_committed,
                         });
                         PlannedPartition {
                             partition: p.partition,
@@ -154,7 +161,7 @@ fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan
     }
     Ok(Plan {
         version,
-        read_committed: body.isolation_level == READ_COMMITTED,
+        read_committed,
         max_wait: Duration::from_millis(body.max_wait_ms.max(0) as u64),
         min_bytes: body.min_bytes.max(0) as usize,
         max_bytes: if body.max_bytes <= 0 {
@@ -177,12 +184,7 @@ async fn read_all(context: &Rc<ShardContext>, reads: &[ReadItem]) -> Vec<ReadOut
             ShardResponse::Read(outcomes) => Some(outcomes),
             _ => None,
         },
-        |code| ReadOutcome {
-            error_code: code,
-            high_watermark: -1,
-            log_start_offset: -1,
-            records: Vec::new(),
-        },
+        ReadOutcome::failed,
     )
     .await
 }
@@ -198,9 +200,14 @@ async fn wait_any(
     let mut by_owner: std::collections::BTreeMap<ShardId, Vec<ReadItem>> = Default::default();
     for (item, outcome) in reads.iter().zip(outcomes) {
         // Wait for data beyond what this round saw: past the fetch offset, and past the high
-        // watermark when the partition already returned something.
+        // watermark (read_committed: the last stable offset) it saw.
         let mut waiting = item.clone();
-        waiting.offset = item.offset.max(outcome.high_watermark);
+        let seen = if item.read_committed {
+            outcome.last_stable_offset
+        } else {
+            outcome.high_watermark
+        };
+        waiting.offset = item.offset.max(seen);
         by_owner
             .entry(shard_for(&item.topic, item.partition, context.shard_count))
             .or_default()
@@ -274,7 +281,9 @@ fn assemble(plan: Plan, mut outcomes: Vec<ReadOutcome>) -> FetchResponseParts {
                         partition: planned.partition,
                         error_code: outcome.error_code,
                         high_watermark: outcome.high_watermark,
+                        last_stable_offset: outcome.last_stable_offset,
                         log_start_offset: outcome.log_start_offset,
+                        aborted_transactions: outcome.aborted_transactions.unwrap_or_default(),
                         records,
                     }
                 })
@@ -356,7 +365,10 @@ struct PartitionParts {
     partition: i32,
     error_code: i16,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    /// (producer id, first offset); sent only to read_committed fetches.
+    aborted_transactions: Vec<(i64, i64)>,
     records: Vec<Bytes>,
 }
 
@@ -366,7 +378,9 @@ impl PartitionParts {
             partition,
             error_code,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
+            aborted_transactions: Vec::new(),
             records: Vec::new(),
         }
     }
@@ -450,17 +464,22 @@ fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
             w.head.put_i32(p.partition);
             w.head.put_i16(p.error_code);
             w.head.put_i64(p.high_watermark);
-            // No transactions yet: the last stable offset is the high watermark.
-            w.head.put_i64(p.high_watermark);
+            w.head.put_i64(p.last_stable_offset);
             if version >= 5 {
                 w.head.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null for read_uncommitted, empty for read_committed.
-            match (flexible, response.read_committed) {
-                (false, false) => w.head.put_i32(-1),
-                (false, true) => w.head.put_i32(0),
-                (true, false) => w.uvarint(0),
-                (true, true) => w.uvarint(1),
+            // aborted_transactions: null for read_uncommitted, the list for read_committed.
+            if response.read_committed {
+                w.array_len(flexible, p.aborted_transactions.len());
+                for &(producer_id, first_offset) in &p.aborted_transactions {
+                    w.head.put_i64(producer_id);
+                    w.head.put_i64(first_offset);
+                    w.no_tagged_fields(flexible);
+                }
+            } else if flexible {
+                w.uvarint(0);
+            } else {
+                w.head.put_i32(-1);
             }
             if version >= 11 {
                 w.head.put_i32(-1); // preferred_read_replica
@@ -513,7 +532,9 @@ mod tests {
                             partition: 3,
                             error_code: 0,
                             high_watermark: 42,
+                            last_stable_offset: 40,
                             log_start_offset: 7,
+                            aborted_transactions: vec![(5, 30), (6, 35)],
                             records,
                         },
                         PartitionParts::refused(9, 3),
@@ -538,11 +559,18 @@ mod tests {
                 let p = &topic.partitions[0];
                 assert_eq!(p.partition_index, 3);
                 assert_eq!(p.high_watermark, 42);
-                assert_eq!(p.last_stable_offset, 42);
+                assert_eq!(p.last_stable_offset, 40);
                 if version >= 5 {
                     assert_eq!(p.log_start_offset, 7);
                 }
                 assert_eq!(p.aborted_transactions.is_some(), read_committed);
+                if let Some(aborted) = &p.aborted_transactions {
+                    let pairs: Vec<_> = aborted
+                        .iter()
+                        .map(|a| (a.producer_id.0, a.first_offset))
+                        .collect();
+                    assert_eq!(pairs, vec![(5, 30), (6, 35)]);
+                }
                 assert_eq!(p.records.as_ref().unwrap().len(), 180);
                 let refused = &topic.partitions[1];
                 assert_eq!(refused.error_code, 3);

@@ -2,8 +2,9 @@
 //! of the largest timestamp.
 //!
 //! Owner: the connection's shard scatters the partitions to their owners
-//! (`owner::serve_offsets`). "Latest" is the high watermark, which is also the last stable
-//! offset until transactions exist, so both isolation levels get it. A timestamp lookup
+//! (`owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
+//! stable offset (below every open transaction) for read_committed (isolation level 1, v2+).
+//! A timestamp lookup
 //! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
 //! when there is none.
 
@@ -37,6 +38,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             Err(outcome) => return outcome,
         };
         let version = request.version();
+        let read_committed = body.isolation_level == 1;
         let topics = body
             .topics
             .into_iter()
@@ -59,6 +61,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     topic: topic.to_string(),
                     partition: p.partition_index,
                     timestamp: p.timestamp,
+                    read_committed,
                 }))
             },
             owner::OFFSETS,

@@ -53,6 +53,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                         topic: topic.to_string(),
                         partition: p.partition,
                         timestamp: offset_spec::LATEST,
+                        read_committed: false,
                     }),
                 )
             },

@@ -20,9 +20,10 @@ use kafka_protocol::ResponseError;
 
 use crate::kafka::error;
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::storage::batch::ControlMarker;
 use crate::storage::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::storage::manager::Appended;
 use crate::storage::manager::OpenPartition;
-use crate::storage::producer_state::SequenceCheck;
 
 /// A partition's records to append.
 #[derive(Debug, Clone)]
@@ -61,6 +62,9 @@ pub struct ReadItem {
     pub offset: i64,
     /// Byte limit (at least one whole batch is returned anyway).
     pub max_bytes: u32,
+    /// read_committed: only data below the last stable offset, with the aborted transactions
+    /// in it.
+    pub read_committed: bool,
 }
 
 /// What one partition's read found.
@@ -72,8 +76,27 @@ pub struct ReadOutcome {
     pub high_watermark: i64,
     /// Log start offset (-1 when the partition was not read).
     pub log_start_offset: i64,
+    /// Last stable offset (-1 when the partition was not read).
+    pub last_stable_offset: i64,
     /// Whole batches, as stored.
     pub records: Vec<Bytes>,
+    /// read_committed: the aborted transactions overlapping `records`, as (producer id, first
+    /// offset); `None` for read_uncommitted.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
+}
+
+impl ReadOutcome {
+    /// The outcome of a partition that was not read.
+    pub fn failed(error_code: i16) -> Self {
+        ReadOutcome {
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            last_stable_offset: -1,
+            records: Vec::new(),
+            aborted_transactions: None,
+        }
+    }
 }
 
 impl ReadOutcome {
@@ -92,6 +115,8 @@ pub struct OffsetItem {
     pub partition: i32,
     /// ListOffsets' timestamp: -2 earliest, -1 latest, -3 max timestamp, else a time in ms.
     pub timestamp: i64,
+    /// read_committed: "latest" is the last stable offset, not the high watermark.
+    pub read_committed: bool,
 }
 
 /// A transaction marker to write on a partition, on the transaction coordinator's behalf
@@ -376,68 +401,32 @@ pub async fn serve_produce(
                 log_start_offset: partition.log.log_start_offset(),
             };
         }
-        // The sequence check and the staging of the batch happen in the same poll, with no
-        // await between them, so checks follow the order of appends.
-        let header_bytes = item
-            .records
-            .slice(..BATCH_HEADER_BYTES.min(item.records.len()));
-        let Some(header) = BatchHeader::view(&header_bytes) else {
-            return ProduceOutcome {
-                error_code: ResponseError::CorruptMessage.code(),
-                error_message: Some("record batch shorter than its header".to_string()),
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: partition.log.log_start_offset(),
-            };
-        };
-        let check = partition.producers.borrow_mut().check_and_reserve(header);
-        let refused = |code: i16, message: String| ProduceOutcome {
-            error_code: code,
-            error_message: Some(message),
-            base_offset: -1,
-            log_append_time_ms: -1,
-            log_start_offset: partition.log.log_start_offset(),
-        };
-        match check {
-            SequenceCheck::NotIdempotent | SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } => {
-                return ProduceOutcome {
-                    error_code: error::NONE,
-                    error_message: None,
-                    base_offset,
-                    log_append_time_ms: -1,
-                    log_start_offset: partition.log.log_start_offset(),
-                };
-            }
-            SequenceCheck::DuplicateInFlight => {
-                return refused(
-                    ResponseError::RequestTimedOut.code(),
-                    "a retry of a batch whose first write is still in flight; retry".to_string(),
-                );
-            }
-            SequenceCheck::Refused(err) => {
-                return refused(error::producer_error_code(&err), err.to_string());
-            }
-        }
         let started = std::time::Instant::now();
-        let result = partition.log.append(item.records.clone()).await;
+        let result = partition.append_checked(item.records).await;
         context.metrics.record_append(started.elapsed());
-        if check == SequenceCheck::Append {
-            let mut producers = partition.producers.borrow_mut();
-            match &result {
-                Ok(info) => producers.confirm(header, info.base_offset, info.last_offset),
-                Err(_) => producers.revert(header),
-            }
-        }
+        let log_start_offset = partition.log.log_start_offset();
         match result {
-            Ok(info) => ProduceOutcome {
+            Ok(Appended::New(info)) => ProduceOutcome {
                 error_code: error::NONE,
                 error_message: None,
                 base_offset: info.base_offset,
                 log_append_time_ms: info.log_append_time_ms,
                 log_start_offset: info.log_start_offset,
             },
-            Err(err) => refused(error::storage_error_code(&err), err.to_string()),
+            Ok(Appended::Duplicate { base_offset }) => ProduceOutcome {
+                error_code: error::NONE,
+                error_message: None,
+                base_offset,
+                log_append_time_ms: -1,
+                log_start_offset,
+            },
+            Err(err) => ProduceOutcome {
+                error_code: error::append_error_code(&err),
+                error_message: Some(err.to_string()),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset,
+            },
         }
     });
     join_all(appends).await
@@ -448,28 +437,77 @@ pub async fn serve_read(context: &ShardContext, items: Vec<ReadItem>) -> Vec<Rea
     let reads = items.into_iter().map(|item| async move {
         let partition = match open(context, &item.topic, item.partition).await {
             Ok(partition) => partition,
-            Err(code) => {
-                return ReadOutcome {
-                    error_code: code,
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    records: Vec::new(),
-                };
-            }
+            Err(code) => return ReadOutcome::failed(code),
         };
         let log = &partition.log;
-        let (error_code, records) = match log.read(item.offset, item.max_bytes).await {
+        let last_stable_offset = partition.last_stable_offset();
+        let upper_offset = if item.read_committed {
+            last_stable_offset
+        } else {
+            i64::MAX
+        };
+        let (error_code, records) = match log
+            .read_below(item.offset, item.max_bytes, upper_offset)
+            .await
+        {
             Ok(slice) => (error::NONE, slice.chunks),
             Err(err) => (error::storage_error_code(&err), Vec::new()),
         };
+        let aborted_transactions = item.read_committed.then(|| {
+            let end = last_offset_read(&records).map_or(item.offset, |last| last + 1);
+            partition
+                .producers
+                .borrow()
+                .aborted_between(item.offset, end)
+        });
         ReadOutcome {
             error_code,
             high_watermark: log.high_watermark(),
             log_start_offset: log.log_start_offset(),
+            last_stable_offset,
             records,
+            aborted_transactions,
         }
     });
     join_all(reads).await
+}
+
+/// The last offset of the last whole batch in `chunks` (batches as stored, possibly split
+/// across chunks at any byte).
+pub(crate) fn last_offset_read(chunks: &[Bytes]) -> Option<i64> {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    let mut header = [0u8; BATCH_HEADER_BYTES];
+    let mut position = 0usize;
+    let mut last = None;
+    while position + BATCH_HEADER_BYTES <= total {
+        copy_out(chunks, position, &mut header);
+        let view = BatchHeader::view(&header)?;
+        let size = usize::try_from(view.size_bytes()).ok()?;
+        if size < BATCH_HEADER_BYTES || position + size > total {
+            break;
+        }
+        last = Some(view.last_offset());
+        position += size;
+    }
+    last
+}
+
+/// Copies `out.len()` bytes starting at `position` of the concatenation of `chunks`.
+fn copy_out(chunks: &[Bytes], mut position: usize, out: &mut [u8]) {
+    let mut filled = 0;
+    for chunk in chunks {
+        if filled == out.len() {
+            break;
+        }
+        if position >= chunk.len() {
+            position -= chunk.len();
+            continue;
+        }
+        let take = (chunk.len() - position).min(out.len() - filled);
+        out[filled..filled + take].copy_from_slice(&chunk[position..position + take]);
+        filled += take;
+        position = 0;
+    }
 }
 
 /// Owner side of a fetch's long poll: resolves when any item's partition has data beyond the
@@ -478,9 +516,21 @@ pub async fn serve_wait(context: &ShardContext, items: Vec<ReadItem>, timeout: D
     let mut waits = Vec::new();
     for item in &items {
         if let Ok(partition) = open(context, &item.topic, item.partition).await {
-            let offset = item.offset;
+            let (offset, read_committed) = (item.offset, item.read_committed);
             waits.push(Box::pin(async move {
-                partition.log.wait_for_data(offset).await;
+                // read_committed data ends at the last stable offset; it moves when the high
+                // watermark does or when a marker closes a transaction (which notifies).
+                let visible = || {
+                    if read_committed {
+                        partition.last_stable_offset()
+                    } else {
+                        partition.log.high_watermark()
+                    }
+                };
+                partition
+                    .log
+                    .wait_until(|_, closed| (visible() > offset || closed).then_some(()))
+                    .await;
             }));
         }
     }
@@ -513,6 +563,9 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
         let log = &partition.log;
         let found = match item.timestamp {
             offset_spec::EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+            offset_spec::LATEST if item.read_committed => {
+                Ok(Some((partition.last_stable_offset(), -1)))
+            }
             offset_spec::LATEST => Ok(Some((log.high_watermark(), -1))),
             offset_spec::MAX_TIMESTAMP => Ok(log.max_timestamp()),
             timestamp => log.offset_for_timestamp(timestamp).await,
@@ -548,10 +601,13 @@ pub async fn serve_delete(context: &ShardContext, items: Vec<DeleteItem>) -> Vec
                 low_watermark: -1,
             },
             Ok(partition) => match partition.log.delete_records(item.offset).await {
-                Ok(low_watermark) => DeleteOutcome {
-                    error_code: error::NONE,
-                    low_watermark,
-                },
+                Ok(low_watermark) => {
+                    partition.after_log_start_moved();
+                    DeleteOutcome {
+                        error_code: error::NONE,
+                        low_watermark,
+                    }
+                }
                 Err(err) => DeleteOutcome {
                     error_code: error::storage_error_code(&err),
                     low_watermark: -1,
@@ -561,4 +617,43 @@ pub async fn serve_delete(context: &ShardContext, items: Vec<DeleteItem>) -> Vec
         outcomes.push(outcome);
     }
     outcomes
+}
+
+/// Owner side of transaction markers: for each item, checks the producer's epoch and the
+/// coordinator's, appends a commit or abort control batch (durable under the topic's flush
+/// policy, as an acks=all batch is), closes the producer's
+/// transaction on the partition, persists an abort in the transaction index, and wakes
+/// read_committed fetches. A marker on a `__consumer_offsets` partition also ends the
+/// producer's transactional offset commits held by the group coordinator there (they become
+/// committed offsets, or are dropped). Answers one Kafka error code per item.
+pub async fn serve_txn_markers(context: &Rc<ShardContext>, items: Vec<TxnMarkerItem>) -> Vec<i16> {
+    let writes = items.into_iter().map(|item| async move {
+        let partition = match open(context, &item.topic, item.partition).await {
+            Ok(partition) => partition,
+            Err(code) => return code,
+        };
+        let marker = ControlMarker {
+            commit: item.commit,
+            coordinator_epoch: item.coordinator_epoch,
+        };
+        match partition
+            .write_marker(item.producer_id, item.producer_epoch, marker)
+            .await
+        {
+            Ok(_) => {
+                if item.topic == crate::group::OFFSETS_TOPIC {
+                    crate::group::coordinator::complete_transaction(
+                        context,
+                        item.partition,
+                        item.producer_id,
+                        item.commit,
+                    )
+                    .await;
+                }
+                error::NONE
+            }
+            Err(err) => error::append_error_code(&err),
+        }
+    });
+    join_all(writes).await
 }

@@ -114,7 +114,10 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
         }
         layout.push((name, slots));
     }
-    if !to_create.is_empty() {
+    let creation = async {
+        if to_create.is_empty() {
+            return;
+        }
         let topics = to_create
             .into_iter()
             .map(|name| NewTopic {
@@ -129,11 +132,12 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
         };
         // The producer retries UNKNOWN_TOPIC_OR_PARTITION and finds the topic then.
         let _ = admin::call_controller(context, create).await;
-    }
+    };
 
-    let outcomes = if items.is_empty() {
-        Vec::new()
-    } else {
+    let sending = async {
+        if items.is_empty() {
+            return Vec::new();
+        }
         let count = items.len();
         let scattered = owner::scatter(
             context,
@@ -173,6 +177,9 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
             scattered.await
         }
     };
+    // Records for existing topics go out first: a topic being auto-created must not let a
+    // later request on this connection overtake this one's appends.
+    let (outcomes, ()) = futures::join!(sending, creation);
 
     let responses = layout
         .into_iter()

@@ -163,6 +163,9 @@ impl ShardContext {
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
             }
+            ShardRequest::WriteTxnMarkers(items) => {
+                ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
+            }
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Group(call) => {
                 ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
@@ -174,13 +177,6 @@ impl ShardContext {
                     Box::pin(crate::txn::coordinator::serve(self, call));
                 ShardResponse::Txn(serving.await)
             }
-            // TEMPORARY until the partition side is merged from main: refuse every marker.
-            ShardRequest::WriteTxnMarkers(items) => ShardResponse::WriteTxnMarkers(
-                items
-                    .iter()
-                    .map(|_| kafka_protocol::ResponseError::NotLeaderOrFollower.code())
-                    .collect(),
-            ),
             ShardRequest::Drain => {
                 self.drain().await;
                 ShardResponse::Done

@@ -4,7 +4,9 @@
 //! each pinned with `Placement::Fixed(core)`, and returns once every shard listens (or one of
 //! them failed). DESIGN.md §1 names `LocalExecutorPoolBuilder`; we spawn the executors one by
 //! one with `LocalExecutorBuilder` instead, because the pool builder does not tell a thread
-//! which core it got, and each shard logs its core and creates its own task queues.
+//! which core it got, and each shard logs its core and creates its own task queues. A second
+//! departure from §1: the request queue is `Latency::NotImportant`, not `Latency::Matters`,
+//! because a 1 ms latency target triggers a hang in glommio 0.9 (see `run_shard`).
 //!
 //! Shard ids are the executors' indexes in the channel mesh (glommio numbers mesh peers as they
 //! register), so they run 0..N-1 whatever cores were chosen. Whichever executor becomes shard 0
@@ -330,10 +332,19 @@ async fn run_shard(
         .map_err(|err| format!("joining the shard mesh: {err}"))?;
     let id = ShardId(senders.peer_id());
     let executor = glommio::executor();
+    // Both queues are `Latency::NotImportant`, so the preempt timer runs at glommio's default
+    // 100 ms slice. A `Latency::Matters(1 ms)` request queue (what DESIGN.md §1 suggests) arms
+    // a 1 ms preempt timer, and glommio 0.9 parks an executor that was preempted before its
+    // run loop ran any task as if it had nothing to run: with the thread descheduled for a
+    // millisecond at the wrong moment (any busy host) the shard slept with runnable tasks and
+    // no timer, and hung until a remote wake-up. Reproduced under load (connections waiting
+    // 30 s in 3 of 4 runs of 400 malformed-frame rounds); none in 1400 rounds after the change.
+    // Request tasks are short (they await I/O), so the 20:1 shares alone keep background work
+    // out of their way.
     let queues = TaskQueues {
         requests: executor.create_task_queue(
             Shares::Static(1000),
-            Latency::Matters(Duration::from_millis(1)),
+            Latency::NotImportant,
             "requests",
         ),
         background: executor.create_task_queue(
@@ -458,7 +469,12 @@ async fn run_shard(
 /// message can wait if the eventfd notification that should wake a parked executor is lost.
 /// Such stalls were seen under load (a cross-shard call waiting for seconds while both shards
 /// idled); the tick makes them cost at most a tick instead of a hang, for about a thousand
-/// cheap wake-ups a second per idle shard. The root cause is not found yet.
+/// cheap wake-ups a second per idle shard. The cause, found later: glommio 0.9's run loop
+/// treats "preempted before running anything" as "nothing to run" and parks (see the task
+/// queues in `run_shard`); a fork of glommio fixed exactly that in 2026, but 0.9 is the newest
+/// glommio on crates.io. With a 1 ms preempt timer it happened under any load; with the
+/// default 100 ms one it needs a 100 ms deschedule at that exact point, and the tick then
+/// bounds it (twice in a row, with the tick task itself left runnable, it would still hang).
 async fn reactor_tick(context: Rc<ShardContext>) {
     let tick = Duration::from_millis(limits::SHARD_TICK_MS);
     while !context.draining.is_raised() {

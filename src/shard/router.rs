@@ -15,6 +15,11 @@
 //! was sent. Metadata images travel this way, so every shard applies them in the order shard 0
 //! produced them.
 //!
+//! Order: calls to one peer are sent in the order they were made (first polled), also when
+//! the channel is full and several wait for space (`SendOrder`), because the receiver runs
+//! them in arrival order and Kafka clients rely on a connection's requests to a partition
+//! being applied in order. A call dropped while waiting gives its turn up.
+//!
 //! Deadlock freedom: a receiver loop never waits on a send. It spawns calls as tasks and
 //! applies posts synchronously, so it always drains its channel, and a sender blocked on a full
 //! channel is always eventually released.
@@ -37,6 +42,7 @@ use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
 use crate::metrics::MetricsSnapshot;
 use crate::shard::ShardContext;
 use crate::shard::ownership::ShardId;
+use crate::storage::event::Event;
 
 /// Work one shard asks of another. Payloads are `Bytes` or owned data: they cross threads
 /// without being copied.
@@ -69,14 +75,15 @@ pub enum ShardRequest {
     Offsets(Vec<OffsetItem>),
     /// Move log start offsets (DeleteRecords).
     DeleteRecords(Vec<DeleteItem>),
+    /// Write transaction markers on partitions this shard owns (for a transaction
+    /// coordinator).
+    WriteTxnMarkers(Vec<TxnMarkerItem>),
     /// This shard's metrics, for a scrape.
     Metrics,
     /// Work for the group coordinator of this shard (consumer groups and committed offsets).
     Group(crate::group::GroupCall),
     /// Work for the transaction coordinator of this shard.
     Txn(crate::txn::TxnCall),
-    /// Write commit or abort markers on partitions this shard owns.
-    WriteTxnMarkers(Vec<TxnMarkerItem>),
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -103,14 +110,14 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetOutcome>),
     /// Answer to `DeleteRecords`, one outcome per item.
     DeleteRecords(Vec<DeleteOutcome>),
+    /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
+    WriteTxnMarkers(Vec<i16>),
     /// Answer to `Metrics`.
     Metrics(Box<MetricsSnapshot>),
     /// Answer to `Group`.
     Group(crate::group::GroupReply),
     /// Answer to `Txn`.
     Txn(crate::txn::TxnReply),
-    /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
-    WriteTxnMarkers(Vec<i16>),
     /// The request was carried out and has nothing to report.
     Done,
 }
@@ -169,10 +176,72 @@ pub struct Router {
     shard: ShardId,
     shard_count: usize,
     senders: Senders<Envelope>,
+    /// Per peer: the order in which calls may send.
+    send_order: Vec<SendOrder>,
     pending: RefCell<HashMap<u64, PendingCall>>,
     next_call_id: Cell<u64>,
     remote_calls: Cell<u64>,
     context: Weak<ShardContext>,
+}
+
+/// A FIFO turnstile for the calls sending to one peer: each call takes a ticket when first
+/// polled and sends when its ticket is served. (glommio's semaphore lets a newcomer take a
+/// freed permit before a woken waiter runs, so it cannot keep the order.)
+#[derive(Default)]
+struct SendOrder {
+    next_ticket: Cell<u64>,
+    serving: Cell<u64>,
+    /// Tickets of calls dropped before their turn: skipped when reached.
+    abandoned: RefCell<std::collections::BTreeSet<u64>>,
+    turn: Event,
+}
+
+impl SendOrder {
+    fn take_ticket(&self) -> Ticket<'_> {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        Ticket {
+            order: self,
+            ticket,
+        }
+    }
+}
+
+/// A place in a `SendOrder`; dropping it (sent, failed or cancelled) passes the turn on.
+struct Ticket<'a> {
+    order: &'a SendOrder,
+    ticket: u64,
+}
+
+impl Ticket<'_> {
+    async fn my_turn(&self) {
+        let order = self.order;
+        if order.serving.get() != self.ticket {
+            order
+                .turn
+                .wait_for(|| (order.serving.get() == self.ticket).then_some(()))
+                .await;
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let order = self.order;
+        if order.serving.get() != self.ticket {
+            order.abandoned.borrow_mut().insert(self.ticket);
+            return;
+        }
+        let mut next = self.ticket + 1;
+        {
+            let mut abandoned = order.abandoned.borrow_mut();
+            while abandoned.remove(&next) {
+                next += 1;
+            }
+        }
+        order.serving.set(next);
+        order.turn.notify_all();
+    }
 }
 
 struct PendingCall {
@@ -203,6 +272,7 @@ impl Router {
             shard,
             shard_count,
             senders,
+            send_order: (0..shard_count).map(|_| SendOrder::default()).collect(),
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(0),
             remote_calls: Cell::new(0),
@@ -248,6 +318,8 @@ impl Router {
         if pending_len >= limits::ROUTER_PENDING_CALLS_MAX {
             return Err(RouterError::Overloaded(pending_len));
         }
+        let ticket = self.send_order[owner.0].take_ticket();
+        ticket.my_turn().await;
         let call_id = self.next_call_id.get();
         self.next_call_id.set(call_id + 1);
         self.remote_calls.set(self.remote_calls.get() + 1);
@@ -264,7 +336,9 @@ impl Router {
             from: self.shard,
             request,
         };
-        if self.senders.send_to(owner.0, envelope).await.is_err() {
+        let sent = self.senders.send_to(owner.0, envelope).await;
+        drop(ticket);
+        if sent.is_err() {
             self.pending.borrow_mut().remove(&call_id);
             return Err(RouterError::ShardGone(owner));
         }
@@ -360,6 +434,58 @@ fn dispatch_envelope(context: &Rc<ShardContext>, peer: ShardId, envelope: Envelo
         Envelope::Post(post) => {
             debug!(%peer, "post received");
             context.apply_post(post);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+
+    #[test]
+    fn sends_keep_ticket_order_and_cancelled_tickets_give_their_turn_up() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let order = Rc::new(SendOrder::default());
+                let first = order.take_ticket();
+                first.my_turn().await; // nobody ahead: immediate
+                let second = order.take_ticket();
+                let third = order.take_ticket();
+                let log = Rc::new(RefCell::new(Vec::new()));
+                let waiting = {
+                    let (order, log) = (order.clone(), log.clone());
+                    glommio::spawn_local(async move {
+                        let fourth = order.take_ticket();
+                        fourth.my_turn().await;
+                        log.borrow_mut().push(4);
+                    })
+                };
+                glommio::yield_if_needed().await;
+                drop(second); // cancelled before its turn
+                third.my_turn().now_or_never_is_pending();
+                drop(first);
+                assert_eq!(order.serving.get(), 2, "the abandoned ticket is skipped");
+                third.my_turn().await;
+                log.borrow_mut().push(3);
+                drop(third);
+                waiting.await;
+                assert_eq!(*log.borrow(), vec![3, 4]);
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    trait PendingCheck {
+        fn now_or_never_is_pending(self);
+    }
+
+    impl<F: std::future::Future> PendingCheck for F {
+        fn now_or_never_is_pending(self) {
+            use futures::FutureExt;
+            assert!(self.now_or_never().is_none(), "must wait for its turn");
         }
     }
 }

@@ -27,6 +27,10 @@ const CRC_FIELD_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
 const TIMESTAMP_TYPE_ATTRIBUTE_BIT: i16 = 1 << 3;
+/// `attributes` bit of a batch written inside a transaction.
+pub const TRANSACTIONAL_ATTRIBUTE_BIT: i16 = 1 << 4;
+/// `attributes` bit of a control batch (a transaction's commit or abort marker).
+pub const CONTROL_ATTRIBUTE_BIT: i16 = 1 << 5;
 
 /// The v2 batch header, big-endian, read in place.
 #[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -62,6 +66,158 @@ impl BatchHeader {
 
     pub fn last_offset(&self) -> i64 {
         self.base_offset.get() + self.last_offset_delta.get() as i64
+    }
+
+    /// Written inside a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes.get() & TRANSACTIONAL_ATTRIBUTE_BIT != 0
+    }
+
+    /// A control batch (commit or abort marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes.get() & CONTROL_ATTRIBUTE_BIT != 0
+    }
+}
+
+/// What a transaction marker (the one record of a control batch) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMarker {
+    /// Commit (true) or abort (false).
+    pub commit: bool,
+    /// The epoch of the transaction coordinator that wrote it.
+    pub coordinator_epoch: i32,
+}
+
+/// Control record types (the `type` field of a control record's key).
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+fn get_varint(bytes: &[u8], position: &mut usize) -> Option<i64> {
+    let mut zigzag = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*position)?;
+        *position += 1;
+        zigzag |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A control batch holding one commit or abort marker of `producer_id`'s transaction, as
+/// Kafka's transaction coordinator has partitions write it: transactional and control bits
+/// set, base sequence -1, one record whose key is (version 0, type) and whose value is
+/// (version 0, coordinator epoch).
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlMarker,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let kind = if marker.commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut record = vec![0u8]; // attributes
+    put_varint(&mut record, 0); // timestamp delta
+    put_varint(&mut record, 0); // offset delta
+    put_varint(&mut record, 4);
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&kind.to_be_bytes());
+    put_varint(&mut record, 6);
+    record.extend_from_slice(&0i16.to_be_bytes());
+    record.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    put_varint(&mut record, 0); // headers
+    let mut body = Vec::with_capacity(record.len() + 2);
+    put_varint(&mut body, record.len() as i64);
+    body.extend_from_slice(&record);
+    seal_batch(
+        &body,
+        1,
+        TRANSACTIONAL_ATTRIBUTE_BIT | CONTROL_ATTRIBUTE_BIT,
+        (producer_id, producer_epoch, -1),
+        timestamp_ms,
+    )
+}
+
+/// A whole v2 batch around `records` (the encoded records, each with its length varint):
+/// header with base offset 0, `record_count` records, `attributes`, `producer` as (id, epoch,
+/// base sequence), both timestamps `timestamp_ms`, and the CRC-32C.
+pub fn seal_batch(
+    records: &[u8],
+    record_count: i32,
+    attributes: i16,
+    producer: (i64, i16, i32),
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let (producer_id, producer_epoch, base_sequence) = producer;
+    let header = BatchHeader {
+        base_offset: 0.into(),
+        batch_length: ((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + records.len()) as i32)
+            .into(),
+        partition_leader_epoch: 0.into(),
+        magic: 2,
+        crc: 0.into(),
+        attributes: attributes.into(),
+        last_offset_delta: (record_count - 1).into(),
+        base_timestamp: timestamp_ms.into(),
+        max_timestamp: timestamp_ms.into(),
+        producer_id: producer_id.into(),
+        producer_epoch: producer_epoch.into(),
+        base_sequence: base_sequence.into(),
+        records_count: record_count.into(),
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(records);
+    let crc = compute_crc(&out);
+    out[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The marker in a whole control batch (`batch` starts at its header), or `None` if it is not
+/// a control batch or its first record is not a marker this broker understands. Control
+/// batches are never compressed, so the record is read in place.
+pub fn control_marker(batch: &[u8]) -> Option<ControlMarker> {
+    let header = BatchHeader::view(batch)?;
+    if !header.is_control() || header.records_count.get() < 1 {
+        return None;
+    }
+    let mut at = BATCH_HEADER_BYTES;
+    let _length = get_varint(batch, &mut at)?;
+    at += 1; // attributes
+    let _timestamp_delta = get_varint(batch, &mut at)?;
+    let _offset_delta = get_varint(batch, &mut at)?;
+    if get_varint(batch, &mut at)? < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    at += 4;
+    let kind = i16::from_be_bytes([key[2], key[3]]);
+    let value_len = get_varint(batch, &mut at)?;
+    let coordinator_epoch = if value_len >= 6 {
+        let value = batch.get(at..at + 6)?;
+        i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+    } else {
+        0
+    };
+    match kind {
+        CONTROL_TYPE_COMMIT | CONTROL_TYPE_ABORT => Some(ControlMarker {
+            commit: kind == CONTROL_TYPE_COMMIT,
+            coordinator_epoch,
+        }),
+        _ => None,
     }
 }
 
@@ -182,17 +338,7 @@ pub fn patch_header_copy(header: &mut [u8], base_offset: i64, log_append: Option
 /// Builds a valid v2 batch with `records` dummy records of `value_bytes` each (test and bench
 /// helper; records are encoded minimally: attributes, deltas, null key, value, no headers).
 pub fn build_test_batch(records: i32, value_bytes: usize, timestamp_ms: i64, fill: u8) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-    }
+    let varint = put_varint;
     assert!(records > 0);
     let mut body = Vec::with_capacity(records as usize * (value_bytes + 8));
     for i in 0..records {
@@ -206,26 +352,7 @@ pub fn build_test_batch(records: i32, value_bytes: usize, timestamp_ms: i64, fil
         varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
-    let header = BatchHeader {
-        base_offset: 0.into(),
-        batch_length: ((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).into(),
-        partition_leader_epoch: 0.into(),
-        magic: 2,
-        crc: 0.into(),
-        attributes: 0.into(),
-        last_offset_delta: (records - 1).into(),
-        base_timestamp: timestamp_ms.into(),
-        max_timestamp: timestamp_ms.into(),
-        producer_id: (-1).into(),
-        producer_epoch: (-1).into(),
-        base_sequence: (-1).into(),
-        records_count: records.into(),
-    };
-    let mut out = header.as_bytes().to_vec();
-    out.extend_from_slice(&body);
-    let crc = compute_crc(&out);
-    out[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    out
+    seal_batch(&body, records, 0, (-1, -1, -1), timestamp_ms)
 }
 
 #[cfg(test)]
@@ -246,6 +373,31 @@ mod tests {
         let (_, h) = validate_one(&b, 1 << 20).unwrap();
         assert_eq!(h.crc.get(), crc);
         assert_eq!(h.max_timestamp.get(), 99);
+    }
+
+    #[test]
+    fn control_batches_round_trip() {
+        for commit in [true, false] {
+            let marker = ControlMarker {
+                commit,
+                coordinator_epoch: 7,
+            };
+            let batch = build_control_batch(42, 3, marker, 1234);
+            let (size, header) = validate_one(&batch, 1 << 20).unwrap();
+            assert_eq!(size, batch.len());
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!(header.producer_id.get(), 42);
+            assert_eq!(header.producer_epoch.get(), 3);
+            assert_eq!(control_marker(&batch), Some(marker));
+        }
+        assert_eq!(control_marker(&build_test_batch(1, 4, 0, 0)), None);
+        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            let mut at = 0;
+            assert_eq!(get_varint(&out, &mut at), Some(v));
+            assert_eq!(at, out.len());
+        }
     }
 
     #[test]

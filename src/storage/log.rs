@@ -338,20 +338,32 @@ impl PartitionLog {
 
     /// Whole batches from the one containing `offset`, up to `max_bytes` but at least one.
     pub async fn read(&self, offset: i64, max_bytes: u32) -> StorageResult<ReadSlice> {
+        self.read_below(offset, max_bytes, i64::MAX).await
+    }
+
+    /// As `read`, but only batches that start below `upper_offset` (the last stable offset of
+    /// a read_committed fetch; batches never straddle it). `offset` is still checked against
+    /// the high watermark: between the two, the answer is empty.
+    pub async fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: u32,
+        upper_offset: i64,
+    ) -> StorageResult<ReadSlice> {
         let inner = &*self.inner;
         if inner.closed.get() {
             return Err(StorageError::Closed);
         }
-        let high_watermark = inner.high_watermark.get();
         let log_start_offset = inner.log_start_offset.get();
-        if offset < log_start_offset || offset > high_watermark {
+        if offset < log_start_offset || offset > inner.high_watermark.get() {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start_offset,
-                high_watermark,
+                high_watermark: inner.high_watermark.get(),
             });
         }
-        if offset == high_watermark {
+        let high_watermark = inner.high_watermark.get().min(upper_offset);
+        if offset >= high_watermark {
             return Ok(ReadSlice::default());
         }
         if let Some(chunks) = inner
@@ -420,6 +432,28 @@ impl PartitionLog {
             .values()
             .map(|s| s.written_bytes)
             .sum()
+    }
+
+    /// Base offset of the active (last) segment.
+    pub fn active_segment_base(&self) -> i64 {
+        let st = self.inner.state.borrow();
+        st.segments.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The segment holding `offset`: its base offset and the next segment's (or `i64::MAX`).
+    pub fn segment_bounds(&self, offset: i64) -> (i64, i64) {
+        let st = self.inner.state.borrow();
+        let base = st
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(0, |(b, _)| *b);
+        let next = st
+            .segments
+            .range(base + 1..)
+            .next()
+            .map_or(i64::MAX, |(b, _)| *b);
+        (base, next)
     }
 
     pub fn segment_count(&self) -> usize {
@@ -500,6 +534,22 @@ impl PartitionLog {
                 (hw > offset || inner.closed.get()).then_some(hw)
             })
             .await
+    }
+
+    /// Resolves when `ready` (given the high watermark and whether the log closed) says so;
+    /// re-evaluated whenever the high watermark moves, the log closes, or `notify_waiters` is
+    /// called by whoever changed state that `ready` reads.
+    pub async fn wait_until<T>(&self, mut ready: impl FnMut(i64, bool) -> Option<T>) -> T {
+        let inner = &*self.inner;
+        inner
+            .data_event
+            .wait_for(|| ready(inner.high_watermark.get(), inner.closed.get()))
+            .await
+    }
+
+    /// Wakes `wait_until` and `wait_for_data` waiters to look again.
+    pub fn notify_waiters(&self) {
+        self.inner.data_event.notify_all();
     }
 
     /// Moves the log start offset to `offset` (DeleteRecords), persists it, and deletes the
@@ -594,7 +644,7 @@ impl PartitionLog {
                     .await
                     .map_err(|e| StorageError::io("delete segment", e))?;
             }
-            for ext in ["index", "timeindex"] {
+            for ext in ["index", "timeindex", "txnindex"] {
                 let _ = std::fs::remove_file(segment_path(&inner.dir, seg.base_offset, ext));
             }
         }

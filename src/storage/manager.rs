@@ -18,11 +18,12 @@
 //! `partition.metadata` with its topic id, so a directory left from a deleted topic is never
 //! mistaken for a new topic of the same name.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use glommio::sync::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -32,9 +33,16 @@ use crate::config::topic::{self, TopicSettings};
 use crate::metadata::MetadataImage;
 use crate::metadata::store::base64_url;
 use crate::shard::{ShardId, shard_for};
-use crate::storage::batch::{BATCH_HEADER_BYTES, BatchHeader};
-use crate::storage::producer_state::ProducerStateTable;
-use crate::storage::{FlushPolicy, LogConfig, LogEnv, PartitionLog, StorageError, TimestampType};
+use crate::storage::batch::{self, BATCH_HEADER_BYTES, BatchHeader, ControlMarker};
+use crate::storage::log::now_ms;
+use crate::storage::producer_state::{
+    AbortedTxn, ProducerError, ProducerStateTable, SequenceCheck,
+};
+use crate::storage::segment::{read_small_file, write_file_atomic};
+use crate::storage::txn_index;
+use crate::storage::{
+    AppendInfo, FlushPolicy, LogConfig, LogEnv, PartitionLog, StorageError, TimestampType,
+};
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";
@@ -75,8 +83,272 @@ pub struct OpenPartition {
     pub settings: RefCell<TopicSettings>,
     /// The log.
     pub log: PartitionLog,
-    /// Idempotent producers' sequence state.
+    /// Producers' sequence and transaction state.
     pub producers: RefCell<ProducerStateTable>,
+    /// The partition's directory.
+    dir: PathBuf,
+    /// Offset of the newest producer state snapshot on disk (-1: none).
+    snapshot_offset: Cell<i64>,
+    /// A snapshot is being written.
+    snapshot_busy: Cell<bool>,
+    /// Serialises rewrites of `.txnindex` files; held while one is written.
+    txn_index_permit: Semaphore,
+    /// Where snapshot writes run (the shard's background queue; the current one if None).
+    background_queue: Option<glommio::TaskQueueHandle>,
+}
+
+/// Why a checked append or a marker was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The producer state refused it.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// A retry of a batch whose first write is still in flight (the client should retry).
+    #[error("a retry of a batch whose first write is still in flight; retry")]
+    RetryInFlight,
+    /// The log refused it or could not write it.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a checked append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Written.
+    New(AppendInfo),
+    /// A retry of a batch already written at `base_offset`: nothing written.
+    Duplicate {
+        /// The original's base offset.
+        base_offset: i64,
+    },
+}
+
+impl OpenPartition {
+    /// Opens (recovering) the log in `dir` and rebuilds its producer state.
+    async fn open(
+        dir: PathBuf,
+        topic_id: Uuid,
+        settings: TopicSettings,
+        env: LogEnv,
+    ) -> Result<OpenPartition, StorageError> {
+        let background_queue = env.background_queue;
+        let log = PartitionLog::open_with(&dir, log_config(&settings), env).await?;
+        let (producers, snapshot_offset) = rebuild_producer_state(&dir, &log).await?;
+        Ok(OpenPartition {
+            topic_id,
+            settings: RefCell::new(settings),
+            log,
+            producers: RefCell::new(producers),
+            dir,
+            snapshot_offset: Cell::new(snapshot_offset),
+            snapshot_busy: Cell::new(false),
+            txn_index_permit: Semaphore::new(1),
+            background_queue,
+        })
+    }
+
+    /// Appends a produced batch after the producer checks (sequence, epoch, transaction
+    /// state), which run in the same poll as the staging so checks follow the order of
+    /// appends; resolves when durable under the topic's flush policy.
+    pub async fn append_checked(self: &Rc<Self>, records: Bytes) -> Result<Appended, AppendError> {
+        let header_bytes = records.slice(..BATCH_HEADER_BYTES.min(records.len()));
+        let header = BatchHeader::view(&header_bytes).ok_or(StorageError::CorruptMessage(
+            "record batch shorter than its header",
+        ))?;
+        let next_offset = self.log.log_end_offset();
+        let check = self
+            .producers
+            .borrow_mut()
+            .check_and_reserve(header, next_offset);
+        match check {
+            SequenceCheck::NotIdempotent | SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                return Ok(Appended::Duplicate { base_offset });
+            }
+            SequenceCheck::DuplicateInFlight => return Err(AppendError::RetryInFlight),
+            SequenceCheck::Refused(err) => return Err(err.into()),
+        }
+        let result = self.log.append(records.clone()).await;
+        if check == SequenceCheck::Append {
+            let mut producers = self.producers.borrow_mut();
+            match &result {
+                Ok(info) => producers.confirm(header, info.base_offset, info.last_offset),
+                Err(_) => producers.revert(header),
+            }
+        }
+        let info = result?;
+        self.spawn_snapshot_if_due();
+        Ok(Appended::New(info))
+    }
+
+    /// Writes a transaction marker for `producer_id` (on its transaction coordinator's
+    /// behalf): checks the producer's and the coordinator's epochs, appends the control batch
+    /// (durable under the topic's flush policy, as an acks=all batch), closes the producer's
+    /// transaction here, wakes read_committed waiters, and persists an abort in the
+    /// transaction index. Returns the marker's offset.
+    pub async fn write_marker(
+        self: &Rc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: ControlMarker,
+    ) -> Result<i64, AppendError> {
+        self.producers.borrow_mut().check_marker(
+            producer_id,
+            producer_epoch,
+            marker.coordinator_epoch,
+        )?;
+        let control = batch::build_control_batch(producer_id, producer_epoch, marker, now_ms());
+        let info = match self.log.append(Bytes::from(control)).await {
+            Ok(info) => info,
+            Err(err) => {
+                self.producers.borrow_mut().cancel_marker(producer_id);
+                return Err(err.into());
+            }
+        };
+        let aborted = self.producers.borrow_mut().complete_marker(
+            producer_id,
+            producer_epoch,
+            marker,
+            info.base_offset,
+        );
+        self.log.notify_waiters();
+        if let Some(txn) = aborted
+            && let Err(err) = self.record_aborted(txn).await
+        {
+            // The marker is in the log; the replay at the next open rebuilds the entry.
+            warn!(dir = %self.dir.display(), %err,
+                "could not persist an aborted transaction in the transaction index");
+        }
+        self.spawn_snapshot_if_due();
+        Ok(info.base_offset)
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or the high
+    /// watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.log.high_watermark();
+        self.producers
+            .borrow()
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// Starts `snapshot_if_due(false)` in the background when the log rolled since the last
+    /// snapshot, so no produce waits for a snapshot write. Costs two reads when not due.
+    fn spawn_snapshot_if_due(self: &Rc<Self>) {
+        if self.log.active_segment_base() <= self.snapshot_offset.get().max(0) {
+            return;
+        }
+        let partition = self.clone();
+        let task = async move { partition.snapshot_if_due(false).await };
+        let spawned = match self.background_queue {
+            Some(queue) => glommio::spawn_local_into(task, queue),
+            None => Ok(glommio::spawn_local(task)),
+        };
+        if let Ok(task) = spawned {
+            task.detach();
+        }
+    }
+
+    /// Writes a producer state snapshot if the log rolled since the last one (or, with
+    /// `force`, if anything was appended since) and the partition is quiet: nothing staged and
+    /// no batch or marker awaiting its outcome, so the table matches exactly the offsets below
+    /// the high watermark. Cheap when not due: called after appends.
+    pub async fn snapshot_if_due(&self, force: bool) {
+        let offset = self.log.high_watermark();
+        let last = self.snapshot_offset.get();
+        let due = if force {
+            offset != last
+        } else {
+            self.log.active_segment_base() > last.max(0)
+        };
+        if !due
+            || self.snapshot_busy.get()
+            || self.log.log_end_offset() != offset
+            || self.txn_index_permit.available() == 0
+        {
+            return;
+        }
+        let bytes = {
+            let producers = self.producers.borrow();
+            if producers.has_pending() {
+                return;
+            }
+            producers.encode_snapshot(offset)
+        };
+        self.snapshot_busy.set(true);
+        let written = write_file_atomic(&self.dir, &snapshot_file_name(offset), &bytes).await;
+        self.snapshot_busy.set(false);
+        match written {
+            Ok(()) => {
+                self.snapshot_offset.set(offset);
+                // Keep this snapshot and the one before it.
+                let mut older: Vec<i64> = snapshot_offsets(&self.dir)
+                    .into_iter()
+                    .filter(|&o| o < offset)
+                    .collect();
+                older.sort_unstable();
+                older.pop();
+                for stale in older {
+                    let _ = std::fs::remove_file(self.dir.join(snapshot_file_name(stale)));
+                }
+            }
+            Err(err) => warn!(dir = %self.dir.display(), %err, "producer state snapshot failed"),
+        }
+    }
+
+    /// Persists an aborted transaction in the `.txnindex` of the segment holding its marker
+    /// (the table already lists it). Resolves once the file is durable.
+    pub async fn record_aborted(&self, txn: AbortedTxn) -> Result<(), StorageError> {
+        let _permit = self
+            .txn_index_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let (base, next) = self.log.segment_bounds(txn.last_offset);
+        let entries = self.producers.borrow().aborted_in_segment(base, next);
+        write_file_atomic(
+            &self.dir,
+            &txn_index::file_name(base),
+            &txn_index::encode(&entries),
+        )
+        .await
+    }
+
+    /// Drops what lies below the log start offset after retention or DeleteRecords.
+    pub fn after_log_start_moved(&self) {
+        self.producers
+            .borrow_mut()
+            .prune_aborted_below(self.log.log_start_offset());
+    }
+}
+
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+
+fn snapshot_file_name(offset: i64) -> String {
+    format!("{offset:020}{SNAPSHOT_SUFFIX}")
+}
+
+/// Offsets of the producer state snapshots in `dir`.
+fn snapshot_offsets(dir: &Path) -> Vec<i64> {
+    files_with_suffix(dir, SNAPSHOT_SUFFIX)
+}
+
+/// Offsets named by the files `<20 digits><suffix>` in `dir`.
+fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<i64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(suffix)?;
+            (stem.len() == 20)
+                .then(|| stem.parse::<i64>().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// See the module documentation.
@@ -207,22 +479,16 @@ impl PartitionManager {
         let settings = topic::resolve(&meta.configs, &image.broker_values(&self.broker));
         let dir = partition_dir(&self.data_dir, topic, partition);
         claim_dir(&dir, meta.id).await?;
-        let log = PartitionLog::open_with(&dir, log_config(&settings), self.env.clone()).await?;
-        let producers = rebuild_producer_state(&log).await?;
+        let open = Rc::new(OpenPartition::open(dir, meta.id, settings, self.env.clone()).await?);
         info!(
             shard = %self.shard,
             topic,
             partition,
-            high_watermark = log.high_watermark(),
-            producers = producers.len(),
+            high_watermark = open.log.high_watermark(),
+            producers = open.producers.borrow().len(),
+            snapshot_offset = open.snapshot_offset.get(),
             "partition opened"
         );
-        let open = Rc::new(OpenPartition {
-            topic_id: meta.id,
-            settings: RefCell::new(settings),
-            log,
-            producers: RefCell::new(producers),
-        });
         self.logs
             .borrow_mut()
             .entry(topic.to_string())
@@ -330,13 +596,16 @@ impl PartitionManager {
             }
             match open.log.apply_retention(now_ms).await {
                 Ok(0) => {}
-                Ok(deleted) => info!(
-                    topic,
-                    partition,
-                    deleted,
-                    log_start_offset = open.log.log_start_offset(),
-                    "retention deleted segments"
-                ),
+                Ok(deleted) => {
+                    open.after_log_start_moved();
+                    info!(
+                        topic,
+                        partition,
+                        deleted,
+                        log_start_offset = open.log.log_start_offset(),
+                        "retention deleted segments"
+                    );
+                }
                 Err(err) => warn!(topic, partition, %err, "retention failed"),
             }
         }
@@ -349,24 +618,56 @@ impl PartitionManager {
         for (topic, partition, open) in open {
             if let Err(err) = open.log.close().await {
                 warn!(topic, partition, %err, "closing partition failed");
+                continue;
             }
+            open.snapshot_if_due(true).await;
         }
     }
 }
 
-/// Replays the batch headers of the active segment into a producer state table (see
-/// `producer_state` for why only the active segment).
-async fn rebuild_producer_state(log: &PartitionLog) -> Result<ProducerStateTable, StorageError> {
+/// Rebuilds a partition's producer state on open: the newest snapshot at or below the high
+/// watermark (snapshots above it describe data that recovery cut), the aborted transactions of
+/// the `.txnindex` files, then every batch after the snapshot replayed from the log (the whole
+/// log when there is no snapshot). Returns the table and the snapshot's offset (-1: none).
+async fn rebuild_producer_state(
+    dir: &Path,
+    log: &PartitionLog,
+) -> Result<(ProducerStateTable, i64), StorageError> {
     const READ_BYTES: u32 = 1024 * 1024;
-    let mut table = ProducerStateTable::new();
-    let start = log
-        .segment_bases()
-        .last()
-        .copied()
-        .unwrap_or(0)
-        .max(log.log_start_offset());
     let end = log.high_watermark();
-    let mut offset = start;
+    let log_start = log.log_start_offset();
+    let mut offsets = snapshot_offsets(dir);
+    offsets.sort_unstable_by(|a, b| b.cmp(a));
+    let mut loaded = None;
+    for offset in offsets {
+        let path = dir.join(snapshot_file_name(offset));
+        if offset > end {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let Some(bytes) = read_small_file(&path).await? else {
+            continue;
+        };
+        match ProducerStateTable::decode_snapshot(&bytes) {
+            Ok((at, table)) if at == offset => {
+                loaded = Some((table, offset));
+                break;
+            }
+            Ok(_) => warn!(path = %path.display(), "snapshot offset does not match its name"),
+            Err(err) => warn!(path = %path.display(), %err, "ignoring producer state snapshot"),
+        }
+    }
+    let (mut table, snapshot_offset) = loaded.unwrap_or_else(|| (ProducerStateTable::new(), -1));
+    for base in files_with_suffix(dir, txn_index::SUFFIX) {
+        if let Some(bytes) = read_small_file(&dir.join(txn_index::file_name(base))).await? {
+            for txn in txn_index::decode(&bytes) {
+                if txn.last_offset >= log_start && txn.last_offset < end {
+                    table.add_aborted(txn);
+                }
+            }
+        }
+    }
+    let mut offset = snapshot_offset.max(log_start);
     while offset < end {
         let bytes = log.read(offset, READ_BYTES).await?.to_vec();
         let mut position = 0;
@@ -377,7 +678,7 @@ async fn rebuild_producer_state(log: &PartitionLog) -> Result<ProducerStateTable
                 break;
             }
             if header.last_offset() >= offset {
-                table.replay(header);
+                table.replay(header, &bytes[position..position + size]);
                 offset = header.last_offset() + 1;
                 advanced = true;
             }
@@ -387,7 +688,7 @@ async fn rebuild_producer_state(log: &PartitionLog) -> Result<ProducerStateTable
             break;
         }
     }
-    Ok(table)
+    Ok((table, snapshot_offset))
 }
 
 /// Makes `dir` the directory of topic `topic_id`: writes Kafka's `partition.metadata` in a new
@@ -418,4 +719,186 @@ async fn claim_dir(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|()| std::fs::rename(&tmp, &file))
         .map_err(|e| StorageError::io("write partition.metadata", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::topic::BrokerValues;
+    use crate::storage::ShardCache;
+    use crate::storage::batch::{TRANSACTIONAL_ATTRIBUTE_BIT, build_test_batch, compute_crc};
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(f)
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    fn settings(segment_bytes: u32) -> TopicSettings {
+        let config = Config::build(&[]).unwrap();
+        let none = BTreeMap::new();
+        let mut settings = topic::resolve(
+            &none,
+            &BrokerValues {
+                config: &config,
+                cluster: &none,
+                node: &none,
+            },
+        );
+        settings.segment_bytes = segment_bytes;
+        settings
+    }
+
+    async fn open(dir: &Path, segment_bytes: u32) -> Rc<OpenPartition> {
+        let env = LogEnv {
+            cache: Rc::new(ShardCache::new(1 << 20)),
+            background_queue: None,
+            reserve_space: false,
+        };
+        Rc::new(
+            OpenPartition::open(dir.to_path_buf(), Uuid::nil(), settings(segment_bytes), env)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// A batch of `count` records from `producer_id` at `sequence`, transactional or not.
+    fn batch(producer_id: i64, sequence: i32, count: i32, transactional: bool) -> Bytes {
+        let mut bytes = build_test_batch(count, 100, now_ms(), 1);
+        bytes[21..23].copy_from_slice(
+            &(if transactional {
+                TRANSACTIONAL_ATTRIBUTE_BIT
+            } else {
+                0
+            })
+            .to_be_bytes(),
+        );
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&0i16.to_be_bytes());
+        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(bytes)
+    }
+
+    async fn append(partition: &Rc<OpenPartition>, records: Bytes) -> i64 {
+        match partition.append_checked(records).await.unwrap() {
+            Appended::New(info) => info.base_offset,
+            other => panic!("not appended: {other:?}"),
+        }
+    }
+
+    const ABORT: ControlMarker = ControlMarker {
+        commit: false,
+        coordinator_epoch: 0,
+    };
+    const COMMIT: ControlMarker = ControlMarker {
+        commit: true,
+        coordinator_epoch: 0,
+    };
+
+    #[test]
+    fn transactions_hold_the_lso_and_survive_reopening() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("t-0");
+            {
+                let p = open(&dir, 1 << 20).await;
+                append(&p, batch(-1, -1, 2, false)).await; // 0..=1
+                assert_eq!(append(&p, batch(7, 0, 3, true)).await, 2); // 2..=4, aborted later
+                append(&p, batch(-1, -1, 1, false)).await; // 5
+                assert_eq!(append(&p, batch(8, 0, 2, true)).await, 6); // 6..=7, committed later
+                assert_eq!(p.log.high_watermark(), 8);
+                assert_eq!(p.last_stable_offset(), 2);
+                // read_committed sees only what is below the LSO.
+                let seen = p
+                    .log
+                    .read_below(0, 1 << 20, p.last_stable_offset())
+                    .await
+                    .unwrap();
+                assert_eq!(crate::kafka::owner::last_offset_read(&seen.chunks), Some(1));
+
+                assert_eq!(p.write_marker(7, 0, ABORT).await.unwrap(), 8);
+                assert_eq!(p.last_stable_offset(), 6);
+                assert_eq!(p.producers.borrow().aborted_between(0, 9), vec![(7, 2)]);
+                // A marker from an older epoch is refused and changes nothing.
+                assert!(matches!(
+                    p.write_marker(8, -1, COMMIT).await,
+                    Err(AppendError::Producer(ProducerError::StaleEpoch { .. }))
+                ));
+                // Still inside its transaction: a plain batch from producer 8 is refused.
+                assert!(matches!(
+                    p.append_checked(batch(8, 2, 1, false)).await,
+                    Err(AppendError::Producer(ProducerError::OpenTransaction { .. }))
+                ));
+                assert_eq!(p.write_marker(8, 0, COMMIT).await.unwrap(), 9);
+                assert_eq!(p.last_stable_offset(), 10);
+                // Producer 7 opens a second transaction, left open across the crash below.
+                assert_eq!(append(&p, batch(7, 3, 1, true)).await, 10);
+                assert_eq!(p.last_stable_offset(), 10);
+                let index = std::fs::read(dir.join(txn_index::file_name(0))).unwrap();
+                assert_eq!(txn_index::decode(&index).len(), 1);
+                // Dropped without close: no snapshot, recovery replays the log.
+            }
+            {
+                let p = open(&dir, 1 << 20).await;
+                assert_eq!(p.snapshot_offset.get(), -1);
+                assert_eq!(p.log.high_watermark(), 11);
+                assert_eq!(p.last_stable_offset(), 10);
+                assert_eq!(p.producers.borrow().aborted_between(0, 11), vec![(7, 2)]);
+                // The retry of producer 7's last batch is recognised after the restart.
+                assert_eq!(
+                    p.append_checked(batch(7, 3, 1, true)).await.unwrap(),
+                    Appended::Duplicate { base_offset: 10 }
+                );
+                p.log.close().await.unwrap();
+                p.snapshot_if_due(true).await;
+                assert_eq!(p.snapshot_offset.get(), 11);
+            }
+            {
+                // From the snapshot this time, with the aborted list from the index file.
+                let p = open(&dir, 1 << 20).await;
+                assert_eq!(p.snapshot_offset.get(), 11);
+                assert_eq!(p.last_stable_offset(), 10);
+                assert_eq!(p.producers.borrow().aborted_between(0, 11), vec![(7, 2)]);
+                assert_eq!(p.write_marker(7, 0, ABORT).await.unwrap(), 11);
+                assert_eq!(p.last_stable_offset(), 12);
+                assert_eq!(
+                    p.producers.borrow().aborted_between(0, 12),
+                    vec![(7, 2), (7, 10)]
+                );
+                p.log.close().await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn snapshots_follow_segment_rolls() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("t-0");
+            let p = open(&dir, 4096).await;
+            for sequence in 0..40 {
+                append(&p, batch(3, sequence, 1, false)).await;
+            }
+            // The snapshot is written in the background.
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            assert!(p.log.segment_count() > 1);
+            let snapshot = p.snapshot_offset.get();
+            assert!(snapshot > 0, "a snapshot after a roll");
+            assert!(snapshot_offsets(&dir).len() <= 2);
+            p.log.close().await.unwrap();
+            drop(p);
+            let p = open(&dir, 4096).await;
+            assert_eq!(
+                p.append_checked(batch(3, 39, 1, false)).await.unwrap(),
+                Appended::Duplicate { base_offset: 39 }
+            );
+            append(&p, batch(3, 40, 1, false)).await;
+        });
+    }
 }

@@ -15,12 +15,13 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
-mod event;
+pub(crate) mod event;
 mod index;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
 mod segment;
+pub mod txn_index;
 
 pub use cache::ShardCache;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
