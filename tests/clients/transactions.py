@@ -3,7 +3,8 @@
 Usage:
     transactions.py alternate BOOTSTRAP TOPIC TXID TXNS PER_TXN PARTITIONS
         runs TXNS transactions of PER_TXN messages (value b"t<i>-<j>", partition j % PARTITIONS),
-        committing the even ones and aborting the odd ones; prints `C <i>` or `A <i>` for each.
+        committing the even ones and aborting the odd ones (after their messages are
+        delivered); prints `C <i>` or `A <i>` for each.
     transactions.py run BOOTSTRAP TOPIC TXID TXNS PER_TXN PARTITIONS PAUSE_S
         commits TXNS transactions like `alternate`, pausing PAUSE_S seconds inside each one, and
         rides out broker restarts: retriable errors are retried, abortable ones abort the
@@ -39,14 +40,14 @@ def out(line):
     print(line, flush=True)
 
 
-def producer(bootstrap, txid, timeout_ms=10000):
+def producer(bootstrap, txid, timeout_ms=60000):
     p = Producer(
         {
             "bootstrap.servers": bootstrap,
             "transactional.id": txid,
             "transaction.timeout.ms": timeout_ms,
-            "message.timeout.ms": 60000,
-            "socket.timeout.ms": 5000,
+            "message.timeout.ms": timeout_ms,
+            "socket.timeout.ms": min(5000, timeout_ms),
             "reconnect.backoff.max.ms": 500,
         }
     )
@@ -69,6 +70,9 @@ def alternate(bootstrap, topic, txid, txns, per_txn, partitions):
             p.commit_transaction(30)
             out("C %d" % i)
         else:
+            # Delivered before the abort, so the aborted records are in the log (an abort
+            # purges what is still queued in the client).
+            assert p.flush(30) == 0
             p.abort_transaction(30)
             out("A %d" % i)
 
