@@ -892,3 +892,56 @@ fn a_zombie_producer_is_fenced_by_its_successor() {
     let values: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
     assert_eq!(values, vec!["successor"]);
 }
+
+#[test]
+fn idle_transactional_ids_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--set",
+        "transactional.id.expiration.ms=1000",
+        "--set",
+        "transaction.remove.expired.transaction.cleanup.interval.ms=200",
+        "--set",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=200",
+    ];
+    let broker = Broker::start_in(dir.path(), &args);
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "ex", 1);
+    init_retrying(&mut client, "tx-idle", 60_000);
+    // An id inside a transaction does not expire, however long it is idle.
+    let (id, epoch) = init_retrying(&mut client, "tx-busy", 60_000);
+    assert_eq!(
+        add_partitions(&mut client, 3, "tx-busy", (id, epoch), &[("ex", 0)]),
+        vec![0]
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while describe(&mut client, "tx-idle").error_code != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(Instant::now() < deadline, "tx-idle never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        describe(&mut client, "tx-busy").transaction_state.as_str(),
+        "Ongoing"
+    );
+    let (_, listed) = list(&mut client, &[], &[]);
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|t| t.transactional_id.0.as_str())
+        .collect();
+    assert_eq!(ids, vec!["tx-busy"]);
+    // The expiry is in the log: still gone after a restart.
+    let addr = broker.addr.to_string();
+    drop(client);
+    assert!(broker.stop().success());
+    let broker = Broker::start_at(dir.path(), &addr, &args);
+    let mut client = RawClient::connect(broker.addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = describe(&mut client, "tx-idle");
+        if d.error_code == TRANSACTIONAL_ID_NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after restart: {d:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

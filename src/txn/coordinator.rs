@@ -986,7 +986,7 @@ async fn abort_timed_out(context: &Ctx) {
 async fn expire_ids(context: &Ctx) {
     let now = now_ms();
     let expiration = context.txns.settings.id_expiration_ms;
-    let expired: Vec<String> = {
+    let expired: Vec<(String, TxnState)> = {
         let mut txns = context.txns.txns.borrow_mut();
         txns.iter_mut()
             .filter(|(_, m)| {
@@ -998,13 +998,14 @@ async fn expire_ids(context: &Ctx) {
                     && m.last_update_ms + expiration <= now
             })
             .map(|(id, m)| {
+                let before = m.state;
                 m.state = TxnState::Dead;
                 m.pending = true;
-                id.clone()
+                (id.clone(), before)
             })
             .collect()
     };
-    for id in expired {
+    for (id, before) in expired {
         let partition = txn_partition(context, &id);
         let result = write_state(context, partition, &id, None).await;
         let mut txns = context.txns.txns.borrow_mut();
@@ -1015,9 +1016,9 @@ async fn expire_ids(context: &Ctx) {
             }
             Err(err) => {
                 warn!(transactional_id = %id, %err, "cannot expire transactional id");
-                // Back to a state that lets the producer use the id again; retried next round.
+                // Back to where it was; retried next round.
                 if let Some(m) = txns.get_mut(&id) {
-                    m.state = TxnState::CompleteAbort;
+                    m.state = before;
                     m.pending = false;
                 }
             }
