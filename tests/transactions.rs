@@ -529,6 +529,51 @@ fn coordinator_state_survives_a_restart_and_open_transactions_time_out() {
     assert!(broker.stop().success());
 }
 
+/// TxnOffsetCommit of one offset of partition 0 of `topic`: the partition's error.
+fn txn_offset_commit(
+    client: &mut RawClient,
+    version: i16,
+    transactional_id: &str,
+    group: &str,
+    producer: (i64, i16),
+    topic: &str,
+    offset: i64,
+) -> i16 {
+    let request = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(text(transactional_id)))
+        .with_group_id(GroupId(text(group)))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_generation_id(-1)
+        .with_topics(vec![
+            TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(text(topic)))
+                .with_partitions(vec![
+                    TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    let response: TxnOffsetCommitResponse = client.call(ApiKey::TxnOffsetCommit, version, &request);
+    response.topics[0].partitions[0].error_code
+}
+
+fn add_offsets(
+    client: &mut RawClient,
+    transactional_id: &str,
+    producer: (i64, i16),
+    group: &str,
+) -> i16 {
+    let request = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(text(transactional_id)))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_group_id(GroupId(text(group)));
+    let response: AddOffsetsToTxnResponse = client.call(ApiKey::AddOffsetsToTxn, 3, &request);
+    response.error_code
+}
+
 #[test]
 fn a_new_incarnation_aborts_the_open_transaction_of_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -539,6 +584,11 @@ fn a_new_incarnation_aborts_the_open_transaction_of_the_old_one() {
     assert_eq!(
         add_partitions(&mut client, 3, "tx-f", (id, epoch), &[("f", 0)]),
         vec![0]
+    );
+    assert_eq!(add_offsets(&mut client, "tx-f", (id, epoch), "g-f"), 0);
+    assert_eq!(
+        txn_offset_commit(&mut client, 3, "tx-f", "g-f", (id, epoch), "f", 5),
+        0
     );
     // The new incarnation is told to retry while the old transaction aborts...
     let (id2, epoch2) = init_retrying(&mut client, "tx-f", 60_000);
@@ -551,6 +601,16 @@ fn a_new_incarnation_aborts_the_open_transaction_of_the_old_one() {
     assert_eq!(
         add_partitions(&mut client, 3, "tx-f", (id, epoch), &[("f", 0)]),
         vec![PRODUCER_FENCED]
+    );
+    // The abort marker carried the bumped epoch to the group's partition: the zombie's offset
+    // commits are refused there too, with the code its version knows.
+    assert_eq!(
+        txn_offset_commit(&mut client, 3, "tx-f", "g-f", (id, epoch), "f", 6),
+        PRODUCER_FENCED
+    );
+    assert_eq!(
+        txn_offset_commit(&mut client, 2, "tx-f", "g-f", (id, epoch), "f", 6),
+        INVALID_PRODUCER_EPOCH
     );
 }
 

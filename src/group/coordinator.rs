@@ -1629,6 +1629,24 @@ async fn txn_commit(
         }
     }
     let image = context.image();
+    // A marker with a newer epoch of this producer has reached the group's partition: this
+    // incarnation is a zombie.
+    if let Ok(open) = context
+        .partitions
+        .get(&image, OFFSETS_TOPIC, partition)
+        .await
+        && open
+            .producers
+            .borrow()
+            .producer_epoch(producer_id)
+            .is_some_and(|epoch| epoch > producer_epoch)
+    {
+        return all(if version >= 3 {
+            code(ResponseError::ProducerFenced)
+        } else {
+            code(ResponseError::InvalidProducerEpoch)
+        });
+    }
     let now = now_ms();
     let max_meta = context.groups.settings.offset_metadata_max_bytes;
     let mut batch = Vec::new();
