@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod net;
 pub mod shard;
 pub mod storage;
+pub mod turnstile;
 pub mod txn;

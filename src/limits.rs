@@ -34,6 +34,14 @@ pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
 /// `shard::pool::reactor_tick`): the longest a lost cross-shard wake-up can delay a message.
 pub const SHARD_TICK_MS: u64 = 1;
 
+/// How often the shard watchdog looks at the shards' heartbeats (`shard::watchdog`).
+pub const WATCHDOG_CHECK_MS: u64 = 5;
+
+/// A shard whose heartbeat (stamped every tick) is older than this is nudged awake.
+pub const WATCHDOG_STALE_MS: u64 = 20;
+
+const _: () = assert!(WATCHDOG_STALE_MS > 4 * SHARD_TICK_MS);
+
 /// How long a graceful shutdown waits for in-flight requests before it closes connections.
 pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 

@@ -12,6 +12,7 @@ pub mod ownership;
 pub mod pool;
 pub mod router;
 pub mod shutdown;
+pub mod watchdog;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;

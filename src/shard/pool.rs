@@ -37,6 +37,7 @@ use crate::metadata::{Controller, MetadataImage, MetadataStore, NodeIdentity};
 use crate::net;
 use crate::shard::router::{self, Envelope, Router};
 use crate::shard::shutdown::ShutdownSignal;
+use crate::shard::watchdog::{self, Heartbeats, ShardWatch, Watchdog};
 use crate::shard::{ShardContext, ShardId, ShardRequest, TaskQueues};
 use crate::storage::manager::PartitionManager;
 use crate::storage::{LogEnv, ShardCache};
@@ -137,6 +138,7 @@ pub struct RunningBroker {
     pub advertised: AdvertisedListener,
     handles: Vec<(usize, ExecutorJoinHandle<Result<(), String>>)>,
     stop_tx: mpsc::Sender<()>,
+    watchdog: Watchdog,
 }
 
 impl RunningBroker {
@@ -162,6 +164,7 @@ impl RunningBroker {
                 }
             }
         }
+        self.watchdog.stop();
         clean
     }
 }
@@ -243,8 +246,9 @@ pub fn start(
     let mesh = MeshBuilder::<Envelope, _>::full(cores.len(), limits::MESH_CHANNEL_CAPACITY_MAX);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ShardReady, String>>();
 
+    let (watches, heartbeats, nudge_senders) = watchdog::channels(cores.len());
     let mut handles = Vec::with_capacity(cores.len());
-    for &core in cores {
+    for (&core, watch) in cores.iter().zip(watches) {
         let spec = spec.clone();
         let mesh = mesh.clone();
         let ready_tx = ready_tx.clone();
@@ -254,16 +258,13 @@ pub fn start(
             .name(&format!("shard-core{core}"))
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
             .spawn(move || async move {
-                let result = run_shard(
-                    spec,
+                let place = ShardPlace {
                     core,
-                    mesh,
-                    controller_parts,
                     listen_addr,
                     advertised,
-                    ready_tx.clone(),
-                )
-                .await;
+                    watch,
+                };
+                let result = run_shard(spec, place, mesh, controller_parts, ready_tx.clone()).await;
                 if let Err(reason) = &result {
                     let _ = ready_tx.send(Err(reason.clone()));
                 }
@@ -308,23 +309,38 @@ pub fn start(
     }
     // Every shard has bound the port itself now; the placeholder socket can go.
     drop(port_holder);
+    let watchdog = Watchdog::start(heartbeats, nudge_senders);
     Ok(RunningBroker {
         listen_addr,
         advertised,
         handles,
         stop_tx,
+        watchdog,
     })
+}
+
+/// Where a shard runs: its core, the address it listens on and advertises, and its end of the
+/// watchdog.
+struct ShardPlace {
+    core: usize,
+    listen_addr: SocketAddr,
+    advertised: AdvertisedListener,
+    watch: ShardWatch,
 }
 
 async fn run_shard(
     spec: BrokerSpec,
-    core: usize,
+    place: ShardPlace,
     mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     controller_parts: Arc<Mutex<Option<ControllerParts>>>,
-    listen_addr: SocketAddr,
-    advertised: AdvertisedListener,
     ready_tx: mpsc::Sender<Result<ShardReady, String>>,
 ) -> Result<(), String> {
+    let ShardPlace {
+        core,
+        listen_addr,
+        advertised,
+        mut watch,
+    } = place;
     let shard_count = mesh.nr_peers();
     let (senders, receivers) = mesh
         .join()
@@ -401,9 +417,17 @@ async fn run_shard(
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions(image);
-    glommio::spawn_local_into(reactor_tick(context.clone()), queues.background)
-        .map_err(|err| err.to_string())?
-        .detach();
+    glommio::spawn_local_into(
+        reactor_tick(context.clone(), watch.heartbeats.clone(), watch.slot),
+        queues.background,
+    )
+    .map_err(|err| err.to_string())?
+    .detach();
+    if let Some(nudges) = watch.nudges.take() {
+        glommio::spawn_local_into(watchdog::drain_nudges(nudges), queues.background)
+            .map_err(|err| err.to_string())?
+            .detach();
+    }
     glommio::spawn_local_into(retention_loop(context.clone()), queues.background)
         .map_err(|err| err.to_string())?
         .detach();
@@ -474,10 +498,13 @@ async fn run_shard(
 /// queues in `run_shard`); a fork of glommio fixed exactly that in 2026, but 0.9 is the newest
 /// glommio on crates.io. With a 1 ms preempt timer it happened under any load; with the
 /// default 100 ms one it needs a 100 ms deschedule at that exact point, and the tick then
-/// bounds it (twice in a row, with the tick task itself left runnable, it would still hang).
-async fn reactor_tick(context: Rc<ShardContext>) {
+/// bounds it; twice in a row, with the tick task itself left runnable, it would still hang, so
+/// each tick also stamps the shard's heartbeat for the watchdog (`shard::watchdog`), which
+/// wakes a shard whose heartbeat goes stale.
+async fn reactor_tick(context: Rc<ShardContext>, heartbeats: Arc<Heartbeats>, slot: usize) {
     let tick = Duration::from_millis(limits::SHARD_TICK_MS);
     while !context.draining.is_raised() {
+        heartbeats.beat(slot);
         glommio::timer::sleep(tick).await;
     }
 }

@@ -16,7 +16,7 @@
 //! produced them.
 //!
 //! Order: calls to one peer are sent in the order they were made (first polled), also when
-//! the channel is full and several wait for space (`SendOrder`), because the receiver runs
+//! the channel is full and several wait for space (a `Turnstile` per peer), because the receiver runs
 //! them in arrival order and Kafka clients rely on a connection's requests to a partition
 //! being applied in order. A call dropped while waiting gives its turn up.
 //!
@@ -42,7 +42,7 @@ use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
 use crate::metrics::MetricsSnapshot;
 use crate::shard::ShardContext;
 use crate::shard::ownership::ShardId;
-use crate::storage::event::Event;
+use crate::turnstile::Turnstile;
 
 /// Work one shard asks of another. Payloads are `Bytes` or owned data: they cross threads
 /// without being copied.
@@ -177,71 +177,11 @@ pub struct Router {
     shard_count: usize,
     senders: Senders<Envelope>,
     /// Per peer: the order in which calls may send.
-    send_order: Vec<SendOrder>,
+    send_order: Vec<Turnstile>,
     pending: RefCell<HashMap<u64, PendingCall>>,
     next_call_id: Cell<u64>,
     remote_calls: Cell<u64>,
     context: Weak<ShardContext>,
-}
-
-/// A FIFO turnstile for the calls sending to one peer: each call takes a ticket when first
-/// polled and sends when its ticket is served. (glommio's semaphore lets a newcomer take a
-/// freed permit before a woken waiter runs, so it cannot keep the order.)
-#[derive(Default)]
-struct SendOrder {
-    next_ticket: Cell<u64>,
-    serving: Cell<u64>,
-    /// Tickets of calls dropped before their turn: skipped when reached.
-    abandoned: RefCell<std::collections::BTreeSet<u64>>,
-    turn: Event,
-}
-
-impl SendOrder {
-    fn take_ticket(&self) -> Ticket<'_> {
-        let ticket = self.next_ticket.get();
-        self.next_ticket.set(ticket + 1);
-        Ticket {
-            order: self,
-            ticket,
-        }
-    }
-}
-
-/// A place in a `SendOrder`; dropping it (sent, failed or cancelled) passes the turn on.
-struct Ticket<'a> {
-    order: &'a SendOrder,
-    ticket: u64,
-}
-
-impl Ticket<'_> {
-    async fn my_turn(&self) {
-        let order = self.order;
-        if order.serving.get() != self.ticket {
-            order
-                .turn
-                .wait_for(|| (order.serving.get() == self.ticket).then_some(()))
-                .await;
-        }
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        let order = self.order;
-        if order.serving.get() != self.ticket {
-            order.abandoned.borrow_mut().insert(self.ticket);
-            return;
-        }
-        let mut next = self.ticket + 1;
-        {
-            let mut abandoned = order.abandoned.borrow_mut();
-            while abandoned.remove(&next) {
-                next += 1;
-            }
-        }
-        order.serving.set(next);
-        order.turn.notify_all();
-    }
 }
 
 struct PendingCall {
@@ -272,7 +212,7 @@ impl Router {
             shard,
             shard_count,
             senders,
-            send_order: (0..shard_count).map(|_| SendOrder::default()).collect(),
+            send_order: (0..shard_count).map(|_| Turnstile::default()).collect(),
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(0),
             remote_calls: Cell::new(0),
@@ -318,8 +258,8 @@ impl Router {
         if pending_len >= limits::ROUTER_PENDING_CALLS_MAX {
             return Err(RouterError::Overloaded(pending_len));
         }
-        let ticket = self.send_order[owner.0].take_ticket();
-        ticket.my_turn().await;
+        let turn = self.send_order[owner.0].join();
+        turn.wait().await;
         let call_id = self.next_call_id.get();
         self.next_call_id.set(call_id + 1);
         self.remote_calls.set(self.remote_calls.get() + 1);
@@ -337,7 +277,7 @@ impl Router {
             request,
         };
         let sent = self.senders.send_to(owner.0, envelope).await;
-        drop(ticket);
+        drop(turn);
         if sent.is_err() {
             self.pending.borrow_mut().remove(&call_id);
             return Err(RouterError::ShardGone(owner));
@@ -434,58 +374,6 @@ fn dispatch_envelope(context: &Rc<ShardContext>, peer: ShardId, envelope: Envelo
         Envelope::Post(post) => {
             debug!(%peer, "post received");
             context.apply_post(post);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::rc::Rc;
-
-    use super::*;
-
-    #[test]
-    fn sends_keep_ticket_order_and_cancelled_tickets_give_their_turn_up() {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(|| async {
-                let order = Rc::new(SendOrder::default());
-                let first = order.take_ticket();
-                first.my_turn().await; // nobody ahead: immediate
-                let second = order.take_ticket();
-                let third = order.take_ticket();
-                let log = Rc::new(RefCell::new(Vec::new()));
-                let waiting = {
-                    let (order, log) = (order.clone(), log.clone());
-                    glommio::spawn_local(async move {
-                        let fourth = order.take_ticket();
-                        fourth.my_turn().await;
-                        log.borrow_mut().push(4);
-                    })
-                };
-                glommio::yield_if_needed().await;
-                drop(second); // cancelled before its turn
-                third.my_turn().now_or_never_is_pending();
-                drop(first);
-                assert_eq!(order.serving.get(), 2, "the abandoned ticket is skipped");
-                third.my_turn().await;
-                log.borrow_mut().push(3);
-                drop(third);
-                waiting.await;
-                assert_eq!(*log.borrow(), vec![3, 4]);
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
-    }
-
-    trait PendingCheck {
-        fn now_or_never_is_pending(self);
-    }
-
-    impl<F: std::future::Future> PendingCheck for F {
-        fn now_or_never_is_pending(self) {
-            use futures::FutureExt;
-            assert!(self.now_or_never().is_none(), "must wait for its turn");
         }
     }
 }

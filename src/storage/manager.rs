@@ -9,7 +9,8 @@
 //! after every new metadata image and once at start: it opens newly owned partitions, applies
 //! changed topic configs to open logs, and closes and deletes the partitions of deleted topics.
 //! `get` opens a partition on demand if a request arrives before the sync has. Opening is
-//! serialised by a one-permit semaphore so a partition is never opened twice. `close_all`
+//! serialised by a FIFO turnstile so a partition is never opened twice, and requests that
+//! arrive while their partition is being opened keep their arrival order. `close_all`
 //! flushes and closes every log at shutdown.
 //!
 //! Deletion renames `<topic>-<p>` to `<topic>-<p>.<topic id>-delete` at once (so a topic of
@@ -43,6 +44,7 @@ use crate::storage::txn_index;
 use crate::storage::{
     AppendInfo, FlushPolicy, LogConfig, LogEnv, PartitionLog, StorageError, TimestampType,
 };
+use crate::turnstile::Turnstile;
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";
@@ -351,6 +353,36 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Counts a request in the slow path of `PartitionManager::get` for its partition, until
+/// dropped (also when the request is cancelled).
+struct OpeningGuard<'a> {
+    opening: &'a RefCell<HashMap<(String, i32), usize>>,
+    key: Option<(String, i32)>,
+}
+
+impl<'a> OpeningGuard<'a> {
+    fn enter(opening: &'a RefCell<HashMap<(String, i32), usize>>, key: (String, i32)) -> Self {
+        *opening.borrow_mut().entry(key.clone()).or_default() += 1;
+        OpeningGuard {
+            opening,
+            key: Some(key),
+        }
+    }
+}
+
+impl Drop for OpeningGuard<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut opening = self.opening.borrow_mut();
+        if let Some(count) = opening.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                opening.remove(&key);
+            }
+        }
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct PartitionManager {
@@ -360,7 +392,10 @@ pub struct PartitionManager {
     shard_count: usize,
     env: LogEnv,
     logs: RefCell<HashMap<String, HashMap<i32, Rc<OpenPartition>>>>,
-    open_permit: Semaphore,
+    /// Opening is one partition at a time, in arrival order.
+    open_turnstile: Turnstile,
+    /// Requests in the slow path of `get`, per partition.
+    opening: RefCell<HashMap<(String, i32), usize>>,
     sync_permit: Semaphore,
 }
 
@@ -421,7 +456,8 @@ impl PartitionManager {
             shard_count,
             env,
             logs: RefCell::new(HashMap::new()),
-            open_permit: Semaphore::new(1),
+            open_turnstile: Turnstile::default(),
+            opening: RefCell::default(),
             sync_permit: Semaphore::new(1),
         }
     }
@@ -457,17 +493,19 @@ impl PartitionManager {
                 owner: shard_for(topic, partition, self.shard_count),
             });
         }
-        if let Some(open) = self
-            .lookup(topic, partition)
-            .filter(|p| p.topic_id == meta.id)
+        let key = (topic.to_string(), partition);
+        // The fast path only when no earlier request waits for this partition to open: a
+        // request must not overtake one from the same connection that arrived first.
+        if !self.opening.borrow().contains_key(&key)
+            && let Some(open) = self
+                .lookup(topic, partition)
+                .filter(|p| p.topic_id == meta.id)
         {
             return Ok(open);
         }
-        let _permit = self
-            .open_permit
-            .acquire_permit(1)
-            .await
-            .expect("the open semaphore is never closed");
+        let _waiting = OpeningGuard::enter(&self.opening, key);
+        let turn = self.open_turnstile.join();
+        turn.wait().await;
         if let Some(open) = self.lookup(topic, partition) {
             if open.topic_id == meta.id {
                 return Ok(open);
