@@ -103,15 +103,19 @@ impl ShardContext {
             }
             *current = image.clone();
         }
-        self.sync_partitions(image);
+        self.sync_partitions();
     }
 
     /// Starts a background task that opens, reconfigures and deletes this shard's partitions
-    /// to match `image`.
-    pub fn sync_partitions(self: &Rc<Self>, image: Rc<MetadataImage>) {
+    /// to match the shard's newest image (read when the task's turn comes, see
+    /// `PartitionManager::sync_with_image`).
+    pub fn sync_partitions(self: &Rc<Self>) {
         let context = self.clone();
         glommio::spawn_local_into(
-            async move { context.partitions.sync_with_image(image).await },
+            async move {
+                let latest = || context.image();
+                context.partitions.sync_with_image(latest).await
+            },
             self.queues.background,
         )
         .expect("the background queue exists for the life of the shard")

@@ -416,7 +416,7 @@ async fn run_shard(
         txns: crate::txn::TxnCoordinator::new(&spec.config),
         image: std::cell::RefCell::new(image.clone()),
     });
-    context.sync_partitions(image);
+    context.sync_partitions();
     glommio::spawn_local_into(
         reactor_tick(context.clone(), watch.heartbeats.clone(), watch.slot),
         queues.background,
