@@ -184,6 +184,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "How long SIGINT/SIGTERM waits for in-flight requests before closing connections.",
     ),
     def(
+        "shard-spin-before-park-us",
+        "0",
+        ValueKind::Long {
+            min: 0,
+            max: limits::SHARD_SPIN_BEFORE_PARK_US_MAX as i64,
+        },
+        "How long an idle shard keeps polling (spinning) before it parks; 0 parks at once.",
+    ),
+    def(
         "socket.request.max.bytes",
         "104857600",
         ValueKind::Int {
@@ -437,6 +446,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Graceful shutdown bound.
     pub shutdown_drain_ms: u64,
+    /// How long an idle shard spins (polls io_uring, timers and the cross-shard channels)
+    /// before it parks its thread; 0 parks at once.
+    pub shard_spin_before_park_us: u64,
     /// Where the metrics endpoint listens, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Largest accepted request frame.
@@ -530,6 +542,12 @@ impl Config {
         };
         let shutdown_drain_ms =
             parse_int::<u64>("shutdown-drain-ms", get("shutdown-drain-ms"), 0, 3_600_000)?;
+        let shard_spin_before_park_us = parse_int::<u64>(
+            "shard-spin-before-park-us",
+            get("shard-spin-before-park-us"),
+            0,
+            limits::SHARD_SPIN_BEFORE_PARK_US_MAX as i64,
+        )?;
         let socket_request_max_bytes = parse_int::<u32>(
             "socket.request.max.bytes",
             get("socket.request.max.bytes"),
@@ -569,6 +587,7 @@ impl Config {
             log_level,
             log_format,
             shutdown_drain_ms,
+            shard_spin_before_park_us,
             socket_request_max_bytes,
             entries,
         })
