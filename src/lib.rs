@@ -19,3 +19,4 @@ pub mod net;
 pub mod shard;
 pub mod storage;
 pub mod turnstile;
+pub mod txn;

@@ -154,6 +154,10 @@ const _: () = assert!(STORAGE_SEGMENT_BYTES_MIN <= STORAGE_SEGMENT_BYTES_MAX);
 /// refused with COORDINATOR_NOT_AVAILABLE.
 pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
 
+/// Transactional ids one shard's transaction coordinator keeps in memory; InitProducerId for a
+/// new id beyond it is refused with COORDINATOR_NOT_AVAILABLE.
+pub const TRANSACTIONAL_IDS_PER_SHARD_MAX: usize = 100_000;
+
 /// Members (joined or holding a MEMBER_ID_REQUIRED id) of one group; more get
 /// GROUP_MAX_SIZE_REACHED (Kafka's `group.max.size`, which Kafka leaves unbounded).
 pub const GROUP_MEMBERS_MAX: usize = 1_000;

@@ -333,7 +333,6 @@ mod protocol {
     const ILLEGAL_GENERATION: i16 = 22;
     const INVALID_SESSION_TIMEOUT: i16 = 26;
     const MEMBER_ID_REQUIRED: i16 = 79;
-    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     const GROUP_ID_NOT_FOUND: i16 = 69;
     const NON_EMPTY_GROUP: i16 = 68;
     const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -426,11 +425,19 @@ mod protocol {
             assert_eq!(co.error_code, 0);
             assert_eq!(co.port, i32::from(broker.addr.port()));
         }
+        // Transaction coordinators (key type 1) are this broker too (tests/transactions.rs);
+        // an unknown key type is INVALID_REQUEST.
         let request = FindCoordinatorRequest::default()
             .with_key_type(1)
             .with_key(s("txn"));
         let found: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &request);
-        assert_eq!(found.error_code, COORDINATOR_NOT_AVAILABLE);
+        assert_eq!(found.error_code, 0);
+        assert_eq!(found.port, i32::from(broker.addr.port()));
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(2)
+            .with_key(s("txn"));
+        let found: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &request);
+        assert_eq!(found.error_code, 42);
 
         // Session timeout bounds.
         let bad = JoinGroupRequest::default()

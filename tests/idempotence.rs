@@ -127,11 +127,12 @@ fn duplicates_are_answered_with_the_original_offset_across_a_restart() {
 }
 
 #[test]
-fn transactional_ids_are_refused_until_transactions_exist() {
+fn an_empty_transactional_id_is_an_invalid_request() {
+    // Kafka: a null transactional id means an idempotent producer, an empty one is refused.
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_in(dir.path(), &[]);
     let mut client = RawClient::connect(broker.addr);
-    let (code, producer_id, _) = init_producer_id(&mut client, Some("tx-1"));
+    let (code, producer_id, _) = init_producer_id(&mut client, Some(""));
     assert_eq!((code, producer_id), (INVALID_REQUEST, -1));
 }
 

@@ -267,6 +267,51 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "How often each shard looks for expired committed offsets.",
     ),
     def(
+        "transaction.state.log.num.partitions",
+        "50",
+        ValueKind::Int {
+            min: 1,
+            max: limits::TOPIC_PARTITIONS_MAX as i64,
+        },
+        "Partitions of __transaction_state, used when the broker creates it on first use.",
+    ),
+    def(
+        "transaction.max.timeout.ms",
+        "900000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Longest transaction.timeout.ms a transactional producer may ask for (longer: INVALID_TRANSACTION_TIMEOUT).",
+    ),
+    def(
+        "transactional.id.expiration.ms",
+        "604800000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "How long the coordinator keeps an idle transactional id (no transaction) before expiring it.",
+    ),
+    def(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Interval at which the coordinator aborts transactions open longer than their timeout.",
+    ),
+    def(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Interval at which the coordinator removes transactional ids past transactional.id.expiration.ms.",
+    ),
+    def(
         "auto.create.topics.enable",
         "true",
         ValueKind::Bool,

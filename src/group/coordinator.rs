@@ -55,15 +55,21 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     ConsumerProtocolSubscription, GroupId, JoinGroupRequest, JoinGroupResponse,
     OffsetCommitRequest, OffsetCommitResponse, SyncGroupRequest, SyncGroupResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::group::records::{self, GroupValue, OffsetValue, OffsetsRecord, StoredMember};
+use crate::group::records::{
+    self, GroupValue, OffsetValue, OffsetsRecord, ScanEvent, StoredMember,
+};
 use crate::group::{
     FetchedOffset, GroupCall, GroupReply, ListedGroupInfo, OFFSETS_TOPIC, PartitionErrors,
     TopicPartitions,
@@ -194,6 +200,14 @@ impl Member {
     }
 }
 
+/// One producer's transactional offset commits of one group, not yet decided.
+#[derive(Debug, Default)]
+struct PendingTxnOffsets {
+    /// The producer's epoch when it last committed.
+    producer_epoch: i16,
+    offsets: BTreeMap<(String, i32), OffsetValue>,
+}
+
 #[derive(Debug)]
 struct Group {
     id: String,
@@ -210,6 +224,10 @@ struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined, with their deadline.
     pending_members: HashMap<String, Instant>,
     offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by producer id: they
+    /// become committed offsets when the producer's commit marker reaches the group's
+    /// partition, and are dropped on its abort marker.
+    pending_txn: BTreeMap<i64, PendingTxnOffsets>,
     rebalance_epoch: u64,
     /// The initial rebalance delay of a group that was Empty is running.
     initial_delay: bool,
@@ -239,6 +257,7 @@ impl Group {
             static_members: HashMap::new(),
             pending_members: HashMap::new(),
             offsets: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
             rebalance_epoch: 0,
             initial_delay: false,
             new_member_added: false,
@@ -316,6 +335,26 @@ impl Group {
             .map(|(n, _)| n)
             .find(|n| votes.get(*n) == Some(&best))
             .cloned()
+    }
+
+    /// Whether an open transaction holds an offset for `(topic, partition)`.
+    fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.pending_txn
+            .values()
+            .any(|p| p.offsets.contains_key(&key))
+    }
+
+    /// Ends `producer_id`'s transaction for this group: its offsets become committed offsets
+    /// (`commit`) or are dropped.
+    fn complete_txn(&mut self, producer_id: i64, commit: bool) -> bool {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else {
+            return false;
+        };
+        if commit {
+            self.offsets.extend(pending.offsets);
+        }
+        true
     }
 
     fn all_joined(&self) -> bool {
@@ -437,8 +476,15 @@ pub async fn serve(context: &Ctx, call: GroupCall) -> GroupReply {
         GroupCall::Commit { version, request } => {
             GroupReply::Commit(commit(context, version, request).await)
         }
-        GroupCall::FetchOffsets { group_id, topics } => {
-            GroupReply::FetchOffsets(fetch_offsets(context, &group_id, topics).await)
+        GroupCall::FetchOffsets {
+            group_id,
+            topics,
+            require_stable,
+        } => GroupReply::FetchOffsets(
+            fetch_offsets(context, &group_id, topics, require_stable).await,
+        ),
+        GroupCall::TxnCommit { version, request } => {
+            GroupReply::TxnCommit(txn_commit(context, version, request).await)
         }
         GroupCall::List => GroupReply::List(list(context).await),
         GroupCall::Describe { group_ids } => {
@@ -471,6 +517,28 @@ async fn prepare(context: &Ctx, group_id: &str) -> Result<i32, i16> {
     Ok(partition)
 }
 
+/// Applies a transaction marker just appended to partition `partition` of
+/// `__consumer_offsets`: the offsets `producer_id` committed inside the transaction, for every
+/// group of that partition, become committed offsets (`commit`) or are dropped. Called on the
+/// partition's owner shard after the control batch is durable. A partition not loaded yet is
+/// loaded first; its replay then reads the marker itself, and applying it again finds nothing
+/// left to do.
+pub async fn complete_transaction(context: &Ctx, partition: i32, producer_id: i64, commit: bool) {
+    if let Err(code) = ensure_loaded(context, partition).await {
+        warn!(
+            partition,
+            producer_id, code, "cannot load __consumer_offsets to apply a transaction marker"
+        );
+        return;
+    }
+    let mut groups = context.groups.groups.borrow_mut();
+    for (id, group) in groups.iter_mut() {
+        if group_partition(context, id) == partition && group.complete_txn(producer_id, commit) {
+            debug!(group = %id, producer_id, commit, "transactional offsets completed");
+        }
+    }
+}
+
 /// Replays partition `partition` of `__consumer_offsets` into memory.
 async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
     let image = context.image();
@@ -501,24 +569,53 @@ async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
             _ => break,
         }
     }
-    let count = scan.records.len();
+    let count = scan.events.len();
     let mut groups = context.groups.groups.borrow_mut();
-    for record in scan.records {
+    for event in scan.events {
+        let (record, transaction) = match event {
+            ScanEvent::Record(record) => (record, None),
+            ScanEvent::Transactional {
+                producer_id,
+                producer_epoch,
+                record,
+            } => (record, Some((producer_id, producer_epoch))),
+            ScanEvent::Marker {
+                producer_id,
+                commit,
+            } => {
+                for (id, group) in groups.iter_mut() {
+                    if group_partition(context, id) == partition {
+                        group.complete_txn(producer_id, commit);
+                    }
+                }
+                continue;
+            }
+        };
         match record {
             OffsetsRecord::Offset {
                 group,
                 topic,
                 partition,
                 value,
-            } => match value {
-                Some(v) => {
+            } => match (value, transaction) {
+                (Some(v), Some((producer_id, producer_epoch))) => {
+                    let pending = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group))
+                        .pending_txn
+                        .entry(producer_id)
+                        .or_default();
+                    pending.producer_epoch = producer_epoch;
+                    pending.offsets.insert((topic, partition), v);
+                }
+                (Some(v), None) => {
                     groups
                         .entry(group.clone())
                         .or_insert_with(|| Group::new(&group))
                         .offsets
                         .insert((topic, partition), v);
                 }
-                None => {
+                (None, _) => {
                     if let Some(g) = groups.get_mut(&group) {
                         g.offsets.remove(&(topic, partition));
                     }
@@ -554,6 +651,7 @@ async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
     groups.retain(|id, g| {
         group_partition(context, id) != partition
             || !g.offsets.is_empty()
+            || !g.pending_txn.is_empty()
             || g.protocol_type.is_some()
             || !g.members.is_empty()
     });
@@ -572,6 +670,16 @@ async fn write(
     partition: i32,
     batch: Vec<(Bytes, Option<Bytes>)>,
 ) -> Result<(), i16> {
+    write_as(context, partition, batch, None).await
+}
+
+/// `write`, as part of the transaction of `(producer_id, producer_epoch)` when given.
+async fn write_as(
+    context: &Ctx,
+    partition: i32,
+    batch: Vec<(Bytes, Option<Bytes>)>,
+    transaction: Option<(i64, i16)>,
+) -> Result<(), i16> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -584,7 +692,7 @@ async fn write(
             warn!(partition, %err, "cannot open __consumer_offsets partition");
             code(ResponseError::CoordinatorNotAvailable)
         })?;
-    let bytes = records::build_batch(&batch, now_ms());
+    let bytes = records::build_batch_as(&batch, now_ms(), transaction);
     open.log.append(bytes).await.map(|_| ()).map_err(|err| {
         warn!(partition, %err, "__consumer_offsets append failed");
         code(ResponseError::CoordinatorNotAvailable)
@@ -1547,27 +1655,205 @@ impl Drop for PendingCommits<'_> {
     }
 }
 
+/// TxnOffsetCommit: offsets committed inside the producer's transaction. They are written to the
+/// group's partition as a transactional batch of the producer (so a replay sees them only if
+/// the commit marker follows) and held pending until the marker arrives
+/// (`complete_transaction`).
+async fn txn_commit(
+    context: &Ctx,
+    version: i16,
+    request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let group_id = request.group_id.0.to_string();
+    let producer_id = request.producer_id.0;
+    let producer_epoch = request.producer_epoch;
+    let (generation, member_id, instance_id) = if version >= 3 {
+        (
+            request.generation_id,
+            request.member_id.to_string(),
+            request.group_instance_id.as_ref().map(|s| s.to_string()),
+        )
+    } else {
+        (-1, String::new(), None)
+    };
+    let all = |error: i16| {
+        crate::msg!(TxnOffsetCommitResponse {
+            topics: request
+                .topics
+                .iter()
+                .map(|t| crate::msg!(TxnOffsetCommitResponseTopic {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| crate::msg!(TxnOffsetCommitResponsePartition {
+                            partition_index: p.partition_index,
+                            error_code: error
+                        }))
+                        .collect()
+                }))
+                .collect()
+        })
+    };
+    if group_id.is_empty() {
+        return all(code(ResponseError::InvalidGroupId));
+    }
+    if producer_id < 0 {
+        return all(code(ResponseError::InvalidProducerIdMapping));
+    }
+    let partition = match prepare(context, &group_id).await {
+        Ok(p) => p,
+        Err(e) => return all(e),
+    };
+    {
+        let groups = context.groups.groups.borrow();
+        if let Some(group) = groups.get(&group_id) {
+            let refused = if group.state == GroupState::Dead {
+                Some(code(ResponseError::CoordinatorNotAvailable))
+            } else if group.is_fenced(&member_id, instance_id.as_deref()) {
+                Some(code(ResponseError::FencedInstanceId))
+            } else if !member_id.is_empty() && group.member(&member_id).is_none() {
+                Some(code(ResponseError::UnknownMemberId))
+            } else if generation >= 0 && generation != group.generation {
+                Some(code(ResponseError::IllegalGeneration))
+            } else if group
+                .pending_txn
+                .get(&producer_id)
+                .is_some_and(|p| p.producer_epoch > producer_epoch)
+            {
+                // A newer incarnation of the producer has committed here: this one is a zombie.
+                Some(if version >= 3 {
+                    code(ResponseError::ProducerFenced)
+                } else {
+                    code(ResponseError::InvalidProducerEpoch)
+                })
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                return all(e);
+            }
+        }
+    }
+    let image = context.image();
+    // A marker with a newer epoch of this producer has reached the group's partition: this
+    // incarnation is a zombie.
+    if let Ok(open) = context
+        .partitions
+        .get(&image, OFFSETS_TOPIC, partition)
+        .await
+        && open
+            .producers
+            .borrow()
+            .producer_epoch(producer_id)
+            .is_some_and(|epoch| epoch > producer_epoch)
+    {
+        return all(if version >= 3 {
+            code(ResponseError::ProducerFenced)
+        } else {
+            code(ResponseError::InvalidProducerEpoch)
+        });
+    }
+    let now = now_ms();
+    let max_meta = context.groups.settings.offset_metadata_max_bytes;
+    let mut batch = Vec::new();
+    let mut accepted: Vec<(String, i32, OffsetValue)> = Vec::new();
+    let mut response = all(NONE);
+    for (t, rt) in request.topics.iter().zip(response.topics.iter_mut()) {
+        let topic = t.name.0.to_string();
+        let partitions = image.topic(&topic).map(|m| m.partitions);
+        for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            if partitions.is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) {
+                rp.error_code = code(ResponseError::UnknownTopicOrPartition);
+            } else if metadata.len() > max_meta {
+                rp.error_code = code(ResponseError::OffsetMetadataTooLarge);
+            } else {
+                let value = OffsetValue {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                    expire_timestamp: None,
+                };
+                batch.push((
+                    records::offset_key(&group_id, &topic, p.partition_index),
+                    Some(records::offset_value(&value)),
+                ));
+                accepted.push((topic.clone(), p.partition_index, value));
+            }
+        }
+    }
+    if let Err(e) = write_as(
+        context,
+        partition,
+        batch,
+        Some((producer_id, producer_epoch)),
+    )
+    .await
+    {
+        for rt in &mut response.topics {
+            for rp in &mut rt.partitions {
+                if rp.error_code == NONE {
+                    rp.error_code = e;
+                }
+            }
+        }
+        return response;
+    }
+    let mut groups = context.groups.groups.borrow_mut();
+    if !groups.contains_key(&group_id) && groups.len() < limits::GROUPS_PER_SHARD_MAX {
+        groups.insert(group_id.clone(), Group::new(&group_id));
+    }
+    if let Some(group) = groups.get_mut(&group_id) {
+        let pending = group.pending_txn.entry(producer_id).or_default();
+        pending.producer_epoch = producer_epoch;
+        for (topic, p, value) in accepted {
+            pending.offsets.insert((topic, p), value);
+        }
+    }
+    response
+}
+
 async fn fetch_offsets(
     context: &Ctx,
     group_id: &str,
     topics: Option<TopicPartitions>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     prepare(context, group_id).await?;
     let groups = context.groups.groups.borrow();
     let group = groups.get(group_id);
     let lookup = |topic: &str, partition: i32| -> FetchedOffset {
+        // KIP-447: a consumer that asks for stable offsets must not start from an offset an
+        // open transaction is about to replace.
+        if require_stable && group.is_some_and(|g| g.has_pending_txn_offset(topic, partition)) {
+            return FetchedOffset {
+                partition,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                error_code: code(ResponseError::UnstableOffsetCommit),
+            };
+        }
         match group.and_then(|g| g.offsets.get(&(topic.to_string(), partition))) {
             Some(v) => FetchedOffset {
                 partition,
                 offset: v.offset,
                 leader_epoch: v.leader_epoch,
                 metadata: v.metadata.clone(),
+                error_code: NONE,
             },
             None => FetchedOffset {
                 partition,
                 offset: -1,
                 leader_epoch: -1,
                 metadata: String::new(),
+                error_code: NONE,
             },
         }
     };

@@ -40,7 +40,7 @@ use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::{
     JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    SyncGroupRequest, SyncGroupResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
 pub use coordinator::GroupCoordinator;
@@ -65,6 +65,9 @@ pub struct FetchedOffset {
     pub leader_epoch: i32,
     /// Its metadata string.
     pub metadata: String,
+    /// The partition's error: UNSTABLE_OFFSET_COMMIT when the caller asked for stable offsets
+    /// and an open transaction holds one for this partition.
+    pub error_code: i16,
 }
 
 /// One group as ListGroups reports it.
@@ -130,6 +133,16 @@ pub enum GroupCall {
         group_id: String,
         /// The partitions asked for.
         topics: Option<TopicPartitions>,
+        /// OffsetFetch v7+ `require_stable`: partitions with transactional offsets not yet
+        /// decided answer UNSTABLE_OFFSET_COMMIT.
+        require_stable: bool,
+    },
+    /// TxnOffsetCommit: offsets committed inside a producer's transaction.
+    TxnCommit {
+        /// Request version.
+        version: i16,
+        /// The request.
+        request: TxnOffsetCommitRequest,
     },
     /// The groups this shard coordinates.
     List,
@@ -165,6 +178,8 @@ pub enum GroupReply {
     Leave(i16, Vec<i16>),
     /// Answer to `Commit`.
     Commit(OffsetCommitResponse),
+    /// Answer to `TxnCommit`.
+    TxnCommit(TxnOffsetCommitResponse),
     /// Answer to `FetchOffsets`: a group-level error, or the offsets per topic.
     FetchOffsets(Result<Vec<(String, Vec<FetchedOffset>)>, i16>),
     /// Answer to `List`.

@@ -19,8 +19,10 @@
 //!   session_timeout: int32, subscription: bytes, assignment: bytes]`.
 //!
 //! A record with a null value is a tombstone (a deleted offset or group). Batches are written
-//! uncompressed with no producer id; replay skips control and compressed batches, which only a
-//! client producing straight into the internal topic could have written.
+//! uncompressed; plain commits carry no producer id, transactional offset commits
+//! (TxnOffsetCommit) are transactional batches of the producer, and the partition's commit or
+//! abort marker (a control batch) decides whether they count. Replay skips compressed batches,
+//! which only a client producing straight into the internal topic could have written.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use zerocopy::IntoBytes;
@@ -376,6 +378,17 @@ fn get_varint(buf: &mut &[u8]) -> Result<i64, RecordError> {
 
 /// One uncompressed v2 batch holding `records` (key, value or tombstone), timestamped `now_ms`.
 pub fn build_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
+    build_batch_as(records, now_ms, None)
+}
+
+/// One uncompressed v2 batch holding `records`, written as part of the transaction of
+/// `(producer_id, producer_epoch)` when `transaction` is given (the transactional attribute
+/// bit set, no sequence), as Kafka writes transactional offset commits.
+pub fn build_batch_as(
+    records: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    transaction: Option<(i64, i16)>,
+) -> Bytes {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body = BytesMut::new();
     let mut rec = BytesMut::new();
@@ -404,12 +417,16 @@ pub fn build_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
         partition_leader_epoch: 0.into(),
         magic: 2,
         crc: 0.into(),
-        attributes: 0.into(),
+        attributes: if transaction.is_some() {
+            TRANSACTIONAL_BIT.into()
+        } else {
+            0.into()
+        },
         last_offset_delta: (count - 1).into(),
         base_timestamp: now_ms.into(),
         max_timestamp: now_ms.into(),
-        producer_id: (-1).into(),
-        producer_epoch: (-1).into(),
+        producer_id: transaction.map_or(-1, |t| t.0).into(),
+        producer_epoch: transaction.map_or(-1, |t| t.1).into(),
         base_sequence: (-1).into(),
         records_count: count.into(),
     };
@@ -421,42 +438,87 @@ pub fn build_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Bytes {
     out.freeze()
 }
 
+/// One decoded record of a scan, with what its batch says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEvent {
+    /// A record of a plain batch: it takes effect at once.
+    Record(OffsetsRecord),
+    /// A record of a transactional batch of `producer_id`: it takes effect when that producer's
+    /// commit marker follows, and never if an abort marker does.
+    Transactional {
+        /// The producer that wrote it.
+        producer_id: i64,
+        /// Its epoch.
+        producer_epoch: i16,
+        /// The record.
+        record: OffsetsRecord,
+    },
+    /// A control batch: the end of `producer_id`'s transaction in this partition.
+    Marker {
+        /// The producer whose transaction ended.
+        producer_id: i64,
+        /// Commit (true) or abort (false).
+        commit: bool,
+    },
+}
+
 /// What a scan of concatenated batches found.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// The decodable records, in log order.
-    pub records: Vec<OffsetsRecord>,
+    /// The decodable records and markers, in log order.
+    pub events: Vec<ScanEvent>,
     /// The offset after the last whole batch seen (where the next read starts), if any.
     pub next_offset: Option<i64>,
-    /// Records or batches skipped (compressed, control, undecodable).
+    /// Records or batches skipped (compressed, undecodable).
     pub skipped: usize,
 }
 
-/// Decodes the records of whole v2 batches in `bytes`, appending to `scan`. A trailing partial
-/// batch is ignored.
-pub fn scan_batches(mut bytes: &[u8], scan: &mut Scan) {
+/// The attribute bit of a transactional batch.
+pub const TRANSACTIONAL_BIT: i16 = 0x10;
+
+/// The type of a control record (Kafka's `ControlRecordType`): 0 abort, 1 commit; `None` for
+/// anything else (unknown types are ignored, as Kafka does).
+pub fn control_record_commit(key: &[u8]) -> Option<bool> {
+    let mut k = key;
+    let _version = get_i16(&mut k).ok()?;
+    match get_i16(&mut k).ok()? {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+/// Walks the whole uncompressed v2 batches in `bytes`, calling `visit` with each batch header
+/// and each record's key and value (`None` for a null value); compressed batches are counted
+/// as skipped. Returns the offset after the last whole batch, if any. A trailing partial batch
+/// is ignored.
+pub fn walk_batches(
+    mut bytes: &[u8],
+    skipped: &mut usize,
+    mut visit: impl FnMut(&BatchHeader, &[u8], Option<&[u8]>),
+) -> Option<i64> {
+    let mut next_offset = None;
     while bytes.len() >= BATCH_HEADER_BYTES {
         let Some(header) = BatchHeader::view(&bytes[..BATCH_HEADER_BYTES]) else {
-            return;
+            break;
         };
         let total = header.size_bytes();
         if total < BATCH_HEADER_BYTES as i64 || total as usize > bytes.len() {
-            return;
+            break;
         }
         let total = total as usize;
-        scan.next_offset = Some(header.last_offset() + 1);
-        let attributes = header.attributes.get();
+        next_offset = Some(header.last_offset() + 1);
         let count = header.records_count.get();
-        if attributes & (COMPRESSION_MASK | CONTROL_BIT) != 0 {
-            scan.skipped += 1;
+        if header.attributes.get() & COMPRESSION_MASK != 0 {
+            *skipped += 1;
         } else {
             let mut body = &bytes[BATCH_HEADER_BYTES..total];
             for _ in 0..count.max(0) {
-                match decode_one(&mut body) {
-                    Ok(Some(record)) => scan.records.push(record),
-                    Ok(None) => scan.skipped += 1,
+                match frame_one(&mut body) {
+                    Ok(Some((key, value))) => visit(header, key, value),
+                    Ok(None) => *skipped += 1,
                     Err(_) => {
-                        scan.skipped += 1;
+                        *skipped += 1;
                         break;
                     }
                 }
@@ -464,16 +526,56 @@ pub fn scan_batches(mut bytes: &[u8], scan: &mut Scan) {
         }
         bytes = &bytes[total..];
     }
+    next_offset
 }
 
-/// Decodes one record of a batch body; `Ok(None)` when the record frames but its key or value
-/// does not decode.
-fn decode_one(body: &mut &[u8]) -> Result<Option<OffsetsRecord>, RecordError> {
+/// Decodes the records of whole v2 batches in `bytes`, appending to `scan`. A trailing partial
+/// batch is ignored.
+pub fn scan_batches(bytes: &[u8], scan: &mut Scan) {
+    let mut framing_skipped = 0;
+    let mut skipped = 0;
+    let events = &mut scan.events;
+    let next = walk_batches(bytes, &mut framing_skipped, |header, key, value| {
+        let attributes = header.attributes.get();
+        let producer_id = header.producer_id.get();
+        if attributes & CONTROL_BIT != 0 {
+            if let Some(commit) = control_record_commit(key) {
+                events.push(ScanEvent::Marker {
+                    producer_id,
+                    commit,
+                });
+            }
+            return;
+        }
+        let Ok(record) = decode_record(key, value) else {
+            skipped += 1;
+            return;
+        };
+        if attributes & TRANSACTIONAL_BIT != 0 && producer_id >= 0 {
+            events.push(ScanEvent::Transactional {
+                producer_id,
+                producer_epoch: header.producer_epoch.get(),
+                record,
+            });
+        } else {
+            events.push(ScanEvent::Record(record));
+        }
+    });
+    scan.skipped += skipped + framing_skipped;
+    if next.is_some() {
+        scan.next_offset = next;
+    }
+}
+
+/// Frames one record of a batch body: its key and value; `Ok(None)` when the record frames
+/// but its key does not.
+#[allow(clippy::type_complexity)]
+fn frame_one<'a>(body: &mut &'a [u8]) -> Result<Option<(&'a [u8], Option<&'a [u8]>)>, RecordError> {
     let len = get_varint(body)?;
     if len < 0 || len as usize > body.len() {
         return Err(RecordError::Malformed);
     }
-    let mut rec = &body[..len as usize];
+    let mut rec: &'a [u8] = &body[..len as usize];
     body.advance(len as usize);
     if !rec.has_remaining() {
         return Err(RecordError::Malformed);
@@ -496,7 +598,7 @@ fn decode_one(body: &mut &[u8]) -> Result<Option<OffsetsRecord>, RecordError> {
         }
         Some(&rec[..value_len as usize])
     };
-    Ok(decode_record(key, value).ok())
+    Ok(Some((key, value)))
 }
 
 #[cfg(test)]
@@ -572,24 +674,24 @@ mod tests {
         assert_eq!(scan.next_offset, Some(3));
         assert_eq!(scan.skipped, 0);
         assert_eq!(
-            scan.records,
+            scan.events,
             vec![
-                OffsetsRecord::Offset {
+                ScanEvent::Record(OffsetsRecord::Offset {
                     group: "g".into(),
                     topic: "t".into(),
                     partition: 2,
                     value: Some(offset),
-                },
-                OffsetsRecord::Group {
+                }),
+                ScanEvent::Record(OffsetsRecord::Group {
                     group: "g".into(),
                     value: Some(group),
-                },
-                OffsetsRecord::Offset {
+                }),
+                ScanEvent::Record(OffsetsRecord::Offset {
                     group: "g".into(),
                     topic: "t".into(),
                     partition: 3,
                     value: None,
-                },
+                }),
             ]
         );
     }

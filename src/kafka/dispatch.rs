@@ -26,11 +26,12 @@ use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::acl::Session;
 use crate::kafka::{
-    alter_configs, api_versions, create_acls, create_partitions, create_topics, delete_acls,
-    delete_groups, delete_records, delete_topics, describe_acls, describe_cluster,
-    describe_configs, describe_groups, fetch, find_coordinator, heartbeat, init_producer_id,
-    join_group, leave_group, list_groups, list_offsets, metadata, offset_commit, offset_delete,
-    offset_fetch, offset_for_leader_epoch, produce, sync_group,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_acls,
+    create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
+    describe_acls, describe_cluster, describe_configs, describe_groups, describe_transactions,
+    end_txn, fetch, find_coordinator, heartbeat, init_producer_id, join_group, leave_group,
+    list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
+    offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
 };
 use crate::shard::ShardContext;
 
@@ -122,6 +123,12 @@ pub static HANDLERS: &[ApiHandler] = &[
     describe_acls::HANDLER,
     create_acls::HANDLER,
     delete_acls::HANDLER,
+    add_partitions_to_txn::HANDLER,
+    add_offsets_to_txn::HANDLER,
+    end_txn::HANDLER,
+    txn_offset_commit::HANDLER,
+    describe_transactions::HANDLER,
+    list_transactions::HANDLER,
 ];
 
 /// The handler for `key`, if the broker serves that API.

@@ -11,6 +11,7 @@ use crate::shard::RouterError;
 use crate::storage::StorageError;
 use crate::storage::manager::{AppendError, PartitionError};
 use crate::storage::producer_state::ProducerError;
+use crate::txn::TxnError;
 
 /// Kafka's "no error".
 pub const NONE: i16 = 0;
@@ -67,6 +68,26 @@ pub fn producer_error_code(err: &ProducerError) -> i16 {
         ProducerError::OpenTransaction { .. } => ResponseError::InvalidTxnState,
         ProducerError::MarkerInFlight { .. } => ResponseError::ConcurrentTransactions,
         ProducerError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+    };
+    kind.code()
+}
+
+/// The Kafka error code of a refused transaction request. `fenced_is_known`: whether the
+/// request's version knows PRODUCER_FENCED (KIP-588); older versions get
+/// INVALID_PRODUCER_EPOCH instead, as Kafka answers them.
+pub fn txn_error_code(err: &TxnError, fenced_is_known: bool) -> i16 {
+    let kind = match err {
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
+        TxnError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        TxnError::NotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::Concurrent => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidState => ResponseError::InvalidTxnState,
+        TxnError::ProducerFenced if fenced_is_known => ResponseError::ProducerFenced,
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::InvalidTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::NotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::Allocation(code) => return *code,
     };
     kind.code()
 }
@@ -128,5 +149,17 @@ mod tests {
             metadata_error_code(&MetadataError::Storage(String::new())),
             56
         );
+        assert_eq!(txn_error_code(&TxnError::Concurrent, true), 51);
+        assert_eq!(txn_error_code(&TxnError::ProducerFenced, true), 90);
+        assert_eq!(txn_error_code(&TxnError::ProducerFenced, false), 47);
+        assert_eq!(
+            txn_error_code(&TxnError::InvalidProducerIdMapping, true),
+            49
+        );
+        assert_eq!(txn_error_code(&TxnError::InvalidState, true), 48);
+        assert_eq!(txn_error_code(&TxnError::InvalidTimeout, true), 50);
+        assert_eq!(txn_error_code(&TxnError::LoadInProgress, true), 14);
+        assert_eq!(txn_error_code(&TxnError::NotCoordinator, true), 16);
+        assert_eq!(txn_error_code(&TxnError::NotFound, true), 105);
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Owner: answered on the connection's shard. There is one broker, so the coordinator of every
 //! group is this broker (inside it, the coordinator shard is reached over the router, see
-//! `group::route`). The first lookup creates `__consumer_offsets`, as in Kafka. Transaction
-//! coordinators (key type 1) do not exist yet: COORDINATOR_NOT_AVAILABLE, which clients retry.
-//! Any other key type is INVALID_REQUEST.
+//! `group::route`, `txn::route`). The first lookup of a group creates `__consumer_offsets`, and
+//! the first lookup of a transactional id (key type 1) creates `__transaction_state`, as in
+//! Kafka. An empty transactional id is INVALID_REQUEST; so is any other key type.
 
 use std::rc::Rc;
 
@@ -17,6 +17,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::group::route::ensure_offsets_topic;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::shard::ShardContext;
+use crate::txn::route::ensure_txn_topic;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
@@ -107,12 +108,18 @@ async fn lookup(
                 "Not authorized to access the transactional id",
             );
         }
-        KEY_TYPE_GROUP => {}
+        _ => {}
+    }
+    let available = match key_type {
+        KEY_TYPE_GROUP => ensure_offsets_topic(context).await.is_ok(),
         KEY_TYPE_TRANSACTION => {
-            return failed(
-                ResponseError::CoordinatorNotAvailable,
-                "The transaction coordinator is not available.",
-            );
+            if key.is_empty() {
+                return failed(
+                    ResponseError::InvalidRequest,
+                    "The transactional id is empty.",
+                );
+            }
+            ensure_txn_topic(context).await.is_ok()
         }
         _ => {
             return failed(
@@ -120,8 +127,8 @@ async fn lookup(
                 "Unknown coordinator key type.",
             );
         }
-    }
-    if ensure_offsets_topic(context).await.is_err() {
+    };
+    if !available {
         return failed(
             ResponseError::CoordinatorNotAvailable,
             "The coordinator is not available.",

@@ -8,8 +8,12 @@
 //! idempotent producers (also when the producer sends its old id and epoch after an error,
 //! KIP-360). The sequence checks happen on the partitions' owners (`storage::producer_state`).
 //!
-//! Transactional producers (a transactional id) are not supported yet: they get
-//! INVALID_REQUEST with a message saying so, instead of a half-working transaction.
+//! With a transactional id the request goes to the id's transaction coordinator shard
+//! (`txn::route`), which bumps the epoch (or hands out a new producer id when the epoch is
+//! exhausted), fences the previous incarnation and aborts its open transaction. From v3 the
+//! producer may send the id and epoch it had (KIP-360); both or neither must be set. An empty
+//! transactional id is INVALID_REQUEST, as in Kafka. PRODUCER_FENCED exists from v4; older
+//! versions get INVALID_PRODUCER_EPOCH.
 
 use std::rc::Rc;
 
@@ -25,6 +29,8 @@ use crate::kafka::error;
 use crate::limits::PRODUCER_ID_BLOCK_SIZE;
 use crate::metadata::{ControllerRequest, ControllerResponse};
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use crate::txn::route::call_coordinator;
+use crate::txn::{TxnCall, TxnError, TxnReply};
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -42,13 +48,37 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         let response = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
-        if body
-            .transactional_id
-            .as_ref()
-            .is_some_and(|id| !id.0.is_empty())
-        {
-            return request
-                .respond(&response.with_error_code(ResponseError::InvalidRequest.code()));
+        if let Some(transactional_id) = &body.transactional_id {
+            let transactional_id = transactional_id.0.to_string();
+            let version = request.version();
+            let expected = (body.producer_id.0, body.producer_epoch);
+            let invalid = transactional_id.is_empty()
+                || (version >= 3 && ((expected.0 < 0) != (expected.1 < 0)));
+            if invalid {
+                return request
+                    .respond(&response.with_error_code(ResponseError::InvalidRequest.code()));
+            }
+            let call = TxnCall::InitProducerId {
+                transactional_id: transactional_id.clone(),
+                timeout_ms: body.transaction_timeout_ms,
+                expected: (version >= 3 && expected.0 >= 0).then_some(expected),
+            };
+            let fenced_known = version >= 4;
+            let answer = match call_coordinator(&context, &transactional_id, call).await {
+                Ok(TxnReply::InitProducerId(result)) => result,
+                Ok(_) => Err(TxnError::NotAvailable),
+                Err(e) => Err(e),
+            };
+            return match answer {
+                Ok((producer_id, epoch)) => request.respond(
+                    &response
+                        .with_error_code(error::NONE)
+                        .with_producer_id(ProducerId(producer_id))
+                        .with_producer_epoch(epoch),
+                ),
+                Err(e) => request
+                    .respond(&response.with_error_code(error::txn_error_code(&e, fenced_known))),
+            };
         }
         // KIP-679: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
         let session = &request.session;
@@ -76,8 +106,9 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     .boxed_local()
 }
 
-/// The next producer id of this shard's block, fetching a new block when it is used up.
-async fn next_producer_id(context: &Rc<ShardContext>) -> Result<i64, i16> {
+/// The next producer id of this shard's block, fetching a new block when it is used up. Also
+/// used by the transaction coordinator for transactional ids.
+pub async fn next_producer_id(context: &Rc<ShardContext>) -> Result<i64, i16> {
     let (next, end) = context.producer_id_block.get();
     if next < end {
         context.producer_id_block.set((next + 1, end));

@@ -7,6 +7,8 @@
 //! Message schemas (encode/decode of every version) come from the `kafka-protocol` crate;
 //! framing, the dispatch table, version negotiation and the record-batch data plane are ours.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod admin;
 pub mod alter_configs;
 pub mod api_versions;
@@ -19,7 +21,9 @@ pub mod delete_topics;
 pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_transactions;
 pub mod dispatch;
+pub mod end_txn;
 pub mod error;
 pub mod fetch;
 pub mod find_coordinator;
@@ -28,10 +32,12 @@ pub mod leader_epoch;
 pub mod legacy_format;
 pub mod legacy_versions;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod owner;
 pub mod produce;
+pub mod txn_offset_commit;
 
 pub mod delete_groups;
 pub mod describe_groups;

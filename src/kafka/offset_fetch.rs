@@ -40,7 +40,8 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// One group's committed offsets, per topic with the error code of all its partitions. With an
+/// One group's committed offsets, per topic, each with its error code (UNSTABLE_OFFSET_COMMIT
+/// for an offset pending in a transaction when `require_stable`). With an
 /// authorizer, the group needs DESCRIBE (else the whole answer is GROUP_AUTHORIZATION_FAILED)
 /// and each topic DESCRIBE: a named topic the client may not describe is answered
 /// TOPIC_AUTHORIZATION_FAILED with no offsets, and asking for every topic leaves it out.
@@ -49,11 +50,13 @@ async fn fetch_one(
     session: &Session,
     group_id: &str,
     topics: Option<TopicPartitions>,
-) -> Result<Vec<(String, Vec<FetchedOffset>, i16)>, i16> {
+    require_stable: bool,
+) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     let all_topics = topics.is_none();
     let call = GroupCall::FetchOffsets {
         group_id: group_id.to_string(),
         topics,
+        require_stable,
     };
     let found =
         match call_coordinator_as(context, session, acl::operation::DESCRIBE, group_id, call).await
@@ -74,7 +77,7 @@ async fn fetch_one(
         .into_iter()
         .filter_map(|(name, offsets)| {
             if may_describe(&name) {
-                return Some((name, offsets, 0));
+                return Some((name, offsets));
             }
             if all_topics {
                 return None;
@@ -86,9 +89,10 @@ async fn fetch_one(
                     offset: -1,
                     leader_epoch: -1,
                     metadata: String::new(),
+                    error_code: ResponseError::TopicAuthorizationFailed.code(),
                 })
                 .collect();
-            Some((name, hidden, ResponseError::TopicAuthorizationFailed.code()))
+            Some((name, hidden))
         })
         .collect())
 }
@@ -99,6 +103,8 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         Err(outcome) => return outcome,
     };
     let version = request.version();
+    // v7+: KIP-447's require_stable.
+    let require_stable = version >= 7 && body.require_stable;
     if version >= 8 {
         let mut groups = Vec::with_capacity(body.groups.len());
         for g in &body.groups {
@@ -108,8 +114,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let fetched = fetch_one(&context, &request.session, &group_id, topics).await;
-            let (error_code, topics) = match fetched {
+            let (error_code, topics) = match fetch_one(
+                &context,
+                &request.session,
+                &group_id,
+                topics,
+                require_stable,
+            )
+            .await
+            {
                 Ok(found) => (0, found),
                 Err(code) => (code, Vec::new()),
             };
@@ -118,21 +131,19 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                 error_code,
                 topics: topics
                     .into_iter()
-                    .map(
-                        |(name, offsets, error_code)| crate::msg!(OffsetFetchResponseTopics {
-                            name: TopicName(text(&name)),
-                            partitions: offsets
-                                .into_iter()
-                                .map(|o| crate::msg!(OffsetFetchResponsePartitions {
-                                    partition_index: o.partition,
-                                    committed_offset: o.offset,
-                                    committed_leader_epoch: o.leader_epoch,
-                                    metadata: Some(text(&o.metadata)),
-                                    error_code
-                                }))
-                                .collect()
-                        })
-                    )
+                    .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopics {
+                        name: TopicName(text(&name)),
+                        partitions: offsets
+                            .into_iter()
+                            .map(|o| crate::msg!(OffsetFetchResponsePartitions {
+                                partition_index: o.partition,
+                                committed_offset: o.offset,
+                                committed_leader_epoch: o.leader_epoch,
+                                metadata: Some(text(&o.metadata)),
+                                error_code: o.error_code
+                            }))
+                            .collect()
+                    }))
                     .collect(),
             }));
         }
@@ -153,16 +164,22 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             error_code,
         })
     };
-    let response = match fetch_one(&context, &request.session, &group_id, asked.clone()).await {
+    let response = match fetch_one(
+        &context,
+        &request.session,
+        &group_id,
+        asked.clone(),
+        require_stable,
+    )
+    .await
+    {
         Ok(found) => crate::msg!(OffsetFetchResponse {
             topics: found
                 .into_iter()
-                .map(
-                    |(name, offsets, code)| crate::msg!(OffsetFetchResponseTopic {
-                        name: TopicName(text(&name)),
-                        partitions: offsets.iter().map(|o| partition(o, code)).collect()
-                    })
-                )
+                .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopic {
+                    name: TopicName(text(&name)),
+                    partitions: offsets.iter().map(|o| partition(o, o.error_code)).collect()
+                }))
                 .collect(),
         }),
         Err(code) => {
@@ -181,6 +198,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                                     offset: -1,
                                     leader_epoch: -1,
                                     metadata: String::new(),
+                                    error_code: code,
                                 };
                                 partition(&none, code)
                             })

@@ -705,8 +705,10 @@ pub async fn serve_delete(context: &ShardContext, items: Vec<DeleteItem>) -> Vec
 /// coordinator's, appends a commit or abort control batch (durable under the topic's flush
 /// policy, as an acks=all batch is), closes the producer's
 /// transaction on the partition, persists an abort in the transaction index, and wakes
-/// read_committed fetches. Answers one Kafka error code per item.
-pub async fn serve_txn_markers(context: &ShardContext, items: Vec<TxnMarkerItem>) -> Vec<i16> {
+/// read_committed fetches. A marker on a `__consumer_offsets` partition also ends the
+/// producer's transactional offset commits held by the group coordinator there (they become
+/// committed offsets, or are dropped). Answers one Kafka error code per item.
+pub async fn serve_txn_markers(context: &Rc<ShardContext>, items: Vec<TxnMarkerItem>) -> Vec<i16> {
     let writes = items.into_iter().map(|item| async move {
         let partition = match open(context, &item.topic, item.partition).await {
             Ok(partition) => partition,
@@ -720,7 +722,18 @@ pub async fn serve_txn_markers(context: &ShardContext, items: Vec<TxnMarkerItem>
             .write_marker(item.producer_id, item.producer_epoch, marker)
             .await
         {
-            Ok(_) => error::NONE,
+            Ok(_) => {
+                if item.topic == crate::group::OFFSETS_TOPIC {
+                    crate::group::coordinator::complete_transaction(
+                        context,
+                        item.partition,
+                        item.producer_id,
+                        item.commit,
+                    )
+                    .await;
+                }
+                error::NONE
+            }
             Err(err) => error::append_error_code(&err),
         }
     });

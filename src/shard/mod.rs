@@ -81,6 +81,8 @@ pub struct ShardContext {
     pub producer_id_block: Cell<(i64, i64)>,
     /// The consumer groups this shard coordinates.
     pub groups: crate::group::GroupCoordinator,
+    /// The transactional ids this shard coordinates.
+    pub txns: crate::txn::TxnCoordinator,
     image: RefCell<Rc<MetadataImage>>,
 }
 
@@ -135,15 +137,19 @@ impl ShardContext {
             }
             *current = image.clone();
         }
-        self.sync_partitions(image);
+        self.sync_partitions();
     }
 
     /// Starts a background task that opens, reconfigures and deletes this shard's partitions
-    /// to match `image`.
-    pub fn sync_partitions(self: &Rc<Self>, image: Rc<MetadataImage>) {
+    /// to match the shard's newest image (read when the task's turn comes, see
+    /// `PartitionManager::sync_with_image`).
+    pub fn sync_partitions(self: &Rc<Self>) {
         let context = self.clone();
         glommio::spawn_local_into(
-            async move { context.partitions.sync_with_image(image).await },
+            async move {
+                let latest = || context.image();
+                context.partitions.sync_with_image(latest).await
+            },
             self.queues.background,
         )
         .expect("the background queue exists for the life of the shard")
@@ -202,6 +208,13 @@ impl ShardContext {
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
             ShardRequest::Group(call) => {
                 ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
+            }
+            ShardRequest::Txn(call) => {
+                // Boxed: the coordinator calls the router (producer ids, markers), which may
+                // call back into this function on the same shard.
+                let serving: futures::future::LocalBoxFuture<'_, _> =
+                    Box::pin(crate::txn::coordinator::serve(self, call));
+                ShardResponse::Txn(serving.await)
             }
             ShardRequest::Drain => {
                 self.drain().await;

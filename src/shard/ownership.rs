@@ -42,12 +42,22 @@ pub fn shard_for(topic: &str, partition: i32, shard_count: usize) -> ShardId {
 /// `partitions` partitions (Kafka's `abs(groupId.hashCode) % partitions`, with Java's
 /// `String.hashCode`, so tools that compute a group's partition the Kafka way agree with us).
 pub fn consumer_offsets_partition(group_id: &str, partitions: i32) -> i32 {
+    java_hash_partition(group_id, partitions)
+}
+
+/// The default number of partitions of `__transaction_state` (Kafka's
+/// `transaction.state.log.num.partitions`).
+pub const TRANSACTION_STATE_PARTITIONS_DEFAULT: i32 = 50;
+
+/// The partition of an internal topic with `partitions` partitions that holds `key`: Kafka's
+/// `Utils.abs(key.hashCode) % partitions`, with Java's `String.hashCode` (UTF-16 units).
+pub fn java_hash_partition(key: &str, partitions: i32) -> i32 {
     assert!(
         partitions > 0,
-        "__consumer_offsets has at least one partition"
+        "an internal topic has at least one partition"
     );
     let mut hash: i32 = 0;
-    for unit in group_id.encode_utf16() {
+    for unit in key.encode_utf16() {
         hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
     }
     // Kafka's Utils.abs maps i32::MIN to 0 rather than overflowing.
@@ -89,6 +99,7 @@ mod tests {
         // 98629247 % 7 == 3.
         assert_eq!(consumer_offsets_partition("group", 7), 3);
         assert_eq!(consumer_offsets_partition("", 50), 0);
+        assert_eq!(java_hash_partition("group", 50), 47);
         for id in ["a", "my-group", "ünïcode", "x".repeat(10_000).as_str()] {
             let p = consumer_offsets_partition(id, 50);
             assert!((0..50).contains(&p));

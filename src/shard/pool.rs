@@ -425,9 +425,10 @@ async fn run_shard(
         metrics: crate::metrics::ShardMetrics::default(),
         producer_id_block: std::cell::Cell::new((0, 0)),
         groups: crate::group::GroupCoordinator::new(&spec.config),
+        txns: crate::txn::TxnCoordinator::new(&spec.config),
         image: std::cell::RefCell::new(image.clone()),
     });
-    context.sync_partitions(image);
+    context.sync_partitions();
     glommio::spawn_local_into(
         reactor_tick(context.clone(), watch.heartbeats.clone(), watch.slot),
         queues.background,
@@ -445,6 +446,12 @@ async fn run_shard(
     glommio::spawn_local_into(offsets_expiry_loop(context.clone()), queues.background)
         .map_err(|err| err.to_string())?
         .detach();
+    glommio::spawn_local_into(
+        crate::txn::coordinator::run_maintenance(context.clone()),
+        queues.requests,
+    )
+    .map_err(|err| err.to_string())?
+    .detach();
 
     glommio::spawn_local_into(
         router::run_mesh_receivers(context.clone(), receivers),

@@ -82,6 +82,8 @@ pub enum ShardRequest {
     Metrics,
     /// Work for the group coordinator of this shard (consumer groups and committed offsets).
     Group(crate::group::GroupCall),
+    /// Work for the transaction coordinator of this shard.
+    Txn(crate::txn::TxnCall),
     /// Stop accepting connections and let in-flight requests finish; answered when drained.
     Drain,
     /// Close files and stop the executor; answered just before the shard stops.
@@ -114,6 +116,8 @@ pub enum ShardResponse {
     Metrics(Box<MetricsSnapshot>),
     /// Answer to `Group`.
     Group(crate::group::GroupReply),
+    /// Answer to `Txn`.
+    Txn(crate::txn::TxnReply),
     /// The request was carried out and has nothing to report.
     Done,
 }

@@ -536,12 +536,18 @@ impl PartitionManager {
     }
 
     /// Brings the open partitions in line with `image`. See the module documentation.
-    pub async fn sync_with_image(&self, image: Rc<MetadataImage>) {
+    ///
+    /// `latest` gives the shard's newest image, read once this sync has its turn: syncs queue
+    /// behind each other, and an older image applied late would close and delete partitions
+    /// that requests have already opened under a newer one (a topic created in between looks
+    /// deleted to it), losing what was written to them since.
+    pub async fn sync_with_image(&self, latest: impl Fn() -> Rc<MetadataImage>) {
         let _permit = self
             .sync_permit
             .acquire_permit(1)
             .await
             .expect("the sync semaphore is never closed");
+        let image = latest();
         // Deleted or recreated topics, and partitions no longer in the image.
         let image_ref: &MetadataImage = &image;
         let stale: Vec<(String, i32, Rc<OpenPartition>)> = self

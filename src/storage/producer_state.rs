@@ -223,6 +223,13 @@ impl ProducerStateTable {
         self.open_txns.first().map(|&(offset, _)| offset)
     }
 
+    /// The epoch on record for `producer_id`, if the producer is known here (the group
+    /// coordinator fences zombie transactional offset commits with it, as Kafka's append to
+    /// `__consumer_offsets` does).
+    pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// Checks the batch whose header is `header`, about to be staged at `next_offset`; on
     /// `Append` the batch is recorded as pending.
     pub fn check_and_reserve(&mut self, header: &BatchHeader, next_offset: i64) -> SequenceCheck {

@@ -1,0 +1,104 @@
+//! How a transaction request on the connection's shard reaches the coordinator shard.
+//!
+//! Owner: called by the transaction API handlers (and FindCoordinator) on the shard that holds
+//! the client's connection. `__transaction_state` is created through the controller the first
+//! time a transactional request needs it (`transaction.state.log.num.partitions` partitions,
+//! `cleanup.policy=compact`), as Kafka creates it on first use.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::kafka::admin::call_controller;
+use crate::metadata::{ControllerRequest, MetadataError, NewTopic};
+use crate::shard::ownership::{TRANSACTION_STATE_PARTITIONS_DEFAULT, java_hash_partition};
+use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::txn::{TRANSACTION_STATE_TOPIC, TxnCall, TxnError, TxnReply};
+
+/// The partition count `__transaction_state` is created with.
+pub fn configured_partitions(context: &ShardContext) -> i32 {
+    context
+        .config
+        .entries
+        .get("transaction.state.log.num.partitions")
+        .and_then(|e| e.value.parse().ok())
+        .unwrap_or(TRANSACTION_STATE_PARTITIONS_DEFAULT)
+}
+
+/// The partition of `__transaction_state` that holds `transactional_id`: by the topic's actual
+/// partition count once it exists (a changed setting never moves existing ids), else by the
+/// configured count.
+pub fn txn_partition(context: &ShardContext, transactional_id: &str) -> i32 {
+    let partitions = context
+        .image()
+        .topic(TRANSACTION_STATE_TOPIC)
+        .map(|t| t.partitions)
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| configured_partitions(context));
+    java_hash_partition(transactional_id, partitions)
+}
+
+/// The shard that coordinates `transactional_id`.
+pub fn coordinator_shard(context: &ShardContext, transactional_id: &str) -> ShardId {
+    shard_for(
+        TRANSACTION_STATE_TOPIC,
+        txn_partition(context, transactional_id),
+        context.shard_count,
+    )
+}
+
+/// Makes sure `__transaction_state` exists.
+pub async fn ensure_txn_topic(context: &Rc<ShardContext>) -> Result<(), TxnError> {
+    if context.image().topic(TRANSACTION_STATE_TOPIC).is_some() {
+        return Ok(());
+    }
+    let topic = NewTopic {
+        name: TRANSACTION_STATE_TOPIC.to_string(),
+        partitions: configured_partitions(context),
+        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+    };
+    let request = ControllerRequest::CreateTopics {
+        topics: vec![topic],
+        validate_only: false,
+    };
+    match call_controller(context, request).await {
+        Ok(results) => match results.into_iter().next() {
+            Some(Ok(_)) | Some(Err(MetadataError::TopicExists(_))) => Ok(()),
+            Some(Err(err)) => {
+                tracing::warn!(%err, "cannot create __transaction_state");
+                Err(TxnError::NotAvailable)
+            }
+            None => Err(TxnError::NotAvailable),
+        },
+        Err((_, message)) => {
+            tracing::warn!(%message, "cannot reach the controller to create __transaction_state");
+            Err(TxnError::NotAvailable)
+        }
+    }
+}
+
+/// Sends `call` to the coordinator of `transactional_id` (creating `__transaction_state` if
+/// needed).
+pub async fn call_coordinator(
+    context: &Rc<ShardContext>,
+    transactional_id: &str,
+    call: TxnCall,
+) -> Result<TxnReply, TxnError> {
+    ensure_txn_topic(context).await?;
+    call_shard(context, coordinator_shard(context, transactional_id), call).await
+}
+
+/// Sends `call` to shard `shard`.
+pub async fn call_shard(
+    context: &Rc<ShardContext>,
+    shard: ShardId,
+    call: TxnCall,
+) -> Result<TxnReply, TxnError> {
+    match context.router.call(shard, ShardRequest::Txn(call)).await {
+        Ok(ShardResponse::Txn(reply)) => Ok(reply),
+        Ok(other) => {
+            tracing::warn!(?other, "unexpected answer to a transaction call");
+            Err(TxnError::NotAvailable)
+        }
+        Err(_) => Err(TxnError::NotAvailable),
+    }
+}
