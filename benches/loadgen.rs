@@ -1,6 +1,8 @@
 //! End-to-end load generator (`make bench`, or `cargo bench --bench loadgen -- --help`).
 //!
-//! Drives a Kafka-API broker through librdkafka (the `rdkafka` crate), with a workload in the
+//! Drives a Kafka-API broker through librdkafka (the `rdkafka` crate) by default, or through
+//! our own lean client (`--client lean`, `loadgen/lean.rs`: fewer CPU cycles per message, so
+//! the client core saturates later), with a workload in the
 //! OpenMessaging Benchmark's terms: topics, partitions per topic, message size, producers,
 //! consumers, target rate, duration, warm-up, acks, batch size / linger, compression and key
 //! distribution. By default it starts ringbroker itself (the release binary beside this bench
@@ -23,7 +25,7 @@
 //! Modes: a single run at `--rate`; `--max-rate` steps the rate up until the achieved rate falls
 //! short of the target or p99 publish latency exceeds `--p99-limit-ms`, then bisects; `--sweep`
 //! runs a list of rates (or fractions of a found max) and writes the JSON of every point plus an
-//! SVG of latency percentiles against throughput; `--catchup` produces a backlog as fast as the
+//! SVG and a PNG (plotters) of latency percentiles against throughput; `--catchup` produces a backlog as fast as the
 //! broker takes it and then times consumers reading it from the beginning.
 
 use std::io::{BufRead, BufReader, Write};
@@ -45,6 +47,18 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
+
+#[path = "loadgen/lean.rs"]
+mod lean;
+
+/// Which client library drives the broker.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum ClientKind {
+    /// librdkafka through the `rdkafka` crate (the reference).
+    Librdkafka,
+    /// Our own minimal client (`loadgen/lean.rs`): less CPU per message.
+    Lean,
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum KeyDistribution {
@@ -118,6 +132,13 @@ struct Args {
     compression: String,
     #[arg(long, value_enum, default_value = "no-key")]
     keys: KeyDistribution,
+    /// Client library: librdkafka (default) or lean (ours, `loadgen/lean.rs`; no compression,
+    /// no --catchup).
+    #[arg(long, value_enum, default_value = "librdkafka")]
+    client: ClientKind,
+    /// Lean client: Produce requests in flight per connection (the broker takes 64).
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
     /// Extra librdkafka producer settings `key=value` (repeatable).
     #[arg(long = "producer-set")]
     producer_set: Vec<String>,
@@ -151,6 +172,11 @@ struct Args {
     #[arg(long, default_value = "run")]
     label: String,
 
+    /// Redraw the SVG and PNG of a sweep from its JSON (`<label>.json` of an earlier `--sweep`)
+    /// into --out-dir, without running anything.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+
     /// `cargo bench` passes this to harness-less benches.
     #[arg(long, hide = true)]
     bench: bool,
@@ -181,6 +207,59 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some((utime + stime) / ticks)
+}
+
+/// Seconds on a CPU and seconds runnable but waiting for one (`/proc/<pid>/task/*/schedstat`),
+/// summed over the threads of `pid` whose name starts with `prefix` (all threads if empty).
+/// The broker's shard threads are named `shard-core<N>-<id>` (glommio names executor threads
+/// after the builder's name), so `shard-core` selects the executors and leaves out glommio's
+/// blocking pool. On a shared machine "waiting" is time the thread wanted a core and another
+/// process had it: busy + waiting near 1.0 per thread means that thread is saturated.
+fn thread_times(pid: &str, prefix: &str) -> Option<(f64, f64)> {
+    let mut run_s = 0.0;
+    let mut wait_s = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<f64>().unwrap_or(0.0));
+        run_s += fields.next().unwrap_or(0.0) / 1e9;
+        wait_s += fields.next().unwrap_or(0.0) / 1e9;
+    }
+    Some((run_s, wait_s))
+}
+
+/// Seconds on a CPU per thread name of `pid`, names with their trailing numbers cut off
+/// (`shard-core0-1` -> `shard-core0`, `iou-wrk-1234` -> `iou-wrk`): shows where a broker's CPU
+/// goes beyond its executors (io_uring's kernel workers run the fdatasyncs, for one).
+fn thread_groups(pid: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut groups = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches('-')
+            .to_string();
+        let run_s = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1e9;
+        *groups.entry(name).or_insert(0.0) += run_s;
+    }
+    groups
 }
 
 fn parse_cores(list: &str) -> Vec<usize> {
@@ -468,7 +547,7 @@ fn payload_template(size: usize) -> Vec<u8> {
         .collect()
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Percentiles {
     p50: f64,
     p90: f64,
@@ -492,7 +571,7 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
     }
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct RunResult {
     label: String,
     target_rate: f64,
@@ -514,6 +593,26 @@ struct RunResult {
     client_cpu_cores: f64,
     /// Messages that were behind schedule by more than 10 ms when sent (client saturated).
     late_sends: u64,
+    /// The broker's shard (executor) threads: on-CPU time in the window, in cores.
+    #[serde(default)]
+    broker_shard_busy_cores: Option<f64>,
+    /// The broker's shard threads: time runnable but waiting for a CPU, in cores.
+    #[serde(default)]
+    broker_shard_wait_cores: Option<f64>,
+    /// This process's threads: time runnable but waiting for a CPU, in cores.
+    #[serde(default)]
+    client_wait_cores: f64,
+    /// The broker's on-CPU time in the window per thread name, in cores (threads that started
+    /// or ended inside the window count from their first or to their last sample).
+    #[serde(default)]
+    broker_threads_cores: Option<std::collections::BTreeMap<String, f64>>,
+    /// Which client library ran (librdkafka in JSON written before the lean client existed).
+    #[serde(default = "default_client_name")]
+    client: String,
+}
+
+fn default_client_name() -> String {
+    "librdkafka".to_string()
 }
 
 fn print_result(r: &RunResult) {
@@ -538,13 +637,30 @@ fn print_result(r: &RunResult) {
         e.p50, e.p90, e.p99, e.p999, e.p9999, e.max, e.count
     );
     println!(
-        "  broker cpu: {} s/MB, {} cores busy; client cpu {:.2} cores",
+        "  broker cpu: {} s/MB, {} cores busy; client ({}) cpu {:.2} cores",
         r.broker_cpu_s_per_mb
             .map_or("n/a".into(), |v| format!("{v:.4}")),
         r.broker_cpu_cores
             .map_or("n/a".into(), |v| format!("{v:.2}")),
+        r.client,
         r.client_cpu_cores
     );
+    println!(
+        "  threads: broker shards on-cpu {} + runnable-waiting {} cores; client runnable-waiting {:.2} cores",
+        r.broker_shard_busy_cores
+            .map_or("n/a".into(), |v| format!("{v:.2}")),
+        r.broker_shard_wait_cores
+            .map_or("n/a".into(), |v| format!("{v:.2}")),
+        r.client_wait_cores
+    );
+    if let Some(groups) = &r.broker_threads_cores {
+        let list: Vec<String> = groups
+            .iter()
+            .filter(|(_, busy)| **busy >= 0.005)
+            .map(|(name, busy)| format!("{name} {busy:.2}"))
+            .collect();
+        println!("  broker threads on-cpu (cores): {}", list.join(", "));
+    }
 }
 
 struct Target {
@@ -565,6 +681,13 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
     let stop = Arc::new(AtomicBool::new(false));
     let produced_total = Arc::new(AtomicU64::new(0));
     let late = Arc::new(AtomicU64::new(0));
+    let lean_map = match args.client {
+        ClientKind::Lean => Some(Arc::new(
+            lean::discover(&target.bootstrap, &topics, args.partitions)
+                .expect("lean client: metadata"),
+        )),
+        ClientKind::Librdkafka => None,
+    };
 
     // Consumers first, at the end of each (empty) partition.
     let mut consumer_threads = Vec::new();
@@ -578,6 +701,26 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         let stop = stop.clone();
         let produced_total = produced_total.clone();
         let ready = consumers_ready.clone();
+        if let Some(map) = &lean_map {
+            // One thread per leader broker of this consumer's partitions.
+            let mut by_leader: std::collections::BTreeMap<i32, Vec<(String, i32)>> =
+                Default::default();
+            for part in parts {
+                by_leader.entry(map.leaders[&part]).or_default().push(part);
+            }
+            for (broker, parts) in by_leader {
+                consumer_threads.push(spawn_lean_consumer(
+                    map.clone(),
+                    broker,
+                    parts,
+                    stats.clone(),
+                    stop.clone(),
+                    produced_total.clone(),
+                    ready.clone(),
+                ));
+            }
+            continue;
+        }
         consumer_threads.push(std::thread::spawn(move || {
             let c = consumer(&bootstrap, &format!("loadgen-{i}"));
             let mut tpl = TopicPartitionList::new();
@@ -643,6 +786,29 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
     let per_producer = rate / producers as f64;
     let mut producer_threads = Vec::new();
     for pi in 0..producers {
+        if let Some(map) = &lean_map {
+            let interval_ns = 1e9 / per_producer;
+            let schedule = lean::Schedule {
+                start_ns,
+                offset_ns: interval_ns * pi as f64 / producers as f64,
+                interval_ns,
+                end_ns: window_until,
+            };
+            producer_threads.push(spawn_lean_producer(
+                args,
+                map.clone(),
+                topics.clone(),
+                schedule,
+                template.clone(),
+                LeanSink {
+                    stats: stats.clone(),
+                    hist: new_hist(),
+                    produced_total: produced_total.clone(),
+                    late: late.clone(),
+                },
+            ));
+            continue;
+        }
         let producer: ThreadedProducer<Delivery> = producer_config(args, &target.bootstrap)
             .create_with_context(Delivery(stats.clone()))
             .expect("producer");
@@ -718,11 +884,27 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
     sleep_until(window_from);
     let broker_cpu0 = target.broker_pid.as_deref().and_then(cpu_seconds);
     let client_cpu0 = cpu_seconds("self").unwrap_or(0.0);
+    let shards0 = target
+        .broker_pid
+        .as_deref()
+        .and_then(|p| thread_times(p, "shard-core"));
+    let client_threads0 = thread_times("self", "").unwrap_or_default();
+    let groups0 = target.broker_pid.as_deref().map(thread_groups);
     let consumed0 = stats.consumed.load(Ordering::Relaxed);
     sleep_until(window_until);
     let broker_cpu1 = target.broker_pid.as_deref().and_then(cpu_seconds);
     let client_cpu1 = cpu_seconds("self").unwrap_or(0.0);
+    let shards1 = target
+        .broker_pid
+        .as_deref()
+        .and_then(|p| thread_times(p, "shard-core"));
+    let client_threads1 = thread_times("self", "").unwrap_or_default();
+    let groups1 = target.broker_pid.as_deref().map(thread_groups);
     let consumed1 = stats.consumed.load(Ordering::Relaxed);
+    let shards = match (shards0, shards1) {
+        (Some(a), Some(b)) => Some(((b.0 - a.0) / args.duration, (b.1 - a.1) / args.duration)),
+        _ => None,
+    };
 
     for t in producer_threads {
         t.join().unwrap();
@@ -756,7 +938,188 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         broker_cpu_cores: broker_cpu.map(|c| c / args.duration),
         client_cpu_cores: (client_cpu1 - client_cpu0) / args.duration,
         late_sends: late.load(Ordering::Relaxed),
+        broker_shard_busy_cores: shards.map(|s| s.0),
+        broker_shard_wait_cores: shards.map(|s| s.1),
+        client_wait_cores: (client_threads1.1 - client_threads0.1) / args.duration,
+        broker_threads_cores: match (groups0, groups1) {
+            (Some(a), Some(b)) => Some(
+                b.into_iter()
+                    .map(|(name, t)| {
+                        let busy = (t - a.get(&name).copied().unwrap_or(0.0)) / args.duration;
+                        (name, busy)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        },
+        client: format!("{:?}", args.client).to_lowercase(),
     }
+}
+
+/// The lean producer's reports, folded into the run's `Stats` (the histogram is merged at the
+/// end, so the hot path takes no lock).
+struct LeanSink {
+    stats: Arc<Stats>,
+    hist: Histogram<u64>,
+    produced_total: Arc<AtomicU64>,
+    late: Arc<AtomicU64>,
+}
+
+impl lean::ProduceSink for LeanSink {
+    fn acked(&mut self, intended_ns: &[u64], now_ns: u64) {
+        let n = intended_ns.len() as u64;
+        self.stats.acked.fetch_add(n, Ordering::Relaxed);
+        let from = self.stats.measure_from_ns.load(Ordering::Relaxed);
+        let until = self.stats.measure_until_ns.load(Ordering::Relaxed);
+        if now_ns >= from && now_ns < until {
+            self.stats.acked_in_window.fetch_add(n, Ordering::Relaxed);
+        }
+        for &intended in intended_ns {
+            if intended >= from && intended < until {
+                let _ = self
+                    .hist
+                    .record((now_ns.saturating_sub(intended) / 1000).max(1));
+            }
+        }
+    }
+
+    fn failed(&mut self, count: u64) {
+        self.stats.failed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn sent(&mut self, late: bool) {
+        self.produced_total.fetch_add(1, Ordering::Relaxed);
+        if late {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn acks_code(acks: &str) -> i16 {
+    match acks {
+        "all" | "-1" => -1,
+        "1" => 1,
+        "0" => 0,
+        other => panic!("--acks {other}: expected 0, 1 or all"),
+    }
+}
+
+fn spawn_lean_producer(
+    args: &Args,
+    map: Arc<lean::ClusterMap>,
+    topics: Vec<String>,
+    schedule: lean::Schedule,
+    template: Arc<Vec<u8>>,
+    mut sink: LeanSink,
+) -> std::thread::JoinHandle<()> {
+    let settings = lean::ProducerSettings {
+        acks: acks_code(&args.acks),
+        batch_size_bytes: args.batch_size,
+        linger_ns: (args.linger_ms * 1e6) as u64,
+        max_in_flight: args.max_in_flight.max(1),
+        keys: match args.keys {
+            KeyDistribution::NoKey => lean::KeyMode::NoKey,
+            KeyDistribution::RoundRobin => lean::KeyMode::RoundRobin,
+            KeyDistribution::Random => lean::KeyMode::Random,
+        },
+        request_timeout_ms: 30_000,
+    };
+    let partitions = args.partitions;
+    std::thread::spawn(move || {
+        if let Err(e) = lean::run_producer(
+            &map,
+            &topics,
+            partitions,
+            &settings,
+            schedule,
+            &template,
+            now_ns,
+            &mut sink,
+            Duration::from_secs(30),
+        ) {
+            eprintln!("loadgen: lean producer: {e:#}");
+        }
+        sink.stats.publish.lock().unwrap().add(&sink.hist).unwrap();
+    })
+}
+
+fn spawn_lean_consumer(
+    map: Arc<lean::ClusterMap>,
+    broker: i32,
+    parts: Vec<(String, i32)>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    produced_total: Arc<AtomicU64>,
+    ready: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let settings = lean::ConsumerSettings {
+            max_wait_ms: 100,
+            max_bytes: 52_428_800,
+            partition_max_bytes: 4_194_304,
+        };
+        ready.fetch_add(1, Ordering::Relaxed);
+        let mut local = new_hist();
+        let mut idle_since: Option<Instant> = None;
+        let consumed_local = std::cell::Cell::new(0u64);
+        let bytes_local = std::cell::Cell::new(0u64);
+        let result = lean::run_consumer(
+            &map,
+            broker,
+            &parts,
+            &settings,
+            now_ns,
+            &mut |got_any| {
+                // Publish the counts once per fetch, not per message.
+                stats
+                    .consumed
+                    .fetch_add(consumed_local.take(), Ordering::Relaxed);
+                stats
+                    .consumed_bytes
+                    .fetch_add(bytes_local.take(), Ordering::Relaxed);
+                if got_any {
+                    idle_since = None;
+                    return false;
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let done = stats.consumed.load(Ordering::Relaxed)
+                    >= produced_total.load(Ordering::Relaxed);
+                let idle = *idle_since.get_or_insert_with(Instant::now);
+                done || idle.elapsed() > Duration::from_secs(10)
+            },
+            &mut |value, now| {
+                consumed_local.set(consumed_local.get() + 1);
+                bytes_local.set(bytes_local.get() + value.len() as u64);
+                if value.len() >= 8 {
+                    let sent = u64::from_le_bytes(value[..8].try_into().unwrap());
+                    if stats.in_window(sent) {
+                        let _ = local.record((now.saturating_sub(sent) / 1000).max(1));
+                    }
+                }
+            },
+        );
+        if let Err(e) = result {
+            eprintln!("loadgen: lean consumer: {e:#}");
+        }
+        stats.e2e.lock().unwrap().add(&local).unwrap();
+    })
+}
+
+/// The lean client's batch encoding, checked once against the broker's own batch validator
+/// (length, magic, CRC-32C, record count) and its own parser, before any figure depends on it.
+fn lean_self_check() {
+    let values: [&[u8]; 3] = [&[1u8; 8], &[2u8; 100], &[3u8; 1024]];
+    let batch = lean::encode_batch(&values);
+    let mut batches = 0;
+    ringbroker::storage::batch::validate_all(&batch, 1 << 20, |_| batches += 1)
+        .expect("the lean client's batch passes the broker's validation");
+    assert_eq!(batches, 1);
+    let mut seen = Vec::new();
+    let next = lean::walk_records(&batch, &mut |v| seen.push(v.to_vec())).unwrap();
+    assert_eq!(next, Some(3));
+    assert_eq!(seen, values.map(|v| v.to_vec()));
 }
 
 fn sustainable(args: &Args, r: &RunResult) -> bool {
@@ -1009,9 +1372,134 @@ fn write_svg(path: &std::path::Path, points: &[RunResult], title: &str) {
     std::fs::write(path, s).unwrap();
 }
 
+/// DejaVu Sans from Debian's `fonts-dejavu-core` (`tests/install-deps.sh` installs it), for the
+/// PNG's text. Nothing is embedded; without the font there is no PNG (the SVG is still written).
+const PNG_FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// The same plot as `write_svg`, as a PNG drawn with plotters' bitmap backend.
+fn write_png(path: &std::path::Path, points: &[RunResult], title: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use plotters::prelude::*;
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let bytes = std::fs::read(PNG_FONT_PATH)
+            .map_err(|e| format!("{PNG_FONT_PATH}: {e} (apt-get install fonts-dejavu-core)"))?;
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes.leak())
+            .map_err(|_| format!("{PNG_FONT_PATH} is not a usable font"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)?;
+    type PngSeries = (&'static str, RGBColor, fn(&Percentiles) -> f64);
+    let series: [PngSeries; 5] = [
+        ("e2e p50", RGBColor(0x1b, 0x9e, 0x77), |p| p.p50),
+        ("e2e p90", RGBColor(0xd9, 0x5f, 0x02), |p| p.p90),
+        ("e2e p99", RGBColor(0x75, 0x70, 0xb3), |p| p.p99),
+        ("e2e p99.9", RGBColor(0xe7, 0x29, 0x8a), |p| p.p999),
+        ("e2e max", RGBColor(0x66, 0x66, 0x66), |p| p.max),
+    ];
+    let xmax = points
+        .iter()
+        .map(|p| p.achieved_msgs_per_s)
+        .fold(1.0, f64::max)
+        * 1.05;
+    let values: Vec<f64> = points
+        .iter()
+        .flat_map(|p| series.iter().map(move |s| (s.2)(&p.e2e_ms)))
+        .filter(|v| *v > 0.0)
+        .collect();
+    let ymin = values.iter().cloned().fold(f64::MAX, f64::min).max(0.01);
+    let ymax = values.iter().cloned().fold(0.0, f64::max).max(ymin * 10.0);
+    let (ymin, ymax) = (
+        10f64.powf(ymin.log10().floor()),
+        10f64.powf(ymax.log10().ceil()),
+    );
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("achieved throughput (msg/s)")
+        .y_desc("end-to-end latency (ms), log scale")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()?;
+    for (name, color, f) in series {
+        let line: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.achieved_msgs_per_s, f(&p.e2e_ms).max(ymin)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+        chart.draw_series(line.iter().map(|&xy| Circle::new(xy, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes the SVG and the PNG of a sweep beside each other.
+fn write_plots(out_dir: &std::path::Path, label: &str, points: &[RunResult], title: &str) {
+    let svg = out_dir.join(format!("{label}-sweep.svg"));
+    write_svg(&svg, points, title);
+    println!("sweep SVG: {}", svg.display());
+    let png = out_dir.join(format!("{label}-sweep.png"));
+    match write_png(&png, points, title) {
+        Ok(()) => println!("sweep PNG: {}", png.display()),
+        Err(e) => eprintln!("loadgen: no PNG: {e:#}"),
+    }
+}
+
 fn main() {
     let args = Args::parse();
+    if let Some(json_path) = &args.plot {
+        let text = std::fs::read_to_string(json_path).expect("read --plot JSON");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("--plot: JSON");
+        let points: Vec<RunResult> =
+            serde_json::from_value(doc["summary"]["sweep"].clone()).expect("summary.sweep points");
+        let label = json_path.file_stem().unwrap().to_string_lossy().to_string();
+        let first = points.first().expect("at least one point");
+        std::fs::create_dir_all(&args.out_dir).unwrap();
+        write_plots(
+            &args.out_dir,
+            &label,
+            &points,
+            &format!(
+                "{label}: {} B, {} partition(s), acks={}, client {}",
+                first.message_size, first.partitions, first.acks, first.client
+            ),
+        );
+        return;
+    }
     assert!(args.message_size >= 8, "--message-size must be at least 8");
+    if args.client == ClientKind::Lean {
+        assert!(
+            args.compression == "none",
+            "--client lean does not compress (--compression none)"
+        );
+        assert!(
+            args.catchup.is_none(),
+            "--catchup runs with --client librdkafka only"
+        );
+        lean_self_check();
+    }
     base();
     // Start the broker before pinning, so it is not started with our mask (it pins itself).
     let broker = match &args.bootstrap {
@@ -1029,8 +1517,9 @@ fn main() {
         broker_pid: broker.as_ref().map(|b| b.child.id().to_string()),
     };
     eprintln!(
-        "loadgen: bootstrap {}, client pinned to cores {}, {} topic(s) x {} partition(s), {} B messages, acks={}, {} producer(s), {} consumer(s), linger {} ms, batch {} B, compression {}, keys {:?}",
+        "loadgen: bootstrap {}, client {:?} pinned to cores {}, {} topic(s) x {} partition(s), {} B messages, acks={}, {} producer(s), {} consumer(s), linger {} ms, batch {} B, compression {}, keys {:?}",
         target.bootstrap,
+        args.client,
         args.client_cores,
         args.topics,
         args.partitions,
@@ -1062,16 +1551,19 @@ fn main() {
             all.push(res.clone());
             points.push(res);
         }
-        let svg = args.out_dir.join(format!("{}-sweep.svg", args.label));
-        write_svg(
-            &svg,
+        write_plots(
+            &args.out_dir,
+            &args.label,
             &points,
             &format!(
-                "{}: {} B, {} partition(s), acks={}",
-                args.label, args.message_size, args.partitions, args.acks
+                "{}: {} B, {} partition(s), acks={}, client {}",
+                args.label,
+                args.message_size,
+                args.partitions,
+                args.acks,
+                format!("{:?}", args.client).to_lowercase()
             ),
         );
-        println!("sweep SVG: {}", svg.display());
         json!({ "sweep": points })
     } else if args.max_rate {
         let max = find_max_rate(&args, &target, &mut all);

@@ -4,7 +4,8 @@
 //! shard 0, times `router.call` with `ShardRequest::Ping` (an empty `Bytes` payload): to itself
 //! (a direct call, no mesh), to shard 1 one call at a time (a full cross-shard round trip:
 //! channel send, the other executor wakes, serves, replies), and to shard 1 with 64 calls in
-//! flight (mesh throughput). Prints ns per call. `RB_HOP_CALLS` sets calls per case.
+//! flight (mesh throughput). Prints ns per call. `RB_HOP_CALLS` sets calls per case;
+//! `RB_HOP_SPIN_US` sets the shards' `shard-spin-before-park-us`.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ fn main() {
         ),
         ("listen".to_string(), "127.0.0.1:0".to_string()),
     ];
+    let mut pairs = pairs;
+    if let Ok(spin) = std::env::var("RB_HOP_SPIN_US") {
+        pairs.push(("shard-spin-before-park-us".to_string(), spin));
+    }
     let config = Config::build(&pairs).unwrap();
     let online = pool::select_cores(&config).unwrap();
     let cores = vec![online[0], *online.get(1).unwrap_or(&online[0])];
@@ -83,7 +88,10 @@ fn main() {
         on_shard_ready: Some(hook),
     };
     let broker = pool::start(spec, metadata_store, &cores, false).expect("broker starts");
-    println!("router hop: shards on cores {cores:?}, {calls} calls per case");
+    println!(
+        "router hop: shards on cores {cores:?}, {calls} calls per case, spin before park {} us",
+        std::env::var("RB_HOP_SPIN_US").unwrap_or_else(|_| "0".into())
+    );
     for _ in 0..3 {
         let (name, ns) = rx.recv().unwrap();
         println!(

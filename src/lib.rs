@@ -2,12 +2,13 @@
 //!
 //! The crate is laid out as `../shared/DESIGN.md` §8 describes: `shard` (executors, router,
 //! ownership), `net` (listeners, connections, framing), `kafka` (dispatch and one handler per
-//! API), `metadata` (topic table, metadata log, images), `storage` (partition logs), `config`
+//! API), `acl` (ACLs and the authorizer), `metadata` (topic table, metadata log, images), `storage` (partition logs), `config`
 //! and `limits`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
+pub mod acl;
 pub mod config;
 pub mod group;
 pub mod kafka;

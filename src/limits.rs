@@ -34,16 +34,35 @@ pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
 /// `shard::pool::reactor_tick`): the longest a lost cross-shard wake-up can delay a message.
 pub const SHARD_TICK_MS: u64 = 1;
 
+/// Upper bound of `shard-spin-before-park-us`: an idle shard spins at most this long per idle
+/// period. A longer spin only burns the core (with the reactor tick, an idle shard spins for
+/// min(spin, tick) of every tick).
+pub const SHARD_SPIN_BEFORE_PARK_US_MAX: u64 = 10_000;
+
 /// How often the shard watchdog looks at the shards' heartbeats (`shard::watchdog`).
 pub const WATCHDOG_CHECK_MS: u64 = 5;
 
 /// A shard whose heartbeat (stamped every tick) is older than this is nudged awake.
 pub const WATCHDOG_STALE_MS: u64 = 20;
 
+/// Nudges a shard's channel holds. A nudge is sent only while the shard looks stuck; a roomy
+/// channel keeps nudges (each a wake-up) flowing for seconds even if the shard does not drain
+/// them.
+pub const WATCHDOG_NUDGES_MAX: usize = 4096;
+
 const _: () = assert!(WATCHDOG_STALE_MS > 4 * SHARD_TICK_MS);
 
 /// How long a graceful shutdown waits for in-flight requests before it closes connections.
 pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
+
+/// Largest payload a legacy (magic 0/1) message set may inflate to, and largest set of records
+/// one conversion may build (`kafka::legacy_format`): a compressed wrapper that inflates past it
+/// is refused with MESSAGE_TOO_LARGE instead of growing memory without bound.
+pub const LEGACY_CONVERSION_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// ACLs the cluster may hold (they live in every shard's metadata image); CreateAcls past it is
+/// refused.
+pub const ACLS_MAX: usize = 100_000;
 
 // ---------------------------------------------------------------------------------------------
 // Idempotent producers

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, MetadataRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeLogDirsRequest, MetadataRequest,
     MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -74,8 +74,13 @@ fn malformed_frames_close_only_their_connection() {
             v
         }),
         (
-            "API not served (DescribeAcls)",
-            encode_request(ApiKey::DescribeAcls, 1, 1, &DescribeAclsRequest::default()),
+            "API not served (DescribeLogDirs)",
+            encode_request(
+                ApiKey::DescribeLogDirs,
+                1,
+                1,
+                &DescribeLogDirsRequest::default(),
+            ),
         ),
         (
             "unsupported Metadata version",
@@ -85,6 +90,20 @@ fn malformed_frames_close_only_their_connection() {
                 .map(|(i, b)| if i == 7 { 99 } else { b })
                 .collect(),
         ),
+        ("Fetch v0 body shorter than its fixed fields", {
+            // Header v1: key 1, version 0, correlation id, empty client id; then 8 body bytes.
+            let mut v = 18i32.to_be_bytes().to_vec();
+            v.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1, 0, 0]);
+            v.extend_from_slice(&[0xff; 8]);
+            v
+        }),
+        ("ListOffsets v0 claiming 2^31 topics", {
+            let mut v = 18i32.to_be_bytes().to_vec();
+            v.extend_from_slice(&[0, 2, 0, 0, 0, 0, 0, 1, 0, 0]);
+            v.extend_from_slice(&(-1i32).to_be_bytes());
+            v.extend_from_slice(&i32::MAX.to_be_bytes());
+            v
+        }),
         ("truncated Metadata body", {
             let mut frame = encode_request(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
             // Keep the header, cut the body, and fix the size field to match.

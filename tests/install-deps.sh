@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the third-party Kafka clients the black-box tests drive: Debian's kcat (librdkafka
-# 2.0.2) and, from PyPI, kafka-python and confluent-kafka. Idempotent and quick when they are
+# 2.0.2) and, from PyPI, kafka-python and confluent-kafka; and Debian's fonts-dejavu-core, whose
+# DejaVu Sans the load generator's PNG plots use for their text. Idempotent and quick when they are
 # already present, so `make test` runs it every time.
 set -euo pipefail
 
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need_apt+=(fonts-dejavu-core)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2

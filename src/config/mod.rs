@@ -115,6 +115,11 @@ const fn def(
 }
 
 const LONG_MAX: i64 = i64::MAX;
+
+/// Kafka's KRaft authorizer class name (`authorizer.class.name`).
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+/// Kafka's ZooKeeper-era authorizer class name, accepted as the same built-in authorizer.
+pub const ACL_AUTHORIZER: &str = "kafka.security.authorizer.AclAuthorizer";
 const INT_MAX: i64 = i32::MAX as i64;
 
 /// Every setting the broker understands. DescribeConfigs on the broker reports exactly these.
@@ -182,6 +187,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
             max: 3_600_000,
         },
         "How long SIGINT/SIGTERM waits for in-flight requests before closing connections.",
+    ),
+    def(
+        "shard-spin-before-park-us",
+        "0",
+        ValueKind::Long {
+            min: 0,
+            max: limits::SHARD_SPIN_BEFORE_PARK_US_MAX as i64,
+        },
+        "How long an idle shard keeps polling (spinning) before it parks; 0 parks at once.",
     ),
     def(
         "socket.request.max.bytes",
@@ -266,6 +280,24 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
             max: i16::MAX as i64,
         },
         "Replication factor of topics created without one.",
+    ),
+    def(
+        "authorizer.class.name",
+        "",
+        ValueKind::Choice(&["", STANDARD_AUTHORIZER, ACL_AUTHORIZER]),
+        "Empty for no authorization; Kafka's StandardAuthorizer (or AclAuthorizer) class name turns on the built-in ACL authorizer.",
+    ),
+    def(
+        "allow.everyone.if.no.acl.found",
+        "false",
+        ValueKind::Bool,
+        "With an authorizer: allow an operation on a resource no ACL matches.",
+    ),
+    def(
+        "super.users",
+        "",
+        ValueKind::Text,
+        "With an authorizer: semicolon-separated principals (User:NAME) allowed everything.",
     ),
     def(
         "delete.topic.enable",
@@ -419,6 +451,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Graceful shutdown bound.
     pub shutdown_drain_ms: u64,
+    /// How long an idle shard spins (polls io_uring, timers and the cross-shard channels)
+    /// before it parks its thread; 0 parks at once.
+    pub shard_spin_before_park_us: u64,
     /// Where the metrics endpoint listens, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Largest accepted request frame.
@@ -431,6 +466,8 @@ pub struct Config {
     pub default_replication_factor: i16,
     /// Whether DeleteTopics is allowed.
     pub delete_topic_enable: bool,
+    /// The ACL authorizer, when `authorizer.class.name` names one.
+    pub authorizer: Option<crate::acl::Authorizer>,
     /// How often retention runs, per shard.
     pub log_retention_check_interval_ms: u64,
     /// Every setting's value and source, for DescribeConfigs.
@@ -512,6 +549,12 @@ impl Config {
         };
         let shutdown_drain_ms =
             parse_int::<u64>("shutdown-drain-ms", get("shutdown-drain-ms"), 0, 3_600_000)?;
+        let shard_spin_before_park_us = parse_int::<u64>(
+            "shard-spin-before-park-us",
+            get("shard-spin-before-park-us"),
+            0,
+            limits::SHARD_SPIN_BEFORE_PARK_US_MAX as i64,
+        )?;
         let socket_request_max_bytes = parse_int::<u32>(
             "socket.request.max.bytes",
             get("socket.request.max.bytes"),
@@ -529,6 +572,32 @@ impl Config {
             i64::MAX,
         )?;
         let delete_topic_enable = get("delete.topic.enable") == "true";
+        let authorizer = match get("authorizer.class.name") {
+            "" => None,
+            _ => {
+                let mut super_users = Vec::new();
+                for principal in get("super.users").split(';').map(str::trim) {
+                    if principal.is_empty() {
+                        continue;
+                    }
+                    if !principal
+                        .split_once(':')
+                        .is_some_and(|(kind, name)| !kind.is_empty() && !name.is_empty())
+                    {
+                        return Err(invalid(
+                            "super.users",
+                            get("super.users"),
+                            "expected principals like User:alice separated by ';'",
+                        ));
+                    }
+                    super_users.push(principal.to_string());
+                }
+                Some(crate::acl::Authorizer {
+                    super_users,
+                    allow_everyone_if_no_acl_found: get("allow.everyone.if.no.acl.found") == "true",
+                })
+            }
+        };
         let log_retention_check_interval_ms = parse_int::<u64>(
             "log.retention.check.interval.ms",
             get("log.retention.check.interval.ms"),
@@ -542,6 +611,7 @@ impl Config {
             auto_create_topics_enable,
             default_replication_factor,
             delete_topic_enable,
+            authorizer,
             log_retention_check_interval_ms,
             data_dir,
             listen,
@@ -551,6 +621,7 @@ impl Config {
             log_level,
             log_format,
             shutdown_drain_ms,
+            shard_spin_before_park_us,
             socket_request_max_bytes,
             entries,
         })

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 
+use crate::acl::{self, Session};
 use crate::group::coordinator::group_partition;
 use crate::group::{GroupCall, GroupReply, OFFSETS_TOPIC};
 use crate::kafka::admin::call_controller;
@@ -71,6 +72,21 @@ pub async fn call_coordinator(
     // The topic first: its partition count decides where the group lives.
     ensure_offsets_topic(context).await?;
     call_shard(context, coordinator_shard(context, group_id), call).await
+}
+
+/// Like `call_coordinator`, after checking that `session` may perform `operation` on the group
+/// (GROUP_AUTHORIZATION_FAILED otherwise; nothing reaches the coordinator then).
+pub async fn call_coordinator_as(
+    context: &Rc<ShardContext>,
+    session: &Session,
+    operation: i8,
+    group_id: &str,
+    call: GroupCall,
+) -> Result<GroupReply, i16> {
+    if !context.authorize(session, operation, acl::resource_type::GROUP, group_id) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    call_coordinator(context, group_id, call).await
 }
 
 /// Sends `call` to shard `shard` (creating `__consumer_offsets` if needed).

@@ -10,6 +10,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
+use crate::acl::{self, Session};
 use crate::kafka::error;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataError, TopicImage};
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
@@ -71,6 +72,54 @@ pub fn check_broker_resource(context: &ShardContext, name: &str) -> Result<(), S
         Err(format!(
             "Unexpected broker id, expected {} or empty string, but received {name}",
             context.identity.node_id
+        ))
+    }
+}
+
+/// Kafka's answer when `session` may not perform `operation` (DESCRIBE_CONFIGS or
+/// ALTER_CONFIGS) on a config resource: TOPIC_AUTHORIZATION_FAILED for a topic,
+/// CLUSTER_AUTHORIZATION_FAILED for a broker (brokers are authorized as the cluster). `None`
+/// when allowed, and for resource types the handlers refuse anyway.
+pub fn config_resource_refused(
+    context: &ShardContext,
+    session: &Session,
+    operation: i8,
+    config_resource: i8,
+    name: &str,
+) -> Option<(i16, String)> {
+    let (acl_resource, acl_name, code) = match config_resource {
+        resource_type::TOPIC => (
+            acl::resource_type::TOPIC,
+            name,
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        resource_type::BROKER => (
+            acl::resource_type::CLUSTER,
+            acl::CLUSTER_NAME,
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+        _ => return None,
+    };
+    if context.authorize(session, operation, acl_resource, acl_name) {
+        None
+    } else {
+        Some((code.code(), "Authorization failed.".to_string()))
+    }
+}
+
+/// Kafka's answer when `session` may not perform `operation` on topic `name`.
+pub fn topic_refused(
+    context: &ShardContext,
+    session: &Session,
+    operation: i8,
+    name: &str,
+) -> Option<(i16, String)> {
+    if context.authorize(session, operation, acl::resource_type::TOPIC, name) {
+        None
+    } else {
+        Some((
+            ResponseError::TopicAuthorizationFailed.code(),
+            "Authorization failed.".to_string(),
         ))
     }
 }

@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::acl::Session;
 use crate::kafka::admin::{self, resource_type, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::kafka::error;
@@ -54,13 +55,25 @@ struct Change {
 /// Carries out the changes; returns `(error code, message)` per resource.
 async fn apply(
     context: &Rc<ShardContext>,
+    session: &Session,
     changes: Vec<Change>,
     validate_only: bool,
 ) -> Vec<(i16, Option<String>)> {
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes {
         let name = change.resource_name.to_string();
+        let refused = admin::config_resource_refused(
+            context,
+            session,
+            crate::acl::operation::ALTER_CONFIGS,
+            change.resource_type,
+            &name,
+        );
         let outcome = match (change.resource_type, change.ops) {
+            _ if refused.is_some() => {
+                let (code, message) = refused.expect("checked");
+                (code, Some(message))
+            }
             (_, Err((code, message))) => (code, Some(message)),
             (resource_type::TOPIC, Ok(ops)) => {
                 let request = ControllerRequest::AlterTopicConfigs {
@@ -150,7 +163,7 @@ fn handle_alter(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .iter()
             .map(|c| (c.resource_type, c.resource_name.clone()))
             .collect();
-        let outcomes = apply(&context, changes, body.validate_only).await;
+        let outcomes = apply(&context, &request.session, changes, body.validate_only).await;
         let responses = kinds
             .into_iter()
             .zip(outcomes)
@@ -225,7 +238,7 @@ fn handle_incremental(context: Rc<ShardContext>, request: Request) -> HandlerFut
             .iter()
             .map(|c| (c.resource_type, c.resource_name.clone()))
             .collect();
-        let outcomes = apply(&context, changes, body.validate_only).await;
+        let outcomes = apply(&context, &request.session, changes, body.validate_only).await;
         let responses = kinds
             .into_iter()
             .zip(outcomes)

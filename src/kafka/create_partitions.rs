@@ -39,6 +39,19 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         for topic in &body.topics {
             let name = topic.name.0.to_string();
             let result = CreatePartitionsTopicResult::default().with_name(topic_name(name.clone()));
+            if let Some((code, message)) = admin::topic_refused(
+                &context,
+                &request.session,
+                crate::acl::operation::ALTER,
+                &name,
+            ) {
+                results.push(
+                    result
+                        .with_error_code(code)
+                        .with_error_message(Some(text(message))),
+                );
+                continue;
+            }
             if let Some(assignments) = &topic.assignments {
                 let image = context.image();
                 let current = image.topic(&name).map_or(0, |t| t.partitions);

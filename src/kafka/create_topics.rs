@@ -22,6 +22,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl::Session;
 use crate::config::topic;
 use crate::kafka::admin::{self, text, topic_name};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
@@ -44,7 +45,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             Ok(body) => body,
             Err(outcome) => return outcome,
         };
-        let response = create_topics(&context, body).await;
+        let response = create_topics(&context, &request.session, body).await;
         request.respond(&response)
     }
     .boxed_local()
@@ -53,8 +54,16 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
 /// Carries out a CreateTopics request; also used to auto-create topics.
 pub async fn create_topics(
     context: &Rc<ShardContext>,
+    session: &Session,
     body: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    use crate::acl::{CLUSTER_NAME, operation, resource_type};
+    let may_create_any = context.authorize(
+        session,
+        operation::CREATE,
+        resource_type::CLUSTER,
+        CLUSTER_NAME,
+    );
     // Kafka refuses every entry of a name that appears more than once.
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for topic in &body.topics {
@@ -77,6 +86,16 @@ pub async fn create_topics(
                     "Create topics request from client contains multiple entries for the \
                      following topics: {name}"
                 ),
+            )));
+            continue;
+        }
+        if !may_create_any
+            && !context.authorize(session, operation::CREATE, resource_type::TOPIC, &name)
+        {
+            results.push(Some(failure(
+                &name,
+                ResponseError::TopicAuthorizationFailed.code(),
+                "Authorization failed.".to_string(),
             )));
             continue;
         }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -43,7 +43,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         let call = GroupCall::Delete {
             group_ids: vec![group_id.clone()],
         };
-        let error_code = match call_coordinator(&context, &group_id, call).await {
+        let error_code = match call_coordinator_as(
+            &context,
+            &request.session,
+            crate::acl::operation::DELETE,
+            &group_id,
+            call,
+        )
+        .await
+        {
             Ok(GroupReply::Delete(codes)) => codes.first().copied().unwrap_or_else(unexpected),
             other => other.err().unwrap_or_else(unexpected),
         };

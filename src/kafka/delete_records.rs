@@ -39,6 +39,8 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .collect();
         let answered = owner::per_partition(
             &context,
+            &request.session,
+            crate::acl::operation::DELETE,
             topics,
             |p| p.partition_index,
             |topic, p| {

@@ -68,7 +68,23 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     .filter(|_| !id.is_nil())
                     .map(|t| t.name.clone()),
             };
+            let refused = resolved.as_ref().and_then(|resolved| {
+                admin::topic_refused(
+                    &context,
+                    &request.session,
+                    crate::acl::operation::DELETE,
+                    resolved,
+                )
+            });
             match resolved {
+                Some(_) if refused.is_some() => {
+                    let (code, message) = refused.expect("checked");
+                    results.push(
+                        result
+                            .with_error_code(code)
+                            .with_error_message(Some(text(message))),
+                    );
+                }
                 Some(resolved) => {
                     names.push((results.len(), resolved));
                     results.push(result);

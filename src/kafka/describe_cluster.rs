@@ -12,9 +12,10 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl;
 use crate::kafka::admin::text;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::metadata::cluster_operations;
+use crate::kafka::metadata::authorized_operations;
 use crate::shard::ShardContext;
 
 /// The dispatch table entry.
@@ -48,13 +49,29 @@ fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
             ))));
         return request.respond(&response);
     }
+    if !context.authorize(
+        &request.session,
+        acl::operation::DESCRIBE,
+        acl::resource_type::CLUSTER,
+        acl::CLUSTER_NAME,
+    ) {
+        response = response
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(text("Cluster authorization failed.")));
+        return request.respond(&response);
+    }
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(context.identity.node_id))
         .with_host(text(context.advertised.host.clone()))
         .with_port(i32::from(context.advertised.port));
     response = response.with_brokers(vec![broker]);
     if body.include_cluster_authorized_operations {
-        response = response.with_cluster_authorized_operations(cluster_operations());
+        response = response.with_cluster_authorized_operations(authorized_operations(
+            context,
+            request,
+            acl::resource_type::CLUSTER,
+            acl::CLUSTER_NAME,
+        ));
     }
     request.respond(&response)
 }

@@ -65,7 +65,15 @@ fn answer(context: &ShardContext, request: &Request) -> HandlerOutcome {
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
             };
+            let refused = admin::config_resource_refused(
+                context,
+                &request.session,
+                crate::acl::operation::DESCRIBE_CONFIGS,
+                resource.resource_type,
+                name,
+            );
             let outcome = match resource.resource_type {
+                _ if refused.is_some() => Err(refused.expect("checked")),
                 resource_type::TOPIC => describe_topic(context, name, &wanted, detail),
                 resource_type::BROKER => admin::check_broker_resource(context, name)
                     .map_err(|message| (ResponseError::InvalidRequest.code(), message))

@@ -12,7 +12,7 @@ use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -42,7 +42,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         let call = GroupCall::Describe {
             group_ids: vec![group_id.clone()],
         };
-        let described = match call_coordinator(&context, &group_id, call).await {
+        let described = match call_coordinator_as(
+            &context,
+            &request.session,
+            crate::acl::operation::DESCRIBE,
+            &group_id,
+            call,
+        )
+        .await
+        {
             Ok(GroupReply::Describe(mut found)) if found.len() == 1 => found.remove(0),
             other => crate::msg!(DescribedGroup {
                 error_code: other.err().unwrap_or_else(unexpected),
@@ -52,7 +60,24 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         };
         groups.push(described);
     }
-    if request.version() < 3 {
+    if request.version() >= 3 && body.include_authorized_operations {
+        // Kafka's group operations (READ, DELETE, DESCRIBE) the client may perform: all of
+        // them with no authorizer.
+        use crate::acl::{operation, resource_type};
+        for g in groups.iter_mut().filter(|g| g.error_code == 0) {
+            g.authorized_operations = [operation::READ, operation::DELETE, operation::DESCRIBE]
+                .into_iter()
+                .filter(|&op| {
+                    context.authorize(
+                        &request.session,
+                        op,
+                        resource_type::GROUP,
+                        g.group_id.0.as_str(),
+                    )
+                })
+                .fold(0, |bits, op| bits | (1 << op));
+        }
+    } else {
         for g in &mut groups {
             g.authorized_operations = i32::MIN;
         }

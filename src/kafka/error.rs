@@ -5,6 +5,7 @@
 
 use kafka_protocol::ResponseError;
 
+use crate::kafka::legacy_format::LegacyFormatError;
 use crate::metadata::MetadataError;
 use crate::shard::RouterError;
 use crate::storage::StorageError;
@@ -23,6 +24,7 @@ pub fn metadata_error_code(err: &MetadataError) -> i16 {
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
         MetadataError::DuplicateTopic(_) => ResponseError::InvalidRequest,
+        MetadataError::LimitExceeded(_) => ResponseError::PolicyViolation,
         MetadataError::Storage(_) => ResponseError::KafkaStorageError,
     };
     kind.code()
@@ -85,6 +87,19 @@ pub fn partition_error_code(err: &PartitionError) -> i16 {
         PartitionError::NotOwner { .. } => ResponseError::NotLeaderOrFollower.code(),
         PartitionError::Storage(err) => storage_error_code(err),
     }
+}
+
+/// The Kafka error code of a legacy message set that cannot be converted (Produce v0-2,
+/// Fetch v0-3).
+pub fn legacy_format_error_code(err: &LegacyFormatError) -> i16 {
+    let kind = match err {
+        LegacyFormatError::Corrupt(_) => ResponseError::CorruptMessage,
+        LegacyFormatError::Invalid(_) => ResponseError::InvalidRecord,
+        LegacyFormatError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        LegacyFormatError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+        LegacyFormatError::TooLarge(_) => ResponseError::MessageTooLarge,
+    };
+    kind.code()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Fetch (key 1), versions 4 to 12: consumers read record batches.
+//! Fetch (key 1), versions 0 to 12: consumers read record batches.
 //!
 //! Owner: the connection's shard plans the fetch (which partitions, which limits), scatters
 //! the reads to the owner shards, and writes the response. Split as DESIGN.md §4 asks:
@@ -25,6 +25,15 @@
 //! (a non-zero session id) gets FETCH_SESSION_ID_NOT_FOUND so the client falls back to full
 //! fetches. Record data goes to the socket as the `Bytes` the storage returned: the response
 //! is encoded here, around the record chunks, instead of being copied into one buffer.
+//!
+//! With an authorizer (`crate::acl`), the partitions of a topic the client may not READ are
+//! answered TOPIC_AUTHORIZATION_FAILED and not read.
+//!
+//! Versions 0 to 3 cannot carry v2 batches: after the owners answered, each partition's batches
+//! are down-converted here to message format 0 (v0-1) or 1 (v2-3) by
+//! `legacy_format::down_convert`, as Kafka does, within the partition's byte limit (at least
+//! one converted batch); the response budget then applies to the converted bytes. A partition
+//! that cannot be converted (zstd) gets UNSUPPORTED_COMPRESSION_TYPE. v4+ never converts.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -34,14 +43,16 @@ use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 use kafka_protocol::protocol::VersionRange;
+use tracing::debug;
 
+use crate::acl::{self, Session};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
 use crate::kafka::owner::{self, ReadItem, ReadOutcome};
-use crate::kafka::{error, leader_epoch};
+use crate::kafka::{error, leader_epoch, legacy_format, legacy_versions};
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
 
 /// The versions served.
-pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -58,13 +69,13 @@ const READ_COMMITTED: i8 = 1;
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     async move {
-        let body: FetchRequest = match request.decode() {
+        let body: FetchRequest = match legacy_versions::decode_fetch(&request) {
             Ok(body) => body,
             Err(outcome) => return outcome,
         };
         let version = request.version();
         let correlation_id = request.header.correlation_id;
-        let plan = match plan(&context, body, version) {
+        let plan = match plan(&context, &request.session, body, version) {
             Ok(plan) => plan,
             Err(code) => {
                 let response = FetchResponseParts {
@@ -112,7 +123,12 @@ struct Plan {
     reads: Vec<ReadItem>,
 }
 
-fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan, i16> {
+fn plan(
+    context: &ShardContext,
+    session: &Session,
+    body: FetchRequest,
+    version: i16,
+) -> Result<Plan, i16> {
     if version >= 7 && body.session_id != 0 {
         return Err(ResponseError::FetchSessionIdNotFound.code());
     }
@@ -123,11 +139,19 @@ fn plan(context: &ShardContext, body: FetchRequest, version: i16) -> Result<Plan
     for topic in body.topics {
         let name = topic.topic.0.to_string();
         let meta = image.topic(&name);
+        let may_read = context.authorize(
+            session,
+            acl::operation::READ,
+            acl::resource_type::TOPIC,
+            &name,
+        );
         let partitions = topic
             .partitions
             .into_iter()
             .map(|p| {
-                let refused = if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
+                let refused = if !may_read {
+                    Some(ResponseError::TopicAuthorizationFailed.code())
+                } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
                     Some(ResponseError::UnknownTopicOrPartition.code())
                 } else if version >= 9 {
                     leader_epoch::check(p.current_leader_epoch)
@@ -245,7 +269,29 @@ async fn execute(context: &Rc<ShardContext>, plan: Plan) -> FetchResponseParts {
         wait_any(context, &plan.reads, &outcomes, deadline - now).await;
         outcomes = read_all(context, &plan.reads).await;
     }
+    if let Some(magic) = legacy_format::fetch_magic(plan.version) {
+        for (item, outcome) in plan.reads.iter().zip(outcomes.iter_mut()) {
+            down_convert(item, outcome, magic);
+        }
+    }
     assemble(plan, outcomes)
+}
+
+/// Replaces a partition's v2 batches with a legacy message set of `magic` (Fetch v0-3).
+fn down_convert(item: &ReadItem, outcome: &mut ReadOutcome, magic: u8) {
+    if outcome.error_code != error::NONE || outcome.records.is_empty() {
+        return;
+    }
+    let limit_bytes = item.max_bytes as usize;
+    match legacy_format::down_convert(&outcome.records, magic, item.offset, limit_bytes) {
+        Ok(converted) if converted.is_empty() => outcome.records.clear(),
+        Ok(converted) => outcome.records = vec![converted],
+        Err(err) => {
+            debug!(topic = %item.topic, partition = item.partition, %err, "down-conversion failed");
+            outcome.error_code = error::legacy_format_error_code(&err);
+            outcome.records.clear();
+        }
+    }
 }
 
 /// Applies the response byte budget and lays the partitions out in request order.
@@ -443,7 +489,7 @@ impl ChunkWriter {
     }
 }
 
-/// Encodes a Fetch response body (v4 to v12) around the record chunks.
+/// Encodes a Fetch response body (v0 to v12) around the record chunks.
 fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
     let version = response.version;
     let flexible = version >= 12;
@@ -451,7 +497,9 @@ fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
         head: BytesMut::with_capacity(256),
         out: Vec::new(),
     };
-    w.head.put_i32(0); // throttle_time_ms
+    if version >= 1 {
+        w.head.put_i32(0); // throttle_time_ms
+    }
     if version >= 7 {
         w.head.put_i16(response.error_code);
         w.head.put_i32(0); // session_id: no session was created
@@ -464,22 +512,24 @@ fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
             w.head.put_i32(p.partition);
             w.head.put_i16(p.error_code);
             w.head.put_i64(p.high_watermark);
-            w.head.put_i64(p.last_stable_offset);
-            if version >= 5 {
-                w.head.put_i64(p.log_start_offset);
-            }
-            // aborted_transactions: null for read_uncommitted, the list for read_committed.
-            if response.read_committed {
-                w.array_len(flexible, p.aborted_transactions.len());
-                for &(producer_id, first_offset) in &p.aborted_transactions {
-                    w.head.put_i64(producer_id);
-                    w.head.put_i64(first_offset);
-                    w.no_tagged_fields(flexible);
+            if version >= 4 {
+                w.head.put_i64(p.last_stable_offset);
+                if version >= 5 {
+                    w.head.put_i64(p.log_start_offset);
                 }
-            } else if flexible {
-                w.uvarint(0);
-            } else {
-                w.head.put_i32(-1);
+                // aborted_transactions: null for read_uncommitted, the list for read_committed.
+                if response.read_committed {
+                    w.array_len(flexible, p.aborted_transactions.len());
+                    for &(producer_id, first_offset) in &p.aborted_transactions {
+                        w.head.put_i64(producer_id);
+                        w.head.put_i64(first_offset);
+                        w.no_tagged_fields(flexible);
+                    }
+                } else if flexible {
+                    w.uvarint(0);
+                } else {
+                    w.head.put_i32(-1);
+                }
             }
             if version >= 11 {
                 w.head.put_i32(-1); // preferred_read_replica
@@ -576,6 +626,36 @@ mod tests {
                 assert_eq!(refused.error_code, 3);
                 assert_eq!(refused.records.as_ref().unwrap().len(), 0);
             }
+        }
+    }
+
+    /// Fetch v0-3 responses, which the schema crate no longer has: read by hand.
+    #[test]
+    fn legacy_versions_encode_kafkas_layout() {
+        use bytes::Buf;
+        for version in 0..4 {
+            let mut bytes = Bytes::from(encode(&parts(version, false)).concat());
+            if version >= 1 {
+                assert_eq!(bytes.get_i32(), 0, "throttle");
+            }
+            assert_eq!(bytes.get_i32(), 2);
+            let name_len = bytes.get_i16() as usize;
+            assert_eq!(&bytes.split_to(name_len)[..], b"orders");
+            assert_eq!(bytes.get_i32(), 2);
+            assert_eq!(bytes.get_i32(), 3);
+            assert_eq!(bytes.get_i16(), 0);
+            assert_eq!(bytes.get_i64(), 42);
+            let len = bytes.get_i32() as usize;
+            assert_eq!(len, 180);
+            bytes.advance(len);
+            assert_eq!(bytes.get_i32(), 9);
+            assert_eq!(bytes.get_i16(), 3);
+            assert_eq!(bytes.get_i64(), -1);
+            assert_eq!(bytes.get_i32(), 0);
+            let name_len = bytes.get_i16() as usize;
+            assert_eq!(&bytes.split_to(name_len)[..], b"empty");
+            assert_eq!(bytes.get_i32(), 0);
+            assert!(bytes.is_empty(), "v{version}: trailing bytes");
         }
     }
 

@@ -45,7 +45,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         };
         let mut coordinators = Vec::with_capacity(keys.len());
         for key in keys {
-            coordinators.push(lookup(&context, key, body.key_type).await);
+            coordinators.push(lookup(&context, &request.session, key, body.key_type).await);
         }
         let response = if version >= 4 {
             crate::msg!(FindCoordinatorResponse { coordinators })
@@ -68,7 +68,12 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     .boxed_local()
 }
 
-async fn lookup(context: &Rc<ShardContext>, key: StrBytes, key_type: i8) -> Coordinator {
+async fn lookup(
+    context: &Rc<ShardContext>,
+    session: &crate::acl::Session,
+    key: StrBytes,
+    key_type: i8,
+) -> Coordinator {
     let failed = |code: ResponseError, message: &str| {
         crate::msg!(Coordinator {
             key: key.clone(),
@@ -79,7 +84,29 @@ async fn lookup(context: &Rc<ShardContext>, key: StrBytes, key_type: i8) -> Coor
             error_message: Some(StrBytes::from_string(message.to_string()))
         })
     };
+    use crate::acl::{operation, resource_type};
     match key_type {
+        KEY_TYPE_GROUP
+            if !context.authorize(session, operation::DESCRIBE, resource_type::GROUP, &key) =>
+        {
+            return failed(
+                ResponseError::GroupAuthorizationFailed,
+                "Not authorized to access group",
+            );
+        }
+        KEY_TYPE_TRANSACTION
+            if !context.authorize(
+                session,
+                operation::DESCRIBE,
+                resource_type::TRANSACTIONAL_ID,
+                &key,
+            ) =>
+        {
+            return failed(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "Not authorized to access the transactional id",
+            );
+        }
         KEY_TYPE_GROUP => {}
         KEY_TYPE_TRANSACTION => {
             return failed(

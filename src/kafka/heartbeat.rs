@@ -10,7 +10,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -41,7 +41,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         member_id: body.member_id.to_string(),
         instance_id: body.group_instance_id.as_ref().map(|s| s.to_string()),
     };
-    let error_code = match call_coordinator(&context, &group_id, call).await {
+    let error_code = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::READ,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::Heartbeat(code)) => code,
         other => other.err().unwrap_or_else(unexpected),
     };

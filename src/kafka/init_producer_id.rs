@@ -19,6 +19,7 @@ use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResp
 use kafka_protocol::protocol::VersionRange;
 use tracing::warn;
 
+use crate::acl;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::kafka::error;
 use crate::limits::PRODUCER_ID_BLOCK_SIZE;
@@ -48,6 +49,19 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         {
             return request
                 .respond(&response.with_error_code(ResponseError::InvalidRequest.code()));
+        }
+        // KIP-679: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic.
+        let session = &request.session;
+        if !context.authorize(
+            session,
+            acl::operation::IDEMPOTENT_WRITE,
+            acl::resource_type::CLUSTER,
+            acl::CLUSTER_NAME,
+        ) && !context.authorize_any(session, acl::operation::WRITE, acl::resource_type::TOPIC)
+        {
+            return request.respond(
+                &response.with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
+            );
         }
         match next_producer_id(&context).await {
             Ok(id) => request.respond(

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -43,17 +43,25 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         .map(|s| s.to_string())
         .unwrap_or_default();
     // Kafka reports a member's host as Java prints an InetAddress without a name: "/127.0.0.1".
-    let client_host = request
-        .peer
-        .map(|peer| format!("/{}", peer.ip()))
-        .unwrap_or_default();
+    let client_host = match request.session.host.as_str() {
+        crate::acl::WILDCARD => String::new(),
+        host => format!("/{host}"),
+    };
     let call = GroupCall::Join {
         version: request.version(),
         client_id,
         client_host,
         request: Box::new(body),
     };
-    let mut response = match call_coordinator(&context, &group_id, call).await {
+    let mut response = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::READ,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::Join(response)) => response,
         other => crate::msg!(JoinGroupResponse {
             error_code: other.err().unwrap_or_else(unexpected),

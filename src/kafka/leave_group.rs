@@ -14,7 +14,7 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -51,7 +51,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         group_id: group_id.clone(),
         members: members.clone(),
     };
-    let (top, each) = match call_coordinator(&context, &group_id, call).await {
+    let (top, each) = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::READ,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::Leave(top, each)) => (top, each),
         other => {
             let code = other.err().unwrap_or_else(unexpected);

@@ -54,9 +54,27 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             Err(code) => error_code = code,
         }
     }
+    // Groups the client may not DESCRIBE are left out, unless it may DESCRIBE the cluster.
+    use crate::acl::{CLUSTER_NAME, operation, resource_type};
+    let session = &request.session;
+    let sees_all = context.authorize(
+        session,
+        operation::DESCRIBE,
+        resource_type::CLUSTER,
+        CLUSTER_NAME,
+    );
     let groups = groups
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| {
+            sees_all
+                || context.authorize(
+                    session,
+                    operation::DESCRIBE,
+                    resource_type::GROUP,
+                    &g.group_id,
+                )
+        })
         .map(|g| {
             crate::msg!(ListedGroup {
                 group_id: GroupId(text(&g.group_id)),

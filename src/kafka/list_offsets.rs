@@ -1,5 +1,6 @@
-//! ListOffsets (key 2), versions 1 to 7: earliest, latest, by timestamp and (v7) the offset
-//! of the largest timestamp.
+//! ListOffsets (key 2), versions 0 to 7: earliest, latest, by timestamp and (v7) the offset
+//! of the largest timestamp. Version 0 answers a list of offsets instead (segment boundaries,
+//! as Kafka does; `owner::serve_offsets`), with its own codec (`legacy_versions`).
 //!
 //! Owner: the connection's shard scatters the partitions to their owners
 //! (`owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
@@ -19,20 +20,23 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::kafka::admin::topic_name;
-use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
+use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::owner::{self, OffsetItem, offset_spec};
-use crate::kafka::{error, leader_epoch};
+use crate::kafka::{error, leader_epoch, legacy_versions};
 use crate::shard::ShardContext;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
     key: ApiKey::ListOffsets,
-    versions: VersionRange { min: 1, max: 7 },
+    versions: VersionRange { min: 0, max: 7 },
     handle,
 };
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     async move {
+        if request.version() == 0 {
+            return serve_v0(context, request).await;
+        }
         let body: ListOffsetsRequest = match request.decode() {
             Ok(body) => body,
             Err(outcome) => return outcome,
@@ -46,6 +50,8 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .collect();
         let answered = owner::per_partition(
             &context,
+            &request.session,
+            crate::acl::operation::DESCRIBE,
             topics,
             |p| p.partition_index,
             |topic, p| {
@@ -61,6 +67,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     topic: topic.to_string(),
                     partition: p.partition_index,
                     timestamp: p.timestamp,
+                    max_num_offsets: None,
                     read_committed,
                 }))
             },
@@ -102,4 +109,36 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         request.respond(&ListOffsetsResponse::default().with_topics(topics))
     }
     .boxed_local()
+}
+
+/// ListOffsets v0: up to `max_num_offsets` offsets per partition, newest first.
+async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
+    let topics = match legacy_versions::decode_list_offsets_v0(&request) {
+        Ok(topics) => topics,
+        Err(outcome) => return outcome,
+    };
+    let answered = owner::per_partition(
+        &context,
+        &request.session,
+        crate::acl::operation::DESCRIBE,
+        topics,
+        |p| p.partition,
+        |topic, p| {
+            Ok(Some(OffsetItem {
+                topic: topic.to_string(),
+                partition: p.partition,
+                timestamp: p.timestamp,
+                max_num_offsets: Some(p.max_num_offsets),
+                read_committed: false,
+            }))
+        },
+        owner::OFFSETS,
+        |index, outcome| match outcome {
+            Err(code) => (index, code, Vec::new()),
+            Ok(None) => (index, error::NONE, Vec::new()),
+            Ok(Some(outcome)) => (index, outcome.error_code, outcome.legacy_offsets.clone()),
+        },
+    )
+    .await;
+    legacy_versions::encode_list_offsets_v0_response(request.header.correlation_id, &answered)
 }

@@ -11,6 +11,11 @@
 //! request's `allow_auto_topic_creation`) an unknown topic named in the request is created
 //! with `num.partitions` partitions through the controller and answered LEADER_NOT_AVAILABLE,
 //! as Kafka answers the request that creates a topic; the client's retry finds it.
+//!
+//! With an authorizer (`crate::acl`): a topic the client may not DESCRIBE is left out of an
+//! all-topics answer and answered TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs
+//! CREATE on the cluster or on the topic (without it an unknown topic stays
+//! UNKNOWN_TOPIC_OR_PARTITION); authorized-operations bit sets come from the authorizer.
 
 use std::rc::Rc;
 
@@ -24,6 +29,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tracing::debug;
 use uuid::Uuid;
 
+use crate::acl;
 use crate::kafka::admin;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
@@ -117,13 +123,24 @@ async fn auto_create(
         return Vec::new();
     }
     let image = context.image();
+    let session = &request.session;
+    let may_create_any = context.authorize(
+        session,
+        acl::operation::CREATE,
+        acl::resource_type::CLUSTER,
+        acl::CLUSTER_NAME,
+    );
     let mut missing: Vec<String> = Vec::new();
     for wanted in body.topics.iter().flatten() {
         if let Some(name) = &wanted.name {
             let name = name.0.as_str();
+            let topic = acl::resource_type::TOPIC;
             if image.topic(name).is_none()
                 && validate_topic_name(name).is_ok()
                 && !missing.iter().any(|m| m == name)
+                && context.authorize(session, acl::operation::DESCRIBE, topic, name)
+                && (may_create_any
+                    || context.authorize(session, acl::operation::CREATE, topic, name))
             {
                 missing.push(name.to_string());
             }
@@ -159,14 +176,36 @@ fn answer(
     let image = context.image();
     let node_id = context.identity.node_id;
     let include_topic_operations = version >= 8 && body.include_topic_authorized_operations;
-    let describe = |topic: &TopicImage| describe_topic(topic, node_id, include_topic_operations);
+    let session = &request.session;
+    let may_describe = |name: &str| {
+        context.authorize(
+            session,
+            acl::operation::DESCRIBE,
+            acl::resource_type::TOPIC,
+            name,
+        )
+    };
+    let describe = |topic: &TopicImage| {
+        let operations = if include_topic_operations {
+            authorized_operations(context, request, acl::resource_type::TOPIC, &topic.name)
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        };
+        describe_topic(topic, node_id, operations)
+    };
 
     let all_topics = match &body.topics {
         None => true,
         Some(list) => list.is_empty() && version == 0,
     };
     let topics: Vec<MetadataResponseTopic> = if all_topics {
-        image.topics.values().map(describe).collect()
+        // Listing every topic leaves out the ones the client may not describe.
+        image
+            .topics
+            .values()
+            .filter(|t| may_describe(&t.name))
+            .map(describe)
+            .collect()
     } else {
         let mut seen_names: Vec<&str> = Vec::new();
         let mut seen_ids: Vec<Uuid> = Vec::new();
@@ -180,6 +219,11 @@ fn answer(
                     }
                     seen_names.push(name);
                     answered.push(match image.topic(name) {
+                        _ if !may_describe(name) => topic_error(
+                            Some(name),
+                            Uuid::nil(),
+                            ResponseError::TopicAuthorizationFailed,
+                        ),
                         _ if created.iter().any(|c| c == name) => {
                             topic_error(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable)
                         }
@@ -202,6 +246,13 @@ fn answer(
                     }
                     seen_ids.push(wanted.topic_id);
                     answered.push(match image.topic_by_id(wanted.topic_id) {
+                        Some(topic) if !wanted.topic_id.is_nil() && !may_describe(&topic.name) => {
+                            topic_error(
+                                None,
+                                wanted.topic_id,
+                                ResponseError::TopicAuthorizationFailed,
+                            )
+                        }
                         Some(topic) if !wanted.topic_id.is_nil() => describe(topic),
                         _ => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                     });
@@ -223,16 +274,40 @@ fn answer(
         .with_controller_id(BrokerId(node_id))
         .with_topics(topics);
     if (8..=10).contains(&version) && body.include_cluster_authorized_operations {
-        response = response.with_cluster_authorized_operations(cluster_operations());
+        response = response.with_cluster_authorized_operations(authorized_operations(
+            context,
+            request,
+            acl::resource_type::CLUSTER,
+            acl::CLUSTER_NAME,
+        ));
     }
     request.respond(&response)
 }
 
-fn describe_topic(
-    topic: &TopicImage,
-    node_id: i32,
-    include_operations: bool,
-) -> MetadataResponseTopic {
+/// The operations on a topic or the cluster the request's principal may perform, as Kafka's
+/// authorized-operations bit set: every operation that applies to the resource with no
+/// authorizer configured, else the ones the authorizer allows.
+pub fn authorized_operations(
+    context: &ShardContext,
+    request: &Request,
+    resource_type: i8,
+    name: &str,
+) -> i32 {
+    let all = if resource_type == acl::resource_type::CLUSTER {
+        cluster_operations()
+    } else {
+        topic_operations()
+    };
+    if context.config.authorizer.is_none() {
+        return all;
+    }
+    (0..32)
+        .filter(|bit| all & (1 << bit) != 0)
+        .filter(|&bit| context.authorize(&request.session, bit as i8, resource_type, name))
+        .fold(0, |acc, bit| acc | (1 << bit))
+}
+
+fn describe_topic(topic: &TopicImage, node_id: i32, operations: i32) -> MetadataResponseTopic {
     let partitions = (0..topic.partitions)
         .map(|index| {
             MetadataResponsePartition::default()
@@ -250,11 +325,7 @@ fn describe_topic(
         .with_topic_id(topic.id)
         .with_is_internal(topic.is_internal())
         .with_partitions(partitions)
-        .with_topic_authorized_operations(if include_operations {
-            topic_operations()
-        } else {
-            OPERATIONS_NOT_REQUESTED
-        })
+        .with_topic_authorized_operations(operations)
 }
 
 fn topic_error(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {

@@ -7,13 +7,14 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -33,17 +34,37 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
 }
 
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
-    let body: OffsetCommitRequest = match request.decode() {
+    let mut body: OffsetCommitRequest = match request.decode() {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
     let group_id = body.group_id.0.to_string();
     let shape = body.topics.clone();
+    // Partitions of topics the client may not READ are answered TOPIC_AUTHORIZATION_FAILED and
+    // not committed; the others are.
+    let (allowed, refused): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut body.topics).into_iter().partition(|t| {
+            context.authorize(
+                &request.session,
+                crate::acl::operation::READ,
+                crate::acl::resource_type::TOPIC,
+                t.name.0.as_str(),
+            )
+        });
+    body.topics = allowed;
     let call = GroupCall::Commit {
         version: request.version(),
         request: body,
     };
-    let response = match call_coordinator(&context, &group_id, call).await {
+    let response = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::READ,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::Commit(response)) => response,
         other => {
             let error_code = other.err().unwrap_or_else(unexpected);
@@ -65,5 +86,19 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             })
         }
     };
+    let mut response = response;
+    response.topics.extend(refused.iter().map(|t| {
+        crate::msg!(OffsetCommitResponseTopic {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| crate::msg!(OffsetCommitResponsePartition {
+                    partition_index: p.partition_index,
+                    error_code: ResponseError::TopicAuthorizationFailed.code()
+                }))
+                .collect()
+        })
+    }));
     request.respond(&response)
 }

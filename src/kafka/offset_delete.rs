@@ -8,13 +8,14 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -43,9 +44,31 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         Err(outcome) => return outcome,
     };
     let group_id = body.group_id.0.to_string();
+    // Partitions of topics the client may not READ are answered TOPIC_AUTHORIZATION_FAILED;
+    // only the others reach the coordinator.
+    let may_read = |name: &str| {
+        context.authorize(
+            &request.session,
+            crate::acl::operation::READ,
+            crate::acl::resource_type::TOPIC,
+            name,
+        )
+    };
+    let refused: Vec<(String, Vec<i32>)> = body
+        .topics
+        .iter()
+        .filter(|t| !may_read(t.name.0.as_str()))
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
     let topics: TopicPartitions = body
         .topics
         .iter()
+        .filter(|t| may_read(t.name.0.as_str()))
         .map(|t| {
             (
                 t.name.0.to_string(),
@@ -57,10 +80,22 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         group_id: group_id.clone(),
         topics,
     };
-    let response = match call_coordinator(&context, &group_id, call).await {
+    let response = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::DELETE,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::DeleteOffsets(Ok(results))) => crate::msg!(OffsetDeleteResponse {
             topics: results
                 .into_iter()
+                .chain(refused.into_iter().map(|(name, parts)| {
+                    let code = ResponseError::TopicAuthorizationFailed.code();
+                    (name, parts.into_iter().map(|p| (p, code)).collect())
+                }))
                 .map(|(name, parts)| crate::msg!(OffsetDeleteResponseTopic {
                     name: TopicName(text(&name)),
                     partitions: parts

@@ -8,6 +8,7 @@
 use std::rc::Rc;
 
 use futures::FutureExt;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -15,7 +16,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::acl::{self, Session};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{FetchedOffset, GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -38,20 +40,57 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// One group's committed offsets, per topic with the error code of all its partitions. With an
+/// authorizer, the group needs DESCRIBE (else the whole answer is GROUP_AUTHORIZATION_FAILED)
+/// and each topic DESCRIBE: a named topic the client may not describe is answered
+/// TOPIC_AUTHORIZATION_FAILED with no offsets, and asking for every topic leaves it out.
 async fn fetch_one(
     context: &Rc<ShardContext>,
+    session: &Session,
     group_id: &str,
     topics: Option<TopicPartitions>,
-) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+) -> Result<Vec<(String, Vec<FetchedOffset>, i16)>, i16> {
+    let all_topics = topics.is_none();
     let call = GroupCall::FetchOffsets {
         group_id: group_id.to_string(),
         topics,
     };
-    match call_coordinator(context, group_id, call).await {
-        Ok(GroupReply::FetchOffsets(result)) => result,
-        Ok(_) => Err(unexpected()),
-        Err(code) => Err(code),
-    }
+    let found =
+        match call_coordinator_as(context, session, acl::operation::DESCRIBE, group_id, call).await
+        {
+            Ok(GroupReply::FetchOffsets(result)) => result?,
+            Ok(_) => return Err(unexpected()),
+            Err(code) => return Err(code),
+        };
+    let may_describe = |name: &str| {
+        context.authorize(
+            session,
+            acl::operation::DESCRIBE,
+            acl::resource_type::TOPIC,
+            name,
+        )
+    };
+    Ok(found
+        .into_iter()
+        .filter_map(|(name, offsets)| {
+            if may_describe(&name) {
+                return Some((name, offsets, 0));
+            }
+            if all_topics {
+                return None;
+            }
+            let hidden = offsets
+                .into_iter()
+                .map(|o| FetchedOffset {
+                    partition: o.partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                })
+                .collect();
+            Some((name, hidden, ResponseError::TopicAuthorizationFailed.code()))
+        })
+        .collect())
 }
 
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
@@ -69,7 +108,8 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (error_code, topics) = match fetch_one(&context, &group_id, topics).await {
+            let fetched = fetch_one(&context, &request.session, &group_id, topics).await;
+            let (error_code, topics) = match fetched {
                 Ok(found) => (0, found),
                 Err(code) => (code, Vec::new()),
             };
@@ -78,19 +118,21 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                 error_code,
                 topics: topics
                     .into_iter()
-                    .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopics {
-                        name: TopicName(text(&name)),
-                        partitions: offsets
-                            .into_iter()
-                            .map(|o| crate::msg!(OffsetFetchResponsePartitions {
-                                partition_index: o.partition,
-                                committed_offset: o.offset,
-                                committed_leader_epoch: o.leader_epoch,
-                                metadata: Some(text(&o.metadata)),
-                                error_code: 0
-                            }))
-                            .collect()
-                    }))
+                    .map(
+                        |(name, offsets, error_code)| crate::msg!(OffsetFetchResponseTopics {
+                            name: TopicName(text(&name)),
+                            partitions: offsets
+                                .into_iter()
+                                .map(|o| crate::msg!(OffsetFetchResponsePartitions {
+                                    partition_index: o.partition,
+                                    committed_offset: o.offset,
+                                    committed_leader_epoch: o.leader_epoch,
+                                    metadata: Some(text(&o.metadata)),
+                                    error_code
+                                }))
+                                .collect()
+                        })
+                    )
                     .collect(),
             }));
         }
@@ -111,14 +153,16 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             error_code,
         })
     };
-    let response = match fetch_one(&context, &group_id, asked.clone()).await {
+    let response = match fetch_one(&context, &request.session, &group_id, asked.clone()).await {
         Ok(found) => crate::msg!(OffsetFetchResponse {
             topics: found
                 .into_iter()
-                .map(|(name, offsets)| crate::msg!(OffsetFetchResponseTopic {
-                    name: TopicName(text(&name)),
-                    partitions: offsets.iter().map(|o| partition(o, 0)).collect()
-                }))
+                .map(
+                    |(name, offsets, code)| crate::msg!(OffsetFetchResponseTopic {
+                        name: TopicName(text(&name)),
+                        partitions: offsets.iter().map(|o| partition(o, code)).collect()
+                    })
+                )
                 .collect(),
         }),
         Err(code) => {

@@ -41,6 +41,8 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .collect();
         let answered = owner::per_partition(
             &context,
+            &request.session,
+            crate::acl::operation::DESCRIBE,
             topics,
             |p| p.partition,
             |topic, p| {
@@ -53,6 +55,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                         topic: topic.to_string(),
                         partition: p.partition,
                         timestamp: offset_spec::LATEST,
+                        max_num_offsets: None,
                         read_committed: false,
                     }),
                 )

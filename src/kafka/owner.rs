@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 
+use crate::acl::Session;
 use crate::kafka::error;
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
 use crate::storage::batch::ControlMarker;
@@ -115,6 +116,9 @@ pub struct OffsetItem {
     pub partition: i32,
     /// ListOffsets' timestamp: -2 earliest, -1 latest, -3 max timestamp, else a time in ms.
     pub timestamp: i64,
+    /// ListOffsets v0: how many offsets to list (segment boundaries, see `legacy_offsets`);
+    /// `None` for the single-offset answer of v1+.
+    pub max_num_offsets: Option<i32>,
     /// read_committed: "latest" is the last stable offset, not the high watermark.
     pub read_committed: bool,
 }
@@ -146,6 +150,8 @@ pub struct OffsetOutcome {
     pub offset: i64,
     /// The timestamp of that offset, -1 when it has none.
     pub timestamp: i64,
+    /// ListOffsets v0's list of offsets, newest first.
+    pub legacy_offsets: Vec<i64>,
 }
 
 /// A partition to trim (DeleteRecords).
@@ -255,6 +261,7 @@ pub const OFFSETS: OwnerCall<OffsetItem, OffsetOutcome> = OwnerCall {
         error_code: code,
         offset: -1,
         timestamp: -1,
+        legacy_offsets: Vec::new(),
     },
 };
 
@@ -290,11 +297,15 @@ impl PartitionItem for DeleteItem {
 }
 
 /// The common shape of the per-partition APIs (ListOffsets, DeleteRecords,
-/// OffsetForLeaderEpoch): for each requested partition, refuse it if the topic or partition
-/// does not exist, let `plan` check it and build the item to ask its owner (or `None` to answer
+/// OffsetForLeaderEpoch): for each requested partition, refuse it if the session may not
+/// perform `operation` on the topic (TOPIC_AUTHORIZATION_FAILED, checked first, as Kafka does)
+/// or the topic or partition does not exist, let `plan` check it and build the item to ask its owner (or `None` to answer
 /// without asking), scatter the items, and build each partition's answer in request order.
+#[allow(clippy::too_many_arguments)]
 pub async fn per_partition<P, I, O, R>(
     context: &Rc<ShardContext>,
+    session: &Session,
+    operation: i8,
     topics: Vec<(String, Vec<P>)>,
     partition_of: impl Fn(&P) -> i32,
     plan: impl Fn(&str, &P) -> Result<Option<I>, i16>,
@@ -309,11 +320,15 @@ where
     let mut layout: Layout<Result<Option<usize>, i16>> = Vec::with_capacity(topics.len());
     for (name, partitions) in topics {
         let meta = image.topic(&name);
+        let authorized =
+            context.authorize(session, operation, crate::acl::resource_type::TOPIC, &name);
         let slots = partitions
             .iter()
             .map(|p| {
                 let index = partition_of(p);
-                let slot = if !meta.is_some_and(|m| (0..m.partitions).contains(&index)) {
+                let slot = if !authorized {
+                    Err(ResponseError::TopicAuthorizationFailed.code())
+                } else if !meta.is_some_and(|m| (0..m.partitions).contains(&index)) {
                     Err(ResponseError::UnknownTopicOrPartition.code())
                 } else {
                     plan(&name, p).map(|item| {
@@ -556,11 +571,31 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
                     error_code: code,
                     offset: -1,
                     timestamp: -1,
+                    legacy_offsets: Vec::new(),
                 });
                 continue;
             }
         };
         let log = &partition.log;
+        if let Some(max_num_offsets) = item.max_num_offsets {
+            let segments = log.segment_times().await;
+            outcomes.push(OffsetOutcome {
+                error_code: error::NONE,
+                offset: -1,
+                timestamp: -1,
+                legacy_offsets: legacy_offsets(
+                    &segments,
+                    item.timestamp,
+                    max_num_offsets,
+                    (
+                        log.log_start_offset(),
+                        log.log_end_offset(),
+                        log.high_watermark(),
+                    ),
+                ),
+            });
+            continue;
+        }
         let found = match item.timestamp {
             offset_spec::EARLIEST => Ok(Some((log.log_start_offset(), -1))),
             offset_spec::LATEST if item.read_committed => {
@@ -575,20 +610,67 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
                 error_code: error::NONE,
                 offset,
                 timestamp,
+                legacy_offsets: Vec::new(),
             },
             Ok(None) => OffsetOutcome {
                 error_code: error::NONE,
                 offset: -1,
                 timestamp: -1,
+                legacy_offsets: Vec::new(),
             },
             Err(err) => OffsetOutcome {
                 error_code: error::storage_error_code(&err),
                 offset: -1,
                 timestamp: -1,
+                legacy_offsets: Vec::new(),
             },
         });
     }
     outcomes
+}
+
+/// ListOffsets v0, as Kafka answers it (`legacyFetchOffsetsBefore`): the candidates are every
+/// segment's base offset (at least the log start offset) with the segment file's modification
+/// time, plus the log end offset (now) when the last segment holds data. EARLIEST starts at the
+/// first candidate, LATEST at the last, a timestamp at the newest candidate modified at or
+/// before it; from there up to `max_num_offsets` candidates are listed going back, newest
+/// first. A consumer is not shown offsets past the high watermark: they are replaced by it.
+/// `bounds` is (log start offset, log end offset, high watermark).
+fn legacy_offsets(
+    segments: &[(i64, u64, i64)],
+    timestamp: i64,
+    max_num_offsets: i32,
+    bounds: (i64, i64, i64),
+) -> Vec<i64> {
+    let (log_start, log_end, high_watermark) = bounds;
+    let mut candidates: Vec<(i64, i64)> = segments
+        .iter()
+        .map(|&(base, _, modified_ms)| (base.max(log_start), modified_ms))
+        .collect();
+    if segments.last().is_some_and(|&(_, size, _)| size > 0) {
+        candidates.push((log_end, crate::storage::log::now_ms()));
+    }
+    let start: i64 = match timestamp {
+        offset_spec::LATEST => candidates.len() as i64 - 1,
+        offset_spec::EARLIEST => 0,
+        time => candidates
+            .iter()
+            .rposition(|&(_, modified_ms)| modified_ms <= time)
+            .map_or(-1, |i| i as i64),
+    };
+    let count = i64::from(max_num_offsets.max(0)).min(start + 1).max(0);
+    let mut offsets: Vec<i64> = (0..count)
+        .map(|j| candidates[(start - j) as usize].0)
+        .collect();
+    offsets.sort_unstable_by(|a, b| b.cmp(a));
+    if offsets.iter().any(|&o| o > high_watermark) {
+        let kept: Vec<i64> = offsets
+            .into_iter()
+            .skip_while(|&o| o > high_watermark)
+            .collect();
+        offsets = std::iter::once(high_watermark).chain(kept).collect();
+    }
+    offsets
 }
 
 /// Owner side of DeleteRecords.
@@ -643,4 +725,49 @@ pub async fn serve_txn_markers(context: &ShardContext, items: Vec<TxnMarkerItem>
         }
     });
     join_all(writes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_offsets_follow_kafka() {
+        // Segments at 0 (modified at 100), 10 (200) and 20 (300, holding data); LEO 25.
+        let segments = [(0, 10, 100), (10, 10, 200), (20, 5, 300)];
+        let bounds = (0, 25, 25);
+        assert_eq!(
+            legacy_offsets(&segments, offset_spec::LATEST, 1, bounds),
+            vec![25]
+        );
+        assert_eq!(
+            legacy_offsets(&segments, offset_spec::LATEST, 10, bounds),
+            vec![25, 20, 10, 0]
+        );
+        assert_eq!(
+            legacy_offsets(&segments, offset_spec::EARLIEST, 5, bounds),
+            vec![0]
+        );
+        assert_eq!(legacy_offsets(&segments, 250, 5, bounds), vec![10, 0]);
+        assert_eq!(legacy_offsets(&segments, 50, 5, bounds), Vec::<i64>::new());
+        assert_eq!(
+            legacy_offsets(&segments, offset_spec::LATEST, 0, bounds),
+            Vec::<i64>::new()
+        );
+        // The log start offset inside the first segment; an empty last segment adds nothing.
+        assert_eq!(
+            legacy_offsets(
+                &[(0, 10, 100), (10, 0, 200)],
+                offset_spec::LATEST,
+                5,
+                (4, 10, 10)
+            ),
+            vec![10, 4]
+        );
+        // Never past the high watermark.
+        assert_eq!(
+            legacy_offsets(&segments, offset_spec::LATEST, 2, (0, 25, 22)),
+            vec![22, 20]
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! Produce (key 0), versions 3 to 9.
+//! Produce (key 0), versions 0 to 9.
 //!
 //! Owner: the connection's shard checks the request and each partition's records field, then
 //! scatters the partitions to their owner shards (`owner::scatter`), where they are appended
@@ -11,6 +11,10 @@
 //! `auto.create.topics.enable` an unknown, validly named topic is created for the retry). The
 //! owner validates the batch itself (length, magic, CRC-32C, record count, max.message.bytes).
 //!
+//! With an authorizer (`crate::acl`), a topic the client may not WRITE is answered
+//! TOPIC_AUTHORIZATION_FAILED before anything else is looked at; auto-creation also needs
+//! CREATE on the cluster or the topic.
+//!
 //! Ordering: the handler reaches each owner's append in its first poll when the partitions are
 //! open and the mesh channel has room, so pipelined produces of one connection append in
 //! request order in the common case. Unlike Kafka, which serves one request per connection at a
@@ -20,22 +24,25 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl::{self, Session};
 use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::owner::{self, ProduceItem, ProduceOutcome};
+use crate::kafka::{error, legacy_format, legacy_versions};
 use crate::metadata::topic_name::validate_topic_name;
 use crate::metadata::{ControllerRequest, NewTopic};
 use crate::shard::{ShardContext, ShardRequest, ShardResponse};
 use crate::storage::batch::BATCH_HEADER_BYTES;
 
 /// The versions served.
-pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 9 };
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -46,14 +53,18 @@ pub const HANDLER: ApiHandler = ApiHandler {
 
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     async move {
-        let body: ProduceRequest = match request.decode() {
+        let body: ProduceRequest = match legacy_versions::decode_produce(&request) {
             Ok(body) => body,
             Err(outcome) => return outcome,
         };
         let acks = body.acks;
-        let response = produce(&context, body).await;
+        let version = request.version();
+        let response = produce(&context, &request.session, body, version).await;
         if acks == 0 {
             HandlerOutcome::NoResponse
+        } else if version < 3 {
+            let correlation_id = request.header.correlation_id;
+            legacy_versions::encode_produce_response(version, correlation_id, &response)
         } else {
             request.respond(&response)
         }
@@ -67,21 +78,68 @@ enum Slot {
     Sent(usize),
     /// Refused here.
     Refused(i16, String),
+    /// An empty legacy message set: nothing to append, no error (offset -1).
+    Empty,
 }
 
-async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceResponse {
+/// A partition's records as a v2 batch for the owner: checked as they are for v3+, up-converted
+/// from a legacy message set for v0-2.
+fn batch_for_owner(version: i16, records: Option<Bytes>) -> Result<Option<Bytes>, (i16, String)> {
+    if version >= 3 {
+        check_one_batch(records.as_deref())?;
+        return Ok(records);
+    }
+    legacy_format::up_convert(records.as_deref().unwrap_or_default())
+        .map_err(|err| (error::legacy_format_error_code(&err), err.to_string()))
+}
+
+/// Whether auto-creating `name` is allowed: CREATE on the cluster or on the topic.
+fn may_create(context: &ShardContext, session: &Session, name: &str) -> bool {
+    use acl::{operation, resource_type};
+    context.authorize(
+        session,
+        operation::CREATE,
+        resource_type::CLUSTER,
+        acl::CLUSTER_NAME,
+    ) || context.authorize(session, operation::CREATE, resource_type::TOPIC, name)
+}
+
+async fn produce(
+    context: &Rc<ShardContext>,
+    session: &Session,
+    body: ProduceRequest,
+    version: i16,
+) -> ProduceResponse {
     let acks = body.acks;
     let image = context.image();
+    // A transactional produce needs WRITE on its transactional id; without it every partition
+    // is refused, as Kafka does.
+    let transaction_refused = body.transactional_id.as_ref().is_some_and(|id| {
+        !context.authorize(
+            session,
+            acl::operation::WRITE,
+            acl::resource_type::TRANSACTIONAL_ID,
+            id.0.as_str(),
+        )
+    });
     let mut items = Vec::new();
     let mut layout: Vec<(String, Vec<(i32, Slot)>)> = Vec::new();
     let mut to_create = Vec::new();
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let meta = image.topic(&name);
+        let may_write = context.authorize(
+            session,
+            acl::operation::WRITE,
+            acl::resource_type::TOPIC,
+            &name,
+        );
         if meta.is_none()
+            && may_write
             && context.config.auto_create_topics_enable
             && validate_topic_name(&name).is_ok()
             && !to_create.contains(&name)
+            && may_create(context, session, &name)
         {
             to_create.push(name.clone());
         }
@@ -92,19 +150,30 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
                     ResponseError::InvalidRequiredAcks.code(),
                     format!("acks must be 0, 1 or -1, not {acks}"),
                 )
+            } else if transaction_refused {
+                Slot::Refused(
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    "Transactional id authorization failed.".to_string(),
+                )
+            } else if !may_write {
+                Slot::Refused(
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    format!("Not authorized to write to topic {name}"),
+                )
             } else if !meta.is_some_and(|m| (0..m.partitions).contains(&data.index)) {
                 Slot::Refused(
                     ResponseError::UnknownTopicOrPartition.code(),
                     format!("This server does not host {name}-{}", data.index),
                 )
             } else {
-                match check_one_batch(data.records.as_deref()) {
+                match batch_for_owner(version, data.records) {
                     Err((code, reason)) => Slot::Refused(code, reason),
-                    Ok(()) => {
+                    Ok(None) => Slot::Empty,
+                    Ok(Some(records)) => {
                         items.push(ProduceItem {
                             topic: name.clone(),
                             partition: data.index,
-                            records: data.records.expect("checked above"),
+                            records,
                         });
                         Slot::Sent(items.len() - 1)
                     }
@@ -198,6 +267,10 @@ async fn produce(context: &Rc<ShardContext>, body: ProduceRequest) -> ProduceRes
                                 .with_log_append_time_ms(outcome.log_append_time_ms)
                                 .with_log_start_offset(outcome.log_start_offset)
                         }
+                        Slot::Empty => response
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1),
                         Slot::Refused(code, message) => response
                             .with_error_code(code)
                             .with_error_message(Some(text(message)))

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::shard::ShardContext;
@@ -39,7 +39,15 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         version: request.version(),
         request: body,
     };
-    let mut response = match call_coordinator(&context, &group_id, call).await {
+    let mut response = match call_coordinator_as(
+        &context,
+        &request.session,
+        crate::acl::operation::READ,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupReply::Sync(response)) => response,
         other => crate::msg!(SyncGroupResponse {
             error_code: other.err().unwrap_or_else(unexpected),

@@ -18,6 +18,7 @@ use glommio::sync::Semaphore;
 use tracing::info;
 use uuid::Uuid;
 
+use crate::acl::{AclBinding, AclFilter};
 use crate::config::{ValueKind, topic};
 use crate::limits;
 use crate::metadata::image::{MetadataImage, TopicImage};
@@ -88,6 +89,16 @@ pub enum ControllerRequest {
         /// Check without changing.
         validate_only: bool,
     },
+    /// Add ACLs (already validated); ones that exist already are left as they are.
+    CreateAcls {
+        /// The ACLs.
+        acls: Vec<AclBinding>,
+    },
+    /// Remove every ACL each filter matches (filters already validated).
+    DeleteAcls {
+        /// The filters.
+        filters: Vec<AclFilter>,
+    },
     /// Change one topic's config overrides.
     AlterTopicConfigs {
         /// The topic.
@@ -109,8 +120,10 @@ pub enum ControllerResponse {
     Results(Vec<Result<TopicImage, MetadataError>>),
     /// Answer to `AllocateProducerIds`: the first id of the block.
     ProducerIds(Result<i64, MetadataError>),
-    /// Answer to `AlterBrokerConfigs`.
+    /// Answer to `AlterBrokerConfigs` and `CreateAcls`.
     Altered(Result<(), MetadataError>),
+    /// Answer to `DeleteAcls`: the ACLs each filter removed.
+    AclsDeleted(Result<Vec<Vec<AclBinding>>, MetadataError>),
     /// The request reached a shard that is not the controller.
     NotController,
 }
@@ -136,6 +149,9 @@ pub enum MetadataError {
     /// The same topic appears twice in one request (INVALID_REQUEST).
     #[error("Duplicate topic name '{0}' in the request.")]
     DuplicateTopic(String),
+    /// A bound of the metadata would be exceeded (POLICY_VIOLATION).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The metadata log could not be written (KAFKA_STORAGE_ERROR); nothing changed.
     #[error("metadata log write failed: {0}")]
     Storage(String),
@@ -227,6 +243,35 @@ impl Controller {
             publish(after).await;
             return ControllerResponse::Altered(Ok(()));
         }
+        if let ControllerRequest::CreateAcls { acls } = request {
+            for acl in acls {
+                if !plan.image.acls.contains(&acl) {
+                    if plan.image.acls.len() >= limits::ACLS_MAX {
+                        return ControllerResponse::Altered(Err(MetadataError::LimitExceeded(
+                            format!(
+                                "the cluster holds the most ACLs it may ({})",
+                                limits::ACLS_MAX
+                            ),
+                        )));
+                    }
+                    plan.stage(MetadataRecord::AclCreated { acl });
+                }
+            }
+            let result = self.commit(plan, publish).await;
+            return ControllerResponse::Altered(result);
+        }
+        if let ControllerRequest::DeleteAcls { filters } = request {
+            let mut deleted = Vec::with_capacity(filters.len());
+            for filter in &filters {
+                let matching = plan.image.acls.matching(filter);
+                for acl in &matching {
+                    plan.stage(MetadataRecord::AclDeleted { acl: acl.clone() });
+                }
+                deleted.push(matching);
+            }
+            let result = self.commit(plan, publish).await.map(|()| deleted);
+            return ControllerResponse::AclsDeleted(result);
+        }
         let (results, validate_only) = plan.apply(request);
         if validate_only || plan.records.is_empty() {
             return ControllerResponse::Results(results);
@@ -247,6 +292,27 @@ impl Controller {
         *self.image.borrow_mut() = after.clone();
         publish(after).await;
         ControllerResponse::Results(results)
+    }
+
+    /// Persists and installs a plan's records, if any (the change permit is held).
+    async fn commit<F, Fut>(&self, plan: Plan, publish: F) -> Result<(), MetadataError>
+    where
+        F: FnOnce(Rc<MetadataImage>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if plan.records.is_empty() {
+            return Ok(());
+        }
+        self.persist(plan.records.clone(), plan.image.clone())
+            .await
+            .map_err(|err| MetadataError::Storage(err.to_string()))?;
+        for (offset, record) in &plan.records {
+            info!(offset, ?record, "metadata change committed");
+        }
+        let after = Rc::new(plan.image);
+        *self.image.borrow_mut() = after.clone();
+        publish(after).await;
+        Ok(())
     }
 
     /// Writes `records` on the blocking pool. The store is moved into the closure and back, so
@@ -362,7 +428,9 @@ impl Plan {
                 (results, validate_only)
             }
             ControllerRequest::AllocateProducerIds { .. }
-            | ControllerRequest::AlterBrokerConfigs { .. } => {
+            | ControllerRequest::AlterBrokerConfigs { .. }
+            | ControllerRequest::CreateAcls { .. }
+            | ControllerRequest::DeleteAcls { .. } => {
                 unreachable!("handled before planning topic changes")
             }
             ControllerRequest::AlterTopicConfigs {

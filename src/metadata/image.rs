@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::AclSet;
 use crate::config::Config;
 use crate::config::topic::BrokerValues;
 use uuid::Uuid;
@@ -50,6 +51,9 @@ pub struct MetadataImage {
     /// Dynamic settings of this broker (AlterConfigs on BROKER "<node id>").
     #[serde(default)]
     pub node_configs: BTreeMap<String, String>,
+    /// Every ACL (CreateAcls, DeleteAcls), checked by the authorizer on every shard.
+    #[serde(default)]
+    pub acls: AclSet,
 }
 
 impl MetadataImage {
@@ -61,6 +65,7 @@ impl MetadataImage {
             next_producer_id: 0,
             cluster_configs: BTreeMap::new(),
             node_configs: BTreeMap::new(),
+            acls: AclSet::default(),
         }
     }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
 use crate::limits;
 use crate::metadata::image::{MetadataImage, TopicImage};
 
@@ -91,6 +92,16 @@ pub enum MetadataRecord {
         name: String,
         /// Its id (so a later topic of the same name is not confused with it).
         id: Uuid,
+    },
+    /// An ACL was added (CreateAcls).
+    AclCreated {
+        /// The ACL.
+        acl: AclBinding,
+    },
+    /// An ACL was removed (DeleteAcls).
+    AclDeleted {
+        /// The ACL.
+        acl: AclBinding,
     },
 }
 
@@ -288,6 +299,12 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
             if image.topics.get(name).is_some_and(|t| t.id == *id) {
                 image.topics.remove(name);
             }
+        }
+        MetadataRecord::AclCreated { acl } => {
+            image.acls.insert(acl.clone());
+        }
+        MetadataRecord::AclDeleted { acl } => {
+            image.acls.remove(acl);
         }
     }
     image.offset = offset;

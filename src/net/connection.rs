@@ -27,6 +27,7 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::acl::Session;
 use crate::kafka::dispatch::{self, Dispatched, HandlerOutcome, ResponseFrame};
 use crate::limits;
 use crate::net::frame::{self, FrameError};
@@ -42,6 +43,9 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         debug!(?peer, %err, "cannot set TCP_NODELAY");
     }
+    // No SASL or TLS yet: every connection is anonymous. Authentication will set the principal
+    // here, once per connection, before the first request is dispatched.
+    let session = Rc::new(Session::anonymous(peer.map(|p| p.ip())));
     let (mut reader, writer) = stream.split();
     let (pending_tx, pending_rx) =
         local_channel::new_bounded::<PendingResponse>(limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
@@ -78,7 +82,7 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
             }
         };
         context.metrics.add_bytes_in(4 + frame.len());
-        match dispatch::dispatch(&context, frame, peer) {
+        match dispatch::dispatch(&context, &session, frame) {
             Dispatched::Started { api_key, future } => {
                 let started = Instant::now();
                 let measured = {

@@ -85,6 +85,40 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
+    /// Whether `session` may perform `operation` on resource `name` of `resource_type` (codes
+    /// of `crate::acl`). Always true when no authorizer is configured: one `None` test, no
+    /// image access.
+    pub fn authorize(
+        &self,
+        session: &crate::acl::Session,
+        operation: i8,
+        resource_type: i8,
+        name: &str,
+    ) -> bool {
+        match &self.config.authorizer {
+            None => true,
+            Some(authorizer) => {
+                authorizer.authorize(&self.image().acls, session, operation, resource_type, name)
+            }
+        }
+    }
+
+    /// Whether `session` may perform `operation` on some resource of `resource_type`
+    /// (`Authorizer::authorize_any`). Always true when no authorizer is configured.
+    pub fn authorize_any(
+        &self,
+        session: &crate::acl::Session,
+        operation: i8,
+        resource_type: i8,
+    ) -> bool {
+        match &self.config.authorizer {
+            None => true,
+            Some(authorizer) => {
+                authorizer.authorize_any(&self.image().acls, session, operation, resource_type)
+            }
+        }
+    }
+
     /// The current metadata image. Cheap: an `Rc` clone.
     pub fn image(&self) -> Rc<MetadataImage> {
         self.image.borrow().clone()

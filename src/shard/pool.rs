@@ -247,6 +247,7 @@ pub fn start(
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ShardReady, String>>();
 
     let (watches, heartbeats, nudge_senders) = watchdog::channels(cores.len());
+    let watchdog = Watchdog::start(heartbeats, nudge_senders);
     let mut handles = Vec::with_capacity(cores.len());
     for (&core, watch) in cores.iter().zip(watches) {
         let spec = spec.clone();
@@ -254,9 +255,15 @@ pub fn start(
         let ready_tx = ready_tx.clone();
         let controller_parts = controller_parts.clone();
         let advertised = advertised.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-core{core}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD));
+        if spec.config.shard_spin_before_park_us > 0 {
+            // glommio spins only for executors bound to a CPU, which `Placement::Fixed` is.
+            builder = builder
+                .spin_before_park(Duration::from_micros(spec.config.shard_spin_before_park_us));
+        }
+        let handle = builder
             .spawn(move || async move {
                 let place = ShardPlace {
                     core,
@@ -309,7 +316,6 @@ pub fn start(
     }
     // Every shard has bound the port itself now; the placeholder socket can go.
     drop(port_holder);
-    let watchdog = Watchdog::start(heartbeats, nudge_senders);
     Ok(RunningBroker {
         listen_addr,
         advertised,
@@ -341,6 +347,12 @@ async fn run_shard(
         advertised,
         mut watch,
     } = place;
+    // First, from the root future (which glommio always polls): the watchdog's channel, so it
+    // can wake this shard even during the rest of start-up.
+    let nudges = match watch.nudges.take() {
+        Some(nudges) => Some(watchdog::connect(nudges).await),
+        None => None,
+    };
     let shard_count = mesh.nr_peers();
     let (senders, receivers) = mesh
         .join()
@@ -422,7 +434,7 @@ async fn run_shard(
     )
     .map_err(|err| err.to_string())?
     .detach();
-    if let Some(nudges) = watch.nudges.take() {
+    if let Some(nudges) = nudges {
         glommio::spawn_local_into(watchdog::drain_nudges(nudges), queues.background)
             .map_err(|err| err.to_string())?
             .detach();
@@ -450,9 +462,8 @@ async fn run_shard(
     )
     .map_err(|err| err.to_string())?
     .detach();
-    let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
-    drop(ready_tx);
-
+    // The metrics endpoint is bound before the shard reports ready, so "ready" means every
+    // listener the operator asked for is up.
     if id == ShardId::CONTROLLER
         && let Some(addr) = context.config.metrics_listen
     {
@@ -467,6 +478,9 @@ async fn run_shard(
         .map_err(|err| err.to_string())?
         .detach();
     }
+    let _ = ready_tx.send(Ok(ShardReady { shard: id, core }));
+    drop(ready_tx);
+
     if let Some(stop_requests) = stop_requests {
         glommio::spawn_local_into(
             shutdown_on_request(context.clone(), stop_requests),

@@ -11,7 +11,10 @@
 //! then runs the queued tasks. A busy shard (not asleep) just finds a message to drop.
 //!
 //! Owner: one thread ("watchdog") with a small unpinned glommio executor, started by
-//! `pool::start` once every shard listens, stopped by `Watchdog::stop` after the shards have.
+//! `pool::start` before the shards (so it covers their start-up too; a shard connects its end of
+//! the nudge channel first thing, from its root future), stopped by `Watchdog::stop` after the
+//! shards have. Until a shard's first tick its heartbeat is stale, so it is nudged every check:
+//! harmless, the nudges only wake it.
 //! Its work runs in the executor's root future, which glommio polls on every loop iteration,
 //! so the bug it guards against cannot strand it. Heartbeats are atomics shared across threads:
 //! monitoring, not a data path (DESIGN.md §1 keeps those out of request handling).
@@ -24,7 +27,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver,
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{debug, warn};
 
-use crate::limits::{WATCHDOG_CHECK_MS, WATCHDOG_STALE_MS};
+use crate::limits::{WATCHDOG_CHECK_MS, WATCHDOG_NUDGES_MAX, WATCHDOG_STALE_MS};
 
 /// How long the watchdog waits for a shard to connect its end of the nudge channel.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +79,7 @@ pub fn channels(shards: usize) -> (Vec<ShardWatch>, Arc<Heartbeats>, Vec<SharedS
     let heartbeats = Heartbeats::new(shards);
     let (senders, watches) = (0..shards)
         .map(|slot| {
-            let (tx, rx) = shared_channel::new_bounded(1);
+            let (tx, rx) = shared_channel::new_bounded(WATCHDOG_NUDGES_MAX);
             (
                 tx,
                 ShardWatch {
@@ -90,10 +93,15 @@ pub fn channels(shards: usize) -> (Vec<ShardWatch>, Arc<Heartbeats>, Vec<SharedS
     (watches, heartbeats, senders)
 }
 
-/// Runs inside a shard: accepts nudges (the wake-up is their whole point) until the shard
-/// stops.
-pub async fn drain_nudges(nudges: SharedReceiver<u8>) {
-    let nudges: ConnectedReceiver<u8> = nudges.connect().await;
+/// A shard's connected end of the nudge channel. Connect it from the shard's root future
+/// before anything else (the watchdog connects its ends at the same time).
+pub async fn connect(nudges: SharedReceiver<u8>) -> ConnectedReceiver<u8> {
+    nudges.connect().await
+}
+
+/// Runs inside a shard: takes nudges off the channel (the wake-up is their whole point) until
+/// the shard stops, so the channel has room for the next ones.
+pub async fn drain_nudges(nudges: ConnectedReceiver<u8>) {
     while nudges.recv().await.is_some() {}
 }
 
@@ -132,14 +140,33 @@ impl Watchdog {
     }
 }
 
-async fn watch(heartbeats: Arc<Heartbeats>, senders: Vec<SharedSender<u8>>, stop: Arc<AtomicBool>) {
-    let mut connected = Vec::with_capacity(senders.len());
-    for (slot, sender) in senders.into_iter().enumerate() {
-        match glommio::timer::timeout(CONNECT_TIMEOUT, async { Ok(sender.connect().await) }).await {
-            Ok(sender) => connected.push((slot, sender)),
-            Err(_) => warn!(slot, "shard did not connect to the watchdog; not watched"),
-        }
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Start-up failed, or `stop` already ran: either way the thread should end.
+        self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+async fn watch(heartbeats: Arc<Heartbeats>, senders: Vec<SharedSender<u8>>, stop: Arc<AtomicBool>) {
+    let connects = senders
+        .into_iter()
+        .enumerate()
+        .map(|(slot, sender)| async move {
+            match glommio::timer::timeout(CONNECT_TIMEOUT, async { Ok(sender.connect().await) })
+                .await
+            {
+                Ok(sender) => Some((slot, sender)),
+                Err(_) => {
+                    warn!(slot, "shard did not connect to the watchdog; not watched");
+                    None
+                }
+            }
+        });
+    let connected: Vec<_> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     let check = Duration::from_millis(WATCHDOG_CHECK_MS);
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(check).await;

@@ -460,6 +460,38 @@ impl PartitionLog {
         self.inner.state.borrow().segments.len()
     }
 
+    /// Base offset, logical size and last-modified time (ms; the `.log` file's mtime, or now
+    /// for a segment whose file does not exist yet) of every segment, oldest first: what
+    /// ListOffsets v0 answers from, as Kafka's does. The file times are read on the blocking
+    /// pool, never on the executor.
+    pub async fn segment_times(&self) -> Vec<(i64, u64, i64)> {
+        let dir = self.inner.dir.clone();
+        let segments: Vec<(i64, u64)> = {
+            let st = self.inner.state.borrow();
+            st.segments
+                .values()
+                .map(|s| (s.base_offset, s.size_bytes))
+                .collect()
+        };
+        let now = now_ms();
+        glommio::executor()
+            .spawn_blocking(move || {
+                segments
+                    .into_iter()
+                    .map(|(base, size)| {
+                        let modified_ms =
+                            std::fs::metadata(segment::segment_path(&dir, base, "log"))
+                                .and_then(|m| m.modified())
+                                .ok()
+                                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                                .map_or(now, |d| d.as_millis() as i64);
+                        (base, size, modified_ms)
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     /// Base offsets of the segments, oldest first.
     pub fn segment_bases(&self) -> Vec<i64> {
         self.inner.state.borrow().segments.keys().copied().collect()

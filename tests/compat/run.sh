@@ -11,12 +11,14 @@
 #  4. prints a per-test summary and exits 1 if any test did not pass.
 #
 # Env: COMPAT_TESTS          test numbers, space or comma separated [all of tests.txt]
-#      COMPAT_TOTAL_TIMEOUT  seconds for all tests together [840]
+#      COMPAT_TOTAL_TIMEOUT  seconds for all tests together [1500]
 #      COMPAT_TEST_TIMEOUT   upper bound per test in seconds [300]; each test also gets at
 #                            most an equal share of the time left, and at least 20 s (or
 #                            the min=SECONDS its tests.txt line gives)
 #      COMPAT_BROKER_ARGS    extra `ringbroker serve` arguments
-#                            [--set num.partitions=4 --set auto.create.topics.enable=true]
+#                            [--set num.partitions=4 --set auto.create.topics.enable=true
+#                             --set authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+#                             --set allow.everyone.if.no.acl.found=true]
 #      COMPAT_DEBUG          librdkafka debug contexts for every client (TEST_DEBUG), e.g. broker,metadata
 #      COMPAT_BUILD_DIR      librdkafka build cache [~/.cache/ringbroker/librdkafka-compat]
 #      COMPAT_RESULTS_DIR    per-test logs and reports [$COMPAT_BUILD_DIR/results]
@@ -27,13 +29,18 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 build_root=${COMPAT_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ringbroker/librdkafka-compat}
 results=${COMPAT_RESULTS_DIR:-$build_root/results}
-total_budget=${COMPAT_TOTAL_TIMEOUT:-840}
+total_budget=${COMPAT_TOTAL_TIMEOUT:-1500}
 test_cap=${COMPAT_TEST_TIMEOUT:-300}
 min_share=20
 kafka_version=3.7.0
 # librdkafka's default test scenario (tests/scenarios/default.json): auto-created topics with
-# 4 partitions; tests such as 0012 produce to partitions 0..3 of an auto-created topic.
-read -r -a broker_args <<<"${COMPAT_BROKER_ARGS---set num.partitions=4 --set auto.create.topics.enable=true}"
+# 4 partitions; tests such as 0012 produce to partitions 0..3 of an auto-created topic. The ACL
+# authorizer is on, with allow.everyone.if.no.acl.found as Kafka's test clusters run it, so
+# 0109's deny ACL takes effect and every other test is allowed everything.
+default_broker_args="--set num.partitions=4 --set auto.create.topics.enable=true"
+default_broker_args+=" --set authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+default_broker_args+=" --set allow.everyone.if.no.acl.found=true"
+read -r -a broker_args <<<"${COMPAT_BROKER_ARGS-$default_broker_args}"
 
 die() { echo "compat: $*" >&2; exit 2; }
 log() { echo "compat: $*" >&2; }
