@@ -121,6 +121,22 @@ impl ShardContext {
         }
     }
 
+    /// Sleeps for `duration` unless the shard starts draining first; true if it slept, false if
+    /// the shard is draining (periodic background loops end then).
+    pub async fn sleep_unless_draining(&self, duration: Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(duration).await;
+                true
+            },
+            async {
+                self.draining.raised().await;
+                false
+            },
+        )
+        .await
+    }
+
     /// The current metadata image. Cheap: an `Rc` clone.
     pub fn image(&self) -> Rc<MetadataImage> {
         self.image.borrow().clone()

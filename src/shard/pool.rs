@@ -531,18 +531,7 @@ async fn reactor_tick(context: Rc<ShardContext>, heartbeats: Arc<Heartbeats>, sl
 async fn retention_loop(context: Rc<ShardContext>) {
     let interval = Duration::from_millis(context.config.log_retention_check_interval_ms);
     loop {
-        let drained = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                false
-            },
-            async {
-                context.draining.raised().await;
-                true
-            },
-        )
-        .await;
-        if drained {
+        if !context.sleep_unless_draining(interval).await {
             break;
         }
         context.partitions.apply_retention(now_ms()).await;
@@ -560,18 +549,7 @@ async fn offsets_expiry_loop(context: Rc<ShardContext>) {
             .offsets_retention_check_interval_ms,
     );
     loop {
-        let drained = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                false
-            },
-            async {
-                context.draining.raised().await;
-                true
-            },
-        )
-        .await;
-        if drained {
+        if !context.sleep_unless_draining(interval).await {
             break;
         }
         crate::group::coordinator::expire_offsets(&context).await;

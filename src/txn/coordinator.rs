@@ -743,17 +743,7 @@ fn spawn_completion(context: &Ctx, partition: i32, transactional_id: String) {
 async fn back_off(context: &Ctx, backoff: &mut u64) -> bool {
     let wait = Duration::from_millis(*backoff);
     *backoff = (*backoff * 2).min(RETRY_BACKOFF_MS.1);
-    futures_lite::future::or(
-        async {
-            glommio::timer::sleep(wait).await;
-            true
-        },
-        async {
-            context.draining.raised().await;
-            false
-        },
-    )
-    .await
+    context.sleep_unless_draining(wait).await
 }
 
 async fn complete(context: &Ctx, partition: i32, transactional_id: &str) {
@@ -1033,18 +1023,7 @@ pub async fn run_maintenance(context: Ctx) {
     let mut wait = Duration::from_millis(FIRST_MAINTENANCE_DELAY_MS);
     let mut last_expiry = std::time::Instant::now();
     loop {
-        let drained = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(wait).await;
-                false
-            },
-            async {
-                context.draining.raised().await;
-                true
-            },
-        )
-        .await;
-        if drained {
+        if !context.sleep_unless_draining(wait).await {
             break;
         }
         wait = Duration::from_millis(settings.abort_interval_ms);
