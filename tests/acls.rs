@@ -487,3 +487,257 @@ fn deny_acls_reach_groups_admin_apis_and_producer_ids() {
     let response: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &request);
     assert_eq!(response.error_code, CLUSTER_AUTHORIZATION_FAILED);
 }
+
+#[test]
+fn transaction_apis_check_transactional_id_group_and_topic_acls() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+        AddPartitionsToTxnResponse, CreateTopicsRequest, CreateTopicsResponse,
+        DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+        GroupId, InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+        ListTransactionsResponse, ProducerId, TransactionalId, TxnOffsetCommitRequest,
+        TxnOffsetCommitResponse,
+    };
+    const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    const TXN_ID: i8 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            STANDARD_AUTHORIZER,
+            "--set",
+            "allow.everyone.if.no.acl.found=true",
+        ],
+    );
+    // Every read is bounded by the connection's timeout (`connect`).
+    let mut client = connect(&broker);
+    let topics = ["open", "secret", "hidden"].map(|name| {
+        CreatableTopic::default()
+            .with_name(TopicName(text(name)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+    });
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(topics.to_vec());
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 5, &request);
+    assert!(
+        response.topics.iter().all(|t| t.error_code == 0),
+        "{response:?}"
+    );
+
+    let deny = |resource_type: i8, name: &'static str, pattern: i8, operation: i8| {
+        creation(resource_type, name, pattern, "User:*")
+            .with_operation(operation)
+            .with_permission_type(2)
+    };
+    let allow = |resource_type: i8, name: &'static str, operation: i8| {
+        creation(resource_type, name, 3, "User:*").with_operation(operation)
+    };
+    let request = CreateAclsRequest::default().with_creations(vec![
+        deny(TXN_ID, "locked-", 4, 2), // everything on transactional ids locked-*
+        deny(TXN_ID, "quiet-txn", 3, 8), // DESCRIBE on one id ...
+        allow(TXN_ID, "quiet-txn", 4), // ... which may still WRITE
+        deny(2, "secret", 3, 2),       // everything on topic secret
+        deny(2, "hidden", 3, 8),       // DESCRIBE on topic hidden ...
+        allow(2, "hidden", 4),         // ... which may still be written
+        deny(3, "locked-group", 3, 3), // READ on one group
+    ]);
+    let response: CreateAclsResponse = client.call(ApiKey::CreateAcls, 3, &request);
+    assert!(
+        response.results.iter().all(|r| r.error_code == 0),
+        "{response:?}"
+    );
+
+    let init = |client: &mut RawClient, id: &'static str| -> InitProducerIdResponse {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(text(id))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        client.call(ApiKey::InitProducerId, 4, &request)
+    };
+    let locked = init(&mut client, "locked-a");
+    assert_eq!(locked.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    let quiet = init(&mut client, "quiet-txn");
+    assert_eq!(quiet.error_code, 0, "WRITE is allowed on quiet-txn");
+    let ok = init(&mut client, "ok-txn");
+    assert_eq!(ok.error_code, 0);
+    let (pid, epoch) = (ok.producer_id, ok.producer_epoch);
+
+    let add = |client: &mut RawClient, id: &'static str, names: &[&'static str]| {
+        let request = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(text(id)))
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(
+                names
+                    .iter()
+                    .map(|&n| {
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(text(n)))
+                            .with_partitions(vec![0])
+                    })
+                    .collect(),
+            );
+        let response: AddPartitionsToTxnResponse =
+            client.call(ApiKey::AddPartitionsToTxn, 3, &request);
+        response
+            .results_by_topic_v3_and_below
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.results_by_partition[0].partition_error_code,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        add(&mut client, "locked-a", &["open"]),
+        vec![("open".into(), TRANSACTIONAL_ID_AUTHORIZATION_FAILED)]
+    );
+    assert_eq!(
+        add(&mut client, "ok-txn", &["open", "secret"]),
+        vec![
+            ("open".into(), OPERATION_NOT_ATTEMPTED),
+            ("secret".into(), TOPIC_AUTHORIZATION_FAILED)
+        ]
+    );
+    assert_eq!(
+        add(&mut client, "ok-txn", &["open", "hidden"]),
+        vec![("open".into(), 0), ("hidden".into(), 0)]
+    );
+
+    let add_offsets = |client: &mut RawClient, id: &'static str, group: &'static str| {
+        let request = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(text(id)))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(text(group)));
+        let response: AddOffsetsToTxnResponse = client.call(ApiKey::AddOffsetsToTxn, 3, &request);
+        response.error_code
+    };
+    assert_eq!(
+        add_offsets(&mut client, "locked-a", "g"),
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        add_offsets(&mut client, "ok-txn", "locked-group"),
+        GROUP_AUTHORIZATION_FAILED
+    );
+    assert_eq!(add_offsets(&mut client, "ok-txn", "g"), 0);
+
+    let commit = |client: &mut RawClient, id: &'static str, group: &'static str| {
+        let topics = ["open", "secret"].map(|n| {
+            TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(text(n)))
+                .with_partitions(vec![
+                    TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0),
+                ])
+        });
+        let request = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(text(id)))
+            .with_group_id(GroupId(text(group)))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_member_id(text(""))
+            .with_topics(topics.to_vec());
+        let response: TxnOffsetCommitResponse = client.call(ApiKey::TxnOffsetCommit, 3, &request);
+        let mut codes: Vec<(String, i16)> = response
+            .topics
+            .iter()
+            .map(|t| (t.name.0.to_string(), t.partitions[0].error_code))
+            .collect();
+        codes.sort();
+        codes
+    };
+    let locked = TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+    assert_eq!(
+        commit(&mut client, "locked-a", "g"),
+        vec![("open".into(), locked), ("secret".into(), locked)]
+    );
+    let refused = GROUP_AUTHORIZATION_FAILED;
+    assert_eq!(
+        commit(&mut client, "ok-txn", "locked-group"),
+        vec![("open".into(), refused), ("secret".into(), refused)]
+    );
+    assert_eq!(
+        commit(&mut client, "ok-txn", "g"),
+        vec![
+            ("open".into(), 0),
+            ("secret".into(), TOPIC_AUTHORIZATION_FAILED)
+        ]
+    );
+
+    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        TransactionalId(text("locked-a")),
+        TransactionalId(text("quiet-txn")),
+        TransactionalId(text("ok-txn")),
+    ]);
+    let response: DescribeTransactionsResponse =
+        client.call(ApiKey::DescribeTransactions, 0, &request);
+    let codes: Vec<i16> = response
+        .transaction_states
+        .iter()
+        .map(|s| s.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            0
+        ]
+    );
+    let mut described: Vec<String> = response.transaction_states[2]
+        .topics
+        .iter()
+        .map(|t| t.topic.0.to_string())
+        .collect();
+    described.sort();
+    assert_eq!(
+        described,
+        vec!["__consumer_offsets", "open"],
+        "hidden is left out"
+    );
+
+    let response: ListTransactionsResponse = client.call(
+        ApiKey::ListTransactions,
+        1,
+        &ListTransactionsRequest::default(),
+    );
+    assert_eq!(response.error_code, 0);
+    let listed: Vec<String> = response
+        .transaction_states
+        .iter()
+        .map(|s| s.transactional_id.0.to_string())
+        .collect();
+    assert_eq!(listed, vec!["ok-txn"], "quiet-txn may not be described");
+
+    let end = |client: &mut RawClient, id: &'static str| {
+        let request = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(text(id)))
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let response: EndTxnResponse = client.call(ApiKey::EndTxn, 3, &request);
+        response.error_code
+    };
+    assert_eq!(
+        end(&mut client, "locked-a"),
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    assert_eq!(end(&mut client, "ok-txn"), 0);
+}

@@ -4,6 +4,9 @@
 //!
 //! Owner: runs on the connection's shard; makes sure `__consumer_offsets` exists and sends the
 //! partition to the coordinator shard of the transactional id (`txn::route`).
+//!
+//! With an authorizer (`crate::acl`), as Kafka: WRITE on the transactional id
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then READ on the group (GROUP_AUTHORIZATION_FAILED).
 
 use std::rc::Rc;
 
@@ -12,6 +15,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl::{operation, resource_type};
 use crate::group::OFFSETS_TOPIC;
 use crate::group::route::ensure_offsets_topic;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
@@ -44,6 +48,20 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let group_id = body.group_id.0.to_string();
     let error_code = if transactional_id.is_empty() {
         ResponseError::InvalidRequest.code()
+    } else if !context.authorize(
+        &request.session,
+        operation::WRITE,
+        resource_type::TRANSACTIONAL_ID,
+        &transactional_id,
+    ) {
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    } else if !context.authorize(
+        &request.session,
+        operation::READ,
+        resource_type::GROUP,
+        &group_id,
+    ) {
+        ResponseError::GroupAuthorizationFailed.code()
     } else if group_id.is_empty() {
         ResponseError::InvalidGroupId.code()
     } else if let Err(code) = ensure_offsets_topic(&context).await {

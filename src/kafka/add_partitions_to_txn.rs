@@ -6,6 +6,11 @@
 //! OPERATION_NOT_ATTEMPTED, without asking the coordinator, as Kafka does. Otherwise the
 //! partitions go to the coordinator shard of the transactional id (`txn::route`) and each gets
 //! its answer.
+//!
+//! With an authorizer (`crate::acl`), as Kafka: without WRITE on the transactional id every
+//! partition gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED; partitions of topics the client may not
+//! WRITE get TOPIC_AUTHORIZATION_FAILED (checked before existence, so an unauthorized client
+//! cannot tell which topics exist) and the rest OPERATION_NOT_ATTEMPTED.
 
 use std::rc::Rc;
 
@@ -17,6 +22,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl::{operation, resource_type};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
@@ -45,22 +51,45 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     // PRODUCER_FENCED exists from version 2 (KIP-588).
     let fenced_known = request.version() >= 2;
     let transactional_id = body.v3_and_below_transactional_id.0.to_string();
+    let session = &request.session;
+    if !transactional_id.is_empty()
+        && !context.authorize(
+            session,
+            operation::WRITE,
+            resource_type::TRANSACTIONAL_ID,
+            &transactional_id,
+        )
+    {
+        let code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        return respond_each(&request, &body, |_, _| code);
+    }
     let image = context.image();
-    let mut unknown = false;
+    // Per partition: `Some(code)` for one refused before the coordinator is asked.
+    let refusal = |topic: &str, partition: i32| -> Option<i16> {
+        if !context.authorize(session, operation::WRITE, resource_type::TOPIC, topic) {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        } else if !image
+            .topic(topic)
+            .is_some_and(|m| (0..m.partitions).contains(&partition))
+        {
+            Some(ResponseError::UnknownTopicOrPartition.code())
+        } else {
+            None
+        }
+    };
+    let mut refused = false;
     let mut partitions = Vec::new();
     for topic in &body.v3_and_below_topics {
-        let meta = image.topic(&topic.name.0);
         for &p in &topic.partitions {
-            if meta.is_some_and(|m| (0..m.partitions).contains(&p)) {
-                partitions.push((topic.name.0.to_string(), p));
-            } else {
-                unknown = true;
+            match refusal(&topic.name.0, p) {
+                Some(_) => refused = true,
+                None => partitions.push((topic.name.0.to_string(), p)),
             }
         }
     }
     let result: Result<(), i16> = if transactional_id.is_empty() {
         Err(ResponseError::InvalidRequest.code())
-    } else if unknown {
+    } else if refused {
         Err(ResponseError::OperationNotAttempted.code())
     } else if partitions.is_empty() {
         Ok(())
@@ -79,26 +108,34 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             Err(e) => Err(error::txn_error_code(&e, fenced_known)),
         }
     };
+    let common = result.err().unwrap_or(error::NONE);
+    respond_each(&request, &body, |topic, p| {
+        match refused.then(|| refusal(topic, p)).flatten() {
+            Some(code) => code,
+            None => common,
+        }
+    })
+}
+
+/// Answers every partition of the request with the code `code_of(topic, partition)` gives.
+fn respond_each(
+    request: &Request,
+    body: &AddPartitionsToTxnRequest,
+    code_of: impl Fn(&str, i32) -> i16,
+) -> HandlerOutcome {
     let results_by_topic_v3_and_below = body
         .v3_and_below_topics
         .iter()
         .map(|topic| {
-            let meta = image.topic(&topic.name.0);
             crate::msg!(AddPartitionsToTxnTopicResult {
                 name: topic.name.clone(),
                 results_by_partition: topic
                     .partitions
                     .iter()
                     .map(|&p| {
-                        let exists = meta.is_some_and(|m| (0..m.partitions).contains(&p));
-                        let partition_error_code = if unknown && !exists {
-                            ResponseError::UnknownTopicOrPartition.code()
-                        } else {
-                            result.err().unwrap_or(error::NONE)
-                        };
                         crate::msg!(AddPartitionsToTxnPartitionResult {
                             partition_index: p,
-                            partition_error_code
+                            partition_error_code: code_of(&topic.name.0, p)
                         })
                     })
                     .collect()

@@ -2,16 +2,22 @@
 //!
 //! Owner: runs on the connection's shard; each id is asked of its coordinator shard
 //! (`txn::route`). An id nobody has used is TRANSACTIONAL_ID_NOT_FOUND.
+//!
+//! With an authorizer (`crate::acl`), as Kafka: an id the client may not DESCRIBE is
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (and its coordinator is not asked), and the partitions
+//! listed are only those of topics the client may DESCRIBE.
 
 use std::rc::Rc;
 
 use futures::FutureExt;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::{
     ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::acl::{operation, resource_type};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
@@ -50,6 +56,18 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         let call = TxnCall::Describe {
             transactional_ids: vec![transactional_id.clone()],
         };
+        let may_describe = context.authorize(
+            &request.session,
+            operation::DESCRIBE,
+            resource_type::TRANSACTIONAL_ID,
+            &transactional_id,
+        );
+        if !may_describe {
+            let mut refused = base;
+            refused.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            transaction_states.push(refused);
+            continue;
+        }
         let answer = if transactional_id.is_empty() {
             Err(TxnError::NotFound)
         } else {
@@ -73,6 +91,12 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
                 topics: d
                     .partitions
                     .into_iter()
+                    .filter(|(topic, _)| context.authorize(
+                        &request.session,
+                        operation::DESCRIBE,
+                        resource_type::TOPIC,
+                        topic
+                    ))
                     .map(|(topic, partitions)| crate::msg!(TopicData {
                         topic: TopicName(StrBytes::from_string(topic)),
                         partitions

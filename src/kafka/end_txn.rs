@@ -4,6 +4,9 @@
 //! the transactional id (`txn::route`). The answer comes once the decision (PrepareCommit or
 //! PrepareAbort) is durable; the markers follow on the coordinator, and the next transaction of
 //! the producer waits for them (CONCURRENT_TRANSACTIONS, which clients retry).
+//!
+//! With an authorizer (`crate::acl`), as Kafka: WRITE on the transactional id, else
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 
 use std::rc::Rc;
 
@@ -12,6 +15,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::acl::{operation, resource_type};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
@@ -41,6 +45,13 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let transactional_id = body.transactional_id.0.to_string();
     let error_code = if transactional_id.is_empty() {
         ResponseError::InvalidRequest.code()
+    } else if !context.authorize(
+        &request.session,
+        operation::WRITE,
+        resource_type::TRANSACTIONAL_ID,
+        &transactional_id,
+    ) {
+        ResponseError::TransactionalIdAuthorizationFailed.code()
     } else {
         let call = TxnCall::End {
             transactional_id: transactional_id.clone(),

@@ -14,6 +14,10 @@
 //! producer may send the id and epoch it had (KIP-360); both or neither must be set. An empty
 //! transactional id is INVALID_REQUEST, as in Kafka. PRODUCER_FENCED exists from v4; older
 //! versions get INVALID_PRODUCER_EPOCH.
+//!
+//! With an authorizer (`crate::acl`), as Kafka: a transactional id needs WRITE on it
+//! (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); an idempotent producer needs IDEMPOTENT_WRITE on the
+//! cluster or WRITE on some topic (KIP-679; CLUSTER_AUTHORIZATION_FAILED).
 
 use std::rc::Rc;
 
@@ -57,6 +61,17 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             if invalid {
                 return request
                     .respond(&response.with_error_code(ResponseError::InvalidRequest.code()));
+            }
+            if !context.authorize(
+                &request.session,
+                acl::operation::WRITE,
+                acl::resource_type::TRANSACTIONAL_ID,
+                &transactional_id,
+            ) {
+                return request
+                    .respond(&response.with_error_code(
+                        ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    ));
             }
             let call = TxnCall::InitProducerId {
                 transactional_id: transactional_id.clone(),

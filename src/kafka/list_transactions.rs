@@ -5,6 +5,7 @@
 //! Owner: runs on the connection's shard, which asks every shard's coordinator for its ids
 //! (`txn::route`, all shards at once) and concatenates the answers. State filters that name no
 //! state are echoed back in `unknown_state_filters`, and then nothing matches them, as in Kafka.
+//! With an authorizer (`crate::acl`), only the ids the client may DESCRIBE are listed.
 
 use std::rc::Rc;
 
@@ -16,6 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::acl::{operation, resource_type};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::{ShardContext, ShardId};
@@ -76,7 +78,18 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         for answer in join_all(calls).await {
             match answer {
                 Ok(TxnReply::List(listed)) => {
-                    transaction_states.extend(listed.into_iter().map(|t| {
+                    let may_describe = |id: &str| {
+                        context.authorize(
+                            &request.session,
+                            operation::DESCRIBE,
+                            resource_type::TRANSACTIONAL_ID,
+                            id,
+                        )
+                    };
+                    let visible = listed
+                        .into_iter()
+                        .filter(|t| may_describe(&t.transactional_id));
+                    transaction_states.extend(visible.map(|t| {
                         crate::msg!(TransactionState {
                             transactional_id: TransactionalId(StrBytes::from_string(
                                 t.transactional_id

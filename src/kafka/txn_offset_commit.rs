@@ -4,19 +4,27 @@
 //! Owner: runs on the connection's shard, which sends a `GroupCall::TxnCommit` to the group's
 //! coordinator shard (`group::route`); `group::coordinator` writes the offsets as a
 //! transactional batch and holds them pending until the marker.
+//!
+//! With an authorizer (`crate::acl`), as Kafka: WRITE on the transactional id (else every
+//! partition gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED), READ on the group (else
+//! GROUP_AUTHORIZATION_FAILED), and READ on each topic: partitions of topics the client may not
+//! READ get TOPIC_AUTHORIZATION_FAILED and are not committed; the others are.
 
 use std::rc::Rc;
 
 use futures::FutureExt;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::group::route::{call_coordinator, unexpected};
+use crate::acl::{operation, resource_type};
+use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::kafka::error;
 use crate::shard::ShardContext;
 
 /// The versions served.
@@ -34,7 +42,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
 }
 
 async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
-    let body: TxnOffsetCommitRequest = match request.decode() {
+    let mut body: TxnOffsetCommitRequest = match request.decode() {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
@@ -59,16 +67,57 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         })
     };
     if body.transactional_id.0.is_empty() {
-        return request.respond(&all(kafka_protocol::ResponseError::InvalidRequest.code()));
+        return request.respond(&all(ResponseError::InvalidRequest.code()));
     }
+    let session = &request.session;
+    if !context.authorize(
+        session,
+        operation::WRITE,
+        resource_type::TRANSACTIONAL_ID,
+        &body.transactional_id.0,
+    ) {
+        return request.respond(&all(
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        ));
+    }
+    let shape = all(error::NONE);
+    let (allowed, refused): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut body.topics).into_iter().partition(|t| {
+            context.authorize(session, operation::READ, resource_type::TOPIC, &t.name.0)
+        });
+    body.topics = allowed;
     let call = GroupCall::TxnCommit {
         version: request.version(),
-        request: body.clone(),
+        request: body,
     };
-    let response = match call_coordinator(&context, &group_id, call).await {
+    let answer = call_coordinator_as(&context, session, operation::READ, &group_id, call).await;
+    let mut response = match answer {
         Ok(GroupReply::TxnCommit(response)) => response,
-        Ok(_) => all(unexpected()),
-        Err(code) => all(code),
+        other => {
+            let error_code = other.err().unwrap_or_else(unexpected);
+            let mut response = shape;
+            for p in response
+                .topics
+                .iter_mut()
+                .flat_map(|t| t.partitions.iter_mut())
+            {
+                p.error_code = error_code;
+            }
+            return request.respond(&response);
+        }
     };
+    response.topics.extend(refused.iter().map(|t| {
+        crate::msg!(TxnOffsetCommitResponseTopic {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| crate::msg!(TxnOffsetCommitResponsePartition {
+                    partition_index: p.partition_index,
+                    error_code: ResponseError::TopicAuthorizationFailed.code()
+                }))
+                .collect()
+        })
+    }));
     request.respond(&response)
 }
