@@ -127,6 +127,9 @@ pub const STORAGE_STAGED_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Step by which segment space is reserved (fallocate) ahead of the tail.
 pub const STORAGE_RESERVE_STEP_BYTES: u64 = 64 * 1024 * 1024;
 
+/// After a reservation failed (disk full), how long a segment waits before trying again.
+pub const STORAGE_RESERVE_RETRY_MS: u64 = 1000;
+
 /// Chunk size of sequential scans (recovery, timestamp lookups) and of disk reads.
 pub const STORAGE_SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 

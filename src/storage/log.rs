@@ -1112,6 +1112,7 @@ impl LogInner {
                     let reserve = self.env.reserve_space
                         && !seg.sealed
                         && !seg.reserving
+                        && seg.reserve_retry_at.is_none_or(|at| Instant::now() >= at)
                         && seg.written_bytes + STORAGE_RESERVE_STEP_BYTES / 2 > seg.reserved_bytes
                         && target > seg.reserved_bytes;
                     if reserve {
@@ -1266,8 +1267,22 @@ impl LogInner {
             if let Some(seg) = st.segments.get_mut(&base) {
                 seg.reserving = false;
                 match result {
-                    Ok(()) => seg.reserved_bytes = seg.reserved_bytes.max(target),
-                    Err(e) => tracing::warn!(base, error = %e, "reserving segment space failed"),
+                    Ok(()) => {
+                        seg.reserved_bytes = seg.reserved_bytes.max(target);
+                        if seg.reserve_retry_at.take().is_some() {
+                            tracing::info!(base, "reserving segment space works again");
+                        }
+                    }
+                    Err(e) => {
+                        // Writes go on into the space already reserved (and grow the file
+                        // after it); only the reservation waits.
+                        if seg.reserve_retry_at.is_none() {
+                            tracing::warn!(base, error = %e, "reserving segment space failed; retrying every second");
+                        }
+                        let retry_ms = crate::limits::STORAGE_RESERVE_RETRY_MS;
+                        seg.reserve_retry_at =
+                            Some(Instant::now() + Duration::from_millis(retry_ms));
+                    }
                 }
             }
         };

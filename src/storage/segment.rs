@@ -69,6 +69,9 @@ pub(crate) struct Segment {
     /// Bytes of file space reserved (fallocate) from 0.
     pub(crate) reserved_bytes: u64,
     pub(crate) reserving: bool,
+    /// After a failed reservation (a full disk, say): not retried before this instant, and the
+    /// failure is logged once per streak rather than after every write.
+    pub(crate) reserve_retry_at: Option<std::time::Instant>,
     /// No more appends; the next segment exists.
     pub(crate) sealed: bool,
     /// Index files written and file truncated after sealing.
@@ -91,6 +94,7 @@ impl Segment {
             bytes_since_index: 0,
             reserved_bytes: 0,
             reserving: false,
+            reserve_retry_at: None,
             sealed: false,
             finalized: false,
         }
