@@ -209,6 +209,28 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
+/// Per CPU, from `/proc/stat`: (busy seconds, of which interrupt and softirq seconds). Busy is
+/// everything but idle and iowait, whoever ran: our threads, other processes, the kernel's
+/// network processing for loopback traffic. The fraction of a window a CPU was busy is the
+/// plain answer to "was this core saturated".
+fn cpu_busy_seconds() -> std::collections::BTreeMap<usize, (f64, f64)> {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let cpu: usize = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+            // user nice system idle iowait irq softirq steal (guest time is inside user).
+            let v: Vec<f64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+            if v.len() < 8 {
+                return None;
+            }
+            let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+            Some((cpu, (busy / ticks, (v[5] + v[6]) / ticks)))
+        })
+        .collect()
+}
+
 /// Seconds on a CPU and seconds runnable but waiting for one (`/proc/<pid>/task/*/schedstat`),
 /// summed over the threads of `pid` whose name starts with `prefix` (all threads if empty).
 /// The broker's shard threads are named `shard-core<N>-<id>` (glommio names executor threads
@@ -420,6 +442,29 @@ fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
     }
 }
 
+/// Deletes a finished run's topics, so that a long search or sweep (several GB per step at the
+/// knee) does not fill the broker's disk. A failure is reported and otherwise ignored: the
+/// figures are already taken.
+fn delete_topics(bootstrap: &str, names: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+    {
+        Ok(admin) => admin,
+        Err(e) => return eprintln!("loadgen: admin client for DeleteTopics: {e}"),
+    };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    match block(admin.delete_topics(&refs, &options)) {
+        Ok(results) => {
+            for (name, code) in results.into_iter().filter_map(Result::err) {
+                eprintln!("loadgen: delete topic {name}: {code:?}");
+            }
+        }
+        Err(e) => eprintln!("loadgen: DeleteTopics: {e}"),
+    }
+}
+
 /// Per-run counters and histograms shared by the delivery callbacks and consumers.
 struct Stats {
     /// Intended send time (ns since base) from which samples count.
@@ -609,6 +654,10 @@ struct RunResult {
     /// Which client library ran (librdkafka in JSON written before the lean client existed).
     #[serde(default = "default_client_name")]
     client: String,
+    /// Per CPU (`cpu0`, ...): the fraction of the window it was busy with anything (all
+    /// processes, interrupts and softirqs), and of that the interrupt and softirq share.
+    #[serde(default)]
+    cpu_busy: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 fn default_client_name() -> String {
@@ -660,6 +709,14 @@ fn print_result(r: &RunResult) {
             .map(|(name, busy)| format!("{name} {busy:.2}"))
             .collect();
         println!("  broker threads on-cpu (cores): {}", list.join(", "));
+    }
+    if !r.cpu_busy.is_empty() {
+        let list: Vec<String> = r
+            .cpu_busy
+            .iter()
+            .map(|(cpu, (busy, irq))| format!("{cpu} {busy:.2} (irq+softirq {irq:.2})"))
+            .collect();
+        println!("  cpus busy (whole host): {}", list.join(", "));
     }
 }
 
@@ -890,6 +947,7 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         .and_then(|p| thread_times(p, "shard-core"));
     let client_threads0 = thread_times("self", "").unwrap_or_default();
     let groups0 = target.broker_pid.as_deref().map(thread_groups);
+    let cpus0 = cpu_busy_seconds();
     let consumed0 = stats.consumed.load(Ordering::Relaxed);
     sleep_until(window_until);
     let broker_cpu1 = target.broker_pid.as_deref().and_then(cpu_seconds);
@@ -900,6 +958,7 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         .and_then(|p| thread_times(p, "shard-core"));
     let client_threads1 = thread_times("self", "").unwrap_or_default();
     let groups1 = target.broker_pid.as_deref().map(thread_groups);
+    let cpus1 = cpu_busy_seconds();
     let consumed1 = stats.consumed.load(Ordering::Relaxed);
     let shards = match (shards0, shards1) {
         (Some(a), Some(b)) => Some(((b.0 - a.0) / args.duration, (b.1 - a.1) / args.duration)),
@@ -921,6 +980,7 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    delete_topics(&target.bootstrap, &topics);
     RunResult {
         label: label.to_string(),
         target_rate: rate,
@@ -953,6 +1013,15 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
             _ => None,
         },
         client: format!("{:?}", args.client).to_lowercase(),
+        cpu_busy: cpus1
+            .iter()
+            .filter_map(|(cpu, b)| {
+                let a = cpus0.get(cpu)?;
+                let busy = (b.0 - a.0) / args.duration;
+                let interrupts = (b.1 - a.1) / args.duration;
+                Some((format!("cpu{cpu}"), (busy, interrupts)))
+            })
+            .collect(),
     }
 }
 
@@ -1268,6 +1337,7 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
     };
     let client_cpu = (cpu_seconds("self").unwrap_or(0.0) - client_cpu0) / read_s;
     let read_mb = bytes.load(Ordering::Relaxed) as f64 / 1e6;
+    delete_topics(&target.bootstrap, &topics);
     println!(
         "[catchup] consumed {} msgs ({read_mb:.0} MB) in {read_s:.2} s = {:.1} MB/s, {:.0} msg/s; client cpu {client_cpu:.2} cores; broker cpu {}",
         consumed.load(Ordering::Relaxed),

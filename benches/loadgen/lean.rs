@@ -25,6 +25,13 @@
 //! (`max_wait_ms` 100, `min_bytes` 1, the same as the librdkafka consumer's settings in
 //! loadgen), parsing batches in place and handing each record's value to a callback.
 //!
+//! The producer holds at most `QUEUED_BYTES_MAX` of messages appended but not yet written into a
+//! request (librdkafka bounds its queue the same way, `queue.buffering.max.kbytes`). When the
+//! broker falls behind, messages past the bound are appended only as room frees up, still with
+//! their own intended send times, so their wait is counted (no coordinated omission) while the
+//! client's memory and CPU stay bounded: an unbounded queue made an overloaded step spend the
+//! client's core on copying gigabytes of backlog instead of sending.
+//!
 //! acks=0: the broker sends no response, so a message counts as acknowledged once its request
 //! is queued to the socket (librdkafka reports such messages delivered when they are sent).
 
@@ -49,6 +56,9 @@ const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
 const METADATA_VERSION: i16 = 12;
 const CLIENT_ID: &str = "loadgen-lean";
+
+/// Bytes of messages a producer holds appended but not yet written into a Produce request.
+const QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Bytes of a v2 record batch header, up to and including `recordsCount`.
 const BATCH_HEADER_BYTES: usize = 61;
@@ -469,6 +479,9 @@ pub fn run_producer(
     let mut schedule_done = false;
     let mut drain_deadline: Option<u64> = None;
     let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(connections.len());
+    // Messages appended to batches not yet in a request, and the bound on them.
+    let mut queued_messages: usize = 0;
+    let queued_messages_max = (QUEUED_BYTES_MAX / message_bytes_max).max(1024);
 
     loop {
         let now = clock();
@@ -480,7 +493,7 @@ pub fn run_producer(
                 schedule_done = true;
                 break;
             }
-            if intended > now + 20_000 {
+            if intended > now + 20_000 || queued_messages >= queued_messages_max {
                 break;
             }
             // Late: appended more than 10 ms after the batch it belongs in was due to leave.
@@ -539,6 +552,7 @@ pub fn run_producer(
                 )
             });
             open.append(key, &value, intended);
+            queued_messages += 1;
             k += 1;
         }
         // 2. Close batches whose linger is over (all of them once the schedule has ended).
@@ -578,6 +592,7 @@ pub fn run_producer(
                     let Some((records, intended)) = slot.closed.pop_front() else {
                         continue;
                     };
+                    queued_messages -= intended.len();
                     let topic = match request
                         .topic_data
                         .iter_mut()
@@ -724,7 +739,10 @@ pub fn run_producer(
             }
         }
         let mut wake_ns = next_linger_ns;
-        if !schedule_done {
+        if !schedule_done && queued_messages >= queued_messages_max {
+            // Full: wait for the sockets (a response frees a request slot) or a linger.
+            wake_ns = wake_ns.min(now + 1_000_000);
+        } else if !schedule_done {
             // Messages are appended lazily: nothing observable happens between the intended send
             // time of a message and the moment its batch must leave (its linger deadline, or
             // when the batch fills), so the thread sleeps until then and appends every message
