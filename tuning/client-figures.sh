@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Figures for the lean client (docs/BENCHMARKS.md, "The lean client" and "Knee with the lean
-# client"): a cross-check of librdkafka against the lean client at the same moderate rate, then
-# knee searches with the lean client, with the broker on core 0 and the generator on core 1.
+# Figures for the lean client (docs/BENCHMARKS.md, "Cross-check of the two clients"): a
+# cross-check of librdkafka against the lean client at the same moderate rate, then knee
+# searches with the lean client, with the broker on core 0 and the generator on core 1.
 # Each run starts a fresh broker with a temp data dir. Output: one JSON per run in $OUT and a log
 # with the time and the load average before each run; tuning/runs-summary.py prints medians.
 #

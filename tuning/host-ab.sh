@@ -36,7 +36,7 @@ thp0=$(sed -E 's/.*\[(.*)\].*/\1/' "$thp_file")
 irq0=$(cat "/proc/irq/$IRQ/smp_affinity_list")
 restore() {
   echo "$sched0" > "$sched_file"; echo "$thp0" > "$thp_file"
-  echo "$irq0" > "/proc/irq/$IRQ/smp_affinity_list"
+  echo "$irq0" > "/proc/irq/$IRQ/smp_affinity_list" 2>/dev/null || true
 }
 trap restore EXIT
 
@@ -54,6 +54,12 @@ apply() {  # setting, variant (a|b)
 
 log "disk $DISK (scheduler $sched0), irq $IRQ (affinity $irq0), thp $thp0; workload: $WORKLOAD"
 for setting in $SETTINGS; do
+  # Managed interrupts (virtio-blk and NVMe queues on recent kernels) refuse a new affinity
+  # with EPERM: the kernel spreads them itself.
+  if [[ $setting == irq ]] && ! echo "$irq0" 2>/dev/null > "/proc/irq/$IRQ/smp_affinity_list"; then
+    log "irq: /proc/irq/$IRQ/smp_affinity_list is not writable (a kernel-managed interrupt); skipped"
+    continue
+  fi
   for i in $(seq 1 "$REPEAT"); do
     for variant in a b; do
       apply "$setting" "$variant"

@@ -21,7 +21,7 @@ use crate::group::route::ensure_offsets_topic;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
-use crate::txn::route::call_coordinator;
+use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 
 /// The versions served.
@@ -48,12 +48,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let group_id = body.group_id.0.to_string();
     let error_code = if transactional_id.is_empty() {
         ResponseError::InvalidRequest.code()
-    } else if !context.authorize(
-        &request.session,
-        operation::WRITE,
-        resource_type::TRANSACTIONAL_ID,
-        &transactional_id,
-    ) {
+    } else if !may_write_transactional_id(&context, &request.session, &transactional_id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
     } else if !context.authorize(
         &request.session,

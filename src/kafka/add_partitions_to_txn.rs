@@ -26,7 +26,7 @@ use crate::acl::{operation, resource_type};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
-use crate::txn::route::call_coordinator;
+use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 
 /// The versions served.
@@ -53,12 +53,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let transactional_id = body.v3_and_below_transactional_id.0.to_string();
     let session = &request.session;
     if !transactional_id.is_empty()
-        && !context.authorize(
-            session,
-            operation::WRITE,
-            resource_type::TRANSACTIONAL_ID,
-            &transactional_id,
-        )
+        && !may_write_transactional_id(&context, session, &transactional_id)
     {
         let code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return respond_each(&request, &body, |_, _| code);

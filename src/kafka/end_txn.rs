@@ -15,11 +15,10 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use crate::acl::{operation, resource_type};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
-use crate::txn::route::call_coordinator;
+use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 
 /// The versions served.
@@ -45,12 +44,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let transactional_id = body.transactional_id.0.to_string();
     let error_code = if transactional_id.is_empty() {
         ResponseError::InvalidRequest.code()
-    } else if !context.authorize(
-        &request.session,
-        operation::WRITE,
-        resource_type::TRANSACTIONAL_ID,
-        &transactional_id,
-    ) {
+    } else if !may_write_transactional_id(&context, &request.session, &transactional_id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
     } else {
         let call = TxnCall::End {

@@ -33,7 +33,7 @@ use crate::kafka::error;
 use crate::limits::PRODUCER_ID_BLOCK_SIZE;
 use crate::metadata::{ControllerRequest, ControllerResponse};
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
-use crate::txn::route::call_coordinator;
+use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 
 /// The dispatch table entry.
@@ -62,12 +62,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 return request
                     .respond(&response.with_error_code(ResponseError::InvalidRequest.code()));
             }
-            if !context.authorize(
-                &request.session,
-                acl::operation::WRITE,
-                acl::resource_type::TRANSACTIONAL_ID,
-                &transactional_id,
-            ) {
+            if !may_write_transactional_id(&context, &request.session, &transactional_id) {
                 return request
                     .respond(&response.with_error_code(
                         ResponseError::TransactionalIdAuthorizationFailed.code(),

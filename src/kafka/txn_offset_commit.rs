@@ -26,6 +26,7 @@ use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::error;
 use crate::shard::ShardContext;
+use crate::txn::route::may_write_transactional_id;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
@@ -70,12 +71,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         return request.respond(&all(ResponseError::InvalidRequest.code()));
     }
     let session = &request.session;
-    if !context.authorize(
-        session,
-        operation::WRITE,
-        resource_type::TRANSACTIONAL_ID,
-        &body.transactional_id.0,
-    ) {
+    if !may_write_transactional_id(&context, session, &body.transactional_id.0) {
         return request.respond(&all(
             ResponseError::TransactionalIdAuthorizationFailed.code()
         ));

@@ -14,6 +14,22 @@ use crate::shard::ownership::{TRANSACTION_STATE_PARTITIONS_DEFAULT, java_hash_pa
 use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
 use crate::txn::{TRANSACTION_STATE_TOPIC, TxnCall, TxnError, TxnReply};
 
+/// Whether `session` may WRITE the transactional id, which Kafka asks of every transactional
+/// request (TRANSACTIONAL_ID_AUTHORIZATION_FAILED otherwise). Always true with no authorizer.
+pub fn may_write_transactional_id(
+    context: &ShardContext,
+    session: &crate::acl::Session,
+    transactional_id: &str,
+) -> bool {
+    use crate::acl::{operation, resource_type};
+    context.authorize(
+        session,
+        operation::WRITE,
+        resource_type::TRANSACTIONAL_ID,
+        transactional_id,
+    )
+}
+
 /// The partition count `__transaction_state` is created with.
 pub fn configured_partitions(context: &ShardContext) -> i32 {
     context
