@@ -1056,10 +1056,10 @@ impl lean::ProduceSink for LeanSink {
         self.stats.failed.fetch_add(count, Ordering::Relaxed);
     }
 
-    fn sent(&mut self, late: bool) {
-        self.produced_total.fetch_add(1, Ordering::Relaxed);
-        if late {
-            self.late.fetch_add(1, Ordering::Relaxed);
+    fn sent(&mut self, count: u64, late: u64) {
+        self.produced_total.fetch_add(count, Ordering::Relaxed);
+        if late > 0 {
+            self.late.fetch_add(late, Ordering::Relaxed);
         }
     }
 }

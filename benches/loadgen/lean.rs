@@ -126,8 +126,9 @@ pub trait ProduceSink {
     fn acked(&mut self, intended_ns: &[u64], now_ns: u64);
     /// `count` messages failed (error code from the broker or a lost connection).
     fn failed(&mut self, count: u64);
-    /// One message was handed to the client, `late` if more than 10 ms behind schedule.
-    fn sent(&mut self, late: bool);
+    /// `count` messages were handed to the client, `late` of them more than 10 ms behind
+    /// schedule (reported once per pass over the schedule, not per message).
+    fn sent(&mut self, count: u64, late: u64);
 }
 
 fn request_header(key: ApiKey, version: i16, correlation_id: i32) -> RequestHeader {
@@ -486,6 +487,7 @@ pub fn run_producer(
     loop {
         let now = clock();
         // 1. Append every message that is due (within 20 µs; each keeps its intended time).
+        let (mut appended, mut appended_late) = (0u64, 0u64);
         while !schedule_done {
             let intended =
                 schedule.start_ns + (schedule.offset_ns + k as f64 * schedule.interval_ns) as u64;
@@ -497,7 +499,8 @@ pub fn run_producer(
                 break;
             }
             // Late: appended more than 10 ms after the batch it belongs in was due to leave.
-            sink.sent(now > intended + settings.linger_ns + 10_000_000);
+            appended += 1;
+            appended_late += u64::from(now > intended + settings.linger_ns + 10_000_000);
             value[..8].copy_from_slice(&intended.to_le_bytes());
             let ti = (k as usize) % topics.len();
             let (key, pi): ([u8; 8], usize) = match settings.keys {
@@ -554,6 +557,9 @@ pub fn run_producer(
             open.append(key, &value, intended);
             queued_messages += 1;
             k += 1;
+        }
+        if appended > 0 {
+            sink.sent(appended, appended_late);
         }
         // 2. Close batches whose linger is over (all of them once the schedule has ended).
         let mut next_linger_ns = u64::MAX;

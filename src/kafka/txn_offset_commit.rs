@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
@@ -24,7 +25,6 @@ use crate::acl::{operation, resource_type};
 use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::error;
 use crate::shard::ShardContext;
 use crate::txn::route::may_write_transactional_id;
 
@@ -50,21 +50,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
     let group_id = body.group_id.0.to_string();
     let all = |error_code: i16| {
         crate::msg!(TxnOffsetCommitResponse {
-            topics: body
-                .topics
-                .iter()
-                .map(|t| crate::msg!(TxnOffsetCommitResponseTopic {
-                    name: t.name.clone(),
-                    partitions: t
-                        .partitions
-                        .iter()
-                        .map(|p| crate::msg!(TxnOffsetCommitResponsePartition {
-                            partition_index: p.partition_index,
-                            error_code
-                        }))
-                        .collect()
-                }))
-                .collect()
+            topics: answer_each(&body.topics, error_code)
         })
     };
     if body.transactional_id.0.is_empty() {
@@ -76,7 +62,7 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             ResponseError::TransactionalIdAuthorizationFailed.code()
         ));
     }
-    let shape = all(error::NONE);
+    let asked = body.topics.clone();
     let (allowed, refused): (Vec<_>, Vec<_>) =
         std::mem::take(&mut body.topics).into_iter().partition(|t| {
             context.authorize(session, operation::READ, resource_type::TOPIC, &t.name.0)
@@ -91,29 +77,34 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         Ok(GroupReply::TxnCommit(response)) => response,
         other => {
             let error_code = other.err().unwrap_or_else(unexpected);
-            let mut response = shape;
-            for p in response
-                .topics
-                .iter_mut()
-                .flat_map(|t| t.partitions.iter_mut())
-            {
-                p.error_code = error_code;
-            }
-            return request.respond(&response);
+            let topics = answer_each(&asked, error_code);
+            return request.respond(&crate::msg!(TxnOffsetCommitResponse { topics }));
         }
     };
-    response.topics.extend(refused.iter().map(|t| {
-        crate::msg!(TxnOffsetCommitResponseTopic {
-            name: t.name.clone(),
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| crate::msg!(TxnOffsetCommitResponsePartition {
-                    partition_index: p.partition_index,
-                    error_code: ResponseError::TopicAuthorizationFailed.code()
-                }))
-                .collect()
-        })
-    }));
+    let refused_code = ResponseError::TopicAuthorizationFailed.code();
+    response.topics.extend(answer_each(&refused, refused_code));
     request.respond(&response)
+}
+
+/// Every partition of `topics` answered with `error_code`.
+fn answer_each(
+    topics: &[TxnOffsetCommitRequestTopic],
+    error_code: i16,
+) -> Vec<TxnOffsetCommitResponseTopic> {
+    topics
+        .iter()
+        .map(|t| {
+            crate::msg!(TxnOffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| crate::msg!(TxnOffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code
+                    }))
+                    .collect()
+            })
+        })
+        .collect()
 }
