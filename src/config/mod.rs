@@ -520,6 +520,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// An integer setting's value from `entries`, or `default` when it is absent or not an
+    /// integer (values are checked when the configuration is built).
+    pub fn int(&self, key: &str, default: i64) -> i64 {
+        self.entries
+            .get(key)
+            .and_then(|e| e.value.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// The embedded defaults alone.
     pub fn defaults() -> Config {
         Self::build(&[]).expect("embedded defaults are valid")

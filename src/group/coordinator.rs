@@ -116,24 +116,20 @@ pub struct GroupSettings {
 
 impl GroupSettings {
     fn from_config(config: &crate::config::Config) -> GroupSettings {
-        let get = |key: &str, default: i64| -> i64 {
-            config
-                .entries
-                .get(key)
-                .and_then(|e| e.value.parse().ok())
-                .unwrap_or(default)
-        };
         GroupSettings {
-            min_session_timeout_ms: get("group.min.session.timeout.ms", 6000) as i32,
-            max_session_timeout_ms: get("group.max.session.timeout.ms", 1_800_000) as i32,
-            initial_rebalance_delay_ms: get("group.initial.rebalance.delay.ms", 3000) as i32,
-            offset_metadata_max_bytes: get("offset.metadata.max.bytes", 4096) as usize,
-            offsets_topic_num_partitions: get(
+            min_session_timeout_ms: config.int("group.min.session.timeout.ms", 6000) as i32,
+            max_session_timeout_ms: config.int("group.max.session.timeout.ms", 1_800_000) as i32,
+            initial_rebalance_delay_ms: config.int("group.initial.rebalance.delay.ms", 3000) as i32,
+            offset_metadata_max_bytes: config.int("offset.metadata.max.bytes", 4096) as usize,
+            offsets_topic_num_partitions: config.int(
                 "offsets.topic.num.partitions",
                 i64::from(crate::shard::ownership::CONSUMER_OFFSETS_PARTITIONS_DEFAULT),
             ) as i32,
-            offsets_retention_ms: get("offsets.retention.minutes", 10080).saturating_mul(60_000),
-            offsets_retention_check_interval_ms: get("offsets.retention.check.interval.ms", 600_000)
+            offsets_retention_ms: config
+                .int("offsets.retention.minutes", 10080)
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: config
+                .int("offsets.retention.check.interval.ms", 600_000)
                 .max(1) as u64,
         }
     }
@@ -1573,7 +1569,6 @@ async fn commit(context: &Ctx, version: i16, request: OffsetCommitRequest) -> Of
         .filter(|&ms| ms >= 0);
     let image = context.image();
     let now = now_ms();
-    let max_meta = context.groups.settings.offset_metadata_max_bytes;
     let mut batch = Vec::new();
     let mut accepted: Vec<(String, i32, OffsetValue)> = Vec::new();
     let mut response = all(NONE);
@@ -1581,28 +1576,22 @@ async fn commit(context: &Ctx, version: i16, request: OffsetCommitRequest) -> Of
         let topic = t.name.0.to_string();
         let partitions = image.topic(&topic).map(|m| m.partitions);
         for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            if partitions.is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) {
-                rp.error_code = code(ResponseError::UnknownTopicOrPartition);
-            } else if metadata.len() > max_meta {
-                rp.error_code = code(ResponseError::OffsetMetadataTooLarge);
-            } else {
-                let value = OffsetValue {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata,
-                    commit_timestamp: now,
-                    expire_timestamp: expire_after_ms.map(|ms| now.saturating_add(ms)),
-                };
-                batch.push((
-                    records::offset_key(&group_id, &topic, p.partition_index),
-                    Some(records::offset_value(&value)),
-                ));
-                accepted.push((topic.clone(), p.partition_index, value));
+            let committed = (
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.committed_metadata.as_deref(),
+            );
+            let expire_timestamp = expire_after_ms.map(|ms| now.saturating_add(ms));
+            let index = p.partition_index;
+            match offset_to_store(context, partitions, index, committed, now, expire_timestamp) {
+                Err(error_code) => rp.error_code = error_code,
+                Ok(value) => {
+                    batch.push((
+                        records::offset_key(&group_id, &topic, index),
+                        Some(records::offset_value(&value)),
+                    ));
+                    accepted.push((topic.clone(), index, value));
+                }
             }
         }
     }
@@ -1628,6 +1617,34 @@ async fn commit(context: &Ctx, version: i16, request: OffsetCommitRequest) -> Of
         }
     }
     response
+}
+
+/// The value one partition of a commit stores, or the error code it is answered with: the
+/// partition must exist and its metadata fit `offset.metadata.max.bytes`. `committed` is the
+/// request's (offset, leader epoch, metadata).
+fn offset_to_store(
+    context: &Ctx,
+    partitions: Option<i32>,
+    partition_index: i32,
+    committed: (i64, i32, Option<&str>),
+    now: i64,
+    expire_timestamp: Option<i64>,
+) -> Result<OffsetValue, i16> {
+    let (offset, leader_epoch, metadata) = committed;
+    let metadata = metadata.unwrap_or_default();
+    if partitions.is_none_or(|n| partition_index < 0 || partition_index >= n) {
+        Err(code(ResponseError::UnknownTopicOrPartition))
+    } else if metadata.len() > context.groups.settings.offset_metadata_max_bytes {
+        Err(code(ResponseError::OffsetMetadataTooLarge))
+    } else {
+        Ok(OffsetValue {
+            offset,
+            leader_epoch,
+            metadata: metadata.to_string(),
+            commit_timestamp: now,
+            expire_timestamp,
+        })
+    }
 }
 
 /// The partitions of one offset commit, marked in flight in their group until dropped (the write
@@ -1755,7 +1772,6 @@ async fn txn_commit(
         });
     }
     let now = now_ms();
-    let max_meta = context.groups.settings.offset_metadata_max_bytes;
     let mut batch = Vec::new();
     let mut accepted: Vec<(String, i32, OffsetValue)> = Vec::new();
     let mut response = all(NONE);
@@ -1763,28 +1779,22 @@ async fn txn_commit(
         let topic = t.name.0.to_string();
         let partitions = image.topic(&topic).map(|m| m.partitions);
         for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            if partitions.is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) {
-                rp.error_code = code(ResponseError::UnknownTopicOrPartition);
-            } else if metadata.len() > max_meta {
-                rp.error_code = code(ResponseError::OffsetMetadataTooLarge);
-            } else {
-                let value = OffsetValue {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata,
-                    commit_timestamp: now,
-                    expire_timestamp: None,
-                };
-                batch.push((
-                    records::offset_key(&group_id, &topic, p.partition_index),
-                    Some(records::offset_value(&value)),
-                ));
-                accepted.push((topic.clone(), p.partition_index, value));
+            let committed = (
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.committed_metadata.as_deref(),
+            );
+            let expire_timestamp = None;
+            let index = p.partition_index;
+            match offset_to_store(context, partitions, index, committed, now, expire_timestamp) {
+                Err(error_code) => rp.error_code = error_code,
+                Ok(value) => {
+                    batch.push((
+                        records::offset_key(&group_id, &topic, index),
+                        Some(records::offset_value(&value)),
+                    ));
+                    accepted.push((topic.clone(), index, value));
+                }
             }
         }
     }

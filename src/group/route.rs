@@ -57,13 +57,13 @@ pub fn coordinator_shard(context: &ShardContext, group_id: &str) -> ShardId {
     )
 }
 
-/// Sends `call` to the coordinator of `group_id` (creating `__consumer_offsets` if needed).
 /// The error code for a coordinator answer of the wrong kind (a bug, reported to the client as
 /// UNKNOWN_SERVER_ERROR rather than a crash).
 pub fn unexpected() -> i16 {
     kafka_protocol::ResponseError::UnknownServerError.code()
 }
 
+/// Sends `call` to the coordinator of `group_id` (creating `__consumer_offsets` if needed).
 pub async fn call_coordinator(
     context: &Rc<ShardContext>,
     group_id: &str,

@@ -88,26 +88,21 @@ pub struct TxnSettings {
 
 impl TxnSettings {
     fn from_config(config: &crate::config::Config) -> TxnSettings {
-        let get = |key: &str, default: i64| -> i64 {
-            config
-                .entries
-                .get(key)
-                .and_then(|e| e.value.parse().ok())
-                .unwrap_or(default)
-        };
         TxnSettings {
-            max_timeout_ms: get("transaction.max.timeout.ms", 900_000) as i32,
-            id_expiration_ms: get("transactional.id.expiration.ms", 604_800_000),
-            abort_interval_ms: get(
-                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-                10_000,
-            )
-            .max(1) as u64,
-            expiry_interval_ms: get(
-                "transaction.remove.expired.transaction.cleanup.interval.ms",
-                3_600_000,
-            )
-            .max(1) as u64,
+            max_timeout_ms: config.int("transaction.max.timeout.ms", 900_000) as i32,
+            id_expiration_ms: config.int("transactional.id.expiration.ms", 604_800_000),
+            abort_interval_ms: config
+                .int(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                    10_000,
+                )
+                .max(1) as u64,
+            expiry_interval_ms: config
+                .int(
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                    3_600_000,
+                )
+                .max(1) as u64,
         }
     }
 }
@@ -318,17 +313,24 @@ async fn ensure_loaded(context: &Ctx, partition: i32) -> Result<(), TxnError> {
     }
 }
 
-/// Replays `partition` into memory; returns the ids whose markers must be (re)sent.
-async fn load_partition(context: &Ctx, partition: i32) -> Result<Vec<String>, TxnError> {
-    let image = context.image();
-    let open = context
+/// Opens this shard's `partition` of `__transaction_state` (NOT_AVAILABLE if it cannot).
+async fn open_state_partition(
+    context: &Ctx,
+    partition: i32,
+) -> Result<Rc<crate::storage::manager::OpenPartition>, TxnError> {
+    context
         .partitions
-        .get(&image, TRANSACTION_STATE_TOPIC, partition)
+        .get(&context.image(), TRANSACTION_STATE_TOPIC, partition)
         .await
         .map_err(|err| {
             warn!(partition, %err, "cannot open __transaction_state partition");
             TxnError::NotAvailable
-        })?;
+        })
+}
+
+/// Replays `partition` into memory; returns the ids whose markers must be (re)sent.
+async fn load_partition(context: &Ctx, partition: i32) -> Result<Vec<String>, TxnError> {
+    let open = open_state_partition(context, partition).await?;
     let log = &open.log;
     let end = log.high_watermark();
     let mut offset = log.log_start_offset();
@@ -401,15 +403,7 @@ async fn write_state(
     transactional_id: &str,
     value: Option<TxnValue>,
 ) -> Result<(), TxnError> {
-    let image = context.image();
-    let open = context
-        .partitions
-        .get(&image, TRANSACTION_STATE_TOPIC, partition)
-        .await
-        .map_err(|err| {
-            warn!(partition, %err, "cannot open __transaction_state partition");
-            TxnError::NotAvailable
-        })?;
+    let open = open_state_partition(context, partition).await?;
     let record: (Bytes, Option<Bytes>) = (
         records::txn_key(transactional_id),
         value.as_ref().map(records::txn_value),

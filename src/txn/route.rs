@@ -32,12 +32,10 @@ pub fn may_write_transactional_id(
 
 /// The partition count `__transaction_state` is created with.
 pub fn configured_partitions(context: &ShardContext) -> i32 {
+    let default = i64::from(TRANSACTION_STATE_PARTITIONS_DEFAULT);
     context
         .config
-        .entries
-        .get("transaction.state.log.num.partitions")
-        .and_then(|e| e.value.parse().ok())
-        .unwrap_or(TRANSACTION_STATE_PARTITIONS_DEFAULT)
+        .int("transaction.state.log.num.partitions", default) as i32
 }
 
 /// The partition of `__transaction_state` that holds `transactional_id`: by the topic's actual
