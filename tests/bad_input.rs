@@ -129,6 +129,115 @@ fn malformed_frames_close_only_their_connection() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// A frame of `key` at `version` whose body is `body`, with an empty client id (header v1, or v2
+/// with an empty tagged-field section when `flexible`).
+fn raw_frame(key: ApiKey, version: i16, flexible: bool, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(key as i16).to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&1i32.to_be_bytes());
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    if flexible {
+        frame.push(0);
+    }
+    frame.extend_from_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend(frame);
+    out
+}
+
+/// An unsigned varint as the flexible versions encode compact lengths.
+fn uvarint(mut value: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+    out
+}
+
+/// Element counts and lengths far beyond the bytes that follow them (the mutations that killed
+/// the broker through kafka-protocol 0.18's decoders): each is refused on its own connection,
+/// with one log line, and nothing is allocated for the claimed size.
+#[test]
+fn counts_larger_than_their_bytes_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_in(dir.path(), &[]);
+    let mut healthy = RawClient::connect(broker.addr);
+    api_versions_ok(&mut healthy);
+
+    let mut list_offsets = Vec::new();
+    list_offsets.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+    list_offsets.push(0); // isolation level
+    list_offsets.extend_from_slice(&i32::MAX.to_be_bytes()); // topics
+
+    let mut fetch = Vec::new();
+    for field in [-1i32, 500, 1, 1 << 20] {
+        fetch.extend_from_slice(&field.to_be_bytes()); // replica, max wait, min, max bytes
+    }
+    fetch.push(0); // isolation level
+    fetch.extend_from_slice(&0i32.to_be_bytes()); // session id
+    fetch.extend_from_slice(&(-1i32).to_be_bytes()); // session epoch
+    fetch.extend(uvarint(u32::MAX)); // topics
+
+    let mut fetch_partitions = fetch[..fetch.len() - 5].to_vec();
+    fetch_partitions.extend(uvarint(2)); // one topic
+    fetch_partitions.extend(uvarint(2)); // name "a"
+    fetch_partitions.push(b'a');
+    fetch_partitions.extend(uvarint(u32::MAX)); // its partitions
+
+    let mut create_topics = uvarint(u32::MAX); // topics
+    create_topics.extend_from_slice(&[0; 8]);
+
+    let mut metadata_name = uvarint(2); // one topic
+    metadata_name.extend_from_slice(&[0; 16]); // topic id
+    metadata_name.extend(uvarint(u32::MAX)); // its name's length
+
+    let mut legacy_fetch = Vec::new();
+    for field in [-1i32, 500, 1] {
+        legacy_fetch.extend_from_slice(&field.to_be_bytes());
+    }
+    legacy_fetch.extend_from_slice(&i32::MAX.to_be_bytes()); // topics
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "ListOffsets v5 claiming 2^31 topics",
+            raw_frame(ApiKey::ListOffsets, 5, false, &list_offsets),
+        ),
+        (
+            "Fetch v12 claiming 2^32 topics",
+            raw_frame(ApiKey::Fetch, 12, true, &fetch),
+        ),
+        (
+            "Fetch v12 topic claiming 2^32 partitions",
+            raw_frame(ApiKey::Fetch, 12, true, &fetch_partitions),
+        ),
+        (
+            "Fetch v0 claiming 2^31 topics",
+            raw_frame(ApiKey::Fetch, 0, false, &legacy_fetch),
+        ),
+        (
+            "CreateTopics v5 claiming 2^32 topics",
+            raw_frame(ApiKey::CreateTopics, 5, true, &create_topics),
+        ),
+        (
+            "Metadata v12 topic name claiming 4 GiB",
+            raw_frame(ApiKey::Metadata, 12, true, &metadata_name),
+        ),
+    ];
+    for (case, bytes) in cases {
+        let mut client = RawClient::connect(broker.addr);
+        client.send_raw(&bytes);
+        assert_closed(&mut client, case);
+        assert!(broker.is_running(), "{case}: broker died");
+        api_versions_ok(&mut healthy);
+    }
+    let log = broker.log().join("\n");
+    assert!(log.contains("malformed"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[test]
 fn disconnect_mid_request_leaves_the_broker_serving() {
     let dir = tempfile::tempdir().unwrap();
