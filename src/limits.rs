@@ -19,6 +19,11 @@ pub const SOCKET_REQUEST_BYTES_MAX: u32 = i32::MAX as u32;
 /// of growing the broker's memory.
 pub const CONNECTION_INFLIGHT_REQUESTS_MAX: usize = 64;
 
+/// Bytes of responses one connection may have computed but not yet written before its reader
+/// stops starting new requests (a client that sends fetches and never reads their answers).
+/// One response may pass it; the requests already in flight may each add one more.
+pub const CONNECTION_RESPONSES_QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Response pieces smaller than this are gathered into one buffer before they go to the
 /// socket (one send instead of several); larger pieces (record data) are sent as they are.
 pub const RESPONSE_COALESCE_BYTES_MAX: usize = 64 * 1024;

@@ -135,6 +135,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 fn run(config: Config, cores: &[usize]) -> anyhow::Result<bool> {
     raise_memlock_limit();
+    raise_open_files_limit();
     let identity = store::load_or_create_identity(&config.data_dir, config.node_id)?;
     let (metadata_store, image) = store::MetadataStore::open(&config.data_dir)?;
     ringbroker::storage::manager::remove_deleted_leftovers(&config.data_dir);
@@ -193,6 +194,21 @@ fn raise_memlock_limit() {
         memlock_bytes = soft,
         "locked-memory limit could not be lifted; using it"
     );
+}
+
+/// Every connection and every open segment, index and time index costs a descriptor. Raise the
+/// soft RLIMIT_NOFILE to the hard limit; `max.connections` is then capped below what is left,
+/// so connections can never take the descriptors the logs need (`net::admission`).
+fn raise_open_files_limit() {
+    use rlimit::Resource;
+    let Ok((soft, hard)) = Resource::NOFILE.get() else {
+        return;
+    };
+    if soft < hard
+        && let Err(err) = Resource::NOFILE.set(hard, hard)
+    {
+        warn!(%err, soft, hard, "cannot raise RLIMIT_NOFILE");
+    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

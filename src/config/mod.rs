@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use crate::limits;
@@ -205,6 +205,54 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
             max: limits::SOCKET_REQUEST_BYTES_MAX as i64,
         },
         "Largest request frame a client may send; a larger one closes its connection.",
+    ),
+    def(
+        "max.connections",
+        "2147483647",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Connections the broker accepts at once; past it the listeners stop accepting until one closes. Capped by the open-file limit (see docs/RELIABILITY.md).",
+    ),
+    def(
+        "max.connections.per.ip",
+        "2147483647",
+        ValueKind::NON_NEGATIVE_INT,
+        "Connections one client address may hold; a further one is closed at once.",
+    ),
+    def(
+        "max.connections.per.ip.overrides",
+        "",
+        ValueKind::Text,
+        "Per-address exceptions to max.connections.per.ip, as host:count pairs separated by commas.",
+    ),
+    def(
+        "connections.max.idle.ms",
+        "600000",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "A connection with no request in flight and nothing read or written for this long is closed; so is one whose response cannot be written for this long.",
+    ),
+    def(
+        "queued.max.request.bytes",
+        "1073741824",
+        ValueKind::Long {
+            min: -1,
+            max: LONG_MAX,
+        },
+        "Bytes of requests the broker holds read but not yet answered, shared out over the shards (each may hold at least one socket.request.max.bytes frame); reading pauses at the bound. -1: unbounded.",
+    ),
+    def(
+        "request-read-timeout-ms",
+        "30000",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "How long a request frame may take to arrive once its first byte has; a slower one closes its connection.",
     ),
     def(
         "num.partitions",
@@ -503,6 +551,18 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Largest accepted request frame.
     pub socket_request_max_bytes: u32,
+    /// Connections the broker accepts at once (`max.connections`).
+    pub max_connections: u32,
+    /// Connections one address may hold (`max.connections.per.ip`).
+    pub max_connections_per_ip: u32,
+    /// Exceptions to `max_connections_per_ip`, by address.
+    pub max_connections_per_ip_overrides: Vec<(IpAddr, u32)>,
+    /// Idle and write-stall bound of a connection.
+    pub connections_max_idle_ms: u64,
+    /// Request bytes the broker may hold read but unanswered; `None` is unbounded.
+    pub queued_max_request_bytes: Option<u64>,
+    /// How long one request frame may take to arrive once it has started.
+    pub request_read_timeout_ms: u64,
     /// Partitions of topics created without a count.
     pub num_partitions: i32,
     /// Whether Metadata and Produce create unknown topics.
@@ -615,6 +675,46 @@ impl Config {
             1,
             limits::SOCKET_REQUEST_BYTES_MAX as i64,
         )?;
+        let max_connections =
+            parse_int::<u32>("max.connections", get("max.connections"), 1, INT_MAX)?;
+        let max_connections_per_ip = parse_int::<u32>(
+            "max.connections.per.ip",
+            get("max.connections.per.ip"),
+            0,
+            INT_MAX,
+        )?;
+        let max_connections_per_ip_overrides = parse_ip_overrides(
+            "max.connections.per.ip.overrides",
+            get("max.connections.per.ip.overrides"),
+        )?;
+        let connections_max_idle_ms = parse_int::<u64>(
+            "connections.max.idle.ms",
+            get("connections.max.idle.ms"),
+            1,
+            LONG_MAX,
+        )?;
+        let queued_max_request_bytes = match parse_int::<i64>(
+            "queued.max.request.bytes",
+            get("queued.max.request.bytes"),
+            -1,
+            LONG_MAX,
+        )? {
+            -1 => None,
+            0 => {
+                return Err(invalid(
+                    "queued.max.request.bytes",
+                    "0",
+                    "expected -1 (unbounded) or a positive number of bytes",
+                ));
+            }
+            bytes => Some(bytes as u64),
+        };
+        let request_read_timeout_ms = parse_int::<u64>(
+            "request-read-timeout-ms",
+            get("request-read-timeout-ms"),
+            1,
+            LONG_MAX,
+        )?;
 
         let num_partitions =
             parse_int::<i32>("num.partitions", get("num.partitions"), 1, i64::MAX)?;
@@ -677,6 +777,12 @@ impl Config {
             shutdown_drain_ms,
             shard_spin_before_park_us,
             socket_request_max_bytes,
+            max_connections,
+            max_connections_per_ip,
+            max_connections_per_ip_overrides,
+            connections_max_idle_ms,
+            queued_max_request_bytes,
+            request_read_timeout_ms,
             entries,
         })
     }
@@ -688,6 +794,34 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
         value: value.to_string(),
         reason: reason.into(),
     }
+}
+
+/// `host:count` pairs separated by commas (Kafka's `max.connections.per.ip.overrides`). A host
+/// may be an IP address or a name, which is resolved once, at start, to every address it has.
+fn parse_ip_overrides(key: &str, value: &str) -> Result<Vec<(IpAddr, u32)>, ConfigError> {
+    let mut out = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (host, count) = pair
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, value, format!("'{pair}' is not host:count")))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&c: &u32| c <= i32::MAX as u32)
+            .ok_or_else(|| invalid(key, value, format!("'{count}' in '{pair}' is not a count")))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|err| invalid(key, value, format!("cannot resolve '{host}': {err}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        out.extend(addresses.into_iter().map(|ip| (ip, count)));
+    }
+    Ok(out)
 }
 
 fn nonempty<'a>(key: &str, value: &'a str) -> Result<&'a str, ConfigError> {

@@ -158,6 +158,13 @@ pub struct ResponseFrame {
     pub body: Vec<Bytes>,
 }
 
+impl ResponseFrame {
+    /// Bytes of the body.
+    pub fn len_bytes(&self) -> usize {
+        self.body.iter().map(Bytes::len).sum()
+    }
+}
+
 /// Encodes `message` as the response to a request of `api_key` at `version`.
 pub fn encode_response<M: Encodable>(
     api_key: ApiKey,

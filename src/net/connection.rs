@@ -14,15 +14,28 @@
 //! A malformed frame or a request we must refuse ends the connection with one log line; it
 //! never touches another connection. On drain the reader stops taking new requests, the
 //! writer finishes the ones in flight, and the connection closes.
+//!
+//! What one client can hold is bounded (docs/RELIABILITY.md):
+//! - requests in flight: `CONNECTION_INFLIGHT_REQUESTS_MAX`;
+//! - request bytes: each frame's buffer is taken from the shard's `RequestMemory` as it arrives
+//!   and given back once its response is written;
+//! - a frame must arrive whole within `request-read-timeout-ms` of its first byte, or the
+//!   connection is closed (a trickled frame cannot pin its buffer forever);
+//! - answered but unsent responses: past `CONNECTION_RESPONSES_QUEUED_BYTES_MAX` the reader stops
+//!   starting requests until the client reads, and a response that cannot be written for
+//!   `connections.max.idle.ms` closes the connection;
+//! - idle connections (nothing in flight, nothing read or written for `connections.max.idle.ms`)
+//!   are closed, as Kafka closes them.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::io::{AsyncReadExt as _, WriteHalf};
 use futures_lite::{AsyncWriteExt, future};
-use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -30,14 +43,42 @@ use tracing::{debug, info, warn};
 use crate::acl::Session;
 use crate::kafka::dispatch::{self, Dispatched, HandlerOutcome, ResponseFrame};
 use crate::limits;
-use crate::net::frame::{self, FrameError};
+use crate::net::admission::ConnectionPass;
+use crate::net::frame::{self, FrameError, FrameMemory, RequestMemory};
 use crate::shard::ShardContext;
 use crate::shard::shutdown::ShutdownSignal;
 
-type PendingResponse = JoinHandle<HandlerOutcome>;
+/// A request in flight: its handler's task and the request memory its frame holds until the
+/// response is written.
+struct PendingResponse {
+    task: JoinHandle<HandlerOutcome>,
+    _memory: FrameMemory,
+}
 
-/// Serves `stream` until the peer closes it, a protocol error ends it, or the shard drains.
-pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
+/// What the reader and the writer of one connection share.
+struct ConnectionState {
+    /// Requests dispatched whose responses are not yet written.
+    in_flight: Cell<usize>,
+    /// Bytes of responses computed but not yet written.
+    queued_response_bytes: Cell<usize>,
+    /// The last time a frame arrived or a response was written.
+    last_activity: Cell<Instant>,
+    /// When the frame being read started arriving, while one is.
+    frame_started: Cell<Option<Instant>>,
+}
+
+/// How often a connection looks at its idle and frame-completion clocks.
+const CONNECTION_CLOCK_CHECK_MS_MAX: u64 = 1000;
+
+/// Serves `stream` until the peer closes it, a protocol error ends it, a bound is passed, or the
+/// shard drains. `_pass` is the connection's place in the broker's connection counts, given back
+/// when this returns.
+pub async fn serve(
+    context: Rc<ShardContext>,
+    stream: TcpStream,
+    memory: Option<RequestMemory>,
+    _pass: ConnectionPass,
+) {
     let peer = stream.peer_addr().ok();
     context.metrics.connection_opened();
     if let Err(err) = stream.set_nodelay(true) {
@@ -49,12 +90,23 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     let (mut reader, writer) = stream.split();
     let (pending_tx, pending_rx) =
         local_channel::new_bounded::<PendingResponse>(limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
+    // The writer pokes the reader through this whenever it has written a response, so a reader
+    // paused on queued responses looks again.
+    let (written_tx, written_rx) = local_channel::new_bounded::<()>(1);
+    let state = Rc::new(ConnectionState {
+        in_flight: Cell::new(0),
+        queued_response_bytes: Cell::new(0),
+        last_activity: Cell::new(Instant::now()),
+        frame_started: Cell::new(None),
+    });
     let writer_closed = Rc::new(ShutdownSignal::new());
     let writer_task = glommio::spawn_local_into(
         write_responses(
             context.clone(),
             writer,
             pending_rx,
+            state.clone(),
+            written_tx,
             writer_closed.clone(),
             peer,
         ),
@@ -63,16 +115,68 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
     .expect("the request queue exists for the life of the shard");
 
     let max_bytes = context.config.socket_request_max_bytes;
+    let idle = Duration::from_millis(context.config.connections_max_idle_ms);
+    let read_timeout = Duration::from_millis(context.config.request_read_timeout_ms);
+    let clock_check = Duration::from_millis(CONNECTION_CLOCK_CHECK_MS_MAX)
+        .min(idle)
+        .min(read_timeout);
     loop {
-        let next = future::or(
-            async { Some(frame::read_frame(&mut reader, max_bytes).await) },
-            async {
+        // Too much answered and unsent: start nothing new until the client reads.
+        while state.queued_response_bytes.get() > limits::CONNECTION_RESPONSES_QUEUED_BYTES_MAX {
+            let woken = future::or(async { written_rx.recv().await.is_some() }, async {
                 future::or(context.draining.raised(), writer_closed.raised()).await;
-                None
-            },
-        )
-        .await;
-        let frame = match next {
+                false
+            })
+            .await;
+            if !woken {
+                break;
+            }
+        }
+        let read = frame::read_frame_within(
+            &mut reader,
+            max_bytes,
+            memory.as_ref(),
+            &state.frame_started,
+        );
+        futures::pin_mut!(read);
+        let next = loop {
+            let step = future::or(async { Some(Some((&mut read).await)) }, async {
+                future::or(
+                    async {
+                        future::or(context.draining.raised(), writer_closed.raised()).await;
+                        Some(None)
+                    },
+                    async {
+                        glommio::timer::sleep(clock_check).await;
+                        None
+                    },
+                )
+                .await
+            })
+            .await;
+            match step {
+                Some(next) => break next,
+                None => {
+                    if let Some(started) = state.frame_started.get() {
+                        if started.elapsed() >= read_timeout {
+                            break Some(Err(FrameError::Stalled {
+                                timeout_ms: context.config.request_read_timeout_ms,
+                            }));
+                        }
+                    } else if state.in_flight.get() == 0
+                        && state.last_activity.get().elapsed() >= idle
+                    {
+                        debug!(
+                            ?peer,
+                            idle_ms = idle.as_millis() as u64,
+                            "closing idle connection"
+                        );
+                        break None;
+                    }
+                }
+            }
+        };
+        let (frame, frame_memory) = match next {
             None => break,
             Some(Ok(frame)) => frame,
             Some(Err(FrameError::Closed)) => break,
@@ -81,25 +185,37 @@ pub async fn serve(context: Rc<ShardContext>, stream: TcpStream) {
                 break;
             }
         };
+        state.last_activity.set(Instant::now());
         context.metrics.add_bytes_in(4 + frame.len());
         match dispatch::dispatch(&context, &session, frame) {
             Dispatched::Started { api_key, future } => {
                 let started = Instant::now();
                 let measured = {
                     let context = context.clone();
+                    let state = state.clone();
                     async move {
                         let outcome = future.await;
                         let failed = matches!(outcome, HandlerOutcome::Close(_));
                         context
                             .metrics
                             .record_request(api_key, started.elapsed(), failed);
+                        if let HandlerOutcome::Respond(response) = &outcome {
+                            state
+                                .queued_response_bytes
+                                .set(state.queued_response_bytes.get() + response.len_bytes());
+                        }
                         outcome
                     }
                 };
                 let task = glommio::spawn_local_into(measured, context.queues.requests)
                     .expect("the request queue exists for the life of the shard")
                     .detach();
-                if pending_tx.send(task).await.is_err() {
+                state.in_flight.set(state.in_flight.get() + 1);
+                let pending = PendingResponse {
+                    task,
+                    _memory: frame_memory,
+                };
+                if pending_tx.send(pending).await.is_err() {
                     break;
                 }
             }
@@ -120,28 +236,58 @@ async fn write_responses(
     context: Rc<ShardContext>,
     mut writer: WriteHalf<TcpStream>,
     pending: LocalReceiver<PendingResponse>,
+    state: Rc<ConnectionState>,
+    written: LocalSender<()>,
     closed: Rc<ShutdownSignal>,
     peer: Option<SocketAddr>,
 ) {
-    while let Some(task) = pending.recv().await {
+    let stall = Duration::from_millis(context.config.connections_max_idle_ms);
+    while let Some(request) = pending.recv().await {
+        let PendingResponse {
+            task,
+            _memory: memory,
+        } = request;
         let outcome = match task.await {
             Some(outcome) => outcome,
             None => HandlerOutcome::Close("request handler was cancelled".to_string()),
         };
         let response = match outcome {
             HandlerOutcome::Respond(response) => response,
-            HandlerOutcome::NoResponse => continue,
+            HandlerOutcome::NoResponse => {
+                state.in_flight.set(state.in_flight.get() - 1);
+                continue;
+            }
             HandlerOutcome::Close(reason) => {
                 info!(?peer, %reason, "closing connection");
                 break;
             }
         };
-        let bytes = 4
-            + usize::from(response.flexible_header)
-            + 4
-            + response.body.iter().map(Bytes::len).sum::<usize>();
-        if let Err(err) = write_response(&mut writer, response).await {
-            debug!(?peer, %err, "write failed; closing connection");
+        let body_bytes = response.len_bytes();
+        let bytes = 4 + usize::from(response.flexible_header) + 4 + body_bytes;
+        let result = future::or(write_response(&mut writer, response), async {
+            glommio::timer::sleep(stall).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client read no response for {} ms (connections.max.idle.ms)",
+                    stall.as_millis()
+                ),
+            ))
+        })
+        .await;
+        state
+            .queued_response_bytes
+            .set(state.queued_response_bytes.get().saturating_sub(body_bytes));
+        state.in_flight.set(state.in_flight.get() - 1);
+        state.last_activity.set(Instant::now());
+        let _ = written.try_send(());
+        drop(memory);
+        if let Err(err) = result {
+            if err.kind() == std::io::ErrorKind::TimedOut {
+                warn!(?peer, %err, "closing connection");
+            } else {
+                debug!(?peer, %err, "write failed; closing connection");
+            }
             break;
         }
         context.metrics.add_bytes_out(bytes);

@@ -3,21 +3,27 @@
 //! Owner: each shard binds its own `glommio::net::TcpListener` on the same address; glommio
 //! sets SO_REUSEPORT, so the kernel spreads incoming connections over the shards. The accept
 //! loop runs in the shard's request queue until the shard drains; each connection runs as a
-//! task holding a pass of the shard's connection gate, which draining waits on.
+//! task holding a pass of the shard's connection gate, which draining waits on, and a place in
+//! the broker's connection counts (`net::admission`).
 //!
 //! Port 0 (tests, ephemeral brokers) would give every shard a different port, so `main`
 //! reserves one port first with `reserve_port` and every shard binds that port.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
+use glommio::sync::Semaphore;
+
+use crate::net::admission::{Admission, Refusal};
 use crate::net::connection;
+use crate::net::frame::RequestMemory;
 
 /// How long start-up waits for a fixed port that something still listens on.
 const PORT_RELEASE_WAIT_MS: u64 = 10_000;
@@ -78,9 +84,42 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(std::io::Error::from)
 }
 
+/// How often an accept loop looks again while the broker holds `max.connections`.
+const ACCEPT_FULL_RETRY_MS: u64 = 10;
+
+/// At most one "refused" warning per shard in this interval; the others are counted in it.
+const REFUSAL_LOG_INTERVAL_MS: u64 = 1000;
+
 /// Accepts connections until the shard drains, then drops the listener.
-pub async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
+///
+/// Each connection takes a place in `admission` (closed at once past its address's limit; no
+/// accepting at all while the broker holds its maximum) and reads its frames within this
+/// shard's share of `queued.max.request.bytes`.
+pub async fn accept_loop(
+    context: Rc<ShardContext>,
+    listener: TcpListener,
+    admission: Arc<Admission>,
+) {
+    let memory = request_memory(&context);
+    let mut refusals = RefusalLog::default();
     loop {
+        while admission.is_full() {
+            let drained = future::or(
+                async {
+                    glommio::timer::sleep(Duration::from_millis(ACCEPT_FULL_RETRY_MS)).await;
+                    false
+                },
+                async {
+                    context.draining.raised().await;
+                    true
+                },
+            )
+            .await;
+            if drained {
+                break;
+            }
+            refusals.full(&context, admission.max_connections());
+        }
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             context.draining.raised().await;
             None
@@ -97,9 +136,18 @@ pub async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
             }
         };
         let peer = stream.peer_addr().ok();
+        let pass = match admission.admit(peer.map(|p| p.ip())) {
+            Ok(pass) => pass,
+            Err(refusal) => {
+                // Dropping the stream closes it: the client sees the connection end, as with
+                // Kafka's per-address limit.
+                refusals.refused(&context, &refusal);
+                continue;
+            }
+        };
         debug!(shard = %context.id, ?peer, "connection accepted");
         let spawned = context.connections.spawn_into(
-            connection::serve(context.clone(), stream),
+            connection::serve(context.clone(), stream, memory.clone(), pass),
             context.queues.requests,
         );
         match spawned {
@@ -111,4 +159,46 @@ pub async fn accept_loop(context: Rc<ShardContext>, listener: TcpListener) {
         }
     }
     debug!(shard = %context.id, "listener closed");
+}
+
+/// This shard's share of `queued.max.request.bytes`: an equal part, but never less than one
+/// frame of `socket.request.max.bytes`, which a shard must always be able to take whole.
+fn request_memory(context: &ShardContext) -> Option<RequestMemory> {
+    let total = context.config.queued_max_request_bytes?;
+    let share = (total / context.shard_count.max(1) as u64)
+        .max(u64::from(context.config.socket_request_max_bytes));
+    Some(Rc::new(Semaphore::new(share)))
+}
+
+/// Rate-limited warnings for refused connections: a storm must not flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| {
+            now.duration_since(last) < Duration::from_millis(REFUSAL_LOG_INTERVAL_MS)
+        }) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    fn refused(&mut self, context: &ShardContext, refusal: &Refusal) {
+        if let Some(suppressed) = self.due() {
+            warn!(shard = %context.id, %refusal, suppressed, "connection refused");
+        }
+    }
+
+    fn full(&mut self, context: &ShardContext, limit: u32) {
+        if let Some(suppressed) = self.due() {
+            warn!(shard = %context.id, limit, suppressed, "max.connections reached: not accepting until a connection closes");
+        }
+    }
 }

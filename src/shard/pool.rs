@@ -35,6 +35,7 @@ use crate::config::{AdvertisedListener, Config};
 use crate::limits;
 use crate::metadata::{Controller, MetadataImage, MetadataStore, NodeIdentity};
 use crate::net;
+use crate::net::admission::Admission;
 use crate::shard::router::{self, Envelope, Router};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::watchdog::{self, Heartbeats, ShardWatch, Watchdog};
@@ -246,6 +247,19 @@ pub fn start(
     let mesh = MeshBuilder::<Envelope, _>::full(cores.len(), limits::MESH_CHANNEL_CAPACITY_MAX);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ShardReady, String>>();
 
+    let open_files = rlimit::Resource::NOFILE
+        .get()
+        .ok()
+        .map(|(soft, _)| soft)
+        .filter(|&soft| soft != rlimit::INFINITY);
+    let admission = Admission::new(&spec.config, open_files);
+    if admission.max_connections() < spec.config.max_connections {
+        info!(
+            max_connections = admission.max_connections(),
+            open_files_limit = open_files,
+            "max.connections capped below the open-file limit, keeping descriptors for the logs"
+        );
+    }
     let (watches, heartbeats, nudge_senders) = watchdog::channels(cores.len());
     let watchdog = Watchdog::start(heartbeats, nudge_senders);
     let mut handles = Vec::with_capacity(cores.len());
@@ -255,6 +269,7 @@ pub fn start(
         let ready_tx = ready_tx.clone();
         let controller_parts = controller_parts.clone();
         let advertised = advertised.clone();
+        let admission = admission.clone();
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-core{core}"))
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD));
@@ -267,6 +282,7 @@ pub fn start(
             .spawn(move || async move {
                 let place = ShardPlace {
                     core,
+                    admission,
                     listen_addr,
                     advertised,
                     watch,
@@ -329,6 +345,7 @@ pub fn start(
 /// watchdog.
 struct ShardPlace {
     core: usize,
+    admission: Arc<Admission>,
     listen_addr: SocketAddr,
     advertised: AdvertisedListener,
     watch: ShardWatch,
@@ -343,6 +360,7 @@ async fn run_shard(
 ) -> Result<(), String> {
     let ShardPlace {
         core,
+        admission,
         listen_addr,
         advertised,
         mut watch,
@@ -464,7 +482,7 @@ async fn run_shard(
         net::listener::bind(listen_addr).map_err(|err| format!("binding {listen_addr}: {err}"))?;
     info!(shard = %id, core, shards = shard_count, addr = %listen_addr, "shard started");
     glommio::spawn_local_into(
-        net::listener::accept_loop(context.clone(), listener),
+        net::listener::accept_loop(context.clone(), listener, admission),
         queues.requests,
     )
     .map_err(|err| err.to_string())?
