@@ -27,20 +27,24 @@
 //! - idle connections (nothing in flight, nothing read or written for `connections.max.idle.ms`)
 //!   are closed, as Kafka closes them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::io::{AsyncReadExt as _, WriteHalf};
 use futures_lite::{AsyncWriteExt, future};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::acl::Session;
+use kafka_protocol::messages::ApiKey;
+
 use crate::kafka::dispatch::{self, Dispatched, HandlerOutcome, ResponseFrame};
 use crate::limits;
 use crate::net::admission::ConnectionPass;
@@ -48,9 +52,10 @@ use crate::net::frame::{self, FrameError, FrameMemory, RequestMemory};
 use crate::shard::ShardContext;
 use crate::shard::shutdown::ShutdownSignal;
 
-/// A request in flight: its handler's task and the request memory its frame holds until the
-/// response is written.
+/// A request in flight: its place in the connection's order, its handler's task and the request
+/// memory its frame holds until the response is written.
 struct PendingResponse {
+    seq: u64,
     task: JoinHandle<HandlerOutcome>,
     _memory: FrameMemory,
 }
@@ -65,6 +70,76 @@ struct ConnectionState {
     last_activity: Cell<Instant>,
     /// When the frame being read started arriving, while one is.
     frame_started: Cell<Option<Instant>>,
+    /// The request whose response the writer waits for or writes now.
+    writing_seq: Cell<u64>,
+    /// Raised whenever a response has been written: the reader and fetches paused on queued
+    /// responses look again.
+    written: Notify,
+    /// Held by the one fetch of this connection that runs at a time (see `gate_fetch`).
+    fetch_slot: Rc<Semaphore>,
+    /// Set when the writer has stopped: gated fetches give up instead of waiting forever.
+    writer_stopped: Cell<bool>,
+}
+
+impl ConnectionState {
+    fn over_response_bound(&self) -> bool {
+        self.queued_response_bytes.get() > limits::CONNECTION_RESPONSES_QUEUED_BYTES_MAX
+    }
+}
+
+/// Wakes every task waiting on it; a task that waits after a wake-up waits for the next one.
+#[derive(Default)]
+struct Notify {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for waker in self.wakers.take() {
+            waker.wake();
+        }
+    }
+
+    async fn notified(&self) {
+        let seen = self.generation.get();
+        futures::future::poll_fn(|cx| {
+            if self.generation.get() != seen {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Fetch responses are the large ones (up to the request's `max_bytes`). So that a client which
+/// pipelines fetches and never reads cannot make the broker hold one full response per request
+/// in flight, a connection runs one fetch at a time, and a fetch starts only while the
+/// connection's unsent responses are within `CONNECTION_RESPONSES_QUEUED_BYTES_MAX`, or when
+/// every response before it has been written (so the writer never waits on a fetch that waits
+/// on the writer). No client pipelines fetches on one connection; each sends the next fetch
+/// after the last answer.
+async fn gate_fetch(state: &ConnectionState, seq: u64) -> Option<StaticPermit> {
+    loop {
+        while state.over_response_bound() && state.writing_seq.get() != seq {
+            if state.writer_stopped.get() {
+                return None;
+            }
+            state.written.notified().await;
+        }
+        let slot = state
+            .fetch_slot
+            .acquire_static_permit(1)
+            .await
+            .expect("the fetch slot is never closed");
+        if !state.over_response_bound() || state.writing_seq.get() == seq {
+            return Some(slot);
+        }
+    }
 }
 
 /// How often a connection looks at its idle and frame-completion clocks.
@@ -90,14 +165,15 @@ pub async fn serve(
     let (mut reader, writer) = stream.split();
     let (pending_tx, pending_rx) =
         local_channel::new_bounded::<PendingResponse>(limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
-    // The writer pokes the reader through this whenever it has written a response, so a reader
-    // paused on queued responses looks again.
-    let (written_tx, written_rx) = local_channel::new_bounded::<()>(1);
     let state = Rc::new(ConnectionState {
         in_flight: Cell::new(0),
         queued_response_bytes: Cell::new(0),
         last_activity: Cell::new(Instant::now()),
         frame_started: Cell::new(None),
+        writing_seq: Cell::new(0),
+        written: Notify::default(),
+        fetch_slot: Rc::new(Semaphore::new(1)),
+        writer_stopped: Cell::new(false),
     });
     let writer_closed = Rc::new(ShutdownSignal::new());
     let writer_task = glommio::spawn_local_into(
@@ -106,7 +182,6 @@ pub async fn serve(
             writer,
             pending_rx,
             state.clone(),
-            written_tx,
             writer_closed.clone(),
             peer,
         ),
@@ -120,13 +195,20 @@ pub async fn serve(
     let clock_check = Duration::from_millis(CONNECTION_CLOCK_CHECK_MS_MAX)
         .min(idle)
         .min(read_timeout);
+    let mut next_seq = 0u64;
     loop {
         // Too much answered and unsent: start nothing new until the client reads.
-        while state.queued_response_bytes.get() > limits::CONNECTION_RESPONSES_QUEUED_BYTES_MAX {
-            let woken = future::or(async { written_rx.recv().await.is_some() }, async {
-                future::or(context.draining.raised(), writer_closed.raised()).await;
-                false
-            })
+        while state.over_response_bound() {
+            let woken = future::or(
+                async {
+                    state.written.notified().await;
+                    true
+                },
+                async {
+                    future::or(context.draining.raised(), writer_closed.raised()).await;
+                    false
+                },
+            )
             .await;
             if !woken {
                 break;
@@ -189,11 +271,25 @@ pub async fn serve(
         context.metrics.add_bytes_in(4 + frame.len());
         match dispatch::dispatch(&context, &session, frame) {
             Dispatched::Started { api_key, future } => {
-                let started = Instant::now();
+                let seq = next_seq;
+                next_seq += 1;
                 let measured = {
                     let context = context.clone();
                     let state = state.clone();
                     async move {
+                        let _slot = if api_key == ApiKey::Fetch as i16 {
+                            match gate_fetch(&state, seq).await {
+                                Some(slot) => Some(slot),
+                                None => {
+                                    return HandlerOutcome::Close(
+                                        "connection closed while a fetch waited".to_string(),
+                                    );
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        let started = Instant::now();
                         let outcome = future.await;
                         let failed = matches!(outcome, HandlerOutcome::Close(_));
                         context
@@ -212,6 +308,7 @@ pub async fn serve(
                     .detach();
                 state.in_flight.set(state.in_flight.get() + 1);
                 let pending = PendingResponse {
+                    seq,
                     task,
                     _memory: frame_memory,
                 };
@@ -237,16 +334,18 @@ async fn write_responses(
     mut writer: WriteHalf<TcpStream>,
     pending: LocalReceiver<PendingResponse>,
     state: Rc<ConnectionState>,
-    written: LocalSender<()>,
     closed: Rc<ShutdownSignal>,
     peer: Option<SocketAddr>,
 ) {
     let stall = Duration::from_millis(context.config.connections_max_idle_ms);
     while let Some(request) = pending.recv().await {
         let PendingResponse {
+            seq,
             task,
             _memory: memory,
         } = request;
+        state.writing_seq.set(seq);
+        state.written.notify_all();
         let outcome = match task.await {
             Some(outcome) => outcome,
             None => HandlerOutcome::Close("request handler was cancelled".to_string()),
@@ -280,7 +379,7 @@ async fn write_responses(
             .set(state.queued_response_bytes.get().saturating_sub(body_bytes));
         state.in_flight.set(state.in_flight.get() - 1);
         state.last_activity.set(Instant::now());
-        let _ = written.try_send(());
+        state.written.notify_all();
         drop(memory);
         if let Err(err) = result {
             if err.kind() == std::io::ErrorKind::TimedOut {
@@ -292,6 +391,8 @@ async fn write_responses(
         }
         context.metrics.add_bytes_out(bytes);
     }
+    state.writer_stopped.set(true);
+    state.written.notify_all();
     closed.raise();
     let _ = writer.close().await;
 }
