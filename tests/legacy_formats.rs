@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut};
 use kafka_protocol::messages::ApiKey;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use ringbroker::kafka::legacy_format::Codec;
 use ringbroker::kafka::legacy_format::build::{message_set, read};
-use support::{Broker, RawClient};
+use support::{Broker, RawClient, fetch_legacy, raw_call};
 
 const CORRUPT_MESSAGE: i16 = 2;
 const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
@@ -228,23 +228,6 @@ fn produce_v2_body(topic: &str, records: &[u8]) -> Vec<u8> {
     body
 }
 
-/// Sends a raw request with a v1 header; returns the response body.
-fn raw_call(client: &mut RawClient, key: ApiKey, version: i16, body: &[u8]) -> Bytes {
-    let mut frame = Vec::new();
-    frame.put_i16(key as i16);
-    frame.put_i16(version);
-    frame.put_i32(11);
-    frame.put_i16(4);
-    frame.put_slice(b"test");
-    frame.put_slice(body);
-    let mut sized = (frame.len() as i32).to_be_bytes().to_vec();
-    sized.extend_from_slice(&frame);
-    client.send_raw(&sized);
-    let (correlation_id, response) = client.recv(key, version);
-    assert_eq!(correlation_id, 11);
-    response
-}
-
 /// (error code, base offset) of a Produce v2 response for one partition.
 fn produce_v2(client: &mut RawClient, topic: &str, records: &[u8]) -> (i16, i64) {
     let mut response = raw_call(client, ApiKey::Produce, 2, &produce_v2_body(topic, records));
@@ -259,39 +242,6 @@ fn produce_v2(client: &mut RawClient, topic: &str, records: &[u8]) -> (i16, i64)
     let _throttle = response.get_i32();
     assert!(response.is_empty());
     (error, base_offset)
-}
-
-/// Fetch v0-3 of partition 0 from offset 0: (error code, high watermark, record bytes).
-fn fetch_legacy(client: &mut RawClient, version: i16, topic: &str) -> (i16, i64, Bytes) {
-    let mut body = Vec::new();
-    body.put_i32(-1);
-    body.put_i32(100);
-    body.put_i32(1);
-    if version == 3 {
-        body.put_i32(1 << 20);
-    }
-    body.put_i32(1);
-    body.put_i16(topic.len() as i16);
-    body.put_slice(topic.as_bytes());
-    body.put_i32(1);
-    body.put_i32(0);
-    body.put_i64(0);
-    body.put_i32(1 << 20);
-    let mut response = raw_call(client, ApiKey::Fetch, version, &body);
-    if version >= 1 {
-        response.get_i32();
-    }
-    assert_eq!(response.get_i32(), 1);
-    let len = response.get_i16() as usize;
-    response.advance(len);
-    assert_eq!(response.get_i32(), 1);
-    assert_eq!(response.get_i32(), 0);
-    let error = response.get_i16();
-    let high_watermark = response.get_i64();
-    let len = response.get_i32() as usize;
-    let records = response.split_to(len);
-    assert!(response.is_empty());
-    (error, high_watermark, records)
 }
 
 #[test]
