@@ -36,7 +36,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// TOML config file; flags override its values.
+    /// Config file: TOML, or Java properties (Kafka's server.properties) when its name ends in
+    /// `.properties`; flags override its values.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory for the metadata log and partition data [default: ./data].

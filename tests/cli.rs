@@ -100,6 +100,34 @@ fn config_file_values_apply_and_flags_override_them() {
 }
 
 #[test]
+fn a_kafka_server_properties_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kraft-logs");
+    let config = dir.path().join("server.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "# as Kafka writes it\nnode.id=5\nlog.dirs={}\nnum.partitions=2\n\
+             socket.request.max.bytes: 1048576\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    // start_in also passes --data-dir (the same directory), and flags win over the file, so
+    // log.dirs itself is checked by the config unit tests.
+    let broker = Broker::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let mut client = RawClient::connect(broker.addr);
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert_eq!(
+        response.controller_id.0, 5,
+        "node.id from the properties file"
+    );
+    let mut big = RawClient::connect(broker.addr);
+    big.send_raw(&(2 * 1024 * 1024i32).to_be_bytes());
+    assert!(big.is_closed_by_peer());
+}
+
+#[test]
 fn a_port_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first = Broker::start_in(&dir.path().join("a"), &[]);

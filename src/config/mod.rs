@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::limits;
 
 pub mod kind;
+pub mod properties;
 pub mod topic;
 
 pub use kind::ValueKind;
@@ -496,6 +497,31 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
     ),
 ];
 
+/// Kafka's names for settings the broker keys by its own shorthand: a `server.properties` (or
+/// `--set node.id=1`) means the same setting as `node-id`. A later source overrides an earlier
+/// one whichever of the two names each used.
+const KAFKA_ALIASES: &[(&str, &str)] = &[
+    ("node.id", "node-id"),
+    ("log.dirs", "data-dir"),
+    ("log.dir", "data-dir"),
+];
+
+/// The key `key` is stored under. `log.dirs` may name one directory: a node keeps its metadata
+/// log and every partition under one data directory (several log dirs, JBOD, are not supported).
+fn canonical_key<'a>(key: &'a str, value: &str) -> Result<&'a str, ConfigError> {
+    let Some(&(_, canonical)) = KAFKA_ALIASES.iter().find(|(alias, _)| *alias == key) else {
+        return Ok(key);
+    };
+    if key == "log.dirs" && value.contains(',') {
+        return Err(invalid(
+            key,
+            value,
+            "one directory per node is supported (several log dirs, JBOD, are not)",
+        ));
+    }
+    Ok(canonical)
+}
+
 /// The definition of `name`, if the broker has such a setting.
 pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
     CONFIG_DEFS.iter().find(|def| def.name == name)
@@ -606,7 +632,14 @@ impl Config {
                 path: path.to_path_buf(),
                 source,
             })?;
-            pairs = parse_toml(path, &text)?;
+            pairs = if path.extension().is_some_and(|ext| ext == "properties") {
+                properties::parse(&text).map_err(|err| ConfigError::FileSyntax {
+                    path: path.to_path_buf(),
+                    reason: err.to_string(),
+                })?
+            } else {
+                parse_toml(path, &text)?
+            };
         }
         pairs.extend(overrides.iter().cloned());
         Self::build(&pairs)
@@ -625,8 +658,10 @@ impl Config {
             })
             .collect();
         for (key, value) in pairs {
-            let def =
-                config_def(key).ok_or_else(|| ConfigError::UnknownKey { key: key.clone() })?;
+            let key = canonical_key(key, value)?;
+            let def = config_def(key).ok_or_else(|| ConfigError::UnknownKey {
+                key: key.to_string(),
+            })?;
             def.kind
                 .check(value)
                 .map_err(|reason| invalid(def.name, value, reason))?;
@@ -979,6 +1014,40 @@ mod tests {
                 .entries
                 .values()
                 .all(|e| e.source == ConfigSource::Default)
+        );
+    }
+
+    #[test]
+    fn a_server_properties_file_uses_kafka_names_for_the_shorthands() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.properties");
+        std::fs::write(
+            &file,
+            "# Kafka's\nnode.id=4\nlog.dirs=/tmp/rb-props\nnum.partitions = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), &[]).unwrap();
+        assert_eq!(config.node_id, 4);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/rb-props"));
+        assert_eq!(config.entries["num.partitions"].value, "3");
+        // A later source wins whichever name it uses.
+        let config = Config::load(Some(&file), &pairs(&[("node-id", "9")])).unwrap();
+        assert_eq!(config.node_id, 9);
+
+        std::fs::write(&file, "node.id=1\nzookeeper.connect=localhost:2181\n").unwrap();
+        let err = Config::load(Some(&file), &[]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown config key 'zookeeper.connect'");
+        std::fs::write(&file, "log.dirs=/a,/b\n").unwrap();
+        let err = Config::load(Some(&file), &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid value '/a,/b' for 'log.dirs'"),
+            "{err}"
+        );
+        std::fs::write(&file, "a=\\u00zz\n").unwrap();
+        let err = Config::load(Some(&file), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("server.properties: line 1: malformed"),
+            "{err}"
         );
     }
 
