@@ -9,6 +9,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 pub mod acl;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod kafka;

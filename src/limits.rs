@@ -65,6 +65,25 @@ pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 /// is refused with MESSAGE_TOO_LARGE instead of growing memory without bound.
 pub const LEGACY_CONVERSION_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Largest record of the controller quorum's log (`cluster::raft_log`) and so largest entry:
+/// a metadata change is a few KiB; a batch of them far below this.
+pub const RAFT_RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Voters a controller quorum may have (Kafka runs 3 or 5); bounds every voter list read from
+/// disk or a peer.
+pub const QUORUM_VOTERS_MAX: usize = 255;
+
+/// Bytes of entries in one append message to a quorum follower (raft-rs `max_size_per_msg`).
+pub const QUORUM_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Append messages in flight to one quorum follower (raft-rs `max_inflight_msgs`).
+pub const QUORUM_INFLIGHT_APPENDS_MAX: usize = 256;
+
+/// Bytes the quorum leader holds proposed but not committed; proposals past it are refused
+/// (raft-rs `max_uncommitted_size`), so a leader cut off from its followers cannot grow
+/// without bound.
+pub const QUORUM_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 /// ACLs the cluster may hold (they live in every shard's metadata image); CreateAcls past it is
 /// refused.
 pub const ACLS_MAX: usize = 100_000;
