@@ -84,6 +84,31 @@ pub const QUORUM_INFLIGHT_APPENDS_MAX: usize = 256;
 /// without bound.
 pub const QUORUM_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// Largest frame between quorum voters (an append of `QUORUM_MESSAGE_BYTES_MAX`, or a snapshot
+/// of the metadata image); a larger one closes the connection.
+pub const QUORUM_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A peer frame's buffer grows by at most this much per read, so it holds only what arrived.
+pub const QUORUM_READ_STEP_BYTES: usize = 256 * 1024;
+
+/// Messages queued for one quorum peer; past it new ones are dropped (Raft resends).
+pub const QUORUM_PEER_QUEUE_MAX: usize = 1024;
+
+/// Events (ticks, peer messages, proposals) queued for the voter task.
+pub const QUORUM_EVENTS_QUEUED_MAX: usize = 4096;
+
+/// Connections the controller listener holds at once; more are closed at accept.
+pub const QUORUM_INBOUND_CONNECTIONS_MAX: usize = 64;
+
+/// A peer connection silent for this long is closed (heartbeats flow every tick).
+pub const QUORUM_PEER_IDLE_MS: u64 = 30_000;
+
+/// Backoff between connection attempts to an unreachable quorum peer: from the first bound,
+/// doubling up to the second.
+pub const QUORUM_RECONNECT_MIN_MS: u64 = 50;
+/// See `QUORUM_RECONNECT_MIN_MS`.
+pub const QUORUM_RECONNECT_MAX_MS: u64 = 1_000;
+
 /// ACLs the cluster may hold (they live in every shard's metadata image); CreateAcls past it is
 /// refused.
 pub const ACLS_MAX: usize = 100_000;

@@ -35,7 +35,9 @@
 //! listener, the metadata log moved onto the quorum, broker registration, and forwarding are
 //! not yet (README, issue 14).
 
+pub mod driver;
 pub mod logging;
 pub mod quorum;
 pub mod raft_log;
+pub mod transport;
 pub mod wire;

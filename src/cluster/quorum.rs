@@ -211,6 +211,12 @@ impl QuorumNode {
         Some(out)
     }
 
+    /// Tells raft-rs that a message to `peer` could not be sent, so it probes instead of
+    /// streaming appends.
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.node.report_unreachable(peer);
+    }
+
     /// One tick of the quorum's clock.
     pub fn tick(&mut self) {
         self.node.tick();
