@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 use crate::limits;
 
+pub use kraft::QuorumConfig;
+
 pub mod kind;
+pub mod kraft;
 pub mod properties;
 pub mod topic;
 
@@ -146,6 +149,48 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "",
         ValueKind::Text,
         "HOST:PORT given to clients in Metadata; empty means the bound listen address.",
+    ),
+    def(
+        "process.roles",
+        "broker,controller",
+        ValueKind::Text,
+        "broker, controller, or both: what this node does (a lone node is both).",
+    ),
+    def(
+        "controller.quorum.voters",
+        "",
+        ValueKind::Text,
+        "The controller quorum as id@host:port pairs; empty: a one-voter quorum of this node.",
+    ),
+    def(
+        "listeners",
+        "",
+        ValueKind::Text,
+        "NAME://host:port list: the client listener (sets listen) and the controller listener; empty: listen alone.",
+    ),
+    def(
+        "advertised.listeners",
+        "",
+        ValueKind::Text,
+        "NAME://host:port list: what clients are told for the client listener (sets advertised-listener).",
+    ),
+    def(
+        "controller.listener.names",
+        "CONTROLLER",
+        ValueKind::Text,
+        "The listener in listeners that the controller quorum uses.",
+    ),
+    def(
+        "listener.security.protocol.map",
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        ValueKind::Text,
+        "NAME:PROTOCOL for every listener; only PLAINTEXT is served until TLS and SASL exist.",
+    ),
+    def(
+        "inter.broker.listener.name",
+        "",
+        ValueKind::Text,
+        "The listener brokers use to reach each other; empty: the client listener.",
     ),
     def(
         "cores",
@@ -589,6 +634,8 @@ pub struct Config {
     pub queued_max_request_bytes: Option<u64>,
     /// How long one request frame may take to arrive once it has started.
     pub request_read_timeout_ms: u64,
+    /// Roles, controller quorum and its listener (`process.roles`, `controller.quorum.*`).
+    pub quorum: QuorumConfig,
     /// Partitions of topics created without a count.
     pub num_partitions: i32,
     /// Whether Metadata and Produce create unknown topics.
@@ -677,7 +724,7 @@ impl Config {
 
         let data_dir = PathBuf::from(nonempty("data-dir", get("data-dir"))?);
         let listen = parse_socket_addr("listen", get("listen"))?;
-        let advertised_listener = match get("advertised-listener") {
+        let mut advertised_listener = match get("advertised-listener") {
             "" => None,
             text => Some(parse_advertised("advertised-listener", text)?),
         };
@@ -686,6 +733,24 @@ impl Config {
             text => Some(parse_core_list("cores", text)?),
         };
         let node_id = parse_int::<i32>("node-id", get("node-id"), 0, i32::MAX as i64)?;
+        let mut listen = listen;
+        let explicit = |key: &str| entries[key].source == ConfigSource::Static;
+        let quorum = QuorumConfig::build(get, node_id)?;
+        if let Some(client) = &quorum.client_listener
+            && !explicit("listen")
+        {
+            let host = if client.host.is_empty() {
+                "0.0.0.0"
+            } else {
+                client.host.as_str()
+            };
+            listen = parse_socket_addr("listeners", &format!("{host}:{}", client.port))?;
+        }
+        if let Some(advertised) = &quorum.advertised_client
+            && !explicit("advertised-listener")
+        {
+            advertised_listener = Some(advertised.clone());
+        }
         let log_level = nonempty("log-level", get("log-level"))?.to_string();
         let log_format = match get("log-format") {
             "text" => LogFormat::Text,
@@ -818,6 +883,7 @@ impl Config {
             connections_max_idle_ms,
             queued_max_request_bytes,
             request_read_timeout_ms,
+            quorum,
             entries,
         })
     }

@@ -1,0 +1,473 @@
+//! Kafka's KRaft settings: `process.roles`, `listeners`, `advertised.listeners`,
+//! `controller.listener.names`, `listener.security.protocol.map`, `inter.broker.listener.name`,
+//! `controller.quorum.voters` and the quorum's timers, parsed and checked against each other.
+//!
+//! Owner: `Config::build` on the main thread, before any shard starts. Pure: text in, a
+//! `Cluster` value or one `ConfigError` line out, naming the key.
+//!
+//! The shorthands stay: `listen` is the client listener's address and `advertised-listener`
+//! what clients are told; `listeners` / `advertised.listeners` set the same two (a `listen` or
+//! `advertised-listener` given as well wins, as a flag wins over a file) and add the
+//! `CONTROLLER` listener. Without quorum settings a node is broker and controller, a one-voter
+//! quorum of itself, exactly as before.
+//!
+//! Only PLAINTEXT listeners exist until TLS and SASL do (issue 17): another protocol in the
+//! map is refused with its listener named, rather than served in the clear.
+
+use std::collections::BTreeMap;
+
+use super::{AdvertisedListener, ConfigError, invalid};
+
+/// One `NAME://host:port` of `listeners` or `advertised.listeners`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedListener {
+    /// The listener name (`PLAINTEXT`, `CONTROLLER`, ...), upper-cased as Kafka does.
+    pub name: String,
+    /// Host as written; empty means every interface (`PLAINTEXT://:9092`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// One voter of `controller.quorum.voters` (`id@host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    /// Its node id.
+    pub id: i32,
+    /// Host of its controller listener.
+    pub host: String,
+    /// Port of its controller listener.
+    pub port: u16,
+}
+
+/// What roles this node plays (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves clients and holds partitions.
+    pub broker: bool,
+    /// Votes in the controller quorum.
+    pub controller: bool,
+}
+
+/// The quorum settings, checked against each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumConfig {
+    /// What this node does.
+    pub roles: Roles,
+    /// The voters; empty means a one-voter quorum of this node (and, until the quorum is
+    /// served, the only value accepted).
+    pub voters: Vec<Voter>,
+    /// The client listener from `listeners`, if `listeners` is set.
+    pub client_listener: Option<NamedListener>,
+    /// What `advertised.listeners` tells clients for the client listener, if set.
+    pub advertised_client: Option<AdvertisedListener>,
+}
+
+impl QuorumConfig {
+    /// Reads and cross-checks the quorum settings (`get` returns each key's value).
+    pub fn build<'a>(
+        get: impl Fn(&str) -> &'a str,
+        node_id: i32,
+    ) -> Result<QuorumConfig, ConfigError> {
+        let roles = parse_roles("process.roles", get("process.roles"))?;
+        let voters = parse_voters("controller.quorum.voters", get("controller.quorum.voters"))?;
+        let listeners = parse_listeners("listeners", get("listeners"))?;
+        let advertised = parse_listeners("advertised.listeners", get("advertised.listeners"))?;
+        let protocols = parse_protocol_map(
+            "listener.security.protocol.map",
+            get("listener.security.protocol.map"),
+        )?;
+        let controller_names: Vec<String> = get("controller.listener.names")
+            .split(',')
+            .map(|n| n.trim().to_ascii_uppercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for listener in listeners.iter().chain(&advertised) {
+            let protocol = protocols.get(&listener.name).ok_or_else(|| {
+                invalid(
+                    "listener.security.protocol.map",
+                    get("listener.security.protocol.map"),
+                    format!("listener {} has no security protocol", listener.name),
+                )
+            })?;
+            if protocol != "PLAINTEXT" {
+                return Err(invalid(
+                    "listeners",
+                    get("listeners"),
+                    format!(
+                        "listener {} is {protocol}; only PLAINTEXT is served until TLS and SASL exist",
+                        listener.name
+                    ),
+                ));
+            }
+        }
+        let is_controller_name = |name: &str| controller_names.iter().any(|n| n == name);
+        let mut clients = listeners.iter().filter(|l| !is_controller_name(&l.name));
+        let client_listener = clients.next().cloned();
+        if let Some(extra) = clients.next() {
+            return Err(invalid(
+                "listeners",
+                get("listeners"),
+                format!("one client listener is served; {} is a second", extra.name),
+            ));
+        }
+        if !roles.broker && client_listener.is_some() {
+            return Err(invalid(
+                "listeners",
+                get("listeners"),
+                "a controller-only node has no client listener (process.roles=controller)",
+            ));
+        }
+        let controller_listener = listeners
+            .iter()
+            .find(|l| is_controller_name(&l.name))
+            .cloned();
+        let inter_broker = get("inter.broker.listener.name")
+            .trim()
+            .to_ascii_uppercase();
+        if !inter_broker.is_empty()
+            && client_listener
+                .as_ref()
+                .is_none_or(|client| client.name != inter_broker)
+        {
+            return Err(invalid(
+                "inter.broker.listener.name",
+                get("inter.broker.listener.name"),
+                "brokers reach each other on the client listener, which listeners names otherwise",
+            ));
+        }
+        let advertised_client = match advertised.as_slice() {
+            [] => None,
+            [one] if client_listener.as_ref().is_none_or(|c| c.name == one.name) => {
+                if one.host.is_empty() || one.port == 0 {
+                    return Err(invalid(
+                        "advertised.listeners",
+                        get("advertised.listeners"),
+                        "an advertised listener needs a host and a port",
+                    ));
+                }
+                Some(AdvertisedListener {
+                    host: one.host.clone(),
+                    port: one.port,
+                })
+            }
+            _ => {
+                return Err(invalid(
+                    "advertised.listeners",
+                    get("advertised.listeners"),
+                    "expected one entry, for the client listener",
+                ));
+            }
+        };
+        // The quorum's voter driver and transport exist (`cluster::driver`), but the metadata
+        // path does not run on them yet: until it does, a node is a one-voter quorum of itself
+        // and a setting that would need another node, or a controller listener that nothing
+        // would answer on, is refused rather than accepted and ignored.
+        if !voters.is_empty() {
+            return Err(invalid(
+                "controller.quorum.voters",
+                get("controller.quorum.voters"),
+                format!(
+                    "a controller quorum is not served yet: leave it empty, and node {node_id} is a one-voter quorum of itself"
+                ),
+            ));
+        }
+        if !(roles.broker && roles.controller) {
+            return Err(invalid(
+                "process.roles",
+                get("process.roles"),
+                "a node is broker and controller until the controller quorum is served",
+            ));
+        }
+        if let Some(controller) = &controller_listener {
+            return Err(invalid(
+                "listeners",
+                get("listeners"),
+                format!(
+                    "the {} listener is not served yet: a lone node needs none",
+                    controller.name
+                ),
+            ));
+        }
+        Ok(QuorumConfig {
+            roles,
+            voters,
+            client_listener,
+            advertised_client,
+        })
+    }
+}
+
+/// Parses `process.roles`.
+pub fn parse_roles(key: &str, value: &str) -> Result<Roles, ConfigError> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for role in value.split(',').map(str::trim) {
+        match role {
+            "broker" if !roles.broker => roles.broker = true,
+            "controller" if !roles.controller => roles.controller = true,
+            "broker" | "controller" => return Err(invalid(key, value, format!("'{role}' twice"))),
+            other => {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("'{other}' is not a role (broker, controller)"),
+                ));
+            }
+        }
+    }
+    Ok(roles)
+}
+
+fn parse_port(key: &str, value: &str, port: &str) -> Result<u16, ConfigError> {
+    port.parse::<u16>()
+        .map_err(|_| invalid(key, value, format!("'{port}' is not a port")))
+}
+
+/// Parses a `listeners`-style list: `NAME://host:port,...`; names unique.
+pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<NamedListener>, ConfigError> {
+    let mut out: Vec<NamedListener> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item
+            .split_once("://")
+            .ok_or_else(|| invalid(key, value, format!("'{item}' is not NAME://host:port")))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, value, format!("'{item}' has no port")))?;
+        let name = name.to_ascii_uppercase();
+        if name.is_empty() {
+            return Err(invalid(
+                key,
+                value,
+                format!("'{item}' has no listener name"),
+            ));
+        }
+        if out.iter().any(|l| l.name == name) {
+            return Err(invalid(
+                key,
+                value,
+                format!("listener {name} appears twice"),
+            ));
+        }
+        out.push(NamedListener {
+            name,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: parse_port(key, value, port)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `controller.quorum.voters`: `id@host:port,...`; ids unique and non-negative.
+pub fn parse_voters(key: &str, value: &str) -> Result<Vec<Voter>, ConfigError> {
+    let mut out: Vec<Voter> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, address) = item
+            .split_once('@')
+            .ok_or_else(|| invalid(key, value, format!("'{item}' is not id@host:port")))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| invalid(key, value, format!("'{id}' is not a node id")))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, value, format!("'{item}' has no port")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid(key, value, format!("'{item}' has no host")));
+        }
+        if out.iter().any(|v| v.id == id) {
+            return Err(invalid(key, value, format!("voter {id} appears twice")));
+        }
+        out.push(Voter {
+            id,
+            host: host.to_string(),
+            port: parse_port(key, value, port)?,
+        });
+    }
+    if out.len() > crate::limits::QUORUM_VOTERS_MAX {
+        return Err(invalid(
+            key,
+            value,
+            format!("at most {} voters", crate::limits::QUORUM_VOTERS_MAX),
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
+pub fn parse_protocol_map(key: &str, value: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, protocol) = item
+            .split_once(':')
+            .ok_or_else(|| invalid(key, value, format!("'{item}' is not NAME:PROTOCOL")))?;
+        let protocol = protocol.trim().to_ascii_uppercase();
+        if !matches!(
+            protocol.as_str(),
+            "PLAINTEXT" | "SSL" | "SASL_PLAINTEXT" | "SASL_SSL"
+        ) {
+            return Err(invalid(
+                key,
+                value,
+                format!("'{protocol}' is not a security protocol"),
+            ));
+        }
+        out.insert(name.trim().to_ascii_uppercase(), protocol);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_sample_values_parse() {
+        let listeners =
+            parse_listeners("listeners", "PLAINTEXT://:9092,controller://127.0.0.1:9093").unwrap();
+        assert_eq!(listeners[0].name, "PLAINTEXT");
+        assert_eq!(listeners[0].host, "");
+        assert_eq!(listeners[1].name, "CONTROLLER");
+        assert_eq!(listeners[1].port, 9093);
+        let voters = parse_voters(
+            "controller.quorum.voters",
+            "1@127.0.0.1:9093, 2@[::1]:9193,3@host-3:9293",
+        )
+        .unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters[1].host, "::1");
+        let roles = parse_roles("process.roles", "broker,controller").unwrap();
+        assert!(roles.broker && roles.controller);
+        let map = parse_protocol_map(
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL",
+        )
+        .unwrap();
+        assert_eq!(map["CONTROLLER"], "PLAINTEXT");
+    }
+
+    fn build(pairs: &[(&str, &str)]) -> Result<crate::config::Config, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::config::Config::build(&pairs)
+    }
+
+    #[test]
+    fn listeners_set_the_shorthands_unless_these_are_given() {
+        let config = build(&[
+            ("node.id", "1"),
+            ("listeners", "PLAINTEXT://127.0.0.1:19092"),
+            ("advertised.listeners", "PLAINTEXT://kafka-1.example:9092"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:19092".parse().unwrap());
+        assert_eq!(
+            config.advertised_listener.as_ref().unwrap().to_string(),
+            "kafka-1.example:9092"
+        );
+        let config = build(&[
+            ("listeners", "PLAINTEXT://:19092"),
+            ("listen", "127.0.0.1:2000"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen.port(), 2000, "the shorthand wins");
+        let config = build(&[("listeners", "PLAINTEXT://:19092")]).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:19092".parse().unwrap());
+    }
+
+    #[test]
+    fn what_is_not_served_is_refused_with_its_key() {
+        type Case = (Vec<(&'static str, &'static str)>, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("controller.quorum.voters", "0@h:1,2@h:2,3@h:3")],
+                "controller.quorum.voters",
+                "not served yet",
+            ),
+            (
+                vec![("controller.quorum.voters", "0@127.0.0.1:9093")],
+                "controller.quorum.voters",
+                "not served yet",
+            ),
+            (
+                vec![("process.roles", "controller")],
+                "process.roles",
+                "broker and controller",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                    (
+                        "listener.security.protocol.map",
+                        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    ),
+                ],
+                "listeners",
+                "CONTROLLER listener is not served yet",
+            ),
+            (
+                vec![("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")],
+                "listener.security.protocol.map",
+                "CONTROLLER has no security protocol",
+            ),
+            (
+                vec![("listeners", "SSL://:9093")],
+                "listeners",
+                "only PLAINTEXT",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,OTHER://:9094"),
+                    (
+                        "listener.security.protocol.map",
+                        "PLAINTEXT:PLAINTEXT,OTHER:PLAINTEXT",
+                    ),
+                ],
+                "listeners",
+                "one client listener",
+            ),
+            (
+                vec![("inter.broker.listener.name", "INTERNAL")],
+                "inter.broker.listener.name",
+                "client listener",
+            ),
+        ];
+        for (pairs, key, part) in cases {
+            let err = build(&pairs).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("for '{key}'")) && err.contains(part),
+                "{pairs:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_part() {
+        for (value, part) in [
+            ("1@h", "no port"),
+            ("x@h:1", "not a node id"),
+            ("1@h:1,1@h:2", "appears twice"),
+            ("1h:1", "not id@host:port"),
+            ("1@:9093", "no host"),
+        ] {
+            let err = parse_voters("controller.quorum.voters", value)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(part), "{value}: {err}");
+        }
+        assert!(parse_roles("process.roles", "broker,broker").is_err());
+        assert!(parse_roles("process.roles", "zookeeper").is_err());
+        assert!(parse_listeners("listeners", "127.0.0.1:9092").is_err());
+        assert!(parse_listeners("listeners", "A://h:1,a://h:2").is_err());
+        assert!(parse_protocol_map("m", "A:TLS").is_err());
+    }
+}
