@@ -31,7 +31,7 @@
 //! the group if needed. A commit is acknowledged only after its records are durable.
 //!
 //! Expiry (Kafka's KIP-211): every `offsets.retention.check.interval.ms` the shard's expiry
-//! task (`expire_offsets`, started by `shard::pool`) removes the offsets that have expired
+//! task (`expire_offsets`, started by `broker::pool`) removes the offsets that have expired
 //! (`expired_offsets` says which) with tombstones, and removes groups that are Empty with no
 //! offsets left (Dead, with a group tombstone). When a group entered its state is kept
 //! (`state_timestamp_ms`, stored in the group record) because an Empty group's offsets expire
@@ -67,6 +67,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::broker::ShardContext;
 use crate::group::records::{
     self, GroupValue, OffsetValue, OffsetsRecord, ScanEvent, StoredMember,
 };
@@ -75,8 +76,8 @@ use crate::group::{
     TopicPartitions,
 };
 use crate::limits;
-use crate::shard::ownership::consumer_offsets_partition;
-use crate::shard::{ShardContext, shard_for};
+use crate::runtime::ownership::consumer_offsets_partition;
+use crate::runtime::shard_for;
 
 const NONE: i16 = 0;
 
@@ -123,7 +124,7 @@ impl GroupSettings {
             offset_metadata_max_bytes: config.int("offset.metadata.max.bytes", 4096) as usize,
             offsets_topic_num_partitions: config.int(
                 "offsets.topic.num.partitions",
-                i64::from(crate::shard::ownership::CONSUMER_OFFSETS_PARTITIONS_DEFAULT),
+                i64::from(crate::runtime::ownership::CONSUMER_OFFSETS_PARTITIONS_DEFAULT),
             ) as i32,
             offsets_retention_ms: config
                 .int("offsets.retention.minutes", 10080)
@@ -2163,7 +2164,7 @@ pub struct ExpiryOutcome {
 /// Expires committed offsets (`expired_offsets`) in every `__consumer_offsets` partition this
 /// shard owns, writing a tombstone for each, and removes groups that are Empty with no offsets
 /// left (Dead, with a group tombstone), as Kafka's periodic cleanup does. Run every
-/// `offsets.retention.check.interval.ms` by the shard (`shard::pool`).
+/// `offsets.retention.check.interval.ms` by the shard (`broker::pool`).
 ///
 /// Ordering: for each partition the decision, the in-memory removal and the staging of the
 /// tombstones happen in one poll (appends are ordered by their first poll), and partitions with

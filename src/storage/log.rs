@@ -47,7 +47,6 @@ use super::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use super::cache::ShardCache;
 use super::config::{FlushPolicy, LogConfig, TimestampType};
 use super::error::{StorageError, StorageResult};
-use super::event::Event;
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{
     self, ScanEnd, Segment, SegmentMark, align_down, align_up, open_log_file, read_small_file,
@@ -57,6 +56,7 @@ use crate::limits::{
     STORAGE_IO_ALIGNMENT_BYTES, STORAGE_RESERVE_STEP_BYTES, STORAGE_STAGED_BYTES_MAX,
     STORAGE_STAGING_BUFFER_BYTES,
 };
+use crate::runtime::event::Event;
 
 const CHECKPOINT_FILE: &str = "log-start-offset.checkpoint";
 const READ_AHEAD_BYTES_MIN: u64 = 64 * 1024;

@@ -11,7 +11,7 @@
 //!
 //! The partition side of a transaction (transactional batches, the last stable offset, the
 //! aborted-transaction index, read_committed fetches) lives with the partitions
-//! (`storage::producer_state`, `kafka::owner`); the coordinator reaches it with
+//! (`storage::producer_state`, `broker::owner`); the coordinator reaches it with
 //! `ShardRequest::WriteTxnMarkers`, which appends the commit or abort control batch.
 //!
 //! Lifecycle: see `coordinator`.
@@ -100,7 +100,7 @@ impl TxnState {
     }
 }
 
-/// Why the coordinator refused a request; mapped to Kafka codes in `kafka::error`.
+/// Why the coordinator refused a request; mapped to Kafka codes in `broker::error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {
     /// This shard does not coordinate the id (NOT_COORDINATOR).
