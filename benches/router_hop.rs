@@ -15,10 +15,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use ringbroker::broker::pool::{self, BrokerSpec, ShardHook};
 use ringbroker::broker::{ShardContext, ShardRequest};
 use ringbroker::config::Config;
 use ringbroker::metadata::{MetadataStore, store};
+use ringbroker::pool::{self, BrokerSpec, ShardHook};
 use ringbroker::runtime::ShardId;
 
 fn main() {

@@ -2,9 +2,10 @@
 //!
 //! The crate is laid out in layers (`../shared/DESIGN.md` §7, `docs/ARCHITECTURE.md`), each
 //! importing only those below it:
+//! - `pool`: starting and stopping the shards, wiring every layer together;
 //! - `net` (listeners, connections, framing) and `kafka` (dispatch and one handler per API):
 //!   the protocol front;
-//! - `broker`: the composition root (per-shard context, messages between shards, startup);
+//! - `broker`: the composition root (per-shard context, messages between shards, dispatch);
 //! - services: `group`, `txn`, `metadata` (topic table, metadata log, images, controller
 //!   calls), `acl` (ACLs and the authorizer), `storage` (partition logs), `metrics`;
 //! - `runtime`: executors, task queues, channel mesh and router, shutdown, watchdog, ownership;
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod runtime;
 pub mod storage;
 pub mod txn;

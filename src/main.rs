@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ringbroker::broker::pool::{self, BrokerSpec, StartError};
 use ringbroker::config::{Config, LogFormat};
 use ringbroker::metadata::store;
+use ringbroker::pool::{self, BrokerSpec, StartError};
 use tracing::{info, warn};
 
 #[derive(Debug, Parser)]

@@ -7,10 +7,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringbroker::broker::pool::{self, BrokerSpec, ShardHook};
 use ringbroker::broker::{ShardContext, ShardRequest, ShardResponse};
 use ringbroker::config::Config;
 use ringbroker::metadata::{ControllerRequest, ControllerResponse, MetadataStore, NewTopic, store};
+use ringbroker::pool::{self, BrokerSpec, ShardHook};
 use ringbroker::runtime::ShardId;
 
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //! between shards is a `ShardRequest`, `ShardResponse` or `ShardPost` in a
 //! `runtime::router::Envelope` over the channel mesh.
 //!
-//! Lifecycle (see `pool`): join the mesh, build the context, start the mesh receivers, bind the
+//! Lifecycle (see `crate::pool`, which builds the context): join the mesh, build the context, start the mesh receivers, bind the
 //! listener, report ready to `main`; run until a `Stop` request; on shutdown the controller
 //! shard sends `Drain` to all (stop accepting, finish in-flight requests) and then `Stop`.
 //!
@@ -21,7 +21,6 @@
 pub mod error;
 pub mod metrics_http;
 pub mod owner;
-pub mod pool;
 pub mod request;
 
 use std::cell::{Cell, RefCell};
@@ -85,7 +84,9 @@ pub struct ShardContext {
     pub groups: crate::group::GroupCoordinator,
     /// The transactional ids this shard coordinates.
     pub txns: crate::txn::TxnCoordinator,
-    image: RefCell<Rc<MetadataImage>>,
+    /// The current metadata image: set by `pool` when the shard starts, replaced only
+    /// through `install_image`.
+    pub(crate) image: RefCell<Rc<MetadataImage>>,
 }
 
 impl ShardContext {

@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::{ShardContext, error};
 use crate::storage::batch::ControlMarker;
-use crate::storage::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::storage::log::last_offset_read;
 use crate::storage::manager::Appended;
 use crate::storage::manager::OpenPartition;
 
@@ -296,44 +296,6 @@ pub async fn serve_read(context: &ShardContext, items: Vec<ReadItem>) -> Vec<Rea
         }
     });
     join_all(reads).await
-}
-
-/// The last offset of the last whole batch in `chunks` (batches as stored, possibly split
-/// across chunks at any byte).
-pub(crate) fn last_offset_read(chunks: &[Bytes]) -> Option<i64> {
-    let total: usize = chunks.iter().map(Bytes::len).sum();
-    let mut header = [0u8; BATCH_HEADER_BYTES];
-    let mut position = 0usize;
-    let mut last = None;
-    while position + BATCH_HEADER_BYTES <= total {
-        copy_out(chunks, position, &mut header);
-        let view = BatchHeader::view(&header)?;
-        let size = usize::try_from(view.size_bytes()).ok()?;
-        if size < BATCH_HEADER_BYTES || position + size > total {
-            break;
-        }
-        last = Some(view.last_offset());
-        position += size;
-    }
-    last
-}
-
-/// Copies `out.len()` bytes starting at `position` of the concatenation of `chunks`.
-fn copy_out(chunks: &[Bytes], mut position: usize, out: &mut [u8]) {
-    let mut filled = 0;
-    for chunk in chunks {
-        if filled == out.len() {
-            break;
-        }
-        if position >= chunk.len() {
-            position -= chunk.len();
-            continue;
-        }
-        let take = (chunk.len() - position).min(out.len() - filled);
-        out[filled..filled + take].copy_from_slice(&chunk[position..position + take]);
-        filled += take;
-        position = 0;
-    }
 }
 
 /// Owner side of a fetch's long poll: resolves when any item's partition has data beyond the

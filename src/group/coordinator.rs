@@ -31,7 +31,7 @@
 //! the group if needed. A commit is acknowledged only after its records are durable.
 //!
 //! Expiry (Kafka's KIP-211): every `offsets.retention.check.interval.ms` the shard's expiry
-//! task (`expire_offsets`, started by `broker::pool`) removes the offsets that have expired
+//! task (`expire_offsets`, started by `pool`) removes the offsets that have expired
 //! (`expired_offsets` says which) with tombstones, and removes groups that are Empty with no
 //! offsets left (Dead, with a group tombstone). When a group entered its state is kept
 //! (`state_timestamp_ms`, stored in the group record) because an Empty group's offsets expire
@@ -2164,7 +2164,7 @@ pub struct ExpiryOutcome {
 /// Expires committed offsets (`expired_offsets`) in every `__consumer_offsets` partition this
 /// shard owns, writing a tombstone for each, and removes groups that are Empty with no offsets
 /// left (Dead, with a group tombstone), as Kafka's periodic cleanup does. Run every
-/// `offsets.retention.check.interval.ms` by the shard (`broker::pool`).
+/// `offsets.retention.check.interval.ms` by the shard (`pool`).
 ///
 /// Ordering: for each partition the decision, the in-memory removal and the staging of the
 /// tombstones happen in one poll (appends are ordered by their first poll), and partitions with

@@ -11,7 +11,7 @@
 //! then runs the queued tasks. A busy shard (not asleep) just finds a message to drop.
 //!
 //! Owner: one thread ("watchdog") with a small unpinned glommio executor, started by
-//! `broker::pool::start` before the shards (so it covers their start-up too; a shard connects its end of
+//! `pool::start` before the shards (so it covers their start-up too; a shard connects its end of
 //! the nudge channel first thing, from its root future), stopped by `Watchdog::stop` after the
 //! shards have. Until a shard's first tick its heartbeat is stale, so it is nudged every check:
 //! harmless, the nudges only wake it.

@@ -864,10 +864,7 @@ mod tests {
                     .read_below(0, 1 << 20, p.last_stable_offset())
                     .await
                     .unwrap();
-                assert_eq!(
-                    crate::broker::owner::last_offset_read(&seen.chunks),
-                    Some(1)
-                );
+                assert_eq!(crate::storage::log::last_offset_read(&seen.chunks), Some(1));
 
                 assert_eq!(p.write_marker(7, 0, ABORT).await.unwrap(), 8);
                 assert_eq!(p.last_stable_offset(), 6);

@@ -5,6 +5,10 @@
 //! them failed). Inside each executor `run_shard` joins the mesh, builds the `ShardContext`
 //! with its services, starts the background loops, the mesh receivers and the listener.
 //!
+//! Layering: the top of the stack, beside `main`. It is the one module that knows every layer:
+//! it builds the broker's `ShardContext` and starts the protocol front's listener (`net`) on
+//! it, so it sits above both rather than inside `broker`, which `net` and `kafka` import.
+//!
 //! Shard ids are the executors' indexes in the channel mesh (glommio numbers mesh peers as they
 //! register), so they run 0..N-1 whatever cores were chosen. Whichever executor becomes shard 0
 //! takes the metadata store and the signal listener and acts as controller.
