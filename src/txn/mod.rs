@@ -15,6 +15,13 @@
 //! `ShardRequest::WriteTxnMarkers`, which appends the commit or abort control batch.
 //!
 //! Lifecycle: see `coordinator`.
+//!
+//! Layering (`../shared/DESIGN.md` §7): a service; imports no protocol front (`kafka`). The
+//! controller (topic creation, producer id blocks) is reached through `metadata::client`.
+//! Departure: `coordinator` and `route` take the broker's `ShardContext` and send
+//! `ShardRequest`s (`Txn`, `WriteTxnMarkers`) themselves, and map a failed producer id
+//! allocation with `broker::error`, so this module and `broker` import each other; as for
+//! `group`, a narrow handle instead of the context would cut the edge (see `broker`'s header).
 
 pub mod coordinator;
 pub mod records;
