@@ -6,9 +6,10 @@
 //! between shards is a `ShardRequest`, `ShardResponse` or `ShardPost` in a
 //! `runtime::router::Envelope` over the channel mesh.
 //!
-//! Lifecycle (see `crate::pool`, which builds the context): join the mesh, build the context, start the mesh receivers, bind the
-//! listener, report ready to `main`; run until a `Stop` request; on shutdown the controller
-//! shard sends `Drain` to all (stop accepting, finish in-flight requests) and then `Stop`.
+//! Lifecycle (`crate::pool` builds the context): join the mesh, build the context, start the
+//! mesh receivers, bind the listener, report ready to `main`; run until a `Stop` request; on
+//! shutdown the controller shard sends `Drain` to all (stop accepting, finish in-flight
+//! requests) and then `Stop`.
 //!
 //! Layering (`../shared/DESIGN.md` §7): the broker imports the runtime and the services, never
 //! the protocol front (`kafka`); `net` and `kafka` sit on top of it. One departure: the group
