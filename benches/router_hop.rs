@@ -15,10 +15,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use ringbroker::broker::{ShardContext, ShardRequest};
 use ringbroker::config::Config;
 use ringbroker::metadata::{MetadataStore, store};
-use ringbroker::shard::pool::{self, BrokerSpec, ShardHook};
-use ringbroker::shard::{ShardContext, ShardId, ShardRequest};
+use ringbroker::pool::{self, BrokerSpec, ShardHook};
+use ringbroker::runtime::ShardId;
 
 fn main() {
     let calls: usize = std::env::var("RB_HOP_CALLS")

@@ -36,7 +36,7 @@ pub const MESH_CHANNEL_CAPACITY_MAX: usize = 1024;
 pub const ROUTER_PENDING_CALLS_MAX: usize = 64 * 1024;
 
 /// Interval of the timer that wakes each shard's reactor even when idle (see
-/// `shard::pool::reactor_tick`): the longest a lost cross-shard wake-up can delay a message.
+/// `runtime::executor::reactor_tick`): the longest a lost cross-shard wake-up can delay a message.
 pub const SHARD_TICK_MS: u64 = 1;
 
 /// Upper bound of `shard-spin-before-park-us`: an idle shard spins at most this long per idle
@@ -44,7 +44,7 @@ pub const SHARD_TICK_MS: u64 = 1;
 /// min(spin, tick) of every tick).
 pub const SHARD_SPIN_BEFORE_PARK_US_MAX: u64 = 10_000;
 
-/// How often the shard watchdog looks at the shards' heartbeats (`shard::watchdog`).
+/// How often the shard watchdog looks at the shards' heartbeats (`runtime::watchdog`).
 pub const WATCHDOG_CHECK_MS: u64 = 5;
 
 /// A shard whose heartbeat (stamped every tick) is older than this is nudged awake.

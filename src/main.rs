@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ringbroker::config::{Config, LogFormat};
 use ringbroker::metadata::store;
-use ringbroker::shard::pool::{self, BrokerSpec, StartError};
+use ringbroker::pool::{self, BrokerSpec, StartError};
 use tracing::{info, warn};
 
 #[derive(Debug, Parser)]

@@ -922,7 +922,7 @@ mod expiry {
 /// every time. That request creates `__consumer_offsets` on the controller shard, opens its
 /// partitions on every shard and asks the coordinator shard, so it crosses shards, the blocking
 /// file-I/O threads and timers: where glommio 0.9 could park an executor that still had work
-/// (`src/shard/watchdog.rs`). Before that was fixed about one fresh start in five hung here (a
+/// (`src/runtime/watchdog.rs`). Before that was fixed about one fresh start in five hung here (a
 /// shard that never finished starting, or a Heartbeat never answered), so twelve starts catch
 /// it with a probability of about 93 %.
 mod wakeups {

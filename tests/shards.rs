@@ -7,10 +7,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ringbroker::broker::{ShardContext, ShardRequest, ShardResponse};
 use ringbroker::config::Config;
 use ringbroker::metadata::{ControllerRequest, ControllerResponse, MetadataStore, NewTopic, store};
-use ringbroker::shard::pool::{self, BrokerSpec, ShardHook};
-use ringbroker::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use ringbroker::pool::{self, BrokerSpec, ShardHook};
+use ringbroker::runtime::ShardId;
 
 #[derive(Debug)]
 enum Report {

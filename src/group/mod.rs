@@ -14,6 +14,14 @@
 //! partition is read from its log start to its high watermark and replayed. Every commit and
 //! every completed generation is written to that partition (Kafka's record formats, see
 //! `records`) and acknowledged only once durable under the topic's flush policy.
+//!
+//! Layering (`../shared/DESIGN.md` §7): a service; imports no protocol front (`kafka`). The
+//! controller is reached through `metadata::client`. Departure: `coordinator` and `route` take
+//! the broker's `ShardContext` and send `ShardRequest::Group` themselves, so this module and
+//! `broker` import each other. The coordinator reads most of what the context owns (the
+//! `__consumer_offsets` partitions, the image, the router, its own state inside the context)
+//! and is served from the broker's dispatch; a narrow handle of its own instead of the context
+//! would cut the edge (see `broker`'s header).
 
 /// Builds a kafka-protocol message (its structs are `non_exhaustive`): the default with the
 /// given fields set.

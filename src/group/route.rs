@@ -12,11 +12,12 @@ use std::rc::Rc;
 use kafka_protocol::ResponseError;
 
 use crate::acl::{self, Session};
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::group::coordinator::group_partition;
 use crate::group::{GroupCall, GroupReply, OFFSETS_TOPIC};
-use crate::kafka::admin::call_controller;
+use crate::metadata::client::call_controller;
 use crate::metadata::{ControllerRequest, MetadataError, NewTopic};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::runtime::{ShardId, shard_for};
 
 /// Makes sure `__consumer_offsets` exists; an `Err` is the Kafka code to answer with.
 pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16> {
@@ -32,7 +33,7 @@ pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16>
         topics: vec![topic],
         validate_only: false,
     };
-    match call_controller(context, request).await {
+    match call_controller(context.as_ref(), request).await {
         Ok(results) => match results.into_iter().next() {
             Some(Ok(_)) | Some(Err(MetadataError::TopicExists(_))) => Ok(()),
             Some(Err(err)) => {
@@ -41,8 +42,8 @@ pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16>
             }
             None => Err(ResponseError::CoordinatorNotAvailable.code()),
         },
-        Err((_, message)) => {
-            tracing::warn!(%message, "cannot reach the controller to create __consumer_offsets");
+        Err(err) => {
+            tracing::warn!(message = %err, "cannot reach the controller to create __consumer_offsets");
             Err(ResponseError::CoordinatorNotAvailable.code())
         }
     }

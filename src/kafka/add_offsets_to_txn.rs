@@ -16,11 +16,11 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, 
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{operation, resource_type};
+use crate::broker::ShardContext;
+use crate::broker::error;
 use crate::group::OFFSETS_TOPIC;
 use crate::group::route::ensure_offsets_topic;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::error;
-use crate::shard::ShardContext;
 use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 

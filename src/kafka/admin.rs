@@ -11,31 +11,20 @@ use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::acl::{self, Session};
-use crate::kafka::error;
-use crate::metadata::{ControllerRequest, ControllerResponse, MetadataError, TopicImage};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use crate::broker::ShardContext;
+use crate::broker::error;
+use crate::metadata::{ControllerRequest, ControllerResults, MetadataError, client};
 
-/// One result per item of a controller request.
-pub type ControllerResults = Vec<Result<TopicImage, MetadataError>>;
-
-/// Sends `request` to the controller. An `Err` is a failure of the whole request (the
-/// controller could not be reached), as a Kafka error code and message.
+/// Sends `request` to the controller (`metadata::client::call_controller`). An `Err` is a
+/// failure of the whole request (the controller could not be reached), as a Kafka error code
+/// and message.
 pub async fn call_controller(
     context: &Rc<ShardContext>,
     request: ControllerRequest,
 ) -> Result<ControllerResults, (i16, String)> {
-    match context
-        .router
-        .call(ShardId::CONTROLLER, ShardRequest::Controller(request))
+    client::call_controller(context.as_ref(), request)
         .await
-    {
-        Ok(ShardResponse::Controller(ControllerResponse::Results(results))) => Ok(results),
-        Ok(other) => Err((
-            ResponseError::UnknownServerError.code(),
-            format!("unexpected controller answer: {other:?}"),
-        )),
-        Err(err) => Err((error::router_error_code(&err), err.to_string())),
-    }
+        .map_err(|err| (error::controller_call_error_code(&err), err.to_string()))
 }
 
 /// The Kafka code and message of a per-item metadata failure.

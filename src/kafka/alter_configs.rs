@@ -23,12 +23,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::acl::Session;
+use crate::broker::error;
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::admin::{self, resource_type, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::error;
 use crate::metadata::controller::ConfigOp;
 use crate::metadata::{ControllerRequest, ControllerResponse};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use crate::runtime::ShardId;
 
 /// The dispatch table entry for AlterConfigs.
 pub const ALTER_CONFIGS: ApiHandler = ApiHandler {

@@ -16,8 +16,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
 use crate::kafka::dispatch::{self, ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };

@@ -12,10 +12,10 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
 use crate::kafka::admin::{self, text, topic_name};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::metadata::ControllerRequest;
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };

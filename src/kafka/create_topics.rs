@@ -23,11 +23,11 @@ use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::Session;
+use crate::broker::ShardContext;
 use crate::config::topic;
 use crate::kafka::admin::{self, text, topic_name};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::metadata::{ControllerRequest, NewTopic, TopicImage};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };

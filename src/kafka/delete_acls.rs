@@ -19,11 +19,12 @@ use kafka_protocol::messages::{ApiKey, DeleteAclsRequest, DeleteAclsResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{AclFilter, CLUSTER_NAME, operation, resource_type};
+use crate::broker::error;
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::admin::text;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::error;
 use crate::metadata::{ControllerRequest, ControllerResponse};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use crate::runtime::ShardId;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {

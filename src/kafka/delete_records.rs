@@ -1,7 +1,7 @@
 //! DeleteRecords (key 21), versions 0 to 2: move partitions' log start offsets forward.
 //!
 //! Owner: the connection's shard scatters the partitions to their owners
-//! (`owner::serve_delete`), which persist the new log start offset and delete the segments
+//! (`broker::owner::serve_delete`), which persist the new log start offset and delete the segments
 //! wholly below it. Offset -1 means the high watermark; an offset beyond it is
 //! OFFSET_OUT_OF_RANGE.
 
@@ -14,10 +14,11 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
+use crate::broker::owner::DeleteItem;
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::owner::{self, DeleteItem};
-use crate::shard::ShardContext;
+use crate::kafka::scatter;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -37,7 +38,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .into_iter()
             .map(|t| (t.name.0.to_string(), t.partitions))
             .collect();
-        let answered = owner::per_partition(
+        let answered = scatter::per_partition(
             &context,
             &request.session,
             crate::acl::operation::DELETE,
@@ -50,7 +51,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     offset: p.offset,
                 }))
             },
-            owner::DELETE_RECORDS,
+            scatter::DELETE_RECORDS,
             |index, outcome| {
                 let (code, low_watermark) = match outcome {
                     Err(code) => (code, -1),

@@ -13,10 +13,10 @@ use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse
 use kafka_protocol::protocol::VersionRange;
 use uuid::Uuid;
 
+use crate::broker::ShardContext;
 use crate::kafka::admin::{self, text, topic_name};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::metadata::ControllerRequest;
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };

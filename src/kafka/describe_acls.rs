@@ -15,9 +15,9 @@ use kafka_protocol::messages::{ApiKey, DescribeAclsRequest, DescribeAclsResponse
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{AclFilter, CLUSTER_NAME, operation, resource_type};
+use crate::broker::ShardContext;
 use crate::kafka::admin::text;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {

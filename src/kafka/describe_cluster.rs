@@ -13,10 +13,10 @@ use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, Describ
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl;
+use crate::broker::ShardContext;
 use crate::kafka::admin::text;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::kafka::metadata::authorized_operations;
-use crate::shard::ShardContext;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {

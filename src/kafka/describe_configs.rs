@@ -18,11 +18,11 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::broker::ShardContext;
 use crate::config::{CONFIG_DEFS, topic};
 use crate::kafka::admin::{self, resource_type, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::metadata::topic_name::validate_topic_name;
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };

@@ -12,10 +12,10 @@ use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
 use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };

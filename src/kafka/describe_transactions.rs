@@ -18,9 +18,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::acl::{operation, resource_type};
+use crate::broker::ShardContext;
+use crate::broker::error;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::error;
-use crate::shard::ShardContext;
 use crate::txn::route::call_coordinator;
 use crate::txn::{TxnCall, TxnError, TxnReply};
 

@@ -25,6 +25,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
 use crate::acl::Session;
+use crate::broker::ShardContext;
 use crate::kafka::{
     add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_acls,
     create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
@@ -33,7 +34,6 @@ use crate::kafka::{
     list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
     offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
 };
-use crate::shard::ShardContext;
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
 #[derive(Debug)]

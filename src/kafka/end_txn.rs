@@ -15,9 +15,9 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
+use crate::broker::error;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::error;
-use crate::shard::ShardContext;
 use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 

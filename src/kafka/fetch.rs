@@ -2,7 +2,7 @@
 //!
 //! Owner: the connection's shard plans the fetch (which partitions, which limits), scatters
 //! the reads to the owner shards, and writes the response. Split as DESIGN.md §4 asks:
-//! planning and assembling here, executing on the owners (`owner::serve_read`).
+//! planning and assembling here, executing on the owners (`broker::owner::serve_read`).
 //!
 //! Long poll: the first round reads every partition at once. If it found fewer than
 //! `min_bytes` (and no partition has an error, and `max_wait_ms` has time left), each owner is
@@ -46,10 +46,13 @@ use kafka_protocol::protocol::VersionRange;
 use tracing::debug;
 
 use crate::acl::{self, Session};
+use crate::broker::error;
+use crate::broker::owner::{ReadItem, ReadOutcome};
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
-use crate::kafka::owner::{self, ReadItem, ReadOutcome};
-use crate::kafka::{error, leader_epoch, legacy_format, legacy_versions};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::kafka::scatter;
+use crate::kafka::{leader_epoch, legacy_format, legacy_versions};
+use crate::runtime::{ShardId, shard_for};
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
@@ -199,7 +202,7 @@ fn plan(
 }
 
 async fn read_all(context: &Rc<ShardContext>, reads: &[ReadItem]) -> Vec<ReadOutcome> {
-    owner::scatter(
+    scatter::scatter(
         context,
         reads.to_vec(),
         |item| (item.topic.as_str(), item.partition),
@@ -288,7 +291,7 @@ fn down_convert(item: &ReadItem, outcome: &mut ReadOutcome, magic: u8) {
         Ok(converted) => outcome.records = vec![converted],
         Err(err) => {
             debug!(topic = %item.topic, partition = item.partition, %err, "down-conversion failed");
-            outcome.error_code = error::legacy_format_error_code(&err);
+            outcome.error_code = legacy_versions::legacy_format_error_code(&err);
             outcome.records.clear();
         }
     }

@@ -14,9 +14,9 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::broker::ShardContext;
 use crate::group::route::ensure_offsets_topic;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::shard::ShardContext;
 use crate::txn::route::ensure_txn_topic;
 
 /// The versions served.

@@ -25,14 +25,12 @@ use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::protocol::VersionRange;
-use tracing::warn;
 
 use crate::acl;
+use crate::broker::ShardContext;
+use crate::broker::error;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::error;
-use crate::limits::PRODUCER_ID_BLOCK_SIZE;
-use crate::metadata::{ControllerRequest, ControllerResponse};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use crate::metadata::client;
 use crate::txn::route::{call_coordinator, may_write_transactional_id};
 use crate::txn::{TxnCall, TxnError, TxnReply};
 
@@ -103,45 +101,17 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 &response.with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
             );
         }
-        match next_producer_id(&context).await {
+        match client::next_producer_id(context.as_ref()).await {
             Ok(id) => request.respond(
                 &response
                     .with_error_code(error::NONE)
                     .with_producer_id(ProducerId(id))
                     .with_producer_epoch(0),
             ),
-            Err(code) => request.respond(&response.with_error_code(code)),
+            Err(err) => {
+                request.respond(&response.with_error_code(error::controller_call_error_code(&err)))
+            }
         }
     }
     .boxed_local()
-}
-
-/// The next producer id of this shard's block, fetching a new block when it is used up. Also
-/// used by the transaction coordinator for transactional ids.
-pub async fn next_producer_id(context: &Rc<ShardContext>) -> Result<i64, i16> {
-    let (next, end) = context.producer_id_block.get();
-    if next < end {
-        context.producer_id_block.set((next + 1, end));
-        return Ok(next);
-    }
-    let request = ShardRequest::Controller(ControllerRequest::AllocateProducerIds {
-        count: PRODUCER_ID_BLOCK_SIZE,
-    });
-    match context.router.call(ShardId::CONTROLLER, request).await {
-        Ok(ShardResponse::Controller(ControllerResponse::ProducerIds(Ok(first)))) => {
-            context
-                .producer_id_block
-                .set((first + 1, first + PRODUCER_ID_BLOCK_SIZE));
-            Ok(first)
-        }
-        Ok(ShardResponse::Controller(ControllerResponse::ProducerIds(Err(err)))) => {
-            warn!(%err, "producer id allocation failed");
-            Err(error::metadata_error_code(&err))
-        }
-        Ok(other) => {
-            warn!(?other, "unexpected answer to a producer id allocation");
-            Err(ResponseError::UnknownServerError.code())
-        }
-        Err(err) => Err(error::router_error_code(&err)),
-    }
 }

@@ -37,7 +37,7 @@ use zerocopy::IntoBytes;
 use crate::limits;
 use crate::storage::batch::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, BatchHeader};
 
-/// Why a legacy message set could not be converted. Mapped to Kafka codes in `kafka::error`.
+/// Why a legacy message set could not be converted. Mapped to Kafka codes in `kafka::legacy_versions`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LegacyFormatError {
     /// A message is truncated, too small, or fails its CRC-32 (CORRUPT_MESSAGE).

@@ -19,10 +19,12 @@
 //! Fetch handler itself.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 
 use crate::kafka::dispatch::{HandlerOutcome, Request, ResponseFrame};
+use crate::kafka::legacy_format::LegacyFormatError;
 
 /// The oldest version of `key` served through this module, for APIs that have one.
 pub fn oldest_version(key: ApiKey) -> Option<i16> {
@@ -187,6 +189,19 @@ pub fn encode_list_offsets_v0_response(
         flexible_header: false,
         body: vec![Bytes::from(out)],
     })
+}
+
+/// The Kafka error code of a legacy message set that cannot be converted (Produce v0-2,
+/// Fetch v0-3).
+pub fn legacy_format_error_code(err: &LegacyFormatError) -> i16 {
+    let kind = match err {
+        LegacyFormatError::Corrupt(_) => ResponseError::CorruptMessage,
+        LegacyFormatError::Invalid(_) => ResponseError::InvalidRecord,
+        LegacyFormatError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        LegacyFormatError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+        LegacyFormatError::TooLarge(_) => ResponseError::MessageTooLarge,
+    };
+    kind.code()
 }
 
 #[cfg(test)]

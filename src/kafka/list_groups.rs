@@ -12,10 +12,11 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::broker::ShardContext;
 use crate::group::route::call_shard;
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::{ShardContext, ShardId};
+use crate::runtime::ShardId;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };

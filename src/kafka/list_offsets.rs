@@ -1,9 +1,9 @@
 //! ListOffsets (key 2), versions 0 to 7: earliest, latest, by timestamp and (v7) the offset
 //! of the largest timestamp. Version 0 answers a list of offsets instead (segment boundaries,
-//! as Kafka does; `owner::serve_offsets`), with its own codec (`legacy_versions`).
+//! as Kafka does; `broker::owner::serve_offsets`), with its own codec (`legacy_versions`).
 //!
 //! Owner: the connection's shard scatters the partitions to their owners
-//! (`owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
+//! (`broker::owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
 //! stable offset (below every open transaction) for read_committed (isolation level 1, v2+).
 //! A timestamp lookup
 //! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
@@ -19,11 +19,13 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
+use crate::broker::error;
+use crate::broker::owner::{OffsetItem, offset_spec};
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::owner::{self, OffsetItem, offset_spec};
-use crate::kafka::{error, leader_epoch, legacy_versions};
-use crate::shard::ShardContext;
+use crate::kafka::scatter;
+use crate::kafka::{leader_epoch, legacy_versions};
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -48,7 +50,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .into_iter()
             .map(|t| (t.name.0.to_string(), t.partitions))
             .collect();
-        let answered = owner::per_partition(
+        let answered = scatter::per_partition(
             &context,
             &request.session,
             crate::acl::operation::DESCRIBE,
@@ -71,7 +73,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     read_committed,
                 }))
             },
-            owner::OFFSETS,
+            scatter::OFFSETS,
             |index, outcome| {
                 let response = ListOffsetsPartitionResponse::default()
                     .with_partition_index(index)
@@ -117,7 +119,7 @@ async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome
         Ok(topics) => topics,
         Err(outcome) => return outcome,
     };
-    let answered = owner::per_partition(
+    let answered = scatter::per_partition(
         &context,
         &request.session,
         crate::acl::operation::DESCRIBE,
@@ -132,7 +134,7 @@ async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome
                 read_committed: false,
             }))
         },
-        owner::OFFSETS,
+        scatter::OFFSETS,
         |index, outcome| match outcome {
             Err(code) => (index, code, Vec::new()),
             Ok(None) => (index, error::NONE, Vec::new()),

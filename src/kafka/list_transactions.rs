@@ -18,9 +18,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::acl::{operation, resource_type};
+use crate::broker::ShardContext;
+use crate::broker::error;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::error;
-use crate::shard::{ShardContext, ShardId};
+use crate::runtime::ShardId;
 use crate::txn::route::call_shard;
 use crate::txn::{TxnCall, TxnReply, TxnState};
 

@@ -30,12 +30,12 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::acl;
+use crate::broker::ShardContext;
+use crate::broker::error;
 use crate::kafka::admin;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::error;
 use crate::metadata::topic_name::validate_topic_name;
 use crate::metadata::{ControllerRequest, NewTopic, TopicImage};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };

@@ -24,7 +24,6 @@ pub mod describe_configs;
 pub mod describe_transactions;
 pub mod dispatch;
 pub mod end_txn;
-pub mod error;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod init_producer_id;
@@ -35,8 +34,8 @@ pub mod list_offsets;
 pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
-pub mod owner;
 pub mod produce;
+pub mod scatter;
 pub mod txn_offset_commit;
 
 pub mod delete_groups;

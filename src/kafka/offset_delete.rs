@@ -15,10 +15,10 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use crate::broker::ShardContext;
 use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };

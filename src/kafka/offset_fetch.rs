@@ -17,10 +17,10 @@ use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, 
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::acl::{self, Session};
+use crate::broker::ShardContext;
 use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{FetchedOffset, GroupCall, GroupReply, TopicPartitions};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 8 };

@@ -15,11 +15,12 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
+use crate::broker::owner::{OffsetItem, offset_spec};
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::kafka::leader_epoch;
-use crate::kafka::owner::{self, OffsetItem, offset_spec};
-use crate::shard::ShardContext;
+use crate::kafka::scatter;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -39,7 +40,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             .into_iter()
             .map(|t| (t.topic.0.to_string(), t.partitions))
             .collect();
-        let answered = owner::per_partition(
+        let answered = scatter::per_partition(
             &context,
             &request.session,
             crate::acl::operation::DESCRIBE,
@@ -60,7 +61,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     }),
                 )
             },
-            owner::OFFSETS,
+            scatter::OFFSETS,
             |index, outcome| {
                 let (code, epoch, end_offset) = match outcome {
                     Err(code) => (code, -1, -1),

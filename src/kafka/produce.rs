@@ -1,7 +1,7 @@
 //! Produce (key 0), versions 0 to 9.
 //!
 //! Owner: the connection's shard checks the request and each partition's records field, then
-//! scatters the partitions to their owner shards (`owner::scatter`), where they are appended
+//! scatters the partitions to their owner shards (`scatter::scatter`), where they are appended
 //! and made durable under the topic's flush policy; the response is built once every owner has
 //! answered. acks=0 appends all the same but sends no response.
 //!
@@ -32,13 +32,14 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{self, Session};
+use crate::broker::owner::{ProduceItem, ProduceOutcome};
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::kafka::owner::{self, ProduceItem, ProduceOutcome};
-use crate::kafka::{error, legacy_format, legacy_versions};
+use crate::kafka::scatter;
+use crate::kafka::{legacy_format, legacy_versions};
 use crate::metadata::topic_name::validate_topic_name;
 use crate::metadata::{ControllerRequest, NewTopic};
-use crate::shard::{ShardContext, ShardRequest, ShardResponse};
 use crate::storage::batch::BATCH_HEADER_BYTES;
 
 /// The versions served.
@@ -89,8 +90,12 @@ fn batch_for_owner(version: i16, records: Option<Bytes>) -> Result<Option<Bytes>
         check_one_batch(records.as_deref())?;
         return Ok(records);
     }
-    legacy_format::up_convert(records.as_deref().unwrap_or_default())
-        .map_err(|err| (error::legacy_format_error_code(&err), err.to_string()))
+    legacy_format::up_convert(records.as_deref().unwrap_or_default()).map_err(|err| {
+        (
+            legacy_versions::legacy_format_error_code(&err),
+            err.to_string(),
+        )
+    })
 }
 
 /// Whether auto-creating `name` is allowed: CREATE on the cluster or on the topic.
@@ -208,7 +213,7 @@ async fn produce(
             return Vec::new();
         }
         let count = items.len();
-        let scattered = owner::scatter(
+        let scattered = scatter::scatter(
             context,
             items,
             |item| (item.topic.as_str(), item.partition),

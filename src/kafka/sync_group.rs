@@ -10,10 +10,10 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use crate::broker::ShardContext;
 use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 
 /// The versions served.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };

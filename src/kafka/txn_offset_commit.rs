@@ -22,10 +22,10 @@ use kafka_protocol::messages::{ApiKey, TxnOffsetCommitRequest, TxnOffsetCommitRe
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{operation, resource_type};
+use crate::broker::ShardContext;
 use crate::group::route::{call_coordinator_as, unexpected};
 use crate::group::{GroupCall, GroupReply};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
-use crate::shard::ShardContext;
 use crate::txn::route::may_write_transactional_id;
 
 /// The versions served.

@@ -128,7 +128,7 @@ pub enum ControllerResponse {
     NotController,
 }
 
-/// Why a metadata change was refused. Mapped to Kafka error codes in `kafka::error`.
+/// Why a metadata change was refused. Mapped to Kafka error codes in `broker::error`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MetadataError {
     /// The name breaks Kafka's rules (INVALID_TOPIC_EXCEPTION).

@@ -3,13 +3,15 @@
 //!
 //! Lifecycle: `main` opens the store and replays it before any shard starts; every shard starts
 //! with that image; shard 0's `Controller` commits changes and publishes each new image to all
-//! shards in commit order.
+//! shards in commit order. Other shards reach the controller through `client`.
 
+pub mod client;
 pub mod controller;
 pub mod image;
 pub mod store;
 pub mod topic_name;
 
+pub use client::{ControllerCallError, ControllerLink, ControllerResults};
 pub use controller::{Controller, ControllerRequest, ControllerResponse, MetadataError, NewTopic};
 pub use image::{MetadataImage, TopicImage};
 pub use store::{MetadataStore, NodeIdentity, StoreError};

@@ -1,15 +1,13 @@
 //! Per-shard metrics and their Prometheus text export.
 //!
 //! Owner: every shard has its own `ShardMetrics` (plain `Cell`s and `RefCell`s, no atomics, no
-//! locks), updated on that shard's hot paths. A scrape of `/metrics` (served by `http` on shard
+//! locks), updated on that shard's hot paths. A scrape of `/metrics` (served by `broker::metrics_http` on shard
 //! 0 when `metrics-listen` is set) asks every shard for a `MetricsSnapshot` over the router and
 //! renders them with a `shard` label, so collection never costs the data path more than a few
 //! increments and one histogram record per request.
 //!
 //! Latencies are kept in hdrhistogram (microseconds, 3 significant digits) and exported as
 //! Prometheus summaries (quantiles 0.5, 0.9, 0.99, 0.999, with `_sum` and `_count`) per shard.
-
-pub mod http;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

@@ -45,12 +45,12 @@ use tracing::{debug, info, warn};
 use crate::acl::Session;
 use kafka_protocol::messages::ApiKey;
 
+use crate::broker::ShardContext;
 use crate::kafka::dispatch::{self, Dispatched, HandlerOutcome, ResponseFrame};
 use crate::limits;
 use crate::net::admission::ConnectionPass;
 use crate::net::frame::{self, FrameError, FrameMemory, RequestMemory};
-use crate::shard::ShardContext;
-use crate::shard::shutdown::ShutdownSignal;
+use crate::runtime::shutdown::ShutdownSignal;
 
 /// A request in flight: its place in the connection's order, its handler's task and the request
 /// memory its frame holds until the response is written.

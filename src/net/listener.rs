@@ -27,7 +27,7 @@ use crate::net::frame::RequestMemory;
 
 /// How long start-up waits for a fixed port that something still listens on.
 const PORT_RELEASE_WAIT_MS: u64 = 10_000;
-use crate::shard::ShardContext;
+use crate::broker::ShardContext;
 
 /// Resolves the address every shard will bind.
 ///

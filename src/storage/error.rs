@@ -2,7 +2,7 @@
 //!
 //! Owned by nobody in particular: values, created on the shard that owns the log and
 //! `Send + Clone` so they can cross the channel mesh and be handed to every append future of
-//! a failed group commit. The mapping to Kafka error codes lives in `kafka/error.rs`; the
+//! a failed group commit. The mapping to Kafka error codes lives in `broker/error.rs`; the
 //! intended code is written on each variant.
 
 use std::sync::Arc;

@@ -33,7 +33,8 @@ use crate::config::Config;
 use crate::config::topic::{self, TopicSettings};
 use crate::metadata::MetadataImage;
 use crate::metadata::store::base64_url;
-use crate::shard::{ShardId, shard_for};
+use crate::runtime::turnstile::Turnstile;
+use crate::runtime::{ShardId, shard_for};
 use crate::storage::batch::{self, BATCH_HEADER_BYTES, BatchHeader, ControlMarker};
 use crate::storage::log::now_ms;
 use crate::storage::producer_state::{
@@ -44,7 +45,6 @@ use crate::storage::txn_index;
 use crate::storage::{
     AppendInfo, FlushPolicy, LogConfig, LogEnv, PartitionLog, StorageError, TimestampType,
 };
-use crate::turnstile::Turnstile;
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";
@@ -864,7 +864,7 @@ mod tests {
                     .read_below(0, 1 << 20, p.last_stable_offset())
                     .await
                     .unwrap();
-                assert_eq!(crate::kafka::owner::last_offset_read(&seen.chunks), Some(1));
+                assert_eq!(crate::storage::log::last_offset_read(&seen.chunks), Some(1));
 
                 assert_eq!(p.write_marker(7, 0, ABORT).await.unwrap(), 8);
                 assert_eq!(p.last_stable_offset(), 6);

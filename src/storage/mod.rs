@@ -8,14 +8,13 @@
 //!
 //! Module map: `log` (PartitionLog: append pipeline, reads, lookups, retention, recovery),
 //! `segment` (one segment, scanning, small-file I/O), `index` (offset and time index),
-//! `batch` (v2 header view, validation, patching), `cache` (ShardCache), `config`, `error`,
-//! `event` (waiter lists woken by appends).
+//! `batch` (v2 header view, validation, patching), `cache` (ShardCache), `config`, `error`.
+//! The waiter lists woken by appends are `runtime::event`.
 
 pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
-pub(crate) mod event;
 mod index;
 pub mod log;
 pub mod manager;

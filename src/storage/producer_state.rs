@@ -47,7 +47,7 @@ pub enum SequenceCheck {
     Refused(ProducerError),
 }
 
-/// Why a batch or marker was refused; mapped to Kafka codes in `kafka::error`.
+/// Why a batch or marker was refused; mapped to Kafka codes in `broker::error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProducerError {
     /// An older epoch than the producer's current one (INVALID_PRODUCER_EPOCH).

@@ -40,10 +40,11 @@ use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
+use crate::broker::owner::TxnMarkerItem;
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::group::records::{build_batch, walk_batches};
-use crate::kafka::owner::TxnMarkerItem;
 use crate::limits;
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::runtime::{ShardId, shard_for};
 use crate::txn::records::{self, TxnValue};
 use crate::txn::route::txn_partition;
 use crate::txn::{
@@ -437,9 +438,9 @@ async fn transition(
 
 /// A producer id from this shard's block.
 async fn allocate_producer_id(context: &Ctx) -> Result<i64, TxnError> {
-    crate::kafka::init_producer_id::next_producer_id(context)
+    crate::metadata::client::next_producer_id(context.as_ref())
         .await
-        .map_err(TxnError::Allocation)
+        .map_err(|err| TxnError::Allocation(crate::broker::error::controller_call_error_code(&err)))
 }
 
 async fn init_producer_id(

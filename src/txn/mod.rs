@@ -11,10 +11,17 @@
 //!
 //! The partition side of a transaction (transactional batches, the last stable offset, the
 //! aborted-transaction index, read_committed fetches) lives with the partitions
-//! (`storage::producer_state`, `kafka::owner`); the coordinator reaches it with
+//! (`storage::producer_state`, `broker::owner`); the coordinator reaches it with
 //! `ShardRequest::WriteTxnMarkers`, which appends the commit or abort control batch.
 //!
 //! Lifecycle: see `coordinator`.
+//!
+//! Layering (`../shared/DESIGN.md` §7): a service; imports no protocol front (`kafka`). The
+//! controller (topic creation, producer id blocks) is reached through `metadata::client`.
+//! Departure: `coordinator` and `route` take the broker's `ShardContext` and send
+//! `ShardRequest`s (`Txn`, `WriteTxnMarkers`) themselves, and map a failed producer id
+//! allocation with `broker::error`, so this module and `broker` import each other; as for
+//! `group`, a narrow handle instead of the context would cut the edge (see `broker`'s header).
 
 pub mod coordinator;
 pub mod records;
@@ -100,7 +107,7 @@ impl TxnState {
     }
 }
 
-/// Why the coordinator refused a request; mapped to Kafka codes in `kafka::error`.
+/// Why the coordinator refused a request; mapped to Kafka codes in `broker::error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {
     /// This shard does not coordinate the id (NOT_COORDINATOR).

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::kafka::admin::call_controller;
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
+use crate::metadata::client::call_controller;
 use crate::metadata::{ControllerRequest, MetadataError, NewTopic};
-use crate::shard::ownership::{TRANSACTION_STATE_PARTITIONS_DEFAULT, java_hash_partition};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::runtime::ownership::{TRANSACTION_STATE_PARTITIONS_DEFAULT, java_hash_partition};
+use crate::runtime::{ShardId, shard_for};
 use crate::txn::{TRANSACTION_STATE_TOPIC, TxnCall, TxnError, TxnReply};
 
 /// Whether `session` may WRITE the transactional id, which Kafka asks of every transactional
@@ -74,7 +75,7 @@ pub async fn ensure_txn_topic(context: &Rc<ShardContext>) -> Result<(), TxnError
         topics: vec![topic],
         validate_only: false,
     };
-    match call_controller(context, request).await {
+    match call_controller(context.as_ref(), request).await {
         Ok(results) => match results.into_iter().next() {
             Some(Ok(_)) | Some(Err(MetadataError::TopicExists(_))) => Ok(()),
             Some(Err(err)) => {
@@ -83,8 +84,8 @@ pub async fn ensure_txn_topic(context: &Rc<ShardContext>) -> Result<(), TxnError
             }
             None => Err(TxnError::NotAvailable),
         },
-        Err((_, message)) => {
-            tracing::warn!(%message, "cannot reach the controller to create __transaction_state");
+        Err(err) => {
+            tracing::warn!(message = %err, "cannot reach the controller to create __transaction_state");
             Err(TxnError::NotAvailable)
         }
     }

@@ -1,12 +1,13 @@
-//! Starting and stopping the executor pool.
+//! Starting and stopping the broker: one shard per selected core, each built here.
 //!
-//! Owner: `start` runs on the main thread; it spawns one glommio executor per selected core,
-//! each pinned with `Placement::Fixed(core)`, and returns once every shard listens (or one of
-//! them failed). DESIGN.md §1 names `LocalExecutorPoolBuilder`; we spawn the executors one by
-//! one with `LocalExecutorBuilder` instead, because the pool builder does not tell a thread
-//! which core it got, and each shard logs its core and creates its own task queues. A second
-//! departure from §1: the request queue is `Latency::NotImportant`, not `Latency::Matters`,
-//! because a 1 ms latency target triggers a hang in glommio 0.9 (see `run_shard`).
+//! Owner: `start` runs on the main thread; it spawns one glommio executor per selected core
+//! (`runtime::executor::pinned_executor`), and returns once every shard listens (or one of
+//! them failed). Inside each executor `run_shard` joins the mesh, builds the `ShardContext`
+//! with its services, starts the background loops, the mesh receivers and the listener.
+//!
+//! Layering: the top of the stack, beside `main`. It is the one module that knows every layer:
+//! it builds the broker's `ShardContext` and starts the protocol front's listener (`net`) on
+//! it, so it sits above both rather than inside `broker`, which `net` and `kafka` import.
 //!
 //! Shard ids are the executors' indexes in the channel mesh (glommio numbers mesh peers as they
 //! register), so they run 0..N-1 whatever cores were chosen. Whichever executor becomes shard 0
@@ -24,29 +25,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use glommio::ExecutorJoinHandle;
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{
-    ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares,
-};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
+use crate::broker::{ShardContext, ShardRequest};
 use crate::config::{AdvertisedListener, Config};
 use crate::limits;
 use crate::metadata::{Controller, MetadataImage, MetadataStore, NodeIdentity};
 use crate::net;
 use crate::net::admission::Admission;
-use crate::shard::router::{self, Envelope, Router};
-use crate::shard::shutdown::ShutdownSignal;
-use crate::shard::watchdog::{self, Heartbeats, ShardWatch, Watchdog};
-use crate::shard::{ShardContext, ShardId, ShardRequest, TaskQueues};
+use crate::runtime::ShardId;
+use crate::runtime::executor;
+use crate::runtime::router::{self, Router};
+use crate::runtime::shutdown::ShutdownSignal;
+use crate::runtime::watchdog::{self, ShardWatch, Watchdog};
 use crate::storage::manager::PartitionManager;
 use crate::storage::{LogEnv, ShardCache};
 
-/// Threads in each shard's blocking pool (glommio's default is one). On shard 0 one of them
-/// waits for shutdown requests for the life of the process, so a second one is needed for the
-/// work that does use the pool (metadata log writes, file creation and removal).
-const BLOCKING_THREADS_PER_SHARD: usize = 2;
+/// What travels on this broker's channel mesh.
+type Envelope = router::Envelope<ShardContext>;
 
 /// Why the broker could not start. `Display` is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -270,15 +269,7 @@ pub fn start(
         let controller_parts = controller_parts.clone();
         let advertised = advertised.clone();
         let admission = admission.clone();
-        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
-            .name(&format!("shard-core{core}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD));
-        if spec.config.shard_spin_before_park_us > 0 {
-            // glommio spins only for executors bound to a CPU, which `Placement::Fixed` is.
-            builder = builder
-                .spin_before_park(Duration::from_micros(spec.config.shard_spin_before_park_us));
-        }
-        let handle = builder
+        let handle = executor::pinned_executor(core, spec.config.shard_spin_before_park_us)
             .spawn(move || async move {
                 let place = ShardPlace {
                     core,
@@ -377,28 +368,7 @@ async fn run_shard(
         .await
         .map_err(|err| format!("joining the shard mesh: {err}"))?;
     let id = ShardId(senders.peer_id());
-    let executor = glommio::executor();
-    // Both queues are `Latency::NotImportant`, so the preempt timer runs at glommio's default
-    // 100 ms slice. A `Latency::Matters(1 ms)` request queue (what DESIGN.md §1 suggests) arms
-    // a 1 ms preempt timer, and glommio 0.9 parks an executor that was preempted before its
-    // run loop ran any task as if it had nothing to run: with the thread descheduled for a
-    // millisecond at the wrong moment (any busy host) the shard slept with runnable tasks and
-    // no timer, and hung until a remote wake-up. Reproduced under load (connections waiting
-    // 30 s in 3 of 4 runs of 400 malformed-frame rounds); none in 1400 rounds after the change.
-    // Request tasks are short (they await I/O), so the 20:1 shares alone keep background work
-    // out of their way.
-    let queues = TaskQueues {
-        requests: executor.create_task_queue(
-            Shares::Static(1000),
-            Latency::NotImportant,
-            "requests",
-        ),
-        background: executor.create_task_queue(
-            Shares::Static(50),
-            Latency::NotImportant,
-            "background",
-        ),
-    };
+    let queues = executor::create_task_queues();
     let parts = if id == ShardId::CONTROLLER {
         controller_parts
             .lock()
@@ -447,8 +417,11 @@ async fn run_shard(
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions();
+    let ticking = context.clone();
     glommio::spawn_local_into(
-        reactor_tick(context.clone(), watch.heartbeats.clone(), watch.slot),
+        executor::reactor_tick(watch.heartbeats.clone(), watch.slot, move || {
+            ticking.draining.is_raised()
+        }),
         queues.background,
     )
     .map_err(|err| err.to_string())?
@@ -492,12 +465,12 @@ async fn run_shard(
     if id == ShardId::CONTROLLER
         && let Some(addr) = context.config.metrics_listen
     {
-        let listener = crate::metrics::http::bind(addr)
+        let listener = crate::broker::metrics_http::bind(addr)
             .map_err(|err| format!("binding the metrics listener {addr}: {err}"))?;
         let bound = listener.local_addr().map_err(|err| err.to_string())?;
         info!(metrics_listen = %bound, "metrics endpoint listening");
         glommio::spawn_local_into(
-            crate::metrics::http::serve(context.clone(), listener),
+            crate::broker::metrics_http::serve(context.clone(), listener),
             queues.background,
         )
         .map_err(|err| err.to_string())?
@@ -521,27 +494,6 @@ async fn run_shard(
     context.stopping.raised().await;
     info!(shard = %id, "shard stopped");
     Ok(())
-}
-
-/// Wakes the shard's reactor every `SHARD_TICK_MS` until it drains. glommio's reactor checks
-/// every cross-shard channel for pending messages each time it runs, so this bounds how long a
-/// message can wait if the eventfd notification that should wake a parked executor is lost.
-/// Such stalls were seen under load (a cross-shard call waiting for seconds while both shards
-/// idled); the tick makes them cost at most a tick instead of a hang, for about a thousand
-/// cheap wake-ups a second per idle shard. The cause, found later: glommio 0.9's run loop
-/// treats "preempted before running anything" as "nothing to run" and parks (see the task
-/// queues in `run_shard`); a fork of glommio fixed exactly that in 2026, but 0.9 is the newest
-/// glommio on crates.io. With a 1 ms preempt timer it happened under any load; with the
-/// default 100 ms one it needs a 100 ms deschedule at that exact point, and the tick then
-/// bounds it; twice in a row, with the tick task itself left runnable, it would still hang, so
-/// each tick also stamps the shard's heartbeat for the watchdog (`shard::watchdog`), which
-/// wakes a shard whose heartbeat goes stale.
-async fn reactor_tick(context: Rc<ShardContext>, heartbeats: Arc<Heartbeats>, slot: usize) {
-    let tick = Duration::from_millis(limits::SHARD_TICK_MS);
-    while !context.draining.is_raised() {
-        heartbeats.beat(slot);
-        glommio::timer::sleep(tick).await;
-    }
 }
 
 /// Applies retention to this shard's partitions every `log.retention.check.interval.ms`,

@@ -1,18 +1,28 @@
-//! Shards: one glommio executor per core, the state each owns, and how they talk.
+//! The composition root: the per-shard context that owns the services, the typed messages
+//! between shards (`request`) and their dispatch to the services that serve them.
 //!
 //! Owner: each `ShardContext` lives inside one executor for the life of the process; it is
 //! `Rc`-shared by that shard's tasks and never crosses threads (it is not `Send`). What crosses
-//! between shards is `router::Envelope` over the channel mesh.
+//! between shards is a `ShardRequest`, `ShardResponse` or `ShardPost` in a
+//! `runtime::router::Envelope` over the channel mesh.
 //!
-//! Lifecycle (see `pool`): join the mesh, build the context, start the mesh receivers, bind the
-//! listener, report ready to `main`; run until a `Stop` request; on shutdown the controller
-//! shard sends `Drain` to all (stop accepting, finish in-flight requests) and then `Stop`.
+//! Lifecycle (`crate::pool` builds the context): join the mesh, build the context, start the
+//! mesh receivers, bind the listener, report ready to `main`; run until a `Stop` request; on
+//! shutdown the controller shard sends `Drain` to all (stop accepting, finish in-flight
+//! requests) and then `Stop`.
+//!
+//! Layering (`../shared/DESIGN.md` §7): the broker imports the runtime and the services, never
+//! the protocol front (`kafka`); `net` and `kafka` sit on top of it. One departure: the group
+//! and transaction coordinators (`group::coordinator`, `txn::coordinator`, their `route`s)
+//! take `&ShardContext` and send `ShardRequest`s themselves, because they run across shards
+//! (a coordinator writes markers on partition owners, a handler reaches the coordinator's
+//! shard) and reach most of what the context owns (partitions, image, router, config). Cutting
+//! that edge means giving each coordinator a narrow handle of its own instead of the context.
 
-pub mod ownership;
-pub mod pool;
-pub mod router;
-pub mod shutdown;
-pub mod watchdog;
+pub mod error;
+pub mod metrics_http;
+pub mod owner;
+pub mod request;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -24,25 +34,17 @@ use glommio::sync::Gate;
 use tracing::{info, warn};
 
 use crate::config::{AdvertisedListener, Config};
-use crate::kafka::owner;
-use crate::metadata::{Controller, ControllerResponse, MetadataImage, NodeIdentity};
+use crate::metadata::{
+    Controller, ControllerCallError, ControllerLink, ControllerRequest, ControllerResponse,
+    MetadataImage, NodeIdentity,
+};
 use crate::metrics::{MetricsSnapshot, ShardMetrics, SnapshotGauges};
+use crate::runtime::router::{Router, Serve};
+use crate::runtime::shutdown::ShutdownSignal;
+use crate::runtime::{ShardId, TaskQueues};
 use crate::storage::ShardCache;
 use crate::storage::manager::PartitionManager;
-pub use ownership::{ShardId, shard_for};
-pub use router::{Router, RouterError, ShardPost, ShardRequest, ShardResponse};
-use shutdown::ShutdownSignal;
-
-/// The task queues of a shard: request handling runs where latency matters; background work
-/// (retention, compaction, index rebuilds) gets few shares so it never sits in front of a
-/// produce.
-#[derive(Debug, Clone, Copy)]
-pub struct TaskQueues {
-    /// Connections, request handlers and cross-shard calls.
-    pub requests: TaskQueueHandle,
-    /// Housekeeping.
-    pub background: TaskQueueHandle,
-}
+pub use request::{ShardPost, ShardRequest, ShardResponse};
 
 /// Everything one shard owns. See the module documentation.
 #[derive(Debug)]
@@ -62,7 +64,7 @@ pub struct ShardContext {
     /// What Metadata advertises.
     pub advertised: AdvertisedListener,
     /// Cross-shard calls.
-    pub router: Router,
+    pub router: Router<ShardContext>,
     /// The task queues.
     pub queues: TaskQueues,
     /// The controller, on shard 0 only.
@@ -83,7 +85,9 @@ pub struct ShardContext {
     pub groups: crate::group::GroupCoordinator,
     /// The transactional ids this shard coordinates.
     pub txns: crate::txn::TxnCoordinator,
-    image: RefCell<Rc<MetadataImage>>,
+    /// The current metadata image: set by `pool` when the shard starts, replaced only
+    /// through `install_image`.
+    pub(crate) image: RefCell<Rc<MetadataImage>>,
 }
 
 impl ShardContext {
@@ -172,16 +176,51 @@ impl ShardContext {
         .detach();
     }
 
-    /// Applies a one-way message from another shard, synchronously.
-    pub fn apply_post(self: &Rc<Self>, post: ShardPost) {
+    /// This shard's metrics with the gauges read now.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let cache = ShardCache::for_current_shard();
+        let (cache_hits, cache_misses) = cache.stats();
+        let mut snapshot = self.metrics.snapshot(SnapshotGauges {
+            partitions: self.partitions.open_partitions().len() as u64,
+            cache_hits,
+            cache_misses,
+            cache_bytes: cache.bytes() as u64,
+            groups: self.groups.group_count() as u64,
+        });
+        snapshot.cross_shard_calls = self.router.remote_calls();
+        snapshot
+    }
+
+    /// Stops accepting, lets open connections finish their in-flight requests, and waits for
+    /// them to close, up to `shutdown-drain-ms`.
+    async fn drain(&self) {
+        self.draining.raise();
+        let bound = Duration::from_millis(self.config.shutdown_drain_ms);
+        let closed = glommio::timer::timeout(bound, self.connections.close()).await;
+        match closed {
+            Ok(()) => info!(shard = %self.id, "drained"),
+            Err(_) => warn!(
+                shard = %self.id,
+                drain_ms = self.config.shutdown_drain_ms,
+                "connections still busy after the drain bound; closing them"
+            ),
+        }
+    }
+}
+
+/// The dispatch of `ShardRequest`s to the services that serve them.
+impl Serve for ShardContext {
+    type Request = ShardRequest;
+    type Response = ShardResponse;
+    type Post = ShardPost;
+
+    fn apply_post(self: &Rc<Self>, post: ShardPost) {
         match post {
             ShardPost::InstallImage(image) => self.install_image(Rc::new(*image)),
         }
     }
 
-    /// Serves a request addressed to this shard, whether it came over the mesh or from a local
-    /// caller.
-    pub async fn serve(self: &Rc<Self>, from: ShardId, request: ShardRequest) -> ShardResponse {
+    async fn serve(self: &Rc<Self>, from: ShardId, request: ShardRequest) -> ShardResponse {
         match request {
             ShardRequest::Ping { payload } => ShardResponse::Pong {
                 shard: self.id,
@@ -244,34 +283,32 @@ impl ShardContext {
         }
     }
 
-    /// This shard's metrics with the gauges read now.
-    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let cache = ShardCache::for_current_shard();
-        let (cache_hits, cache_misses) = cache.stats();
-        let mut snapshot = self.metrics.snapshot(SnapshotGauges {
-            partitions: self.partitions.open_partitions().len() as u64,
-            cache_hits,
-            cache_misses,
-            cache_bytes: cache.bytes() as u64,
-            groups: self.groups.group_count() as u64,
-        });
-        snapshot.cross_shard_calls = self.router.remote_calls();
-        snapshot
+    fn router(&self) -> &Router<Self> {
+        &self.router
     }
 
-    /// Stops accepting, lets open connections finish their in-flight requests, and waits for
-    /// them to close, up to `shutdown-drain-ms`.
-    async fn drain(&self) {
-        self.draining.raise();
-        let bound = Duration::from_millis(self.config.shutdown_drain_ms);
-        let closed = glommio::timer::timeout(bound, self.connections.close()).await;
-        match closed {
-            Ok(()) => info!(shard = %self.id, "drained"),
-            Err(_) => warn!(
-                shard = %self.id,
-                drain_ms = self.config.shutdown_drain_ms,
-                "connections still busy after the drain bound; closing them"
-            ),
+    fn request_queue(&self) -> TaskQueueHandle {
+        self.queues.requests
+    }
+}
+
+/// The controller is shard 0 of this broker, reached through the router.
+impl ControllerLink for ShardContext {
+    async fn ask_controller(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerCallError> {
+        match self
+            .router
+            .call(ShardId::CONTROLLER, ShardRequest::Controller(request))
+            .await?
+        {
+            ShardResponse::Controller(response) => Ok(response),
+            other => Err(ControllerCallError::Unexpected(format!("{other:?}"))),
         }
+    }
+
+    fn producer_id_block(&self) -> &Cell<(i64, i64)> {
+        &self.producer_id_block
     }
 }

@@ -1,13 +1,16 @@
 //! The one place where broker errors become Kafka error codes.
 //!
 //! Every failure a client can cause is mapped here, so a handler never chooses a code by hand
-//! and two APIs never disagree about the same failure.
+//! and two APIs never disagree about the same failure. It sits in the broker layer, above the
+//! services whose errors it maps, because the owner side of the data plane (`broker::owner`)
+//! answers with Kafka codes too; the protocol front uses it from above. The one protocol-only
+//! error, a legacy message set that cannot be converted, is mapped in
+//! `kafka::legacy_versions`.
 
 use kafka_protocol::ResponseError;
 
-use crate::kafka::legacy_format::LegacyFormatError;
-use crate::metadata::MetadataError;
-use crate::shard::RouterError;
+use crate::metadata::{ControllerCallError, MetadataError};
+use crate::runtime::RouterError;
 use crate::storage::StorageError;
 use crate::storage::manager::{AppendError, PartitionError};
 use crate::storage::producer_state::ProducerError;
@@ -38,6 +41,15 @@ pub fn router_error_code(err: &RouterError) -> i16 {
         RouterError::ShardGone(_) => ResponseError::NotLeaderOrFollower.code(),
         RouterError::NoSuchShard { .. } => ResponseError::UnknownServerError.code(),
         RouterError::Overloaded(_) => ResponseError::RequestTimedOut.code(),
+    }
+}
+
+/// The Kafka error code of a call to the controller that failed as a whole.
+pub fn controller_call_error_code(err: &ControllerCallError) -> i16 {
+    match err {
+        ControllerCallError::Unreachable(err) => router_error_code(err),
+        ControllerCallError::Unexpected(_) => ResponseError::UnknownServerError.code(),
+        ControllerCallError::Refused(err) => metadata_error_code(err),
     }
 }
 
@@ -108,19 +120,6 @@ pub fn partition_error_code(err: &PartitionError) -> i16 {
         PartitionError::NotOwner { .. } => ResponseError::NotLeaderOrFollower.code(),
         PartitionError::Storage(err) => storage_error_code(err),
     }
-}
-
-/// The Kafka error code of a legacy message set that cannot be converted (Produce v0-2,
-/// Fetch v0-3).
-pub fn legacy_format_error_code(err: &LegacyFormatError) -> i16 {
-    let kind = match err {
-        LegacyFormatError::Corrupt(_) => ResponseError::CorruptMessage,
-        LegacyFormatError::Invalid(_) => ResponseError::InvalidRecord,
-        LegacyFormatError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
-        LegacyFormatError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
-        LegacyFormatError::TooLarge(_) => ResponseError::MessageTooLarge,
-    };
-    kind.code()
 }
 
 #[cfg(test)]

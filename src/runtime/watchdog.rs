@@ -1,7 +1,7 @@
 //! Watchdog: wakes a shard whose executor went to sleep with work still queued.
 //!
 //! Why: glommio 0.9's run loop can park an executor whose task queues are runnable when the
-//! latency ring flagged preemption before any task ran (see `pool::run_shard`). Parked like
+//! latency ring flagged preemption before any task ran (see `runtime::executor::create_task_queues`). Parked like
 //! that, it sleeps until some I/O completes or another executor writes its wake-up eventfd;
 //! when every task that would submit I/O is itself among the runnable ones, nothing comes and
 //! the shard hangs. Each shard's reactor tick stamps a heartbeat every `SHARD_TICK_MS`; this

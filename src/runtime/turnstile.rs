@@ -13,7 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 
-use crate::storage::event::Event;
+use crate::runtime::event::Event;
 
 /// See the module documentation.
 #[derive(Debug, Default)]

@@ -13,8 +13,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::metrics::{MetricsSnapshot, render};
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse};
+use crate::runtime::ShardId;
 
 /// The largest request head read; scrapers send a few hundred bytes.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;

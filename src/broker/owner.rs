@@ -1,16 +1,13 @@
-//! The data plane's two halves: scattering a request's partitions to their owner shards, and
-//! serving them on the owner.
+//! The owner half of the data plane: serving a request's partitions on the shard that owns them
+//! (Produce, Fetch and its long poll, ListOffsets, DeleteRecords, transaction markers). The
+//! front half, which scatters a request to the owners, is `kafka::scatter`.
 //!
-//! Owner: `scatter` runs on the shard holding the client's connection; the `serve_*` functions
-//! run on the shard that owns the partitions (`shard_for`), reached through the router (or
-//! called directly when that is the same shard). Items and outcomes are plain `Send` data:
-//! record data crosses shards as `Bytes`, never copied.
-//!
-//! `scatter` groups a request's items by owner, sends one `ShardRequest` per owner (all
-//! owners at once), and puts the outcomes back in request order. A shard that cannot be
-//! reached answers every one of its items with the router's error code.
+//! Owner: the `serve_*` functions run on the shard that owns the partitions (`shard_for`),
+//! reached through the router (or called directly when that is the same shard), dispatched
+//! from `ShardContext::serve`. Items and outcomes are plain `Send` data: record data crosses
+//! shards as `Bytes`, never copied. Outcomes carry Kafka error codes (`broker::error`), as
+//! the front answers them.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,11 +15,9 @@ use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 
-use crate::acl::Session;
-use crate::kafka::error;
-use crate::shard::{ShardContext, ShardId, ShardRequest, ShardResponse, shard_for};
+use crate::broker::{ShardContext, error};
 use crate::storage::batch::ControlMarker;
-use crate::storage::batch::{BATCH_HEADER_BYTES, BatchHeader};
+use crate::storage::log::last_offset_read;
 use crate::storage::manager::Appended;
 use crate::storage::manager::OpenPartition;
 
@@ -174,10 +169,6 @@ pub struct DeleteOutcome {
     pub low_watermark: i64,
 }
 
-/// A request's partitions in request order, by topic, each with what the handler knows of it
-/// (`S`): usually the index of its item in the scatter, or the error that refused it.
-pub type Layout<S> = Vec<(String, Vec<(i32, S)>)>;
-
 /// ListOffsets' special timestamps.
 pub mod offset_spec {
     /// The log start offset.
@@ -186,186 +177,6 @@ pub mod offset_spec {
     pub const LATEST: i64 = -1;
     /// The offset with the largest timestamp (KIP-734).
     pub const MAX_TIMESTAMP: i64 = -3;
-}
-
-/// Sends each item to its owner and returns the outcomes in item order. See the module
-/// documentation.
-pub async fn scatter<I, O>(
-    context: &Rc<ShardContext>,
-    items: Vec<I>,
-    locate: impl Fn(&I) -> (&str, i32),
-    request: impl Fn(Vec<I>) -> ShardRequest,
-    response: impl Fn(ShardResponse) -> Option<Vec<O>>,
-    failed: impl Fn(i16) -> O,
-) -> Vec<O> {
-    let count = items.len();
-    let mut groups: BTreeMap<ShardId, (Vec<usize>, Vec<I>)> = BTreeMap::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let (topic, partition) = locate(&item);
-        let owner = shard_for(topic, partition, context.shard_count);
-        let group = groups.entry(owner).or_default();
-        group.0.push(index);
-        group.1.push(item);
-    }
-    let (response, failed) = (&response, &failed);
-    let calls = groups.into_iter().map(|(owner, (indexes, items))| {
-        let request = request(items);
-        async move {
-            let outcomes = match context.router.call(owner, request).await {
-                Ok(answer) => response(answer).filter(|o| o.len() == indexes.len()),
-                Err(err) => {
-                    let code = error::router_error_code(&err);
-                    Some(indexes.iter().map(|_| failed(code)).collect())
-                }
-            };
-            let outcomes = outcomes.unwrap_or_else(|| {
-                indexes
-                    .iter()
-                    .map(|_| failed(ResponseError::UnknownServerError.code()))
-                    .collect()
-            });
-            (indexes, outcomes)
-        }
-    });
-    let mut slots: Vec<Option<O>> = (0..count).map(|_| None).collect();
-    for (indexes, outcomes) in join_all(calls).await {
-        for (index, outcome) in indexes.into_iter().zip(outcomes) {
-            slots[index] = Some(outcome);
-        }
-    }
-    slots
-        .into_iter()
-        .map(|o| o.expect("every item gets an outcome"))
-        .collect()
-}
-
-/// How to ask owners about items of type `I` and read their answers of type `O`.
-#[derive(Debug, Clone, Copy)]
-pub struct OwnerCall<I, O> {
-    /// The request carrying one owner's items.
-    pub request: fn(Vec<I>) -> ShardRequest,
-    /// The outcomes in an owner's answer.
-    pub response: fn(ShardResponse) -> Option<Vec<O>>,
-    /// The outcome of an item whose owner could not be reached.
-    pub failed: fn(i16) -> O,
-}
-
-/// Asks for offsets (ListOffsets, OffsetForLeaderEpoch).
-pub const OFFSETS: OwnerCall<OffsetItem, OffsetOutcome> = OwnerCall {
-    request: ShardRequest::Offsets,
-    response: |answer| match answer {
-        ShardResponse::Offsets(outcomes) => Some(outcomes),
-        _ => None,
-    },
-    failed: |code| OffsetOutcome {
-        error_code: code,
-        offset: -1,
-        timestamp: -1,
-        legacy_offsets: Vec::new(),
-    },
-};
-
-/// Moves log start offsets (DeleteRecords).
-pub const DELETE_RECORDS: OwnerCall<DeleteItem, DeleteOutcome> = OwnerCall {
-    request: ShardRequest::DeleteRecords,
-    response: |answer| match answer {
-        ShardResponse::DeleteRecords(outcomes) => Some(outcomes),
-        _ => None,
-    },
-    failed: |code| DeleteOutcome {
-        error_code: code,
-        low_watermark: -1,
-    },
-};
-
-/// An item addressed to one partition.
-pub trait PartitionItem {
-    /// Its topic and partition.
-    fn locate(&self) -> (&str, i32);
-}
-
-impl PartitionItem for OffsetItem {
-    fn locate(&self) -> (&str, i32) {
-        (&self.topic, self.partition)
-    }
-}
-
-impl PartitionItem for DeleteItem {
-    fn locate(&self) -> (&str, i32) {
-        (&self.topic, self.partition)
-    }
-}
-
-/// The common shape of the per-partition APIs (ListOffsets, DeleteRecords,
-/// OffsetForLeaderEpoch): for each requested partition, refuse it if the session may not
-/// perform `operation` on the topic (TOPIC_AUTHORIZATION_FAILED, checked first, as Kafka does)
-/// or the topic or partition does not exist, let `plan` check it and build the item to ask its owner (or `None` to answer
-/// without asking), scatter the items, and build each partition's answer in request order.
-#[allow(clippy::too_many_arguments)]
-pub async fn per_partition<P, I, O, R>(
-    context: &Rc<ShardContext>,
-    session: &Session,
-    operation: i8,
-    topics: Vec<(String, Vec<P>)>,
-    partition_of: impl Fn(&P) -> i32,
-    plan: impl Fn(&str, &P) -> Result<Option<I>, i16>,
-    call: OwnerCall<I, O>,
-    answer: impl Fn(i32, Result<Option<&O>, i16>) -> R,
-) -> Vec<(String, Vec<R>)>
-where
-    I: PartitionItem,
-{
-    let image = context.image();
-    let mut items = Vec::new();
-    let mut layout: Layout<Result<Option<usize>, i16>> = Vec::with_capacity(topics.len());
-    for (name, partitions) in topics {
-        let meta = image.topic(&name);
-        let authorized =
-            context.authorize(session, operation, crate::acl::resource_type::TOPIC, &name);
-        let slots = partitions
-            .iter()
-            .map(|p| {
-                let index = partition_of(p);
-                let slot = if !authorized {
-                    Err(ResponseError::TopicAuthorizationFailed.code())
-                } else if !meta.is_some_and(|m| (0..m.partitions).contains(&index)) {
-                    Err(ResponseError::UnknownTopicOrPartition.code())
-                } else {
-                    plan(&name, p).map(|item| {
-                        item.map(|item| {
-                            items.push(item);
-                            items.len() - 1
-                        })
-                    })
-                };
-                (index, slot)
-            })
-            .collect();
-        layout.push((name, slots));
-    }
-    let outcomes = if items.is_empty() {
-        Vec::new()
-    } else {
-        scatter(
-            context,
-            items,
-            |item| item.locate(),
-            call.request,
-            call.response,
-            call.failed,
-        )
-        .await
-    };
-    layout
-        .into_iter()
-        .map(|(name, slots)| {
-            let answers = slots
-                .into_iter()
-                .map(|(index, slot)| answer(index, slot.map(|i| i.map(|i| &outcomes[i]))))
-                .collect();
-            (name, answers)
-        })
-        .collect()
 }
 
 async fn open(
@@ -485,44 +296,6 @@ pub async fn serve_read(context: &ShardContext, items: Vec<ReadItem>) -> Vec<Rea
         }
     });
     join_all(reads).await
-}
-
-/// The last offset of the last whole batch in `chunks` (batches as stored, possibly split
-/// across chunks at any byte).
-pub(crate) fn last_offset_read(chunks: &[Bytes]) -> Option<i64> {
-    let total: usize = chunks.iter().map(Bytes::len).sum();
-    let mut header = [0u8; BATCH_HEADER_BYTES];
-    let mut position = 0usize;
-    let mut last = None;
-    while position + BATCH_HEADER_BYTES <= total {
-        copy_out(chunks, position, &mut header);
-        let view = BatchHeader::view(&header)?;
-        let size = usize::try_from(view.size_bytes()).ok()?;
-        if size < BATCH_HEADER_BYTES || position + size > total {
-            break;
-        }
-        last = Some(view.last_offset());
-        position += size;
-    }
-    last
-}
-
-/// Copies `out.len()` bytes starting at `position` of the concatenation of `chunks`.
-fn copy_out(chunks: &[Bytes], mut position: usize, out: &mut [u8]) {
-    let mut filled = 0;
-    for chunk in chunks {
-        if filled == out.len() {
-            break;
-        }
-        if position >= chunk.len() {
-            position -= chunk.len();
-            continue;
-        }
-        let take = (chunk.len() - position).min(out.len() - filled);
-        out[filled..filled + take].copy_from_slice(&chunk[position..position + take]);
-        filled += take;
-        position = 0;
-    }
 }
 
 /// Owner side of a fetch's long poll: resolves when any item's partition has data beyond the

@@ -1,7 +1,11 @@
-//! The one call path for cross-shard work: `router.call(owner, ShardRequest) -> ShardResponse`.
+//! The one call path for cross-shard work: `router.call(owner, request) -> response`.
 //!
-//! Owner: one `Router` per shard, inside its `ShardContext`; created when the shard joins the
+//! Owner: one `Router` per shard, inside the shard's context; created when the shard joins the
 //! channel mesh and dropped when the shard stops.
+//!
+//! Generic over what it carries: the shard's context implements `Serve`, which names the
+//! request, response and one-way post types (the broker's `ShardRequest`, `ShardResponse` and
+//! `ShardPost`) and serves them. The router itself knows nothing of the services.
 //!
 //! A call to the local shard is a direct call of the shard's service (the mesh refuses
 //! self-sends, and a local call should cost nothing). A call to another shard goes over the
@@ -26,112 +30,50 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
 use std::rc::{Rc, Weak};
 
-use bytes::Bytes;
 use futures::channel::oneshot;
+use glommio::TaskQueueHandle;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use tracing::{debug, warn};
 
-use crate::kafka::owner::{
-    DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome, ProduceItem, ProduceOutcome, ReadItem,
-    ReadOutcome, TxnMarkerItem,
-};
 use crate::limits;
-use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
-use crate::metrics::MetricsSnapshot;
-use crate::shard::ShardContext;
-use crate::shard::ownership::ShardId;
-use crate::turnstile::Turnstile;
+use crate::runtime::ownership::ShardId;
+use crate::runtime::turnstile::Turnstile;
 
-/// Work one shard asks of another. Payloads are `Bytes` or owned data: they cross threads
-/// without being copied.
-#[derive(Debug)]
-pub enum ShardRequest {
-    /// Echo: answers with the shard's id and the same payload. Used by health checks and tests.
-    Ping {
-        /// Returned unchanged.
-        payload: Bytes,
-    },
-    /// A metadata change for the controller (shard 0 only).
-    Controller(ControllerRequest),
-    /// Append records to partitions this shard owns.
-    Produce {
-        /// The partitions and their records.
-        items: Vec<ProduceItem>,
-        /// The request's acks (0, 1 or -1).
-        acks: i16,
-    },
-    /// Read from partitions this shard owns.
-    Read(Vec<ReadItem>),
-    /// Wait until any of these partitions has data beyond its offset, or the timeout.
-    WaitForData {
-        /// The partitions and offsets.
-        items: Vec<ReadItem>,
-        /// The bound.
-        timeout_ms: u64,
-    },
-    /// Look up offsets (ListOffsets).
-    Offsets(Vec<OffsetItem>),
-    /// Move log start offsets (DeleteRecords).
-    DeleteRecords(Vec<DeleteItem>),
-    /// Write transaction markers on partitions this shard owns (for a transaction
-    /// coordinator).
-    WriteTxnMarkers(Vec<TxnMarkerItem>),
-    /// This shard's metrics, for a scrape.
-    Metrics,
-    /// Work for the group coordinator of this shard (consumer groups and committed offsets).
-    Group(crate::group::GroupCall),
-    /// Work for the transaction coordinator of this shard.
-    Txn(crate::txn::TxnCall),
-    /// Stop accepting connections and let in-flight requests finish; answered when drained.
-    Drain,
-    /// Close files and stop the executor; answered just before the shard stops.
-    Stop,
-}
+/// What a shard serves over the router: the message types and the code that serves them.
+/// Implemented by the shard's context (`broker::ShardContext`).
+pub trait Serve: Sized + 'static {
+    /// Work one shard asks of another. Crosses threads: owned data or `Bytes`, never copied.
+    type Request: Send + fmt::Debug + 'static;
+    /// The answer to a `Request`.
+    type Response: Send + fmt::Debug + 'static;
+    /// A one-way message, applied inline by the receiving shard in send order.
+    type Post: Send + fmt::Debug + 'static;
 
-/// The answer to a `ShardRequest`.
-#[derive(Debug)]
-pub enum ShardResponse {
-    /// Answer to `Ping`.
-    Pong {
-        /// The shard that answered.
-        shard: ShardId,
-        /// The payload of the ping.
-        payload: Bytes,
-    },
-    /// Answer to `Controller`.
-    Controller(ControllerResponse),
-    /// Answer to `Produce`, one outcome per item.
-    Produce(Vec<ProduceOutcome>),
-    /// Answer to `Read`, one outcome per item.
-    Read(Vec<ReadOutcome>),
-    /// Answer to `Offsets`, one outcome per item.
-    Offsets(Vec<OffsetOutcome>),
-    /// Answer to `DeleteRecords`, one outcome per item.
-    DeleteRecords(Vec<DeleteOutcome>),
-    /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
-    WriteTxnMarkers(Vec<i16>),
-    /// Answer to `Metrics`.
-    Metrics(Box<MetricsSnapshot>),
-    /// Answer to `Group`.
-    Group(crate::group::GroupReply),
-    /// Answer to `Txn`.
-    Txn(crate::txn::TxnReply),
-    /// The request was carried out and has nothing to report.
-    Done,
-}
+    /// Serves a request addressed to this shard, whether it came over the mesh or from a
+    /// local caller.
+    fn serve(
+        self: &Rc<Self>,
+        from: ShardId,
+        request: Self::Request,
+    ) -> impl Future<Output = Self::Response>;
 
-/// One-way messages, applied inline by the receiving shard in send order.
-#[derive(Debug)]
-pub enum ShardPost {
-    /// A new metadata image from the controller, replacing the shard's current one.
-    InstallImage(Box<MetadataImage>),
+    /// Applies a one-way message from another shard, synchronously.
+    fn apply_post(self: &Rc<Self>, post: Self::Post);
+
+    /// This shard's router.
+    fn router(&self) -> &Router<Self>;
+
+    /// The task queue that runs calls from other shards.
+    fn request_queue(&self) -> TaskQueueHandle;
 }
 
 /// What travels on the mesh.
 #[derive(Debug)]
-pub enum Envelope {
+pub enum Envelope<S: Serve> {
     /// A request that expects a reply.
     Call {
         /// Matches the reply to the waiting caller; unique per calling shard.
@@ -139,17 +81,17 @@ pub enum Envelope {
         /// The calling shard, where the reply goes.
         from: ShardId,
         /// The work.
-        request: ShardRequest,
+        request: S::Request,
     },
     /// The reply to a `Call`.
     Reply {
         /// The `call_id` of the call.
         call_id: u64,
         /// The answer.
-        response: ShardResponse,
+        response: S::Response,
     },
     /// A one-way message.
-    Post(ShardPost),
+    Post(S::Post),
 }
 
 /// Why a cross-shard call did not produce a response.
@@ -172,24 +114,24 @@ pub enum RouterError {
 }
 
 /// See the module documentation.
-pub struct Router {
+pub struct Router<S: Serve> {
     shard: ShardId,
     shard_count: usize,
-    senders: Senders<Envelope>,
+    senders: Senders<Envelope<S>>,
     /// Per peer: the order in which calls may send.
     send_order: Vec<Turnstile>,
-    pending: RefCell<HashMap<u64, PendingCall>>,
+    pending: RefCell<HashMap<u64, PendingCall<S::Response>>>,
     next_call_id: Cell<u64>,
     remote_calls: Cell<u64>,
-    context: Weak<ShardContext>,
+    context: Weak<S>,
 }
 
-struct PendingCall {
+struct PendingCall<R> {
     target: ShardId,
-    reply: oneshot::Sender<ShardResponse>,
+    reply: oneshot::Sender<R>,
 }
 
-impl std::fmt::Debug for Router {
+impl<S: Serve> std::fmt::Debug for Router<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("shard", &self.shard)
@@ -199,15 +141,15 @@ impl std::fmt::Debug for Router {
     }
 }
 
-impl Router {
+impl<S: Serve> Router<S> {
     /// A router for `shard`, sending through `senders`. `context` is the shard's own context,
     /// which serves local calls and remote requests alike.
     pub fn new(
         shard: ShardId,
         shard_count: usize,
-        senders: Senders<Envelope>,
-        context: Weak<ShardContext>,
-    ) -> Router {
+        senders: Senders<Envelope<S>>,
+        context: Weak<S>,
+    ) -> Router<S> {
         Router {
             shard,
             shard_count,
@@ -239,8 +181,8 @@ impl Router {
     pub async fn call(
         &self,
         owner: ShardId,
-        request: ShardRequest,
-    ) -> Result<ShardResponse, RouterError> {
+        request: S::Request,
+    ) -> Result<S::Response, RouterError> {
         if owner.0 >= self.shard_count {
             return Err(RouterError::NoSuchShard {
                 shard: owner,
@@ -287,7 +229,7 @@ impl Router {
 
     /// Sends a one-way message to every other shard, in order, waiting for channel space.
     /// Shards that have stopped are skipped.
-    pub async fn broadcast(&self, make: impl Fn() -> ShardPost) {
+    pub async fn broadcast(&self, make: impl Fn() -> S::Post) {
         for peer in (0..self.shard_count).filter(|&p| p != self.shard.0) {
             if self
                 .senders
@@ -300,14 +242,14 @@ impl Router {
         }
     }
 
-    async fn send_reply(&self, to: ShardId, call_id: u64, response: ShardResponse) {
+    async fn send_reply(&self, to: ShardId, call_id: u64, response: S::Response) {
         let envelope = Envelope::Reply { call_id, response };
         if self.senders.send_to(to.0, envelope).await.is_err() {
             debug!(%to, call_id, "reply not delivered: caller stopped");
         }
     }
 
-    fn complete(&self, call_id: u64, response: ShardResponse) {
+    fn complete(&self, call_id: u64, response: S::Response) {
         // The borrow ends before the reply is sent: the waiting task runs later, not here.
         let call = self.pending.borrow_mut().remove(&call_id);
         match call {
@@ -330,18 +272,18 @@ impl Router {
 /// Runs the receive side of the mesh for one shard: one task per peer channel, until every
 /// peer has closed its channel. Requests run as tasks in the shard's request queue; posts are
 /// applied inline, in order.
-pub async fn run_mesh_receivers(context: Rc<ShardContext>, mut receivers: Receivers<Envelope>) {
+pub async fn run_mesh_receivers<S: Serve>(context: Rc<S>, mut receivers: Receivers<Envelope<S>>) {
     let mut tasks = Vec::new();
     for (peer, receiver) in receivers.streams() {
         let context = context.clone();
         let peer = ShardId(peer);
-        let queue = context.queues.requests;
+        let queue = context.request_queue();
         let task = glommio::spawn_local_into(
             async move {
                 while let Some(envelope) = receiver.recv().await {
                     dispatch_envelope(&context, peer, envelope);
                 }
-                context.router.fail_calls_to(peer);
+                context.router().fail_calls_to(peer);
             },
             queue,
         )
@@ -351,7 +293,7 @@ pub async fn run_mesh_receivers(context: Rc<ShardContext>, mut receivers: Receiv
     futures::future::join_all(tasks).await;
 }
 
-fn dispatch_envelope(context: &Rc<ShardContext>, peer: ShardId, envelope: Envelope) {
+fn dispatch_envelope<S: Serve>(context: &Rc<S>, peer: ShardId, envelope: Envelope<S>) {
     match envelope {
         Envelope::Call {
             call_id,
@@ -359,18 +301,18 @@ fn dispatch_envelope(context: &Rc<ShardContext>, peer: ShardId, envelope: Envelo
             request,
         } => {
             let context = context.clone();
-            let queue = context.queues.requests;
+            let queue = context.request_queue();
             glommio::spawn_local_into(
                 async move {
                     let response = context.serve(from, request).await;
-                    context.router.send_reply(from, call_id, response).await;
+                    context.router().send_reply(from, call_id, response).await;
                 },
                 queue,
             )
             .expect("the request queue exists for the life of the shard")
             .detach();
         }
-        Envelope::Reply { call_id, response } => context.router.complete(call_id, response),
+        Envelope::Reply { call_id, response } => context.router().complete(call_id, response),
         Envelope::Post(post) => {
             debug!(%peer, "post received");
             context.apply_post(post);

@@ -1,6 +1,6 @@
 //! A one-way, level-triggered shutdown flag for the tasks of one shard.
 //!
-//! Owner: one per shard, inside its `ShardContext`. Raised once (by the shard's handling of a
+//! Owner: one per shard, inside its context (`broker::ShardContext`). Raised once (by the shard's handling of a
 //! `Drain` request); every task that awaits `raised()` wakes then, and any task that asks later
 //! sees it raised at once. Not `Send`: it never leaves its executor.
 
