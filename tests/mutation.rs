@@ -700,7 +700,7 @@ fn mutated_client_frames_do_not_hurt_the_broker() {
         *said.entry(message).or_default() += 1;
     }
     let mut said: Vec<_> = said.into_iter().collect();
-    said.sort_by(|a, b| b.1.cmp(&a.1));
+    said.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     for (message, n) in said.iter().take(30) {
         eprintln!("said {n:>7}x {message}");
     }
