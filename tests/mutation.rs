@@ -11,7 +11,8 @@
 //! key or version written into the header; two frames spliced. In most mutated Produce frames
 //! the batch and message checksums are then recomputed, so that the mutation gets past the
 //! CRC check to the batch validator and decompression. Most frames go out with their
-//! true 4-byte size; some with a lying one (longer, shorter, zero, negative, 2 GiB).
+//! true 4-byte size; some with a lying one (longer, shorter, zero, negative, 2 GiB); on some
+//! connections more requests (recorded or mutated) follow the first.
 //!
 //! Every choice comes from one PRNG seeded by `MUTATION_SEED` (or the clock), printed first,
 //! so a failing run replays with the same seed. `MUTATION_COUNT` (default `COUNT_DEFAULT`) is
@@ -248,6 +249,21 @@ fn fix_checksums(frame: &mut [u8]) -> usize {
         }
     }
     fixed
+}
+
+/// A corpus frame with one to three mutations stacked, checksums recomputed in most Produce
+/// frames; returns the source file's name and the frame.
+fn mutated_frame(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    let (name, mut frame) = rng.pick(corpus).clone();
+    let other = rng.pick(corpus).1.clone();
+    let stacked = 1 + [0, 0, 0, 1, 1, 2][rng.below(6)];
+    for _ in 0..stacked {
+        mutate_once(rng, &mut frame, &other);
+    }
+    if frame.starts_with(&[0, 0]) && rng.chance(60) {
+        fix_checksums(&mut frame);
+    }
+    (name, frame)
 }
 
 /// The 4-byte size sent before `frame`: its true length, or sometimes a lie.
@@ -561,20 +577,25 @@ fn mutated_client_frames_do_not_hurt_the_broker() {
         if duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        let (name, base) = rng.pick(&corpus).clone();
-        let other = &rng.pick(&corpus).1.clone();
-        let mut frame = base;
-        let stacked = 1 + [0, 0, 0, 1, 1, 2][rng.below(6)];
-        for _ in 0..stacked {
-            mutate_once(&mut rng, &mut frame, other);
-        }
-        if frame.starts_with(&[0, 0]) && rng.chance(60) {
-            fix_checksums(&mut frame);
-        }
+        let (name, frame) = mutated_frame(&mut rng, &corpus);
         let prefix = size_prefix(&mut rng, frame.len());
         let half_close = rng.chance(75);
         let mut wire = prefix.to_be_bytes().to_vec();
         wire.extend_from_slice(&frame);
+        // Sometimes more requests follow on the same connection (true sizes, recorded or
+        // mutated): the broker reads ahead and answers in order while the first one is still
+        // being handled or refused.
+        if rng.chance(10) {
+            for _ in 0..1 + rng.below(3) {
+                let (_, next) = if rng.chance(50) {
+                    rng.pick(&corpus).clone()
+                } else {
+                    mutated_frame(&mut rng, &corpus)
+                };
+                wire.extend_from_slice(&(next.len() as i32).to_be_bytes());
+                wire.extend_from_slice(&next);
+            }
+        }
 
         recent.push(Sent {
             index,
