@@ -573,6 +573,7 @@ fn mutated_client_frames_do_not_hurt_the_broker() {
     let started = Instant::now();
     let mut sent_total = 0u64;
     let mut rss_peak = rss_start.1;
+    let mut log_scanned = 0;
     for index in 0..count {
         if duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -644,7 +645,9 @@ fn mutated_client_frames_do_not_hurt_the_broker() {
                     &format!("RSS high-water {hwm} bytes above {RSS_HWM_BYTES_MAX}"),
                 );
             }
-            if let Some(line) = broker.log().iter().find(|l| l.contains("panicked")) {
+            let new_lines = broker.log_from(log_scanned);
+            log_scanned += new_lines.len();
+            if let Some(line) = new_lines.iter().find(|l| l.contains("panicked")) {
                 fail(seed, &recent, &broker, &format!("broker log: {line}"));
             }
             if (index + 1) % (CHECK_EVERY * 100) == 0 {
