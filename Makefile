@@ -55,3 +55,20 @@ COMPAT_TESTS ?=
 .PHONY: compat
 compat:
 	COMPAT_TESTS="$(COMPAT_TESTS)" ./tests/compat/run.sh
+
+# ---------------------------------------------------------------------------------------------
+# Long mutation run (tests/mutation.rs, docs/RELIABILITY.md): recorded client frames from
+# tests/data/frames, mutated and sent to a fresh broker; `make test` runs the short version
+# (3000 frames). MUTATION_SEED replays a run; MUTATION_DURATION_S=N runs N seconds instead of
+# MUTATION_COUNT frames; MUTATION_REPLAY=DIR first resends the frames a failed run saved. A debug
+# build on purpose: its overflow checks turn silent wrap-arounds into panics the run reports.
+MUTATION_COUNT ?= 200000
+MUTATION_SEED ?=
+MUTATION_DURATION_S ?=
+MUTATION_REPLAY ?=
+.PHONY: fuzz-mutation
+fuzz-mutation:
+	$(if $(MUTATION_DURATION_S),MUTATION_DURATION_S="$(MUTATION_DURATION_S)",MUTATION_COUNT="$(MUTATION_COUNT)") \
+	$(if $(MUTATION_SEED),MUTATION_SEED="$(MUTATION_SEED)") \
+	$(if $(MUTATION_REPLAY),MUTATION_REPLAY="$(MUTATION_REPLAY)") \
+	$(CARGO) test --test mutation -- --test-threads=1 --nocapture

@@ -92,6 +92,12 @@ impl Broker {
         self.log.lock().unwrap().clone()
     }
 
+    /// The broker's log lines from index `start` on (a long run scans only what is new).
+    pub fn log_from(&self, start: usize) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.get(start..).map_or_else(Vec::new, <[String]>::to_vec)
+    }
+
     /// `host:port` for client configuration.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
