@@ -173,8 +173,14 @@ pub const STORAGE_STAGING_BUFFER_BYTES: usize = 1024 * 1024;
 /// `StorageError::Overloaded` instead of growing memory.
 pub const STORAGE_STAGED_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
-/// Step by which segment space is reserved (fallocate) ahead of the tail.
-pub const STORAGE_RESERVE_STEP_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest and largest step by which an active segment's space is reserved (fallocate) ahead
+/// of its tail. The step is the bytes the segment has taken so far, rounded up to a power of
+/// two, within these bounds (`storage::segment::reserve_step`): a partition written now and
+/// then holds at most the minimum ahead, one that writes fast reaches the maximum after as
+/// many bytes, so its hot path still never grows the file.
+pub const STORAGE_RESERVE_STEP_MIN_BYTES: u64 = 1024 * 1024;
+/// See `STORAGE_RESERVE_STEP_MIN_BYTES`.
+pub const STORAGE_RESERVE_STEP_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// After a reservation failed (disk full), how long a segment waits before trying again.
 pub const STORAGE_RESERVE_RETRY_MS: u64 = 1000;
@@ -190,7 +196,9 @@ pub const STORAGE_FAILED_FLUSHES_MAX: usize = 64;
 
 const _: () =
     assert!((STORAGE_STAGING_BUFFER_BYTES as u64).is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
-const _: () = assert!(STORAGE_RESERVE_STEP_BYTES.is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
+const _: () = assert!(STORAGE_RESERVE_STEP_MIN_BYTES.is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
+const _: () = assert!(STORAGE_RESERVE_STEP_MAX_BYTES.is_power_of_two());
+const _: () = assert!(STORAGE_RESERVE_STEP_MIN_BYTES.is_power_of_two());
 const _: () = assert!((STORAGE_SCAN_CHUNK_BYTES as u64).is_multiple_of(STORAGE_IO_ALIGNMENT_BYTES));
 const _: () = assert!((STORAGE_MESSAGE_BYTES_MAX as u64) < STORAGE_SEGMENT_BYTES_MAX);
 const _: () = assert!((STORAGE_MESSAGE_BYTES_MAX as u64) < STORAGE_STAGED_BYTES_MAX);

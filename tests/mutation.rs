@@ -519,7 +519,7 @@ fn mutated_client_frames_do_not_hurt_the_broker() {
     let dir = tempfile::tempdir().unwrap();
     // Small limits, so that a frame the broker must refuse is refused cheaply, and small
     // segments, so that the topics mutated CreateTopics and Produce requests create take
-    // little disk (a segment reserves min(segment size, 64 MiB) ahead of its tail).
+    // little disk (a segment reserves 1 MiB ahead of its tail until it has taken more).
     let mut broker = Broker::start_in(
         dir.path(),
         &[

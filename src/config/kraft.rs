@@ -386,7 +386,11 @@ mod tests {
 
     #[test]
     fn what_is_not_served_is_refused_with_its_key() {
-        type Case = (Vec<(&'static str, &'static str)>, &'static str, &'static str);
+        type Case = (
+            Vec<(&'static str, &'static str)>,
+            &'static str,
+            &'static str,
+        );
         let cases: Vec<Case> = vec![
             (
                 vec![("controller.quorum.voters", "0@h:1,2@h:2,3@h:3")],

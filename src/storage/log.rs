@@ -24,8 +24,10 @@
 //! watermark is ever visible to readers.
 //!
 //! Space: the active segment's file is reserved (fallocate, file size included) ahead of the
-//! tail in `STORAGE_RESERVE_STEP_BYTES` steps by a task on the background queue, so the hot
-//! path never grows the file; the end of the log is found by scanning, never from the file size.
+//! tail by a task on the background queue, in steps that grow with what the segment has taken
+//! (`segment::reserve_step`: 1 MiB for a partition written now and then, up to 64 MiB for a
+//! busy one), so a busy partition's hot path never grows the file and idle partitions do not
+//! hold 64 MiB each; the end of the log is found by scanning, never from the file size.
 //!
 //! Reads: the shard cache first; else the sparse index gives a position and one aligned direct
 //! read fetches whole batches, which are copied once into a `Bytes`. That copy is deliberate:
@@ -50,11 +52,10 @@ use super::error::{StorageError, StorageResult};
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{
     self, ScanEnd, Segment, SegmentMark, align_down, align_up, open_log_file, read_small_file,
-    scan, segment_path, write_file_atomic,
+    reserve_step, scan, segment_path, write_file_atomic,
 };
 use crate::limits::{
-    STORAGE_IO_ALIGNMENT_BYTES, STORAGE_RESERVE_STEP_BYTES, STORAGE_STAGED_BYTES_MAX,
-    STORAGE_STAGING_BUFFER_BYTES,
+    STORAGE_IO_ALIGNMENT_BYTES, STORAGE_STAGED_BYTES_MAX, STORAGE_STAGING_BUFFER_BYTES,
 };
 use crate::runtime::event::Event;
 use recovery::{probe_device, recover_segment};

@@ -358,3 +358,29 @@ pub(crate) async fn read_small_file(path: &Path) -> StorageResult<Option<Vec<u8>
     file.close().await.map_err(err)?;
     Ok(Some(out))
 }
+
+/// How far ahead of `written_bytes` an active segment reserves its next step: the bytes
+/// written so far rounded up to a power of two, between `STORAGE_RESERVE_STEP_MIN_BYTES` and
+/// `STORAGE_RESERVE_STEP_MAX_BYTES`. Reserved-but-unwritten space so scales with how fast a
+/// partition writes, not with how many partitions there are.
+pub fn reserve_step(written_bytes: u64) -> u64 {
+    written_bytes.next_power_of_two().clamp(
+        crate::limits::STORAGE_RESERVE_STEP_MIN_BYTES,
+        crate::limits::STORAGE_RESERVE_STEP_MAX_BYTES,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_steps_grow_with_what_a_segment_has_taken() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(reserve_step(0), MIB);
+        assert_eq!(reserve_step(100), MIB);
+        assert_eq!(reserve_step(MIB + 1), 2 * MIB);
+        assert_eq!(reserve_step(33 * MIB), 64 * MIB);
+        assert_eq!(reserve_step(u64::MAX / 2), 64 * MIB);
+    }
+}

@@ -163,7 +163,7 @@ pub(super) async fn recover_segment(
     let mut tail = None;
     if last {
         if reserve_space {
-            let target = (align_up(seg.size_bytes) + STORAGE_RESERVE_STEP_BYTES)
+            let target = (align_up(seg.size_bytes) + reserve_step(seg.size_bytes))
                 .min(align_up(config.segment_bytes.max(seg.size_bytes)));
             if target > seg.size_bytes {
                 file.pre_allocate(target, false)

@@ -362,13 +362,13 @@ impl LogInner {
                         "high watermark only grows"
                     );
                     self.high_watermark.set(end.1);
-                    let target = (seg.reserved_bytes + STORAGE_RESERVE_STEP_BYTES)
-                        .min(align_up(config.segment_bytes));
+                    let step = reserve_step(seg.written_bytes);
+                    let target = (seg.reserved_bytes + step).min(align_up(config.segment_bytes));
                     let reserve = self.env.reserve_space
                         && !seg.sealed
                         && !seg.reserving
                         && seg.reserve_retry_at.is_none_or(|at| Instant::now() >= at)
-                        && seg.written_bytes + STORAGE_RESERVE_STEP_BYTES / 2 > seg.reserved_bytes
+                        && seg.written_bytes + step / 2 > seg.reserved_bytes
                         && target > seg.reserved_bytes;
                     if reserve {
                         seg.reserving = true;
@@ -458,7 +458,7 @@ impl LogInner {
                 let path = segment_path(&self.dir, segment_base, "log");
                 let f = Rc::new(open_log_file(&path, true).await?);
                 let reserved = if self.env.reserve_space {
-                    let r = STORAGE_RESERVE_STEP_BYTES.min(align_up(config.segment_bytes));
+                    let r = reserve_step(0).min(align_up(config.segment_bytes));
                     f.pre_allocate(r, false)
                         .await
                         .map_err(|e| StorageError::io("reserve segment", e))?;
