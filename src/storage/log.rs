@@ -1529,15 +1529,18 @@ async fn recover_segment(
     if let Some((ix, tix)) = trusted {
         // Scan from the last index entry to find the end; its batch must end at the indexed
         // offset, else the index is not trusted.
+        // Index entries are relative to the base offset from the file name; one that overflows
+        // it cannot have been written by us, so such an index is not trusted (below).
         let (start, expect_last) = ix
             .entries
             .last()
-            .map_or((0, None), |&(o, p)| (p as u64, Some(base + o as i64)));
+            .map_or((0, None), |&(o, p)| (p as u64, base.checked_add(o as i64)));
+        let index_fits = ix.entries.is_empty() || expect_last.is_some();
         let mut s = Segment::new(base);
         s.index = ix;
         s.time_index = tix;
         if let Some(&(t, o)) = s.time_index.entries.last() {
-            s.max_timestamp = (t, base + o as i64);
+            s.max_timestamp = (t, base.saturating_add(o as i64));
         }
         s.size_bytes = start;
         let mut ok = true;
@@ -1545,7 +1548,13 @@ async fn recover_segment(
         let (end, _) = scan(&file, start, file_size, None, |pos, h, _| {
             if first {
                 first = false;
-                if expect_last.is_some_and(|l| h.last_offset() != l) {
+                // From the last index entry the batch must end at the indexed offset; from the
+                // start of the file (no entries) it must begin at the segment's base offset.
+                let fits = match expect_last {
+                    Some(l) => h.last_offset() == l,
+                    None => h.base_offset.get() == base,
+                };
+                if !index_fits || !fits {
                     ok = false;
                     return false;
                 }
@@ -1570,7 +1579,7 @@ async fn recover_segment(
             .time_index
             .entries
             .last()
-            .is_none_or(|&(_, o)| base + (o as i64) < s.next_offset);
+            .is_none_or(|&(_, o)| base.saturating_add(o as i64) < s.next_offset);
         if ok && time_index_fits && (expect_last.is_some() || end > 0 || file_size == 0) {
             seg = s;
             seg.size_bytes = end;
@@ -1677,6 +1686,51 @@ mod tests {
             index_interval_bytes: 1024,
             ..LogConfig::default()
         }
+    }
+
+    /// Found by the `segment_recovery` fuzz target (tests/fuzz). The base offset is not covered
+    /// by the CRC, so a file can hold a CRC-valid batch whose last offset overflows: recovery
+    /// computed the next offset with an overflowing add. And a closed segment whose index has
+    /// no entries trusted a first batch at another base offset, whose relative offset then
+    /// overflowed. Both batches are corrupt now: cut from the last segment, dropped from a
+    /// closed one's rebuild.
+    #[test]
+    fn recovery_refuses_batches_whose_offsets_overflow() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t-0");
+            std::fs::create_dir_all(&path).unwrap();
+            let base = i64::MAX - 10;
+            let mut good = build_test_batch(2, 10, 1000, 1);
+            batch::patch_base_offset(&mut good, base);
+            let mut overflowing = build_test_batch(101, 1, 1000, 2);
+            batch::patch_base_offset(&mut overflowing, base + 2);
+            let mut file = good.clone();
+            file.extend_from_slice(&overflowing);
+            std::fs::write(segment_path(&path, base, "log"), &file).unwrap();
+            let log = PartitionLog::open_with(&path, LogConfig::default(), env(0))
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), base + 2);
+            assert_eq!(log.read(base, 1 << 20).await.unwrap().to_vec(), good);
+            log.close().await.unwrap();
+
+            let path = dir.path().join("t-1");
+            std::fs::create_dir_all(&path).unwrap();
+            let base = 1i64 << 62;
+            let mut elsewhere = build_test_batch(1, 10, 1000, 3);
+            batch::patch_base_offset(&mut elsewhere, i64::MIN);
+            std::fs::write(segment_path(&path, base, "log"), &elsewhere).unwrap();
+            std::fs::write(segment_path(&path, base, "index"), []).unwrap();
+            std::fs::write(segment_path(&path, base, "timeindex"), []).unwrap();
+            std::fs::write(segment_path(&path, base + 1, "log"), []).unwrap();
+            let log = PartitionLog::open_with(&path, LogConfig::default(), env(0))
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), base + 1);
+            assert_eq!(log.segment_count(), 2);
+            log.close().await.unwrap();
+        });
     }
 
     #[test]
