@@ -72,3 +72,35 @@ fuzz-mutation:
 	$(if $(MUTATION_SEED),MUTATION_SEED="$(MUTATION_SEED)") \
 	$(if $(MUTATION_REPLAY),MUTATION_REPLAY="$(MUTATION_REPLAY)") \
 	$(CARGO) test --test mutation -- --test-threads=1 --nocapture
+
+# ---------------------------------------------------------------------------------------------
+# libFuzzer targets (tests/fuzz/README.md). Not part of `make test`: needs the nightly toolchain
+# and cargo-fuzz, both installed here if missing. Each of FUZZ_TARGETS runs FUZZ_SECONDS seconds
+# on its corpus (tests/fuzz/corpus/<target>, grown by libFuzzer, not committed), the committed
+# seeds (tests/fuzz/seeds/<target>) and, for request_frame, the recorded client frames in
+# tests/data/frames when that directory exists. A crash, panic, OOM or over-limit allocation
+# stops the run and leaves its input in tests/fuzz/artifacts/<target>/.
+# ---------------------------------------------------------------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= request_frame record_batch legacy_format segment_recovery metadata_log
+FUZZ_TARGET_DIR ?= $(CURDIR)/target/fuzz
+FUZZ_FLAGS ?= -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=30
+.PHONY: fuzz-libfuzzer
+fuzz-libfuzzer:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cargo +nightly fuzz build --fuzz-dir tests/fuzz --target-dir $(FUZZ_TARGET_DIR)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tests/fuzz/corpus/$$t tests/fuzz/artifacts/$$t; \
+	  frames=""; \
+	  if [ $$t = request_frame ] && [ -d tests/data/frames ]; then frames=tests/data/frames; fi; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  cargo +nightly fuzz run --fuzz-dir tests/fuzz --target-dir $(FUZZ_TARGET_DIR) $$t \
+	    tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t $$frames -- \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) \
+	    -artifact_prefix=$(CURDIR)/tests/fuzz/artifacts/$$t/; \
+	done
+
+# Both long hostile-input runs: the mutation harness, then every libFuzzer target.
+.PHONY: fuzz
+fuzz: fuzz-mutation fuzz-libfuzzer

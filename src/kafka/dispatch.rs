@@ -31,8 +31,8 @@ use crate::kafka::{
     create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
     describe_acls, describe_cluster, describe_configs, describe_groups, describe_transactions,
     end_txn, fetch, find_coordinator, heartbeat, init_producer_id, join_group, leave_group,
-    list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
-    offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
+    legacy_versions, list_groups, list_offsets, list_transactions, metadata, offset_commit,
+    offset_delete, offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
 };
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -209,11 +209,33 @@ impl std::fmt::Debug for Dispatched {
     }
 }
 
-/// Parses `frame`'s header and starts its handler. See the module documentation.
-pub fn dispatch(context: &Rc<ShardContext>, session: &Rc<Session>, frame: Bytes) -> Dispatched {
+/// What a frame's header says, before any handler runs.
+#[derive(Debug)]
+pub enum ParsedFrame {
+    /// A served API at a served version, with its header parsed and its body not yet decoded.
+    Request {
+        /// The API's handler.
+        handler: &'static ApiHandler,
+        /// The parsed header.
+        header: RequestHeader,
+        /// The rest of the frame.
+        body: Bytes,
+    },
+    /// ApiVersions at a version we do not serve: answered with UNSUPPORTED_VERSION (KIP-511).
+    UnsupportedApiVersions {
+        /// The request's correlation id.
+        correlation_id: i32,
+    },
+    /// The request cannot be served at all; close the connection with this reason.
+    Refused(String),
+}
+
+/// Parses the header of `frame` (a request without its size prefix). See the module
+/// documentation for what is refused. Public for the fuzz targets (`tests/fuzz`).
+pub fn parse_frame(frame: Bytes) -> ParsedFrame {
     // api_key, api_version and correlation_id are the first 8 bytes of every header version.
     if frame.len() < 8 {
-        return Dispatched::Refused(format!(
+        return ParsedFrame::Refused(format!(
             "request of {} bytes is too short for a request header",
             frame.len()
         ));
@@ -225,41 +247,112 @@ pub fn dispatch(context: &Rc<ShardContext>, session: &Rc<Session>, frame: Bytes)
         let name = ApiKey::try_from(key)
             .map(|k| format!("{k:?}"))
             .unwrap_or_else(|_| "unknown".to_string());
-        return Dispatched::Refused(format!("API key {key} ({name}) is not supported"));
+        return ParsedFrame::Refused(format!("API key {key} ({name}) is not supported"));
     };
     if version < handler.versions.min || version > handler.versions.max {
         if handler.key == ApiKey::ApiVersions {
-            let outcome = api_versions::unsupported_version(correlation_id);
-            return Dispatched::Started {
-                api_key: key,
-                future: futures::future::ready(outcome).boxed_local(),
-            };
+            return ParsedFrame::UnsupportedApiVersions { correlation_id };
         }
-        return Dispatched::Refused(format!(
+        return ParsedFrame::Refused(format!(
             "{:?} v{version} is not supported (supported: v{} to v{})",
             handler.key, handler.versions.min, handler.versions.max
         ));
     }
-    let mut rest = frame;
+    let mut body = frame;
     let header_version = handler.key.request_header_version(version);
-    let header = match RequestHeader::decode(&mut rest, header_version) {
-        Ok(header) => header,
-        Err(err) => {
-            return Dispatched::Refused(format!(
-                "malformed {:?} v{version} request header: {err}",
-                handler.key
-            ));
+    match RequestHeader::decode(&mut body, header_version) {
+        Ok(header) => ParsedFrame::Request {
+            handler,
+            header,
+            body,
+        },
+        Err(err) => ParsedFrame::Refused(format!(
+            "malformed {:?} v{version} request header: {err}",
+            handler.key
+        )),
+    }
+}
+
+/// Parses `frame`'s header and starts its handler. See the module documentation.
+pub fn dispatch(context: &Rc<ShardContext>, session: &Rc<Session>, frame: Bytes) -> Dispatched {
+    match parse_frame(frame) {
+        ParsedFrame::Request {
+            handler,
+            header,
+            body,
+        } => {
+            let request = Request {
+                api_key: handler.key,
+                header,
+                body,
+                session: session.clone(),
+            };
+            Dispatched::Started {
+                api_key: handler.key as i16,
+                future: (handler.handle)(context.clone(), request),
+            }
         }
-    };
-    let request = Request {
-        api_key: handler.key,
-        header,
-        body: rest,
-        session: session.clone(),
-    };
-    Dispatched::Started {
-        api_key: key,
-        future: (handler.handle)(context.clone(), request),
+        ParsedFrame::UnsupportedApiVersions { correlation_id } => Dispatched::Started {
+            api_key: ApiKey::ApiVersions as i16,
+            future: futures::future::ready(api_versions::unsupported_version(correlation_id))
+                .boxed_local(),
+        },
+        ParsedFrame::Refused(reason) => Dispatched::Refused(reason),
+    }
+}
+
+/// Decodes `request`'s body exactly as its API's handler does first, and drops the result:
+/// the decoding a client's bytes reach before any handler logic. Public for the fuzz targets
+/// (`tests/fuzz`); `Err` is the outcome the handler would return (the connection is closed).
+pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
+    use kafka_protocol::messages::*;
+    fn drop_ok<T>(result: Result<T, HandlerOutcome>) -> Result<(), HandlerOutcome> {
+        result.map(|_| ())
+    }
+    match request.api_key {
+        ApiKey::Produce => drop_ok(legacy_versions::decode_produce(request)),
+        ApiKey::Fetch => drop_ok(legacy_versions::decode_fetch(request)),
+        ApiKey::ListOffsets if request.version() == 0 => {
+            drop_ok(legacy_versions::decode_list_offsets_v0(request))
+        }
+        ApiKey::ListOffsets => drop_ok(request.decode::<ListOffsetsRequest>()),
+        ApiKey::Metadata => drop_ok(request.decode::<MetadataRequest>()),
+        ApiKey::OffsetForLeaderEpoch => drop_ok(request.decode::<OffsetForLeaderEpochRequest>()),
+        ApiKey::InitProducerId => drop_ok(request.decode::<InitProducerIdRequest>()),
+        ApiKey::DeleteRecords => drop_ok(request.decode::<DeleteRecordsRequest>()),
+        ApiKey::ApiVersions => drop_ok(request.decode::<ApiVersionsRequest>()),
+        ApiKey::CreateTopics => drop_ok(request.decode::<CreateTopicsRequest>()),
+        ApiKey::DeleteTopics => drop_ok(request.decode::<DeleteTopicsRequest>()),
+        ApiKey::CreatePartitions => drop_ok(request.decode::<CreatePartitionsRequest>()),
+        ApiKey::DescribeConfigs => drop_ok(request.decode::<DescribeConfigsRequest>()),
+        ApiKey::AlterConfigs => drop_ok(request.decode::<AlterConfigsRequest>()),
+        ApiKey::IncrementalAlterConfigs => {
+            drop_ok(request.decode::<IncrementalAlterConfigsRequest>())
+        }
+        ApiKey::DescribeCluster => drop_ok(request.decode::<DescribeClusterRequest>()),
+        ApiKey::FindCoordinator => drop_ok(request.decode::<FindCoordinatorRequest>()),
+        ApiKey::JoinGroup => drop_ok(request.decode::<JoinGroupRequest>()),
+        ApiKey::SyncGroup => drop_ok(request.decode::<SyncGroupRequest>()),
+        ApiKey::Heartbeat => drop_ok(request.decode::<HeartbeatRequest>()),
+        ApiKey::LeaveGroup => drop_ok(request.decode::<LeaveGroupRequest>()),
+        ApiKey::OffsetCommit => drop_ok(request.decode::<OffsetCommitRequest>()),
+        ApiKey::OffsetFetch => drop_ok(request.decode::<OffsetFetchRequest>()),
+        ApiKey::ListGroups => drop_ok(request.decode::<ListGroupsRequest>()),
+        ApiKey::DescribeGroups => drop_ok(request.decode::<DescribeGroupsRequest>()),
+        ApiKey::DeleteGroups => drop_ok(request.decode::<DeleteGroupsRequest>()),
+        ApiKey::OffsetDelete => drop_ok(request.decode::<OffsetDeleteRequest>()),
+        ApiKey::DescribeAcls => drop_ok(request.decode::<DescribeAclsRequest>()),
+        ApiKey::CreateAcls => drop_ok(request.decode::<CreateAclsRequest>()),
+        ApiKey::DeleteAcls => drop_ok(request.decode::<DeleteAclsRequest>()),
+        ApiKey::AddPartitionsToTxn => drop_ok(request.decode::<AddPartitionsToTxnRequest>()),
+        ApiKey::AddOffsetsToTxn => drop_ok(request.decode::<AddOffsetsToTxnRequest>()),
+        ApiKey::EndTxn => drop_ok(request.decode::<EndTxnRequest>()),
+        ApiKey::TxnOffsetCommit => drop_ok(request.decode::<TxnOffsetCommitRequest>()),
+        ApiKey::DescribeTransactions => drop_ok(request.decode::<DescribeTransactionsRequest>()),
+        ApiKey::ListTransactions => drop_ok(request.decode::<ListTransactionsRequest>()),
+        other => Err(HandlerOutcome::Close(format!(
+            "{other:?} has no decoder in dispatch::decode_body"
+        ))),
     }
 }
 
@@ -284,6 +377,79 @@ mod tests {
         }
         const { assert!(MetadataRequest::VERSIONS.max >= 12) };
         const { assert!(ApiVersionsRequest::VERSIONS.max >= 3) };
+    }
+
+    /// Encodes a default `M` at every version the handler of `key` serves (from the schema
+    /// crate's oldest) as a whole frame, and checks it parses and decodes as the handler would.
+    fn default_frames_decode<M: Encodable + Default>(key: ApiKey) {
+        let handler = handler_for(key as i16).expect("served");
+        let oldest = key.valid_versions().min.max(handler.versions.min);
+        for version in oldest..=handler.versions.max {
+            let mut frame = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(key as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(7)
+                .encode(&mut frame, key.request_header_version(version))
+                .unwrap();
+            M::default().encode(&mut frame, version).unwrap();
+            let ParsedFrame::Request {
+                handler,
+                header,
+                body,
+            } = parse_frame(frame.freeze())
+            else {
+                panic!("{key:?} v{version} refused");
+            };
+            assert_eq!(header.correlation_id, 7);
+            let request = Request {
+                api_key: handler.key,
+                header,
+                body,
+                session: Rc::new(Session::anonymous(None)),
+            };
+            assert!(decode_body(&request).is_ok(), "{key:?} v{version}");
+        }
+    }
+
+    #[test]
+    fn every_handler_has_a_body_decoder() {
+        use kafka_protocol::messages::*;
+        for handler in HANDLERS {
+            let request = Request {
+                api_key: handler.key,
+                header: RequestHeader::default().with_request_api_version(handler.versions.max),
+                body: Bytes::new(),
+                session: Rc::new(Session::anonymous(None)),
+            };
+            // An empty body is malformed for every API; what matters is that the error is the
+            // API's own decode error and not the "no decoder" fallback.
+            if let Err(HandlerOutcome::Close(reason)) = decode_body(&request) {
+                assert!(!reason.contains("no decoder"), "{reason}");
+            }
+        }
+        default_frames_decode::<ListOffsetsRequest>(ApiKey::ListOffsets);
+        default_frames_decode::<MetadataRequest>(ApiKey::Metadata);
+        default_frames_decode::<CreateTopicsRequest>(ApiKey::CreateTopics);
+        default_frames_decode::<JoinGroupRequest>(ApiKey::JoinGroup);
+        default_frames_decode::<TxnOffsetCommitRequest>(ApiKey::TxnOffsetCommit);
+        default_frames_decode::<ApiVersionsRequest>(ApiKey::ApiVersions);
+    }
+
+    #[test]
+    fn unsupported_api_versions_and_short_frames() {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
+        frame.extend_from_slice(&99i16.to_be_bytes());
+        frame.extend_from_slice(&5i32.to_be_bytes());
+        assert!(matches!(
+            parse_frame(Bytes::from(frame)),
+            ParsedFrame::UnsupportedApiVersions { correlation_id: 5 }
+        ));
+        assert!(matches!(
+            parse_frame(Bytes::from_static(&[0, 3, 0])),
+            ParsedFrame::Refused(_)
+        ));
     }
 
     #[test]

@@ -415,7 +415,7 @@ fn convert_batch(batch: &[u8], magic: u8, fetch_offset: i64, out: &mut Vec<u8>) 
     if codec == Codec::None {
         for _ in 0..count {
             let record = reader.next_record()?;
-            let offset = base_offset + record.offset_delta;
+            let offset = record_offset(base_offset, record.offset_delta)?;
             if offset < fetch_offset {
                 continue;
             }
@@ -439,7 +439,7 @@ fn convert_batch(batch: &[u8], magic: u8, fetch_offset: i64, out: &mut Vec<u8>) 
     let mut max_timestamp = -1i64;
     for _ in 0..count {
         let record = reader.next_record()?;
-        let offset = base_offset + record.offset_delta;
+        let offset = record_offset(base_offset, record.offset_delta)?;
         let first = *first_offset.get_or_insert(offset);
         last_offset = offset;
         let timestamp = timestamp_of(record.timestamp_delta);
@@ -476,6 +476,17 @@ fn convert_batch(batch: &[u8], magic: u8, fetch_offset: i64, out: &mut Vec<u8>) 
         Some(&wrapped),
     );
     Ok(())
+}
+
+/// A record's offset: its batch's base offset plus its offset delta, which Kafka reads as a
+/// 32-bit varint. The delta comes from the producing client and is not checked when the batch
+/// is stored, so a delta beyond 32 bits, or one that overflows the offset, makes the batch
+/// corrupt here rather than wrapping (or, with overflow checks, panicking).
+fn record_offset(base_offset: i64, offset_delta: i64) -> Result<i64> {
+    i32::try_from(offset_delta)
+        .ok()
+        .and_then(|delta| base_offset.checked_add(i64::from(delta)))
+        .ok_or_else(|| corrupt(format!("record offset delta {offset_delta} out of range")))
 }
 
 /// Appends one legacy message (offset, size, CRC-32 and body).
@@ -876,6 +887,55 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// Found by the `legacy_format` fuzz target (tests/fuzz): a stored batch whose record
+    /// carries an offset delta beyond 32 bits overflowed `base_offset + delta` (a panic with
+    /// overflow checks, a wrapped offset without). It is a corrupt batch now.
+    #[test]
+    fn down_conversion_refuses_offset_deltas_beyond_32_bits() {
+        let mut records = vec![0u8]; // attributes
+        put_varlong(&mut records, 0); // timestamp delta
+        put_varlong(&mut records, i64::MAX); // offset delta
+        put_varlong(&mut records, -1); // null key
+        put_varlong(&mut records, -1); // null value
+        put_varlong(&mut records, 0); // headers
+        let mut body = Vec::new();
+        put_varlong(&mut body, records.len() as i64);
+        body.extend_from_slice(&records);
+        let mut batch = crate::storage::batch::seal_batch(&body, 1, 0, (-1, -1, -1), 1_000);
+        crate::storage::batch::patch_base_offset(&mut batch, 5);
+        for magic in [0, 1] {
+            let result = down_convert(&[Bytes::from(batch.clone())], magic, 0, 1 << 20);
+            assert!(
+                matches!(result, Err(LegacyFormatError::Corrupt(_))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(
+            record_offset(5, i64::from(i32::MAX)),
+            Ok(5 + i64::from(i32::MAX))
+        );
+        assert!(record_offset(i64::MAX - 1, 2).is_err());
+        assert!(record_offset(0, i64::from(i32::MIN) - 1).is_err());
+
+        // The fuzzer's input, minimised: stored bytes down-converted to magic 1.
+        let stored: &[u8] = &[
+            0xa6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x67, 0xff, 0xff,
+            0xff, 0x00, 0x02, 0x83, 0x4e, 0x5c, 0x69, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00,
+            0x00, 0x01, 0xa2, 0x3d, 0x5f, 0x0a, 0x03, 0x00, 0x00, 0x01, 0xa2, 0x3d, 0x5f, 0x0a,
+            0x12, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0x00, 0x00, 0x00, 0x04, 0x2c, 0x80, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0x01, 0xff, 0x00, 0x00, 0xff, 0x00, 0x00,
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x3d, 0x5f, 0x40, 0x85, 0x00, 0x64, 0x2d, 0x74, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x35, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00,
+            0x00, 0x00, 0x85,
+        ];
+        let result = down_convert(&[Bytes::copy_from_slice(stored)], 1, 0, 1 << 20);
+        assert!(
+            matches!(result, Err(LegacyFormatError::Corrupt(_))),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -84,8 +84,11 @@ enum Slot {
 }
 
 /// A partition's records as a v2 batch for the owner: checked as they are for v3+, up-converted
-/// from a legacy message set for v0-2.
-fn batch_for_owner(version: i16, records: Option<Bytes>) -> Result<Option<Bytes>, (i16, String)> {
+/// from a legacy message set for v0-2. Public for the fuzz targets (`tests/fuzz`).
+pub fn batch_for_owner(
+    version: i16,
+    records: Option<Bytes>,
+) -> Result<Option<Bytes>, (i16, String)> {
     if version >= 3 {
         check_one_batch(records.as_deref())?;
         return Ok(records);

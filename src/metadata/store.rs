@@ -325,7 +325,7 @@ impl MetadataStore {
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let mut image = match fs::read(&snapshot_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+            Ok(bytes) => parse_snapshot(&bytes).map_err(|err| StoreError::Corrupt {
                 path: snapshot_path.clone(),
                 reason: err.to_string(),
             })?,
@@ -349,18 +349,10 @@ impl MetadataStore {
             .map_err(io_error(&log_path))?;
         let mut text = Vec::new();
         log.read_to_end(&mut text).map_err(io_error(&log_path))?;
-        let mut good_len = 0usize;
-        let mut records_in_log = 0usize;
-        for line in text.split_inclusive(|&b| b == b'\n') {
-            let Some(logged) = parse_line(line) else {
-                break;
-            };
-            if logged.offset > image.offset {
-                apply_record(&mut image, logged.offset, &logged.record);
-            }
-            good_len += line.len();
-            records_in_log += 1;
-        }
+        let Replayed {
+            good_len,
+            records_in_log,
+        } = replay_log(&mut image, &text);
         if good_len < text.len() {
             warn!(
                 path = %log_path.display(),
@@ -422,6 +414,44 @@ impl MetadataStore {
         info!(offset = image.offset, "metadata snapshot written");
         Ok(())
     }
+}
+
+/// How much of a metadata log `replay_log` kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Bytes of whole, CRC-checked records from the start of the log; the rest is a torn or
+    /// corrupt tail.
+    pub good_len: usize,
+    /// Records in those bytes (including those the image already held).
+    pub records_in_log: usize,
+}
+
+/// Replays the metadata log `text` over `image` (a snapshot or the empty image) up to the first
+/// line that is cut short, fails its CRC or does not parse; records the image already holds are
+/// skipped. Pure over the bytes; `MetadataStore::open` reads the file and truncates it to
+/// `good_len`. Public for the fuzz targets (`tests/fuzz`).
+pub fn replay_log(image: &mut MetadataImage, text: &[u8]) -> Replayed {
+    let mut good_len = 0usize;
+    let mut records_in_log = 0usize;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let Some(logged) = parse_line(line) else {
+            break;
+        };
+        if logged.offset > image.offset {
+            apply_record(image, logged.offset, &logged.record);
+        }
+        good_len += line.len();
+        records_in_log += 1;
+    }
+    Replayed {
+        good_len,
+        records_in_log,
+    }
+}
+
+/// Parses a snapshot file's bytes into an image. Public for the fuzz targets (`tests/fuzz`).
+pub fn parse_snapshot(bytes: &[u8]) -> Result<MetadataImage, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 fn parse_line(line: &[u8]) -> Option<LoggedRecord> {

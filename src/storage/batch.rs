@@ -68,6 +68,21 @@ impl BatchHeader {
         self.base_offset.get() + self.last_offset_delta.get() as i64
     }
 
+    /// The last offset, if the header's offsets are well formed: a non-negative
+    /// `lastOffsetDelta` (as `validate_one` requires of every appended batch) and a last offset
+    /// below `i64::MAX`, so the next offset exists. Recovery reads headers from files, where
+    /// `baseOffset` is not covered by the CRC, so it checks this before using `last_offset`.
+    pub fn checked_last_offset(&self) -> Option<i64> {
+        let delta = self.last_offset_delta.get();
+        if delta < 0 {
+            return None;
+        }
+        self.base_offset
+            .get()
+            .checked_add(i64::from(delta))
+            .filter(|&last| last < i64::MAX)
+    }
+
     /// Written inside a transaction.
     pub fn is_transactional(&self) -> bool {
         self.attributes.get() & TRANSACTIONAL_ATTRIBUTE_BIT != 0

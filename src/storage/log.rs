@@ -900,6 +900,51 @@ mod tests {
         }
     }
 
+    /// Found by the `segment_recovery` fuzz target (tests/fuzz). The base offset is not covered
+    /// by the CRC, so a file can hold a CRC-valid batch whose last offset overflows: recovery
+    /// computed the next offset with an overflowing add. And a closed segment whose index has
+    /// no entries trusted a first batch at another base offset, whose relative offset then
+    /// overflowed. Both batches are corrupt now: cut from the last segment, dropped from a
+    /// closed one's rebuild.
+    #[test]
+    fn recovery_refuses_batches_whose_offsets_overflow() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t-0");
+            std::fs::create_dir_all(&path).unwrap();
+            let base = i64::MAX - 10;
+            let mut good = build_test_batch(2, 10, 1000, 1);
+            batch::patch_base_offset(&mut good, base);
+            let mut overflowing = build_test_batch(101, 1, 1000, 2);
+            batch::patch_base_offset(&mut overflowing, base + 2);
+            let mut file = good.clone();
+            file.extend_from_slice(&overflowing);
+            std::fs::write(segment_path(&path, base, "log"), &file).unwrap();
+            let log = PartitionLog::open_with(&path, LogConfig::default(), env(0))
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), base + 2);
+            assert_eq!(log.read(base, 1 << 20).await.unwrap().to_vec(), good);
+            log.close().await.unwrap();
+
+            let path = dir.path().join("t-1");
+            std::fs::create_dir_all(&path).unwrap();
+            let base = 1i64 << 62;
+            let mut elsewhere = build_test_batch(1, 10, 1000, 3);
+            batch::patch_base_offset(&mut elsewhere, i64::MIN);
+            std::fs::write(segment_path(&path, base, "log"), &elsewhere).unwrap();
+            std::fs::write(segment_path(&path, base, "index"), []).unwrap();
+            std::fs::write(segment_path(&path, base, "timeindex"), []).unwrap();
+            std::fs::write(segment_path(&path, base + 1, "log"), []).unwrap();
+            let log = PartitionLog::open_with(&path, LogConfig::default(), env(0))
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), base + 1);
+            assert_eq!(log.segment_count(), 2);
+            log.close().await.unwrap();
+        });
+    }
+
     #[test]
     fn append_read_roll_reopen() {
         run(|| async {

@@ -673,7 +673,8 @@ impl PartitionManager {
 /// watermark (snapshots above it describe data that recovery cut), the aborted transactions of
 /// the `.txnindex` files, then every batch after the snapshot replayed from the log (the whole
 /// log when there is no snapshot). Returns the table and the snapshot's offset (-1: none).
-async fn rebuild_producer_state(
+/// Public for the fuzz targets (`tests/fuzz`), which run it after recovering a segment.
+pub async fn rebuild_producer_state(
     dir: &Path,
     log: &PartitionLog,
 ) -> Result<(ProducerStateTable, i64), StorageError> {

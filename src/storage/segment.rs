@@ -194,7 +194,8 @@ pub(crate) enum ScanEnd {
 }
 
 /// Reads batches from `start` to `limit_bytes` in chunks and hands each complete, CRC-checked
-/// batch to `visit(position, header, bytes)`. `expect_offset`, when set, must match each
+/// batch with well-formed offsets (`BatchHeader::checked_last_offset`) to
+/// `visit(position, header, bytes)`. `expect_offset`, when set, must match each
 /// batch's base offset (continuity). Returns the position after the last good batch.
 pub(crate) async fn scan(
     file: &DmaFile,
@@ -242,7 +243,10 @@ pub(crate) async fn scan(
                 break;
             }
             let bytes = &rest[..size as usize];
-            if h.magic != 2 || compute_crc(bytes) != h.crc.get() {
+            if h.magic != 2
+                || compute_crc(bytes) != h.crc.get()
+                || h.checked_last_offset().is_none()
+            {
                 return Ok((here, ScanEnd::Corrupt));
             }
             if let Some(e) = expect_offset
@@ -284,7 +288,8 @@ pub(crate) async fn scan(
             let Some(h) = BatchHeader::view(&big) else {
                 return Ok((position, ScanEnd::Torn));
             };
-            if h.magic != 2 || compute_crc(&big) != h.crc.get() {
+            if h.magic != 2 || compute_crc(&big) != h.crc.get() || h.checked_last_offset().is_none()
+            {
                 return Ok((position, ScanEnd::Corrupt));
             }
             if let Some(e) = expect_offset

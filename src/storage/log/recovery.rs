@@ -70,15 +70,18 @@ pub(super) async fn recover_segment(
     if let Some((ix, tix)) = trusted {
         // Scan from the last index entry to find the end; its batch must end at the indexed
         // offset, else the index is not trusted.
+        // Index entries are relative to the base offset from the file name; one that overflows
+        // it cannot have been written by us, so such an index is not trusted (below).
         let (start, expect_last) = ix
             .entries
             .last()
-            .map_or((0, None), |&(o, p)| (p as u64, Some(base + o as i64)));
+            .map_or((0, None), |&(o, p)| (p as u64, base.checked_add(o as i64)));
+        let index_fits = ix.entries.is_empty() || expect_last.is_some();
         let mut s = Segment::new(base);
         s.index = ix;
         s.time_index = tix;
         if let Some(&(t, o)) = s.time_index.entries.last() {
-            s.max_timestamp = (t, base + o as i64);
+            s.max_timestamp = (t, base.saturating_add(o as i64));
         }
         s.size_bytes = start;
         let mut ok = true;
@@ -86,7 +89,13 @@ pub(super) async fn recover_segment(
         let (end, _) = scan(&file, start, file_size, None, |pos, h, _| {
             if first {
                 first = false;
-                if expect_last.is_some_and(|l| h.last_offset() != l) {
+                // From the last index entry the batch must end at the indexed offset; from the
+                // start of the file (no entries) it must begin at the segment's base offset.
+                let fits = match expect_last {
+                    Some(l) => h.last_offset() == l,
+                    None => h.base_offset.get() == base,
+                };
+                if !index_fits || !fits {
                     ok = false;
                     return false;
                 }
@@ -111,7 +120,7 @@ pub(super) async fn recover_segment(
             .time_index
             .entries
             .last()
-            .is_none_or(|&(_, o)| base + (o as i64) < s.next_offset);
+            .is_none_or(|&(_, o)| base.saturating_add(o as i64) < s.next_offset);
         if ok && time_index_fits && (expect_last.is_some() || end > 0 || file_size == 0) {
             seg = s;
             seg.size_bytes = end;
