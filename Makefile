@@ -82,7 +82,7 @@ fuzz-mutation:
 # stops the run and leaves its input in tests/fuzz/artifacts/<target>/.
 # ---------------------------------------------------------------------------------------------
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= request_frame record_batch legacy_format segment_recovery metadata_log
+FUZZ_TARGETS ?= request_frame record_batch legacy_format segment_recovery metadata_log quorum_peer
 FUZZ_TARGET_DIR ?= $(CURDIR)/target/fuzz
 FUZZ_FLAGS ?= -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=30
 .PHONY: fuzz-libfuzzer
