@@ -6,8 +6,9 @@
 //! (`broker::owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
 //! stable offset (below every open transaction) for read_committed (isolation level 1, v2+).
 //! A timestamp lookup
-//! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
-//! when there is none.
+//! answers the first offset whose record has a timestamp at or after the one asked for, with
+//! that record's timestamp (records of one batch may carry different timestamps), or -1 when
+//! there is none (`PartitionLog::offset_for_timestamp`).
 
 use std::rc::Rc;
 
