@@ -316,3 +316,77 @@ print(json.dumps(out))
     assert_eq!(out["broker"], expected["broker"]);
     assert_eq!(out["topic"], expected["topic"]);
 }
+
+/// DescribeConfigs on the BROKER resource, as confluent-kafka reads it: Kafka's names with the
+/// values this node really runs with (the listener it serves, the data directory, retention
+/// derived from `log.retention.hours` as Kafka derives it), their sources, read-only flags and
+/// synonyms; a topic falls back to the same derived retention.
+#[test]
+fn broker_configs_are_described_with_kafka_names_and_effective_values() {
+    use support::run_bounded;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &["--set", "log.retention.hours=2"]);
+    let script = r#"
+import sys, json
+from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource
+a = AdminClient({'bootstrap.servers': sys.argv[1]})
+a.create_topics([NewTopic('t', 1, 1)])['t'].result()
+def describe(kind, name):
+    res = ConfigResource(kind, name)
+    c = a.describe_configs([res])[res].result()
+    return {k: {'value': e.value, 'source': int(e.source), 'read_only': e.is_read_only,
+                'synonyms': sorted(e.synonyms.keys())}
+            for k, e in c.items()}
+print(json.dumps({'broker': describe('broker', '0'), 'topic': describe('topic', 't')}))
+"#;
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let config = |name: &str| out["broker"][name].clone();
+    let value = |name: &str| config(name)["value"].clone();
+    let listener = format!("PLAINTEXT://{}", broker.bootstrap());
+    // Sources: 4 STATIC_BROKER_CONFIG (the harness passes --listen and --data-dir), 5 DEFAULT.
+    assert_eq!(value("listeners"), listener.as_str());
+    assert_eq!(value("advertised.listeners"), listener.as_str());
+    assert_eq!(config("advertised.listeners")["source"], 4);
+    assert_eq!(config("listeners")["read_only"], true);
+    let data_dir = dir.path().to_str().unwrap();
+    assert_eq!(value("log.dirs"), data_dir);
+    assert_eq!(value("log.dir"), data_dir);
+    assert_eq!(config("log.dirs")["source"], 4);
+    for id in ["node.id", "broker.id"] {
+        assert_eq!(value(id), "0");
+        assert_eq!(config(id)["source"], 5);
+    }
+    for (name, expected) in [
+        ("num.partitions", "1"),
+        ("default.replication.factor", "1"),
+        ("min.insync.replicas", "1"),
+        ("log.segment.bytes", "1073741824"),
+        ("message.max.bytes", "1048588"),
+        ("log.retention.bytes", "-1"),
+        ("log.roll.ms", "604800000"),
+        ("log.roll.hours", "168"),
+        ("log.retention.hours", "2"),
+    ] {
+        assert_eq!(value(name), expected, "{name}");
+    }
+    // log.retention.ms is not set: it comes from log.retention.hours, as in Kafka.
+    let retention = config("log.retention.ms");
+    assert_eq!(retention["value"], "7200000");
+    assert_eq!(retention["source"], 4);
+    assert_eq!(retention["read_only"], false);
+    assert_eq!(
+        retention["synonyms"],
+        serde_json::json!(["log.retention.hours"])
+    );
+    assert_eq!(value("log.retention.minutes"), serde_json::Value::Null);
+    let topic = &out["topic"]["retention.ms"];
+    assert_eq!(topic["value"], "7200000");
+    assert_eq!(topic["source"], 4);
+    assert_eq!(topic["read_only"], false);
+}
