@@ -372,6 +372,7 @@ print(json.dumps({'broker': describe('broker', '0'), 'topic': describe('topic', 
         ("log.roll.ms", "604800000"),
         ("log.roll.hours", "168"),
         ("log.retention.hours", "2"),
+        ("log.message.format.version", "3.0-IV1"),
     ] {
         assert_eq!(value(name), expected, "{name}");
     }
@@ -389,4 +390,73 @@ print(json.dumps({'broker': describe('broker', '0'), 'topic': describe('topic', 
     assert_eq!(topic["value"], "7200000");
     assert_eq!(topic["source"], 4);
     assert_eq!(topic["read_only"], false);
+}
+
+/// Kafka 3.9 still accepts `message.format.version` (deprecated, ignored from inter-broker
+/// protocol 3.0 on): accepted when it names a version, described like any other; the topic
+/// configs it still honours and the broker does not implement are refused, never ignored.
+#[test]
+fn deprecated_topic_configs_are_accepted_as_kafka_3_9_does() {
+    use support::run_bounded;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let script = r#"
+import sys, json
+from confluent_kafka.admin import (AdminClient, NewTopic, ConfigResource, ConfigEntry,
+                                   AlterConfigOpType)
+a = AdminClient({'bootstrap.servers': sys.argv[1]})
+def create(name, configs):
+    try:
+        a.create_topics([NewTopic(name, 1, 1, config=configs)])[name].result()
+        return 'ok'
+    except Exception as e:
+        return e.args[0].name()
+def alter(name, key, value):
+    res = ConfigResource('topic', name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+    try:
+        a.incremental_alter_configs([res])[res].result()
+        return 'ok'
+    except Exception as e:
+        return e.args[0].name()
+def describe(name, key):
+    res = ConfigResource('topic', name)
+    e = a.describe_configs([res])[res].result()[key]
+    return [e.value, int(e.source)]
+out = {
+    'old': create('old', {'message.format.version': '0.10.2'}),
+    'bad': create('bad', {'message.format.version': '9.9'}),
+    'down': create('down', {'message.downconversion.enable': 'false'}),
+    'diff': create('diff', {'message.timestamp.difference.max.ms': '1000'}),
+    'plain': create('plain', {}),
+}
+out['old_described'] = describe('old', 'message.format.version')
+out['plain_described'] = describe('plain', 'message.format.version')
+out['alter'] = alter('plain', 'message.format.version', '2.8-IV1')
+out['alter_bad'] = alter('plain', 'message.format.version', '2.8-IV7')
+out['altered'] = describe('plain', 'message.format.version')
+print(json.dumps(out))
+"#;
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({
+            "old": "ok",
+            "bad": "INVALID_CONFIG",
+            "down": "INVALID_CONFIG",
+            "diff": "INVALID_CONFIG",
+            "plain": "ok",
+            "old_described": ["0.10.2", 1],
+            "plain_described": ["3.0-IV1", 5],
+            "alter": "ok",
+            "alter_bad": "INVALID_CONFIG",
+            "altered": ["2.8-IV1", 1],
+        })
+    );
 }

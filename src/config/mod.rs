@@ -526,6 +526,12 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "log.roll.ms in hours, used when log.roll.ms is not set.",
     ),
     def(
+        "log.message.format.version",
+        "3.0-IV1",
+        ValueKind::KafkaVersion,
+        "Deprecated by Kafka 3.0 and ignored, as Kafka ignores it from inter-broker protocol 3.0 on: batches are stored as produced, in format v2 (topic: message.format.version).",
+    ),
+    def(
         "log.message.timestamp.type",
         "CreateTime",
         ValueKind::Choice(&["CreateTime", "LogAppendTime"]),

@@ -57,6 +57,12 @@ pub const TOPIC_CONFIG_DEFS: &[TopicConfigDef] = &[
         name: "max.message.bytes",
         broker_synonym: "message.max.bytes",
     },
+    // Deprecated since Kafka 3.0 and ignored there from inter-broker protocol 3.0 on (every
+    // KRaft cluster): accepted and described, changes nothing (docs/COMPAT.md).
+    TopicConfigDef {
+        name: "message.format.version",
+        broker_synonym: "log.message.format.version",
+    },
     TopicConfigDef {
         name: "message.timestamp.type",
         broker_synonym: "log.message.timestamp.type",
@@ -504,5 +510,22 @@ mod tests {
         );
         assert!(check_topic_config("segment.bytes", "13").is_err());
         assert!(check_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(check_topic_config("message.format.version", "0.10.2").is_ok());
+        assert_eq!(
+            check_topic_config("message.format.version", "9.9")
+                .unwrap_err()
+                .to_string(),
+            "Invalid value 9.9 for configuration message.format.version: Version 9.9 is not a valid version"
+        );
+        // Kafka 3.9 honours these, the broker does not implement them: refused, not ignored.
+        for key in [
+            "message.downconversion.enable",
+            "message.timestamp.difference.max.ms",
+        ] {
+            assert!(matches!(
+                check_topic_config(key, "1"),
+                Err(TopicConfigError::UnknownKey(_))
+            ));
+        }
     }
 }
