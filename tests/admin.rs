@@ -460,3 +460,90 @@ print(json.dumps(out))
         })
     );
 }
+
+/// DescribeLogDirs through kafka-python's admin client: the node's one log directory (absolute),
+/// each asked partition that has a log with its size (the bytes of its batches) and lag 0, the
+/// file system's size and free space; partitions that do not exist are left out. Without
+/// DESCRIBE on the cluster the answer is CLUSTER_AUTHORIZATION_FAILED.
+#[test]
+fn describe_log_dirs_reports_the_data_directory_and_partition_sizes() {
+    use support::run_bounded;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let script = r#"
+import json, sys
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+a = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+a.create_topics([NewTopic('sized', 2, 1)])
+p = KafkaProducer(bootstrap_servers=sys.argv[1], acks='all')
+for i in range(10):
+    p.send('sized', b'x' * 100, partition=0)
+p.flush()
+asked = a.describe_log_dirs({'sized': [0, 1, 7]})
+every = a.describe_log_dirs()
+print(json.dumps({'asked': asked, 'every': every}))
+"#;
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let asked = &out["asked"];
+    assert_eq!(asked.as_array().unwrap().len(), 1, "{asked}");
+    assert_eq!(asked[0]["broker"], 0);
+    let dirs = asked[0]["log_dirs"].as_array().unwrap();
+    assert_eq!(dirs.len(), 1, "one data directory: {asked}");
+    let log_dir = &dirs[0];
+    assert_eq!(log_dir["error_code"], 0);
+    assert_eq!(log_dir["log_dir"], dir.path().to_str().unwrap());
+    let total = log_dir["total_bytes"].as_i64().unwrap();
+    let usable = log_dir["usable_bytes"].as_i64().unwrap();
+    assert!(total > 0 && (0..=total).contains(&usable), "{log_dir}");
+    let topics = log_dir["topics"].as_array().unwrap();
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0]["name"], "sized");
+    let partitions: Vec<(i64, i64, i64)> = topics[0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition_index"].as_i64().unwrap(),
+                p["partition_size"].as_i64().unwrap(),
+                p["offset_lag"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(partitions.len(), 2, "partition 7 does not exist: {partitions:?}");
+    assert_eq!(partitions[0].0, 0);
+    assert!(partitions[0].1 > 1000, "ten 100-byte records: {partitions:?}");
+    assert_eq!(partitions[1], (1, 0, 0));
+    assert_eq!(partitions[0].2, 0);
+    // Null topics: every log, the internal topics' too once they exist.
+    let every = out["every"][0]["log_dirs"][0]["topics"].as_array().unwrap();
+    assert!(every.iter().any(|t| t["name"] == "sized"), "{every:?}");
+    drop(broker);
+
+    // An authorizer that lets nobody describe the cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        ],
+    );
+    use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let mut client = support::RawClient::connect(broker.addr);
+    for version in [1, 4] {
+        let response: DescribeLogDirsResponse =
+            client.call(ApiKey::DescribeLogDirs, version, &DescribeLogDirsRequest::default());
+        assert!(response.results.is_empty());
+        if version >= 3 {
+            assert_eq!(response.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+        }
+    }
+}

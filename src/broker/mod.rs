@@ -257,6 +257,9 @@ impl Serve for ShardContext {
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
             }
+            ShardRequest::LogDirs(items) => {
+                ShardResponse::LogDirs(owner::serve_log_dirs(self, items).await)
+            }
             ShardRequest::WriteTxnMarkers(items) => {
                 ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
             }

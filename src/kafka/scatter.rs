@@ -13,7 +13,9 @@ use futures::future::join_all;
 use kafka_protocol::ResponseError;
 
 use crate::acl::Session;
-use crate::broker::owner::{DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome};
+use crate::broker::owner::{
+    DeleteItem, DeleteOutcome, LogDirItem, LogDirOutcome, OffsetItem, OffsetOutcome,
+};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse, error};
 use crate::runtime::{ShardId, shard_for};
 
@@ -108,6 +110,20 @@ pub const DELETE_RECORDS: OwnerCall<DeleteItem, DeleteOutcome> = OwnerCall {
     failed: |code| DeleteOutcome {
         error_code: code,
         low_watermark: -1,
+    },
+};
+
+/// Describes partitions' logs (DescribeLogDirs).
+pub const LOG_DIRS: OwnerCall<LogDirItem, LogDirOutcome> = OwnerCall {
+    request: ShardRequest::LogDirs,
+    response: |answer| match answer {
+        ShardResponse::LogDirs(outcomes) => Some(outcomes),
+        _ => None,
+    },
+    failed: |code| LogDirOutcome {
+        error_code: code,
+        size_bytes: -1,
+        offset_lag: -1,
     },
 };
 
