@@ -517,9 +517,16 @@ print(json.dumps({'asked': asked, 'every': every}))
             )
         })
         .collect();
-    assert_eq!(partitions.len(), 2, "partition 7 does not exist: {partitions:?}");
+    assert_eq!(
+        partitions.len(),
+        2,
+        "partition 7 does not exist: {partitions:?}"
+    );
     assert_eq!(partitions[0].0, 0);
-    assert!(partitions[0].1 > 1000, "ten 100-byte records: {partitions:?}");
+    assert!(
+        partitions[0].1 > 1000,
+        "ten 100-byte records: {partitions:?}"
+    );
     assert_eq!(partitions[1], (1, 0, 0));
     assert_eq!(partitions[0].2, 0);
     // Null topics: every log, the internal topics' too once they exist.
@@ -539,11 +546,143 @@ print(json.dumps({'asked': asked, 'every': every}))
     use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse};
     let mut client = support::RawClient::connect(broker.addr);
     for version in [1, 4] {
-        let response: DescribeLogDirsResponse =
-            client.call(ApiKey::DescribeLogDirs, version, &DescribeLogDirsRequest::default());
+        let response: DescribeLogDirsResponse = client.call(
+            ApiKey::DescribeLogDirs,
+            version,
+            &DescribeLogDirsRequest::default(),
+        );
         assert!(response.results.is_empty());
         if version >= 3 {
             assert_eq!(response.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
         }
     }
+}
+
+/// DescribeProducers through kafka-python's admin client: an idempotent producer with its last
+/// sequence and timestamp, a transactional one with the first offset of its open transaction,
+/// which closes (and the coordinator epoch is recorded) once the commit marker is written.
+/// Raw frames: a partition that does not exist is UNKNOWN_TOPIC_OR_PARTITION, and a topic the
+/// client may not READ is TOPIC_AUTHORIZATION_FAILED.
+#[test]
+fn describe_producers_lists_the_partition_producer_state() {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{ApiKey, DescribeProducersRequest, DescribeProducersResponse};
+    use support::run_bounded;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let script = r#"
+import json, sys, time
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+b = sys.argv[1]
+a = KafkaAdminClient(bootstrap_servers=b)
+a.create_topics([NewTopic('prod', 1, 1)])
+before = int(time.time() * 1000)
+p = KafkaProducer(bootstrap_servers=b, enable_idempotence=True, acks='all', linger_ms=50)
+for i in range(3):
+    p.send('prod', b'v', partition=0)
+p.flush()
+t = KafkaProducer(bootstrap_servers=b, transactional_id='tx-desc')
+t.init_transactions()
+t.begin_transaction()
+t.send('prod', b't', partition=0)
+t.flush()
+def states():
+    r = a.describe_producers([TopicPartition('prod', 0)])[TopicPartition('prod', 0)]
+    return [[s.producer_id, s.producer_epoch, s.last_sequence, s.last_timestamp,
+             s.coordinator_epoch, s.current_transaction_start_offset]
+            for s in r.active_producers]
+open_txn = states()
+t.commit_transaction()
+deadline = time.time() + 10
+committed = states()
+while committed[1][5] != -1 and time.time() < deadline:
+    time.sleep(0.05)
+    committed = states()
+print(json.dumps({'before': before, 'after': int(time.time() * 1000), 'open': open_txn,
+                  'committed': committed}))
+"#;
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (before, after) = (
+        out["before"].as_i64().unwrap(),
+        out["after"].as_i64().unwrap(),
+    );
+    let row = |which: &str, i: usize| -> Vec<i64> {
+        out[which][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    // [id, epoch, last sequence, last timestamp, coordinator epoch, open transaction's start].
+    let idempotent = row("open", 0);
+    assert_eq!(
+        (idempotent[2], idempotent[4], idempotent[5]),
+        (2, -1, -1),
+        "{out}"
+    );
+    assert!((before..=after).contains(&idempotent[3]), "{out}");
+    let transactional = row("open", 1);
+    assert_eq!(
+        (transactional[2], transactional[4], transactional[5]),
+        (0, -1, 3)
+    );
+    assert!((before..=after).contains(&transactional[3]), "{out}");
+    let committed = row("committed", 1);
+    assert_eq!(committed[0], transactional[0]);
+    assert_eq!(
+        committed[5], -1,
+        "the commit marker closed the transaction: {out}"
+    );
+    assert!(committed[4] >= 0, "the marker's coordinator epoch: {out}");
+    assert_eq!(row("committed", 0), idempotent);
+
+    let request = |partitions: Vec<i32>| {
+        DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(kafka_protocol::messages::TopicName("prod".into()))
+                .with_partition_indexes(partitions),
+        ])
+    };
+    let mut client = support::RawClient::connect(broker.addr);
+    let response: DescribeProducersResponse =
+        client.call(ApiKey::DescribeProducers, 0, &request(vec![0, 5]));
+    let partitions = &response.topics[0].partitions;
+    assert_eq!(
+        (
+            partitions[0].error_code,
+            partitions[0].active_producers.len()
+        ),
+        (0, 2)
+    );
+    assert_eq!(
+        (partitions[1].partition_index, partitions[1].error_code),
+        (5, 3)
+    );
+    drop(client);
+    drop(broker);
+
+    // With an authorizer and no ACL, the topic may not be read.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        ],
+    );
+    let mut client = support::RawClient::connect(broker.addr);
+    let response: DescribeProducersResponse =
+        client.call(ApiKey::DescribeProducers, 0, &request(vec![0]));
+    assert_eq!(
+        response.topics[0].partitions[0].error_code, 29,
+        "TOPIC_AUTHORIZATION_FAILED"
+    );
 }

@@ -260,6 +260,9 @@ impl Serve for ShardContext {
             ShardRequest::LogDirs(items) => {
                 ShardResponse::LogDirs(owner::serve_log_dirs(self, items).await)
             }
+            ShardRequest::Producers(items) => {
+                ShardResponse::Producers(owner::serve_producers(self, items).await)
+            }
             ShardRequest::WriteTxnMarkers(items) => {
                 ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
             }

@@ -20,6 +20,7 @@ use crate::storage::batch::ControlMarker;
 use crate::storage::log::last_offset_read;
 use crate::storage::manager::Appended;
 use crate::storage::manager::OpenPartition;
+use crate::storage::producer_state::ProducerSummary;
 
 /// A partition's records to append.
 #[derive(Debug, Clone)]
@@ -210,6 +211,45 @@ pub struct LogDirOutcome {
     pub size_bytes: i64,
     /// How far the log's end is past the high watermark (appends staged, not yet durable).
     pub offset_lag: i64,
+}
+
+/// One partition whose producers DescribeProducers lists.
+#[derive(Debug, Clone)]
+pub struct ProducersItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// The producers of one partition, or why they could not be listed.
+#[derive(Debug, Clone)]
+pub struct ProducersOutcome {
+    /// Kafka error code.
+    pub error_code: i16,
+    /// Every producer in the partition's producer state, by id.
+    pub producers: Vec<ProducerSummary>,
+}
+
+/// Owner side of DescribeProducers: each partition's producer state.
+pub async fn serve_producers(
+    context: &ShardContext,
+    items: Vec<ProducersItem>,
+) -> Vec<ProducersOutcome> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(match open(context, &item.topic, item.partition).await {
+            Ok(partition) => ProducersOutcome {
+                error_code: error::NONE,
+                producers: partition.producers.borrow().describe(),
+            },
+            Err(code) => ProducersOutcome {
+                error_code: code,
+                producers: Vec::new(),
+            },
+        });
+    }
+    outcomes
 }
 
 /// Owner side of DescribeLogDirs: each partition's log size and end-offset lag.

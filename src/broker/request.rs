@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::broker::owner::{
     DeleteItem, DeleteOutcome, LogDirItem, LogDirOutcome, OffsetItem, OffsetOutcome, ProduceItem,
-    ProduceOutcome, ReadItem, ReadOutcome, TxnMarkerItem,
+    ProduceOutcome, ProducersItem, ProducersOutcome, ReadItem, ReadOutcome, TxnMarkerItem,
 };
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
 use crate::metrics::MetricsSnapshot;
@@ -48,6 +48,8 @@ pub enum ShardRequest {
     DeleteRecords(Vec<DeleteItem>),
     /// Describe partitions' logs (DescribeLogDirs).
     LogDirs(Vec<LogDirItem>),
+    /// List partitions' producers (DescribeProducers).
+    Producers(Vec<ProducersItem>),
     /// Write transaction markers on partitions this shard owns (for a transaction
     /// coordinator).
     WriteTxnMarkers(Vec<TxnMarkerItem>),
@@ -85,6 +87,8 @@ pub enum ShardResponse {
     DeleteRecords(Vec<DeleteOutcome>),
     /// Answer to `LogDirs`, one outcome per item.
     LogDirs(Vec<LogDirOutcome>),
+    /// Answer to `Producers`, one outcome per item.
+    Producers(Vec<ProducersOutcome>),
     /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
     WriteTxnMarkers(Vec<i16>),
     /// Answer to `Metrics`.

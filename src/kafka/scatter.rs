@@ -14,7 +14,8 @@ use kafka_protocol::ResponseError;
 
 use crate::acl::Session;
 use crate::broker::owner::{
-    DeleteItem, DeleteOutcome, LogDirItem, LogDirOutcome, OffsetItem, OffsetOutcome,
+    DeleteItem, DeleteOutcome, LogDirItem, LogDirOutcome, OffsetItem, OffsetOutcome, ProducersItem,
+    ProducersOutcome,
 };
 use crate::broker::{ShardContext, ShardRequest, ShardResponse, error};
 use crate::runtime::{ShardId, shard_for};
@@ -127,6 +128,19 @@ pub const LOG_DIRS: OwnerCall<LogDirItem, LogDirOutcome> = OwnerCall {
     },
 };
 
+/// Lists partitions' producers (DescribeProducers).
+pub const PRODUCERS: OwnerCall<ProducersItem, ProducersOutcome> = OwnerCall {
+    request: ShardRequest::Producers,
+    response: |answer| match answer {
+        ShardResponse::Producers(outcomes) => Some(outcomes),
+        _ => None,
+    },
+    failed: |code| ProducersOutcome {
+        error_code: code,
+        producers: Vec::new(),
+    },
+};
+
 /// An item addressed to one partition.
 pub trait PartitionItem {
     /// Its topic and partition.
@@ -134,6 +148,12 @@ pub trait PartitionItem {
 }
 
 impl PartitionItem for OffsetItem {
+    fn locate(&self) -> (&str, i32) {
+        (&self.topic, self.partition)
+    }
+}
+
+impl PartitionItem for ProducersItem {
     fn locate(&self) -> (&str, i32) {
         (&self.topic, self.partition)
     }
