@@ -65,6 +65,11 @@ pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 /// is refused with MESSAGE_TOO_LARGE instead of growing memory without bound.
 pub const LEGACY_CONVERSION_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Largest payload one stored compressed batch may inflate to when its records are read in
+/// place (`storage::records`, for ListOffsets by timestamp); a batch that inflates past it is
+/// answered from its header alone.
+pub const RECORD_SCAN_INFLATE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Largest record of the controller quorum's log (`cluster::raft_log`) and so largest entry:
 /// a metadata change is a few KiB; a batch of them far below this.
 pub const RAFT_RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -1009,6 +1009,85 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
     );
 }
 
+/// Records of one batch with different timestamps (as librdkafka batches them): ListOffsets by
+/// timestamp answers the first record at or after the time, with its own timestamp, not the
+/// batch's first offset; for uncompressed and compressed batches alike.
+#[test]
+fn list_offsets_by_timestamp_looks_inside_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    // Create times 1000, 1040, 1010, 1030, 1050 (not in order) at offsets 0 to 4.
+    let stamps = [1000i64, 1040, 1010, 1030, 1050];
+    for (codec, attribute) in [("none", 0), ("gzip", 1), ("zstd", 4)] {
+        let topic = format!("inside-{codec}");
+        create_topic(&broker, &topic, 1, &[]);
+        let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("acks", "all")
+            .set("linger.ms", "500")
+            .set("compression.type", codec)
+            .create()
+            .unwrap();
+        for ts in stamps {
+            producer
+                .send(
+                    BaseRecord::to(&topic)
+                        .partition(0)
+                        .key("key")
+                        .payload("a value long enough to be worth compressing, repeated repeated")
+                        .timestamp(ts),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let mut client = RawClient::connect(broker.addr);
+        let data = fetch(&mut client, &topic, 0, 0, 0, 1, 1 << 20);
+        let headers = batch_headers(&data.records.expect("records"));
+        assert_eq!(headers.len(), 1, "{codec}: one batch of five: {headers:?}");
+        assert_eq!(headers[0].2 & 7, attribute, "{codec}: stored as produced");
+        let by_time: Vec<(i64, i64, i64)> = [0i64, 1000, 1001, 1020, 1035, 1041, 1050, 1051]
+            .into_iter()
+            .map(|ts| {
+                let a = list_offset(&mut client, &topic, 0, ts);
+                assert_eq!(a.error_code, NONE);
+                (ts, a.offset, a.timestamp)
+            })
+            .collect();
+        assert_eq!(
+            by_time,
+            vec![
+                (0, 0, 1000),
+                (1000, 0, 1000),
+                (1001, 1, 1040),
+                (1020, 1, 1040),
+                (1035, 1, 1040),
+                (1041, 4, 1050),
+                (1050, 4, 1050),
+                (1051, -1, -1),
+            ],
+            "{codec}"
+        );
+        // rdkafka's offsets_for_times agrees.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "inside")
+            .create()
+            .unwrap();
+        let mut query = TopicPartitionList::new();
+        query
+            .add_partition_offset(&topic, 0, Offset::Offset(1041))
+            .unwrap();
+        let found = consumer
+            .offsets_for_times(query, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            found.find_partition(&topic, 0).unwrap().offset(),
+            Offset::Offset(4),
+            "{codec}"
+        );
+    }
+}
+
 #[test]
 fn delete_records_moves_the_log_start() {
     let dir = tempfile::tempdir().unwrap();

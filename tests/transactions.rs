@@ -1005,3 +1005,70 @@ fn idle_transactional_ids_expire() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// kafka-python's `send_offsets_to_transaction` naming a partition the topic does not have:
+/// every TxnOffsetCommit is answered UNKNOWN_TOPIC_OR_PARTITION for it (retriable, so the client
+/// keeps trying, as against Kafka), also after the coordinator aborted the timed-out
+/// transaction with a new producer epoch, which must not turn the answer into PRODUCER_FENCED.
+#[test]
+fn txn_offset_commit_for_a_missing_partition_is_unknown_topic_or_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms=200",
+        ],
+    );
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "one", 1);
+    let script = r#"
+import json, logging, os, re, sys, threading
+from kafka import KafkaProducer
+from kafka.structs import TopicPartition, OffsetAndMetadata
+codes = set()
+class Codes(logging.Handler):
+    def emit(self, record):
+        text = record.getMessage()
+        if 'Received transactional response TxnOffsetCommitResponse' in text:
+            codes.update(int(c) for c in re.findall(r'error_code=(\d+)', text))
+log = logging.getLogger('kafka.producer.transaction_manager')
+log.setLevel(logging.DEBUG)
+log.addHandler(Codes())
+p = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id='tx-missing',
+                  transaction_timeout_ms=1000)
+p.init_transactions()
+p.begin_transaction()
+outcome = {}
+def send():
+    try:
+        p.send_offsets_to_transaction({TopicPartition('one', 1): OffsetAndMetadata(5, '', -1)}, 'g')
+        outcome['result'] = 'committed'
+    except Exception as e:
+        outcome['result'] = type(e).__name__
+t = threading.Thread(target=send, daemon=True)
+t.start()
+# Well past the transaction timeout and the coordinator's abort of it.
+t.join(4)
+print(json.dumps({'result': outcome.get('result', 'retrying'), 'codes': sorted(codes)}), flush=True)
+os._exit(0)
+"#;
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"result": "retrying", "codes": [UNKNOWN_TOPIC_OR_PARTITION]})
+    );
+    // The transaction was aborted with a bumped epoch meanwhile.
+    wait_for_state(
+        &mut client,
+        "tx-missing",
+        "CompleteAbort",
+        Duration::from_secs(10),
+    );
+}

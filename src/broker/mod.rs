@@ -276,6 +276,12 @@ impl Serve for ShardContext {
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::DeleteRecords(owner::serve_delete(self, items).await)
             }
+            ShardRequest::LogDirs(items) => {
+                ShardResponse::LogDirs(owner::serve_log_dirs(self, items).await)
+            }
+            ShardRequest::Producers(items) => {
+                ShardResponse::Producers(owner::serve_producers(self, items).await)
+            }
             ShardRequest::WriteTxnMarkers(items) => {
                 ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
             }

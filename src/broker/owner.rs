@@ -20,6 +20,7 @@ use crate::storage::batch::ControlMarker;
 use crate::storage::log::last_offset_read;
 use crate::storage::manager::Appended;
 use crate::storage::manager::OpenPartition;
+use crate::storage::producer_state::ProducerSummary;
 
 /// A partition's records to append.
 #[derive(Debug, Clone)]
@@ -190,6 +191,86 @@ async fn open(
         .get(&image, topic, partition)
         .await
         .map_err(|err| error::partition_error_code(&err))
+}
+
+/// One partition whose log DescribeLogDirs describes.
+#[derive(Debug, Clone)]
+pub struct LogDirItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// What DescribeLogDirs learns of one partition's log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogDirOutcome {
+    /// Kafka error code (the partition could not be opened).
+    pub error_code: i16,
+    /// Bytes of the log's batches over all its segments (`PartitionLog::size_bytes`).
+    pub size_bytes: i64,
+    /// How far the log's end is past the high watermark (appends staged, not yet durable).
+    pub offset_lag: i64,
+}
+
+/// One partition whose producers DescribeProducers lists.
+#[derive(Debug, Clone)]
+pub struct ProducersItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// The producers of one partition, or why they could not be listed.
+#[derive(Debug, Clone)]
+pub struct ProducersOutcome {
+    /// Kafka error code.
+    pub error_code: i16,
+    /// Every producer in the partition's producer state, by id.
+    pub producers: Vec<ProducerSummary>,
+}
+
+/// Owner side of DescribeProducers: each partition's producer state.
+pub async fn serve_producers(
+    context: &ShardContext,
+    items: Vec<ProducersItem>,
+) -> Vec<ProducersOutcome> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(match open(context, &item.topic, item.partition).await {
+            Ok(partition) => ProducersOutcome {
+                error_code: error::NONE,
+                producers: partition.producers.borrow().describe(),
+            },
+            Err(code) => ProducersOutcome {
+                error_code: code,
+                producers: Vec::new(),
+            },
+        });
+    }
+    outcomes
+}
+
+/// Owner side of DescribeLogDirs: each partition's log size and end-offset lag.
+pub async fn serve_log_dirs(context: &ShardContext, items: Vec<LogDirItem>) -> Vec<LogDirOutcome> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(match open(context, &item.topic, item.partition).await {
+            Ok(partition) => LogDirOutcome {
+                error_code: error::NONE,
+                size_bytes: i64::try_from(partition.log.size_bytes()).unwrap_or(i64::MAX),
+                offset_lag: (partition.log.log_end_offset() - partition.log.high_watermark())
+                    .max(0),
+            },
+            Err(code) => LogDirOutcome {
+                error_code: code,
+                size_bytes: -1,
+                offset_lag: -1,
+            },
+        });
+    }
+    outcomes
 }
 
 /// Owner side of Produce: appends every item (all partitions at once; each partition's

@@ -8,8 +8,8 @@
 use bytes::Bytes;
 
 use crate::broker::owner::{
-    DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome, ProduceItem, ProduceOutcome, ReadItem,
-    ReadOutcome, TxnMarkerItem,
+    DeleteItem, DeleteOutcome, LogDirItem, LogDirOutcome, OffsetItem, OffsetOutcome, ProduceItem,
+    ProduceOutcome, ProducersItem, ProducersOutcome, ReadItem, ReadOutcome, TxnMarkerItem,
 };
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataImage};
 use crate::metrics::MetricsSnapshot;
@@ -46,6 +46,10 @@ pub enum ShardRequest {
     Offsets(Vec<OffsetItem>),
     /// Move log start offsets (DeleteRecords).
     DeleteRecords(Vec<DeleteItem>),
+    /// Describe partitions' logs (DescribeLogDirs).
+    LogDirs(Vec<LogDirItem>),
+    /// List partitions' producers (DescribeProducers).
+    Producers(Vec<ProducersItem>),
     /// Write transaction markers on partitions this shard owns (for a transaction
     /// coordinator).
     WriteTxnMarkers(Vec<TxnMarkerItem>),
@@ -83,6 +87,10 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetOutcome>),
     /// Answer to `DeleteRecords`, one outcome per item.
     DeleteRecords(Vec<DeleteOutcome>),
+    /// Answer to `LogDirs`, one outcome per item.
+    LogDirs(Vec<LogDirOutcome>),
+    /// Answer to `Producers`, one outcome per item.
+    Producers(Vec<ProducersOutcome>),
     /// Answer to `WriteTxnMarkers`: one Kafka error code per item (0: the marker is written).
     WriteTxnMarkers(Vec<i16>),
     /// Answer to `Metrics`.

@@ -33,6 +33,69 @@ pub enum ValueKind {
     List(&'static [&'static str]),
     /// Free text, checked elsewhere (addresses, paths, filters).
     Text,
+    /// A Kafka release or inter-broker protocol version as Kafka 3.9 parses one
+    /// (`message.format.version`): `3.0`, `3.0-IV1`, `2.8.1`, `0.10.2`, ...
+    KafkaVersion,
+}
+
+/// Kafka's releases up to 3.9 with the number of internal versions (`-IV0`, ...) each has;
+/// 0 for the releases before internal versions existed.
+const KAFKA_RELEASES: &[(&str, u8)] = &[
+    ("0.8.0", 0),
+    ("0.8.1", 0),
+    ("0.8.2", 0),
+    ("0.9.0", 0),
+    ("0.10.0", 2),
+    ("0.10.1", 3),
+    ("0.10.2", 1),
+    ("0.11.0", 3),
+    ("1.0", 1),
+    ("1.1", 1),
+    ("2.0", 2),
+    ("2.1", 3),
+    ("2.2", 2),
+    ("2.3", 2),
+    ("2.4", 2),
+    ("2.5", 1),
+    ("2.6", 1),
+    ("2.7", 3),
+    ("2.8", 2),
+    ("3.0", 2),
+    ("3.1", 1),
+    ("3.2", 1),
+    ("3.3", 4),
+    ("3.4", 1),
+    ("3.5", 3),
+    ("3.6", 3),
+    ("3.7", 5),
+    ("3.8", 1),
+    ("3.9", 1),
+];
+
+/// Whether Kafka 3.9 reads `value` as a version: a release (`3.0`; a longer one is cut to its
+/// release, `2.8.1` to `2.8`, `0.10.2.1` to `0.10.2`) or a release with one of its internal
+/// versions (`3.0-IV1`).
+fn is_kafka_version(value: &str) -> bool {
+    let segments: Vec<&str> = value.split('.').collect();
+    let wanted = if value.starts_with("0.") { 3 } else { 2 };
+    let key = if segments.len() <= wanted {
+        value.to_string()
+    } else {
+        segments[..wanted].join(".")
+    };
+    let (release, internal) = match key.split_once("-IV") {
+        Some((release, iv)) => (release, Some(iv)),
+        None => (key.as_str(), None),
+    };
+    KAFKA_RELEASES.iter().any(|&(name, ivs)| {
+        name == release
+            && match internal {
+                None => true,
+                Some(iv) => iv
+                    .parse::<u8>()
+                    .is_ok_and(|n| n < ivs && n.to_string() == iv),
+            }
+    })
 }
 
 /// Kafka's `ConfigType` codes, reported by DescribeConfigs v3+.
@@ -90,6 +153,13 @@ impl ValueKind {
                 }
             }
             ValueKind::Text => Ok(()),
+            ValueKind::KafkaVersion => {
+                if is_kafka_version(value) {
+                    Ok(())
+                } else {
+                    Err(format!("Version {value} is not a valid version"))
+                }
+            }
         }
     }
 
@@ -100,7 +170,7 @@ impl ValueKind {
             ValueKind::Long { .. } => config_type::LONG,
             ValueKind::Short { .. } => config_type::SHORT,
             ValueKind::Bool => config_type::BOOLEAN,
-            ValueKind::Choice(_) | ValueKind::Text => config_type::STRING,
+            ValueKind::Choice(_) | ValueKind::Text | ValueKind::KafkaVersion => config_type::STRING,
             ValueKind::List(_) => config_type::LIST,
         }
     }
@@ -130,5 +200,24 @@ mod tests {
         let kind = ValueKind::Choice(&["CreateTime", "LogAppendTime"]);
         assert!(kind.check("LogAppendTime").is_ok());
         assert!(kind.check("logappendtime").is_err());
+        for good in [
+            "3.0", "3.0-IV1", "2.8.1", "0.10.2", "0.10.2.1", "0.8.0", "3.9-IV0", "1.0",
+        ] {
+            assert!(ValueKind::KafkaVersion.check(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "3",
+            "4.0",
+            "3.0-IV2",
+            "0.10",
+            "0.8.0-IV0",
+            "x.y",
+            "3.0-IV",
+            "2.8-IV+1",
+            "2.8-IV01",
+        ] {
+            assert!(ValueKind::KafkaVersion.check(bad).is_err(), "{bad}");
+        }
     }
 }

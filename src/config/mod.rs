@@ -492,14 +492,35 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         ValueKind::NON_NEGATIVE_INT,
         "Largest record batch a topic accepts (topic: max.message.bytes).",
     ),
+    // The retention and roll ages, as Kafka: the `.ms` key has no default and wins when set,
+    // else `log.retention.minutes`, else `log.retention.hours` (default 168)
+    // (`topic::UNIT_SYNONYMS`).
     def(
         "log.retention.ms",
-        "604800000",
+        "",
         ValueKind::Long {
             min: -1,
             max: LONG_MAX,
         },
         "Age after which closed segments are deleted; -1 keeps them (topic: retention.ms).",
+    ),
+    def(
+        "log.retention.minutes",
+        "",
+        ValueKind::Int {
+            min: i32::MIN as i64,
+            max: INT_MAX,
+        },
+        "log.retention.ms in minutes, used when log.retention.ms is not set; negative keeps segments.",
+    ),
+    def(
+        "log.retention.hours",
+        "168",
+        ValueKind::Int {
+            min: i32::MIN as i64,
+            max: INT_MAX,
+        },
+        "log.retention.ms in hours, used when neither log.retention.ms nor log.retention.minutes is set.",
     ),
     def(
         "log.retention.bytes",
@@ -521,12 +542,27 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
     ),
     def(
         "log.roll.ms",
-        "604800000",
+        "",
         ValueKind::Long {
             min: 1,
             max: LONG_MAX,
         },
         "Segment age at which a partition rolls to a new segment (topic: segment.ms).",
+    ),
+    def(
+        "log.roll.hours",
+        "168",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "log.roll.ms in hours, used when log.roll.ms is not set.",
+    ),
+    def(
+        "log.message.format.version",
+        "3.0-IV1",
+        ValueKind::KafkaVersion,
+        "Deprecated by Kafka 3.0 and ignored, as Kafka ignores it from inter-broker protocol 3.0 on: batches are stored as produced, in format v2 (topic: message.format.version).",
     ),
     def(
         "log.message.timestamp.type",
@@ -578,8 +614,10 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
 /// Kafka's names for settings the broker keys by its own shorthand: a `server.properties` (or
 /// `--set node.id=1`) means the same setting as `node-id`. A later source overrides an earlier
 /// one whichever of the two names each used.
-const KAFKA_ALIASES: &[(&str, &str)] = &[
+pub const KAFKA_ALIASES: &[(&str, &str)] = &[
     ("node.id", "node-id"),
+    // A KRaft node's broker id is its node id.
+    ("broker.id", "node-id"),
     ("log.dirs", "data-dir"),
     ("log.dir", "data-dir"),
 ];

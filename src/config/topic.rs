@@ -57,6 +57,12 @@ pub const TOPIC_CONFIG_DEFS: &[TopicConfigDef] = &[
         name: "max.message.bytes",
         broker_synonym: "message.max.bytes",
     },
+    // Deprecated since Kafka 3.0 and ignored there from inter-broker protocol 3.0 on (every
+    // KRaft cluster): accepted and described, changes nothing (docs/COMPAT.md).
+    TopicConfigDef {
+        name: "message.format.version",
+        broker_synonym: "log.message.format.version",
+    },
     TopicConfigDef {
         name: "message.timestamp.type",
         broker_synonym: "log.message.timestamp.type",
@@ -169,31 +175,103 @@ pub struct BrokerValues<'a> {
     pub node: &'a BTreeMap<String, String>,
 }
 
+/// Broker settings Kafka also reads from lower-precedence keys in other units: the setting,
+/// then its chain of keys with the milliseconds in one unit of each. The first key of the
+/// chain set in any source wins (`log.retention.ms`, else `log.retention.minutes`, else
+/// `log.retention.hours`, whose default applies last); a negative retention means none (-1).
+pub const UNIT_SYNONYMS: &[(&str, &[(&str, i64)])] = &[
+    (
+        "log.retention.ms",
+        &[
+            ("log.retention.ms", 1),
+            ("log.retention.minutes", 60_000),
+            ("log.retention.hours", 3_600_000),
+        ],
+    ),
+    (
+        "log.roll.ms",
+        &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+    ),
+];
+
+/// One source of a broker setting, as DescribeConfigs lists synonyms: the key it was set
+/// under (a key of the setting's `UNIT_SYNONYMS` chain, in that key's unit), the value and
+/// where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSynonym {
+    /// The key.
+    pub name: &'static str,
+    /// The value, as set.
+    pub value: String,
+    /// Where it was set.
+    pub source: TopicValueSource,
+}
+
+/// The keys that set broker setting `key`, highest precedence first, with their unit in ms.
+fn synonym_chain(key: &str) -> Vec<(&'static str, i64)> {
+    match UNIT_SYNONYMS.iter().find(|(head, _)| *head == key) {
+        Some((_, chain)) => chain.to_vec(),
+        None => config_def(key)
+            .map(|d| vec![(d.name, 1)])
+            .unwrap_or_default(),
+    }
+}
+
 impl BrokerValues<'_> {
-    /// The effective value of broker setting `key` and where it came from. Every source
-    /// stacked under it, highest first, is listed by `synonyms`.
+    /// The effective value of broker setting `key` and where it came from (for a setting of
+    /// `UNIT_SYNONYMS`, converted to the setting's unit). Every source stacked under it,
+    /// highest first, is listed by `synonyms`.
     pub fn get(&self, key: &str) -> (String, TopicValueSource) {
-        self.synonyms(key)
+        let first = self
+            .synonyms(key)
             .into_iter()
             .next()
-            .expect("every broker setting has at least its default")
+            .expect("every broker setting has at least its default");
+        let scale = synonym_chain(key)
+            .into_iter()
+            .find(|&(name, _)| name == first.name)
+            .map_or(1, |(_, scale)| scale);
+        if scale == 1 {
+            return (first.value, first.source);
+        }
+        match first.value.trim().parse::<i64>() {
+            Ok(v) if v < 0 => ("-1".to_string(), first.source),
+            Ok(v) => (v.saturating_mul(scale).to_string(), first.source),
+            // Checked when it was set; passed on as it is if it ever were not a number.
+            Err(_) => (first.value, first.source),
+        }
     }
 
-    /// Every source that sets broker setting `key`, highest precedence first.
-    pub fn synonyms(&self, key: &str) -> Vec<(String, TopicValueSource)> {
+    /// Every source that sets broker setting `key`, highest precedence first: for each key of
+    /// its chain, this broker's dynamic value, the dynamic cluster default, the static value,
+    /// then the embedded default (a default that is empty, as Kafka's null, is left out unless
+    /// it is the chain's last word).
+    pub fn synonyms(&self, key: &str) -> Vec<BrokerSynonym> {
+        let chain = synonym_chain(key);
         let mut found = Vec::new();
-        if let Some(value) = self.node.get(key) {
-            found.push((value.clone(), TopicValueSource::DynamicBroker));
+        for (i, &(name, _)) in chain.iter().enumerate() {
+            let mut push = |value: &str, source| {
+                found.push(BrokerSynonym {
+                    name,
+                    value: value.to_string(),
+                    source,
+                })
+            };
+            if let Some(value) = self.node.get(name) {
+                push(value, TopicValueSource::DynamicBroker);
+            }
+            if let Some(value) = self.cluster.get(name) {
+                push(value, TopicValueSource::DynamicDefault);
+            }
+            let entry = &self.config.entries[name];
+            if entry.source == ConfigSource::Static {
+                push(&entry.value, TopicValueSource::StaticBroker);
+            }
+            let default = config_def(name).map_or("", |d| d.default);
+            if !default.is_empty() || i + 1 == chain.len() {
+                push(default, TopicValueSource::Default);
+            }
         }
-        if let Some(value) = self.cluster.get(key) {
-            found.push((value.clone(), TopicValueSource::DynamicDefault));
-        }
-        let entry = &self.config.entries[key];
-        if entry.source == ConfigSource::Static {
-            found.push((entry.value.clone(), TopicValueSource::StaticBroker));
-        }
-        let default = config_def(key).map_or("", |d| d.default);
-        found.push((default.to_string(), TopicValueSource::Default));
         found
     }
 }
@@ -361,6 +439,59 @@ mod tests {
             TopicValueSource::DynamicDefault
         );
         assert_eq!(dynamic.synonyms("log.retention.ms").len(), 3);
+        // Kafka's unit synonyms: ms wins, then minutes, then hours (default 168).
+        let hours = Config::build(&[
+            ("log.retention.hours".to_string(), "2".to_string()),
+            ("log.roll.hours".to_string(), "1".to_string()),
+        ])
+        .unwrap();
+        let by_hours = BrokerValues {
+            config: &hours,
+            cluster: &none,
+            node: &none,
+        };
+        assert_eq!(
+            by_hours.get("log.retention.ms"),
+            ("7200000".to_string(), TopicValueSource::StaticBroker)
+        );
+        assert_eq!(resolve(&none, &by_hours).segment_ms, 3_600_000);
+        let names: Vec<_> = by_hours
+            .synonyms("log.retention.ms")
+            .into_iter()
+            .map(|s| (s.name, s.value, s.source))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (
+                    "log.retention.hours",
+                    "2".to_string(),
+                    TopicValueSource::StaticBroker
+                ),
+                (
+                    "log.retention.hours",
+                    "168".to_string(),
+                    TopicValueSource::Default
+                ),
+            ]
+        );
+        let minutes = BTreeMap::from([("log.retention.minutes".to_string(), "-5".to_string())]);
+        let by_minutes = BrokerValues {
+            config: &hours,
+            cluster: &none,
+            node: &minutes,
+        };
+        assert_eq!(by_minutes.get("log.retention.ms").0, "-1");
+        let defaults = Config::defaults();
+        let plain = BrokerValues {
+            config: &defaults,
+            cluster: &none,
+            node: &none,
+        };
+        assert_eq!(
+            plain.get("log.retention.ms"),
+            ("604800000".to_string(), TopicValueSource::Default)
+        );
         assert!(settings.log_append_time);
         assert!(settings.cleanup_compact && settings.cleanup_delete);
     }
@@ -379,5 +510,22 @@ mod tests {
         );
         assert!(check_topic_config("segment.bytes", "13").is_err());
         assert!(check_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(check_topic_config("message.format.version", "0.10.2").is_ok());
+        assert_eq!(
+            check_topic_config("message.format.version", "9.9")
+                .unwrap_err()
+                .to_string(),
+            "Invalid value 9.9 for configuration message.format.version: Version 9.9 is not a valid version"
+        );
+        // Kafka 3.9 honours these, the broker does not implement them: refused, not ignored.
+        for key in [
+            "message.downconversion.enable",
+            "message.timestamp.difference.max.ms",
+        ] {
+            assert!(matches!(
+                check_topic_config(key, "1"),
+                Err(TopicConfigError::UnknownKey(_))
+            ));
+        }
     }
 }

@@ -6,7 +6,10 @@
 //! broker setting that is their synonym (STATIC_BROKER_CONFIG when set in the file or on the
 //! command line, DEFAULT_CONFIG otherwise), unless a dynamic broker setting (DYNAMIC_BROKER_CONFIG
 //! or DYNAMIC_DEFAULT_BROKER_CONFIG, altered at runtime) stands in between. Broker settings that
-//! cannot change at runtime are reported read-only.
+//! cannot change at runtime are reported read-only. The BROKER resource lists every setting the
+//! broker has (`config::CONFIG_DEFS`), Kafka's names of its shorthands beside them, with the
+//! effective values (the listeners really served, retention derived from
+//! `log.retention.hours` as Kafka does) and, if asked, every synonym with its own source.
 
 use std::rc::Rc;
 
@@ -19,7 +22,8 @@ use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsRe
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::broker::ShardContext;
-use crate::config::{CONFIG_DEFS, topic};
+use crate::config::topic::TopicValueSource;
+use crate::config::{CONFIG_DEFS, ConfigDef, KAFKA_ALIASES, ValueKind, topic};
 use crate::kafka::admin::{self, resource_type, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
 use crate::metadata::topic_name::validate_topic_name;
@@ -135,12 +139,8 @@ fn describe_topic(
                     let code = topic::TopicValueSource::Topic.kafka_code();
                     synonyms.push(synonym(resolved.def.name, value, code));
                 }
-                for (value, source) in broker.synonyms(resolved.def.broker_synonym) {
-                    synonyms.push(synonym(
-                        resolved.def.broker_synonym,
-                        &value,
-                        source.kafka_code(),
-                    ));
+                for found in broker.synonyms(resolved.def.broker_synonym) {
+                    synonyms.push(synonym(found.name, &found.value, found.source.kafka_code()));
                 }
                 entry = entry.with_synonyms(synonyms);
             }
@@ -156,6 +156,11 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
         .with_source(source)
 }
 
+/// Every broker setting, under its own key and, for the settings the broker keys by its own
+/// shorthand, also under Kafka's names (`node.id`, `broker.id`, `log.dirs`, `log.dir`), each
+/// with its effective value: the listeners this node really serves when `listeners` and
+/// `advertised.listeners` are not set, the bound port when `listen` asked for port 0, and null
+/// for a numeric setting with no value (as Kafka's `log.retention.minutes`).
 fn describe_broker(
     context: &ShardContext,
     wanted: &dyn Fn(&str) -> bool,
@@ -163,14 +168,17 @@ fn describe_broker(
 ) -> Configs {
     let image = context.image();
     let broker = image.broker_values(&context.config);
-    CONFIG_DEFS
-        .iter()
-        .filter(|def| wanted(def.name))
-        .map(|def| {
-            let (value, source) = broker.get(def.name);
+    let own = CONFIG_DEFS.iter().map(|def| (def.name, def));
+    let kafka_names = KAFKA_ALIASES.iter().filter_map(|&(alias, canonical)| {
+        crate::config::config_def(canonical).map(|def| (alias, def))
+    });
+    own.chain(kafka_names)
+        .filter(|(name, _)| wanted(name))
+        .map(|(name, def)| {
+            let (value, source) = effective(context, &broker, def);
             let mut result = DescribeConfigsResourceResult::default()
-                .with_name(StrBytes::from_static_str(def.name))
-                .with_value(Some(text(value)))
+                .with_name(StrBytes::from_static_str(name))
+                .with_value(value.map(text))
                 .with_read_only(!topic::is_dynamic_broker_config(def.name))
                 .with_config_source(source.kafka_code())
                 .with_config_type(def.kind.kafka_type());
@@ -181,11 +189,47 @@ fn describe_broker(
                 let synonyms = broker
                     .synonyms(def.name)
                     .into_iter()
-                    .map(|(value, source)| synonym(def.name, &value, source.kafka_code()))
+                    .map(|found| {
+                        // A shorthand's sources are listed under the name asked for.
+                        let key = if found.name == def.name {
+                            name
+                        } else {
+                            found.name
+                        };
+                        synonym(key, &found.value, found.source.kafka_code())
+                    })
                     .collect();
                 result = result.with_synonyms(synonyms);
             }
             result
         })
         .collect()
+}
+
+/// The effective value of broker setting `def` and its source.
+fn effective(
+    context: &ShardContext,
+    broker: &topic::BrokerValues<'_>,
+    def: &ConfigDef,
+) -> (Option<String>, TopicValueSource) {
+    let (value, source) = broker.get(def.name);
+    let source_of = |key: &str| broker.get(key).1;
+    match def.name {
+        "listen" => (Some(context.listen_addr.to_string()), source),
+        "advertised-listener" if value.is_empty() => (Some(context.advertised.to_string()), source),
+        "listeners" if value.is_empty() => (
+            Some(format!("PLAINTEXT://{}", context.listen_addr)),
+            source_of("listen"),
+        ),
+        "advertised.listeners" if value.is_empty() => {
+            let from = if source_of("advertised-listener") == TopicValueSource::Default {
+                source_of("listen")
+            } else {
+                source_of("advertised-listener")
+            };
+            (Some(format!("PLAINTEXT://{}", context.advertised)), from)
+        }
+        _ if value.is_empty() && !matches!(def.kind, ValueKind::Text) => (None, source),
+        _ => (Some(value), source),
+    }
 }

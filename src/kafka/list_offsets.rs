@@ -6,10 +6,11 @@
 //! (`broker::owner::serve_offsets`). "Latest" is the high watermark for read_uncommitted and the last
 //! stable offset (below every open transaction) for read_committed (isolation level 1, v2+).
 //! A timestamp lookup
-//! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
-//! when there is none. Under a controller quorum a partition this node does not lead is
-//! NOT_LEADER_OR_FOLLOWER, and a found offset carries the partition's leader epoch from the
-//! image (`leader_epoch::Leadership`).
+//! answers the first offset whose record has a timestamp at or after the one asked for, with
+//! that record's timestamp (records of one batch may carry different timestamps), or -1 when
+//! there is none (`PartitionLog::offset_for_timestamp`). Under a controller quorum a partition
+//! this node does not lead is NOT_LEADER_OR_FOLLOWER, and a found offset carries the
+//! partition's leader epoch from the image (`leader_epoch::Leadership`).
 
 use std::rc::Rc;
 

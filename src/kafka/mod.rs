@@ -21,6 +21,8 @@ pub mod delete_topics;
 pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod dispatch;

@@ -13,7 +13,10 @@ use futures::future::join_all;
 use kafka_protocol::ResponseError;
 
 use crate::acl::Session;
-use crate::broker::owner::{DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome};
+use crate::broker::owner::{
+    DeleteItem, DeleteOutcome, LogDirItem, LogDirOutcome, OffsetItem, OffsetOutcome, ProducersItem,
+    ProducersOutcome,
+};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse, error};
 use crate::kafka::leader_epoch::Leadership;
 use crate::runtime::{ShardId, shard_for};
@@ -112,6 +115,33 @@ pub const DELETE_RECORDS: OwnerCall<DeleteItem, DeleteOutcome> = OwnerCall {
     },
 };
 
+/// Describes partitions' logs (DescribeLogDirs).
+pub const LOG_DIRS: OwnerCall<LogDirItem, LogDirOutcome> = OwnerCall {
+    request: ShardRequest::LogDirs,
+    response: |answer| match answer {
+        ShardResponse::LogDirs(outcomes) => Some(outcomes),
+        _ => None,
+    },
+    failed: |code| LogDirOutcome {
+        error_code: code,
+        size_bytes: -1,
+        offset_lag: -1,
+    },
+};
+
+/// Lists partitions' producers (DescribeProducers).
+pub const PRODUCERS: OwnerCall<ProducersItem, ProducersOutcome> = OwnerCall {
+    request: ShardRequest::Producers,
+    response: |answer| match answer {
+        ShardResponse::Producers(outcomes) => Some(outcomes),
+        _ => None,
+    },
+    failed: |code| ProducersOutcome {
+        error_code: code,
+        producers: Vec::new(),
+    },
+};
+
 /// An item addressed to one partition.
 pub trait PartitionItem {
     /// Its topic and partition.
@@ -119,6 +149,12 @@ pub trait PartitionItem {
 }
 
 impl PartitionItem for OffsetItem {
+    fn locate(&self) -> (&str, i32) {
+        (&self.topic, self.partition)
+    }
+}
+
+impl PartitionItem for ProducersItem {
     fn locate(&self) -> (&str, i32) {
         (&self.topic, self.partition)
     }

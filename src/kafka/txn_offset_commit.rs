@@ -62,27 +62,74 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             ResponseError::TransactionalIdAuthorizationFailed.code()
         ));
     }
+    // As Kafka's KafkaApis does it, before the coordinator is asked: READ on the group, then per
+    // topic READ (else TOPIC_AUTHORIZATION_FAILED) and per partition its existence in the
+    // metadata (else UNKNOWN_TOPIC_OR_PARTITION). Only the rest reaches the coordinator, so a
+    // partition that does not exist is answered UNKNOWN_TOPIC_OR_PARTITION however often a
+    // client retries it, whatever became of the transaction meanwhile.
+    if !context.authorize(session, operation::READ, resource_type::GROUP, &group_id) {
+        return request.respond(&all(ResponseError::GroupAuthorizationFailed.code()));
+    }
     let asked = body.topics.clone();
-    let (allowed, refused): (Vec<_>, Vec<_>) =
-        std::mem::take(&mut body.topics).into_iter().partition(|t| {
-            context.authorize(session, operation::READ, resource_type::TOPIC, &t.name.0)
-        });
-    body.topics = allowed;
-    let call = GroupCall::TxnCommit {
-        version: request.version(),
-        request: body,
-    };
-    let answer = call_coordinator_as(&context, session, operation::READ, &group_id, call).await;
-    let mut response = match answer {
-        Ok(GroupReply::TxnCommit(response)) => response,
-        other => {
-            let error_code = other.err().unwrap_or_else(unexpected);
-            let topics = answer_each(&asked, error_code);
-            return request.respond(&crate::msg!(TxnOffsetCommitResponse { topics }));
+    let image = context.image();
+    let mut refused = Vec::new();
+    for topic in &mut body.topics {
+        let code = if !context.authorize(
+            session,
+            operation::READ,
+            resource_type::TOPIC,
+            &topic.name.0,
+        ) {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        } else {
+            None
+        };
+        let partitions = image.topic(&topic.name.0).map_or(0, |m| m.partitions);
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut topic.partitions)
+            .into_iter()
+            .partition(|p| code.is_none() && (0..partitions).contains(&p.partition_index));
+        topic.partitions = kept;
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        refused.extend(dropped.iter().map(|p| {
+            (
+                topic.name.clone(),
+                p.partition_index,
+                code.unwrap_or(unknown),
+            )
+        }));
+    }
+    body.topics.retain(|t| !t.partitions.is_empty());
+    let mut response = if body.topics.is_empty() {
+        crate::msg!(TxnOffsetCommitResponse { topics: Vec::new() })
+    } else {
+        let call = GroupCall::TxnCommit {
+            version: request.version(),
+            request: body,
+        };
+        match call_coordinator_as(&context, session, operation::READ, &group_id, call).await {
+            Ok(GroupReply::TxnCommit(response)) => response,
+            other => {
+                let error_code = other.err().unwrap_or_else(unexpected);
+                let topics = answer_each(&asked, error_code);
+                return request.respond(&crate::msg!(TxnOffsetCommitResponse { topics }));
+            }
         }
     };
-    let refused_code = ResponseError::TopicAuthorizationFailed.code();
-    response.topics.extend(answer_each(&refused, refused_code));
+    for (name, partition_index, error_code) in refused {
+        let answer = crate::msg!(TxnOffsetCommitResponsePartition {
+            partition_index,
+            error_code
+        });
+        match response.topics.iter_mut().find(|t| t.name == name) {
+            Some(topic) => topic.partitions.push(answer),
+            None => response
+                .topics
+                .push(crate::msg!(TxnOffsetCommitResponseTopic {
+                    name,
+                    partitions: vec![answer]
+                })),
+        }
+    }
     request.respond(&response)
 }
 

@@ -88,6 +88,12 @@ impl BatchHeader {
         self.attributes.get() & TRANSACTIONAL_ATTRIBUTE_BIT != 0
     }
 
+    /// Its timestamps are the broker's append time (every record's timestamp is then the
+    /// batch's `maxTimestamp`), not the producer's create time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes.get() & TIMESTAMP_TYPE_ATTRIBUTE_BIT != 0
+    }
+
     /// A control batch (commit or abort marker).
     pub fn is_control(&self) -> bool {
         self.attributes.get() & CONTROL_ATTRIBUTE_BIT != 0
@@ -116,7 +122,7 @@ fn put_varint(out: &mut Vec<u8>, value: i64) {
     out.push(zigzag as u8);
 }
 
-fn get_varint(bytes: &[u8], position: &mut usize) -> Option<i64> {
+pub(crate) fn get_varint(bytes: &[u8], position: &mut usize) -> Option<i64> {
     let mut zigzag = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*position)?;

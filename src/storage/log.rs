@@ -50,6 +50,7 @@ use super::cache::ShardCache;
 use super::config::{FlushPolicy, LogConfig, TimestampType};
 use super::error::{StorageError, StorageResult};
 use super::index::{OffsetIndex, TimeIndex};
+use super::records;
 use super::segment::{
     self, ScanEnd, Segment, SegmentMark, align_down, align_up, open_log_file, read_small_file,
     reserve_step, scan, segment_path, write_file_atomic,
@@ -553,9 +554,12 @@ impl PartitionLog {
             .max_by_key(|&(o, t)| (t, -o))
     }
 
-    /// ListOffsets by timestamp: (offset, timestamp) of the first batch (at or after the log
-    /// start) whose max timestamp is `>= timestamp_ms`. Batch granularity: the offset is the
-    /// batch's base offset (or the log start offset inside it), the timestamp its max.
+    /// ListOffsets by timestamp: (offset, timestamp) of the first record (at or after the log
+    /// start) whose timestamp is `>= timestamp_ms`, as Kafka answers it. The time index gives
+    /// where to start; batch headers skip every batch whose max timestamp is below the time;
+    /// only the records of a batch that holds it are read (`records`, inflating a compressed
+    /// batch). A batch whose records cannot be read is answered by its base offset (or the log
+    /// start offset inside it) and its max timestamp.
     pub async fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
@@ -581,15 +585,31 @@ impl PartitionLog {
         };
         for (file, start, limit) in candidates {
             let mut found = None;
-            scan(&file, start, limit, None, |_, h, _| {
+            scan(&file, start, limit, None, |_, h, bytes| {
                 if h.base_offset.get() >= hw {
                     return false;
                 }
-                if h.last_offset() >= lso && h.max_timestamp.get() >= timestamp_ms {
-                    found = Some((h.base_offset.get().max(lso), h.max_timestamp.get()));
-                    return false;
+                if h.last_offset() < lso || h.max_timestamp.get() < timestamp_ms {
+                    return true;
                 }
-                true
+                // The batch holds the time: the answer is its first record at or after it
+                // (Kafka's searchForTimestamp), or none of its records is (continue).
+                match records::first_at_or_after(bytes, timestamp_ms, lso) {
+                    Ok(None) => true,
+                    Ok(hit) => {
+                        found = hit;
+                        false
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            base_offset = h.base_offset.get(),
+                            error = %err,
+                            "cannot read the records of a batch; answering its first offset"
+                        );
+                        found = Some((h.base_offset.get().max(lso), h.max_timestamp.get()));
+                        false
+                    }
+                }
             })
             .await?;
             if found.is_some() {

@@ -210,7 +210,8 @@ impl OpenPartition {
             producer_epoch,
             marker.coordinator_epoch,
         )?;
-        let control = batch::build_control_batch(producer_id, producer_epoch, marker, now_ms());
+        let timestamp_ms = now_ms();
+        let control = batch::build_control_batch(producer_id, producer_epoch, marker, timestamp_ms);
         let info = match self.log.append(Bytes::from(control)).await {
             Ok(info) => info,
             Err(err) => {
@@ -223,6 +224,7 @@ impl OpenPartition {
             producer_epoch,
             marker,
             info.base_offset,
+            timestamp_ms,
         );
         self.log.notify_waiters();
         if let Some(txn) = aborted

@@ -8,7 +8,7 @@
 //!
 //! Module map: `log` (PartitionLog: append pipeline, reads, lookups, retention, recovery),
 //! `segment` (one segment, scanning, small-file I/O), `index` (offset and time index),
-//! `batch` (v2 header view, validation, patching), `cache` (ShardCache), `config`, `error`.
+//! `batch` (v2 header view, validation, patching), `records` (the records inside one batch), `cache` (ShardCache), `config`, `error`.
 //! The waiter lists woken by appends are `runtime::event`.
 
 pub mod batch;
@@ -19,6 +19,7 @@ mod index;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
+pub mod records;
 mod segment;
 pub mod txn_index;
 

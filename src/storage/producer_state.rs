@@ -133,10 +133,14 @@ struct BatchRecord {
     opened_txn: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProducerEntry {
     epoch: i16,
+    /// -1 until a marker of the producer is written here, as in Kafka.
     coordinator_epoch: i32,
+    /// Max timestamp of the producer's last batch or marker (-1: none known, as Kafka's
+    /// NO_TIMESTAMP; snapshots of version 1 did not keep it).
+    last_timestamp: i64,
     batches: VecDeque<BatchRecord>,
     /// Highest offset written by the producer (batches and markers), for eviction.
     last_offset: i64,
@@ -144,6 +148,37 @@ struct ProducerEntry {
     txn_first_offset: Option<i64>,
     /// A marker is staged and not yet durable.
     marker_pending: bool,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            coordinator_epoch: -1,
+            last_timestamp: -1,
+            batches: VecDeque::new(),
+            last_offset: 0,
+            txn_first_offset: None,
+            marker_pending: false,
+        }
+    }
+}
+
+/// One producer of a partition as DescribeProducers reports it (Kafka's `ProducerState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub producer_epoch: i16,
+    /// Last sequence of its last written batch (-1: none).
+    pub last_sequence: i32,
+    /// Max timestamp of its last batch or marker (-1: not known).
+    pub last_timestamp: i64,
+    /// Epoch of the coordinator that wrote its last marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction here (-1: none).
+    pub current_txn_start_offset: i64,
 }
 
 impl ProducerEntry {
@@ -180,7 +215,8 @@ pub enum SnapshotError {
     Damaged(&'static str),
 }
 
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 adds each producer's last timestamp; version 1 snapshots are still read.
+const SNAPSHOT_VERSION: u16 = 2;
 const SNAPSHOT_HEADER_BYTES: usize = 2 + 4 + 8 + 4;
 
 /// See the module documentation.
@@ -228,6 +264,30 @@ impl ProducerStateTable {
     /// `__consumer_offsets` does).
     pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
         self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// Every producer known here, by id (DescribeProducers). Batches still pending do not
+    /// count: the last sequence is that of the last written batch.
+    pub fn describe(&self) -> Vec<ProducerSummary> {
+        let mut all: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ProducerSummary {
+                producer_id,
+                producer_epoch: entry.epoch,
+                last_sequence: entry
+                    .batches
+                    .iter()
+                    .rev()
+                    .find(|b| b.base_offset >= 0)
+                    .map_or(-1, |b| b.last_seq),
+                last_timestamp: entry.last_timestamp,
+                coordinator_epoch: entry.coordinator_epoch,
+                current_txn_start_offset: entry.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
     }
 
     /// Checks the batch whose header is `header`, about to be staged at `next_offset`; on
@@ -341,6 +401,7 @@ impl ProducerStateTable {
                 self.pending = self.pending.saturating_sub(1);
             }
             entry.last_offset = entry.last_offset.max(last_offset);
+            entry.last_timestamp = header.max_timestamp.get();
         }
     }
 
@@ -427,6 +488,7 @@ impl ProducerStateTable {
         epoch: i16,
         marker: ControlMarker,
         marker_offset: i64,
+        timestamp_ms: i64,
     ) -> Option<AbortedTxn> {
         if let Some(entry) = self.producers.get_mut(&producer_id)
             && entry.marker_pending
@@ -434,7 +496,7 @@ impl ProducerStateTable {
             entry.marker_pending = false;
             self.pending = self.pending.saturating_sub(1);
         }
-        self.apply_marker(producer_id, epoch, marker, marker_offset)
+        self.apply_marker(producer_id, epoch, marker, marker_offset, timestamp_ms)
     }
 
     fn apply_marker(
@@ -443,6 +505,7 @@ impl ProducerStateTable {
         epoch: i16,
         marker: ControlMarker,
         marker_offset: i64,
+        timestamp_ms: i64,
     ) -> Option<AbortedTxn> {
         if !self.producers.contains_key(&producer_id) {
             self.evict_if_full();
@@ -455,6 +518,7 @@ impl ProducerStateTable {
         }
         entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
         entry.last_offset = entry.last_offset.max(marker_offset);
+        entry.last_timestamp = timestamp_ms;
         let first_offset = entry.txn_first_offset.take()?;
         self.open_txns.remove(&(first_offset, producer_id));
         if marker.commit {
@@ -531,7 +595,14 @@ impl ProducerStateTable {
         let epoch = header.producer_epoch.get();
         if header.is_control() {
             if let Some(marker) = crate::storage::batch::control_marker(batch) {
-                self.apply_marker(producer_id, epoch, marker, header.base_offset.get());
+                let timestamp = header.max_timestamp.get();
+                self.apply_marker(
+                    producer_id,
+                    epoch,
+                    marker,
+                    header.base_offset.get(),
+                    timestamp,
+                );
             }
             return;
         }
@@ -555,6 +626,7 @@ impl ProducerStateTable {
             opened_txn: false,
         });
         entry.last_offset = entry.last_offset.max(header.last_offset());
+        entry.last_timestamp = header.max_timestamp.get();
         if header.is_transactional() && entry.txn_first_offset.is_none() {
             let first = header.base_offset.get();
             entry.txn_first_offset = Some(first);
@@ -581,7 +653,8 @@ impl ProducerStateTable {
     /// The table as of `offset` (every batch below it applied, none pending), as bytes:
     /// version u16, CRC-32C u32 of what follows, offset i64, producer count u32, then per
     /// producer: id i64, epoch i16, coordinator epoch i32, last offset i64, open transaction's
-    /// first offset i64 (-1: none), batch count u8, and per batch first sequence i32, last
+    /// first offset i64 (-1: none), last timestamp i64 (version 2 on), batch count u8, and per
+    /// batch first sequence i32, last
     /// sequence i32, base offset i64. Aborted transactions are not included (they live in the
     /// `.txnindex` files).
     pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
@@ -594,6 +667,7 @@ impl ProducerStateTable {
             body.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             body.extend_from_slice(&entry.last_offset.to_be_bytes());
             body.extend_from_slice(&entry.txn_first_offset.unwrap_or(-1).to_be_bytes());
+            body.extend_from_slice(&entry.last_timestamp.to_be_bytes());
             let done: Vec<&BatchRecord> = entry
                 .batches
                 .iter()
@@ -619,7 +693,8 @@ impl ProducerStateTable {
         if bytes.len() < SNAPSHOT_HEADER_BYTES {
             return Err(damaged("too short"));
         }
-        if u16::from_be_bytes([bytes[0], bytes[1]]) != SNAPSHOT_VERSION {
+        let version = u16::from_be_bytes([bytes[0], bytes[1]]);
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(damaged("unknown version"));
         }
         let crc = u32::from_be_bytes(bytes[2..6].try_into().expect("4 bytes"));
@@ -643,6 +718,9 @@ impl ProducerStateTable {
                 ..Default::default()
             };
             let txn_first_offset = reader.i64()?;
+            if version >= 2 {
+                entry.last_timestamp = reader.i64()?;
+            }
             if txn_first_offset >= 0 {
                 entry.txn_first_offset = Some(txn_first_offset);
                 table.open_txns.insert((txn_first_offset, producer_id));
@@ -866,12 +944,12 @@ mod tests {
             SequenceCheck::Refused(ProducerError::MarkerInFlight { .. })
         ));
         assert!(table.has_pending());
-        let aborted = table.complete_marker(1, 0, ABORT, 13).unwrap();
+        let aborted = table.complete_marker(1, 0, ABORT, 13, 5000).unwrap();
         assert_eq!(aborted.first_offset, 10);
         assert_eq!(aborted.last_stable_offset, 12);
         assert_eq!(table.first_unstable_offset(), Some(12));
         table.check_marker(2, 0, 0).unwrap();
-        assert_eq!(table.complete_marker(2, 0, COMMIT, 14), None);
+        assert_eq!(table.complete_marker(2, 0, COMMIT, 14, 5000), None);
         assert_eq!(table.first_unstable_offset(), None);
 
         assert_eq!(table.aborted_between(0, 100), vec![(1, 10)]);
@@ -909,6 +987,7 @@ mod tests {
                 coordinator_epoch: 1,
             },
             1,
+            5000,
         );
         assert!(aborted.is_some());
         assert!(matches!(
@@ -936,7 +1015,8 @@ mod tests {
     fn snapshots_round_trip_and_replay_rebuilds_transactions() {
         let mut table = ProducerStateTable::new();
         for (pid, seq, offset) in [(1, 0, 0), (1, 1, 1), (2, 0, 2)] {
-            let b = txn_header(pid, 0, seq, 1);
+            let mut b = txn_header(pid, 0, seq, 1);
+            b[35..43].copy_from_slice(&7000i64.to_be_bytes());
             table.check_and_reserve(view(&b), offset);
             table.confirm(view(&b), offset, offset);
         }
@@ -949,6 +1029,53 @@ mod tests {
         assert_eq!(
             restored.check_and_reserve(view(&txn_header(1, 0, 1, 1)), 3),
             SequenceCheck::Duplicate { base_offset: 1 }
+        );
+        // DescribeProducers' view survives the snapshot, last timestamps included.
+        assert_eq!(restored.describe(), table.describe());
+        let described = table.describe();
+        assert_eq!(described.len(), 2);
+        assert_eq!(
+            described[0],
+            ProducerSummary {
+                producer_id: 1,
+                producer_epoch: 0,
+                last_sequence: 1,
+                last_timestamp: 7000,
+                coordinator_epoch: -1,
+                current_txn_start_offset: 0,
+            }
+        );
+        // A version 1 snapshot (no timestamps) is still read; the timestamps are unknown.
+        let mut v1 = Vec::new();
+        let body = {
+            let mut body = Vec::new();
+            body.extend_from_slice(&3i64.to_be_bytes());
+            body.extend_from_slice(&1u32.to_be_bytes());
+            body.extend_from_slice(&9i64.to_be_bytes());
+            body.extend_from_slice(&2i16.to_be_bytes());
+            body.extend_from_slice(&4i32.to_be_bytes());
+            body.extend_from_slice(&2i64.to_be_bytes());
+            body.extend_from_slice(&(-1i64).to_be_bytes());
+            body.push(1);
+            body.extend_from_slice(&0i32.to_be_bytes());
+            body.extend_from_slice(&2i32.to_be_bytes());
+            body.extend_from_slice(&0i64.to_be_bytes());
+            body
+        };
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        v1.extend_from_slice(&body);
+        let (_, old) = ProducerStateTable::decode_snapshot(&v1).unwrap();
+        assert_eq!(
+            old.describe(),
+            vec![ProducerSummary {
+                producer_id: 9,
+                producer_epoch: 2,
+                last_sequence: 2,
+                last_timestamp: -1,
+                coordinator_epoch: 4,
+                current_txn_start_offset: -1,
+            }]
         );
         let mut damaged = bytes.clone();
         *damaged.last_mut().unwrap() ^= 1;
