@@ -301,6 +301,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "How long a request frame may take to arrive once its first byte has; a slower one closes its connection.",
     ),
     def(
+        "max.incremental.fetch.session.cache.slots",
+        "1000",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "Incremental fetch sessions (KIP-227) the broker keeps, shared out over the shards; 0 serves every fetch sessionless.",
+    ),
+    def(
         "num.partitions",
         "1",
         ValueKind::Int {
