@@ -496,6 +496,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Segment size at which a partition rolls to a new segment (topic: segment.bytes).",
     ),
     def(
+        "log.segment.reserve.budget.bytes",
+        "1073741824",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "Per shard: file space active segments may hold reserved ahead of their tail (steps of 1 MiB growing to 64 MiB with a segment's writes); past it a segment appends without reserving (its file grows). 0: no reservations.",
+    ),
+    def(
         "log.roll.ms",
         "604800000",
         ValueKind::Long {

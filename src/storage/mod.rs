@@ -19,6 +19,7 @@ mod index;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
+pub mod reserve;
 mod segment;
 pub mod txn_index;
 
@@ -26,3 +27,4 @@ pub use cache::ShardCache;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{StorageError, StorageResult};
 pub use log::{AppendInfo, LogEnv, PartitionLog, ReadSlice};
+pub use reserve::ReserveBudget;
