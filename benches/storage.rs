@@ -35,6 +35,7 @@ fn env(cache_bytes: usize, reserve: bool) -> LogEnv {
         cache: Rc::new(ShardCache::new(cache_bytes)),
         background_queue: None,
         reserve_space: reserve,
+        reserve_budget: ringbroker::storage::ReserveBudget::new(u64::MAX),
     }
 }
 
@@ -116,6 +117,7 @@ async fn reads(dir: &Path) {
         cache: cache.clone(),
         background_queue: None,
         reserve_space: true,
+        reserve_budget: ringbroker::storage::ReserveBudget::new(u64::MAX),
     };
     let log = Rc::new(PartitionLog::open_with(dir, config, e).await.unwrap());
     let batch = batch_of(size);

@@ -126,6 +126,13 @@ pub const QUORUM_RECONNECT_MAX_MS: u64 = 1_000;
 /// refused.
 pub const ACLS_MAX: usize = 100_000;
 
+/// Partitions the incremental fetch sessions of one shard may remember in all (each costs
+/// about a hundred bytes). Kafka bounds only the session count
+/// (`max.incremental.fetch.session.cache.slots`), but one request may name a great many
+/// partitions; past this bound a new session is refused or an old one evicted
+/// (`kafka::fetch_session`).
+pub const FETCH_SESSION_PARTITIONS_MAX: usize = 500_000;
+
 // ---------------------------------------------------------------------------------------------
 // Idempotent producers
 // ---------------------------------------------------------------------------------------------

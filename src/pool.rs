@@ -441,6 +441,11 @@ async fn run_shard(
                 cache: ShardCache::for_current_shard(),
                 background_queue: Some(queues.background),
                 reserve_space: true,
+                reserve_budget: crate::storage::ReserveBudget::new(
+                    spec.config
+                        .int("log.segment.reserve.budget.bytes", 1 << 30)
+                        .max(0) as u64,
+                ),
             },
         ),
         metrics: crate::metrics::ShardMetrics::default(),

@@ -2,7 +2,9 @@
 //! devices; otherwise the test prints why and passes without running). Appends run until the
 //! file system is full: the failing append returns `StorageError::Io` (KAFKA_STORAGE_ERROR),
 //! everything acknowledged before still reads back, and once space is freed appends work
-//! again and survive a reopen.
+//! again and survive a reopen. With less free space than a reservation step, a new segment
+//! and a reopened one cannot reserve ahead: appends that fit still succeed (the file grows)
+//! and the log opens.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,6 +120,50 @@ async fn scenario(root: &Path) {
     log.close().await.unwrap();
 }
 
+/// Less room than one reservation step (1 MiB): creating and reopening a segment cannot
+/// reserve ahead, yet small appends succeed and the log opens; then the data itself fills
+/// the disk and fails cleanly.
+async fn scenario_no_room_to_reserve(root: &Path) {
+    let dir = root.join("tight-0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let filler = root.join("filler-tight");
+    let free = nix_free_bytes(root).saturating_sub(512 << 10);
+    std::fs::write(&filler, vec![1u8; free as usize]).unwrap();
+    let log = PartitionLog::open(&dir, config()).await.unwrap();
+    let mut stored = Vec::new();
+    for i in 0..10 {
+        let mut b = build_test_batch(1, 1000, i, 3);
+        let info = log
+            .append(Bytes::from(b.clone()))
+            .await
+            .expect("a small append fits");
+        patch_base_offset(&mut b, info.base_offset);
+        stored.push(b);
+    }
+    log.close().await.unwrap();
+    let log = PartitionLog::open(&dir, config())
+        .await
+        .expect("opens without room to reserve");
+    assert_eq!(log.high_watermark(), stored.len() as i64);
+    let failed = loop {
+        let mut b = build_test_batch(1, 30_000, 0, 4);
+        match log.append(Bytes::from(b.clone())).await {
+            Ok(info) => {
+                patch_base_offset(&mut b, info.base_offset);
+                stored.push(b);
+            }
+            Err(e) => break e,
+        }
+        assert!(stored.len() < 1000, "the disk never filled");
+    };
+    assert!(matches!(failed, StorageError::Io { .. }), "{failed}");
+    for (i, b) in stored.iter().enumerate() {
+        assert_eq!(&log.read(i as i64, 1).await.unwrap().to_vec(), b);
+    }
+    log.close().await.unwrap();
+    std::fs::remove_file(&filler).unwrap();
+}
+
 fn nix_free_bytes(path: &Path) -> u64 {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: statvfs is a plain C struct for which all-zero bytes are a valid value.
@@ -139,7 +185,10 @@ fn disk_full_fails_cleanly_and_recovers() {
     };
     let root = mount.point.clone();
     glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move { scenario(&root).await })
+        .spawn(move || async move {
+            scenario(&root).await;
+            scenario_no_room_to_reserve(&root).await;
+        })
         .unwrap()
         .join()
         .unwrap();

@@ -50,6 +50,7 @@ async fn open(dir: &Path, cache: &Rc<ShardCache>) -> PartitionLog {
         cache: cache.clone(),
         background_queue: None,
         reserve_space: true,
+        reserve_budget: ringbroker::storage::ReserveBudget::new(u64::MAX),
     };
     PartitionLog::open_with(dir, config(), env).await.unwrap()
 }

@@ -334,6 +334,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "How long a request frame may take to arrive once its first byte has; a slower one closes its connection.",
     ),
     def(
+        "max.incremental.fetch.session.cache.slots",
+        "1000",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "Incremental fetch sessions (KIP-227) the broker keeps, shared out over the shards; 0 serves every fetch sessionless.",
+    ),
+    def(
         "num.partitions",
         "1",
         ValueKind::Int {
@@ -539,6 +548,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
             max: INT_MAX,
         },
         "Segment size at which a partition rolls to a new segment (topic: segment.bytes).",
+    ),
+    def(
+        "log.segment.reserve.budget.bytes",
+        "1073741824",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "Per shard: file space active segments may hold reserved ahead of their tail (steps of 1 MiB growing to 64 MiB with a segment's writes); past it a segment appends without reserving (its file grows). 0: no reservations.",
     ),
     def(
         "log.roll.ms",

@@ -20,11 +20,22 @@
 //! overlapping what they got, so the client can drop those records; every fetch is told the
 //! last stable offset.
 //!
-//! Fetch sessions (KIP-227): every request is served as a full, sessionless fetch and answered
-//! with session id 0, which tells the client that no session was created; an incremental fetch
-//! (a non-zero session id) gets FETCH_SESSION_ID_NOT_FOUND so the client falls back to full
-//! fetches. Record data goes to the socket as the `Bytes` the storage returned: the response
-//! is encoded here, around the record chunks, instead of being copied into one buffer.
+//! Fetch sessions (KIP-227, v7+; the cache and its rules are `fetch_session`, one per shard):
+//! before planning, the request is applied to the shard's session cache. A full fetch (epoch
+//! 0) reads the partitions it names and, once answered, offers them to a new session whose id
+//! the response carries (0 when the cache had no room); epoch -1 closes a session and is
+//! served sessionless. An incremental fetch (epoch > 0) updates, adds and forgets partitions
+//! of its session and then reads the whole session, in the session's order, with the same
+//! long poll, limits and isolation as a full fetch; its response keeps only the partitions
+//! with records, an error, or a high watermark, last stable offset or log start offset other
+//! than the fetcher was last told. An unknown session id gets FETCH_SESSION_ID_NOT_FOUND and a
+//! wrong epoch INVALID_FETCH_SESSION_EPOCH, with no partitions. The cache is never held
+//! across an await: the long poll runs between applying the request and cutting the response,
+//! and a request that overtook this one on the same session (its epoch moved meanwhile) makes
+//! this one's answer INVALID_FETCH_SESSION_EPOCH, as in Kafka.
+//!
+//! Record data goes to the socket as the `Bytes` the storage returned: the response is
+//! encoded here, around the record chunks, instead of being copied into one buffer.
 //!
 //! With an authorizer (`crate::acl`), the partitions of a topic the client may not READ are
 //! answered TOPIC_AUTHORIZATION_FAILED and not read.
@@ -56,6 +67,9 @@ use crate::broker::owner::{ReadItem, ReadOutcome};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
 use crate::kafka::leader_epoch::Leadership;
+use crate::kafka::fetch_session::{
+    self, Begin, FetchParams, FetchSessionCache, INVALID_SESSION_ID, PartitionAnswer, PartitionKey,
+};
 use crate::kafka::scatter;
 use crate::kafka::{legacy_format, legacy_versions};
 use crate::runtime::{ShardId, shard_for};
@@ -84,22 +98,211 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         };
         let version = request.version();
         let correlation_id = request.header.correlation_id;
-        let plan = match plan(&context, &request.session, body, version) {
-            Ok(plan) => plan,
-            Err(code) => {
-                let response = FetchResponseParts {
+        let refused = |code| {
+            frame(
+                correlation_id,
+                FetchResponseParts {
                     version,
                     error_code: code,
+                    session_id: INVALID_SESSION_ID,
                     read_committed: false,
                     topics: Vec::new(),
-                };
-                return frame(correlation_id, response);
-            }
+                },
+            )
         };
+        let (wanted, session) = match open_session(&context, &body, version) {
+            Ok(opened) => opened,
+            Err(code) => return refused(code),
+        };
+        let plan = plan(&context, &request.session, &body, &wanted, version);
         let response = execute(&context, plan).await;
-        frame(correlation_id, response)
+        match close_session(&context, session, &wanted, response) {
+            Ok(response) => frame(correlation_id, response),
+            Err(code) => refused(code),
+        }
     }
     .boxed_local()
+}
+
+/// How this request uses a fetch session (`fetch_session`), decided before the reads.
+#[derive(Debug)]
+enum SessionUse {
+    /// Sessionless (Fetch v0-6, epoch -1, or a session that lost its last partition).
+    None,
+    /// A full fetch with epoch 0: offer the answers to a new session.
+    Create { privileged: bool },
+    /// An incremental fetch of session `id` with `epoch`.
+    Incremental { id: i32, epoch: i32 },
+}
+
+/// One partition to fetch, in response order.
+#[derive(Debug, Clone)]
+struct Wanted {
+    key: PartitionKey,
+    params: FetchParams,
+}
+
+fn session_cache<R>(context: &ShardContext, f: impl FnOnce(&mut FetchSessionCache) -> R) -> R {
+    let slots = context
+        .config
+        .int("max.incremental.fetch.session.cache.slots", 1000)
+        .max(0) as u64;
+    fetch_session::with_shard_cache(slots, context.id.0 as u32, context.shard_count as u32, f)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The partitions the request names, in its order; one topic name shared by its partitions.
+fn requested(body: &FetchRequest) -> Vec<Wanted> {
+    let mut wanted = Vec::new();
+    for topic in &body.topics {
+        let name: Rc<str> = Rc::from(topic.topic.0.as_str());
+        for p in &topic.partitions {
+            wanted.push(Wanted {
+                key: PartitionKey {
+                    topic: name.clone(),
+                    partition: p.partition,
+                },
+                params: FetchParams {
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
+                },
+            });
+        }
+    }
+    wanted
+}
+
+/// Applies the request to this shard's session cache and says which partitions to read.
+fn open_session(
+    context: &ShardContext,
+    body: &FetchRequest,
+    version: i16,
+) -> Result<(Vec<Wanted>, SessionUse), i16> {
+    let requested = requested(body);
+    if version < 7 {
+        return Ok((requested, SessionUse::None));
+    }
+    let forgotten: Vec<PartitionKey> = body
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            let name: Rc<str> = Rc::from(t.topic.0.as_str());
+            t.partitions.iter().map(move |&partition| PartitionKey {
+                topic: name.clone(),
+                partition,
+            })
+        })
+        .collect();
+    let pairs: Vec<(PartitionKey, FetchParams)> = requested
+        .iter()
+        .map(|w| (w.key.clone(), w.params))
+        .collect();
+    let begun = session_cache(context, |cache| {
+        cache.begin(
+            now_ms(),
+            body.session_id,
+            body.session_epoch,
+            &pairs,
+            &forgotten,
+        )
+    });
+    match begun {
+        Begin::Full { create: false } => Ok((requested, SessionUse::None)),
+        Begin::Full { create: true } => Ok((
+            requested,
+            SessionUse::Create {
+                privileged: body.replica_id.0 >= 0,
+            },
+        )),
+        Begin::Incremental {
+            session_id,
+            partitions,
+        } => Ok((
+            partitions
+                .into_iter()
+                .map(|(key, params)| Wanted { key, params })
+                .collect(),
+            SessionUse::Incremental {
+                id: session_id,
+                epoch: body.session_epoch,
+            },
+        )),
+        Begin::Error(code) => Err(code),
+    }
+}
+
+/// What one answered partition says, for the session.
+fn answer_of(p: &PartitionParts) -> PartitionAnswer {
+    PartitionAnswer {
+        error_code: p.error_code,
+        high_watermark: p.high_watermark,
+        last_stable_offset: p.last_stable_offset,
+        log_start_offset: p.log_start_offset,
+        has_records: p.records.iter().any(|c| !c.is_empty()),
+    }
+}
+
+/// After the reads: creates the session a full fetch asked for, or cuts an incremental
+/// response down to the partitions with something new (Kafka's rules, `fetch_session`).
+fn close_session(
+    context: &ShardContext,
+    session: SessionUse,
+    wanted: &[Wanted],
+    mut response: FetchResponseParts,
+) -> Result<FetchResponseParts, i16> {
+    match session {
+        SessionUse::None => Ok(response),
+        SessionUse::Create { privileged } => {
+            // The response lists the partitions in the order they were wanted.
+            let partitions = response
+                .topics
+                .iter()
+                .flat_map(|(_, partitions)| partitions.iter())
+                .zip(wanted)
+                .map(|(p, w)| (w.key.clone(), w.params, answer_of(p)))
+                .collect();
+            response.session_id = session_cache(context, |cache| {
+                cache.create(now_ms(), privileged, partitions)
+            });
+            Ok(response)
+        }
+        SessionUse::Incremental { id, epoch } => {
+            let answers: Vec<(PartitionKey, PartitionAnswer)> = response
+                .topics
+                .iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions.iter().map(move |p| {
+                        (
+                            PartitionKey {
+                                topic: topic.clone(),
+                                partition: p.partition,
+                            },
+                            answer_of(p),
+                        )
+                    })
+                })
+                .collect();
+            let include = session_cache(context, |cache| {
+                cache.finish_incremental(id, epoch, &answers)
+            })?;
+            let mut include = include.into_iter();
+            for (_, partitions) in response.topics.iter_mut() {
+                partitions.retain(|_| include.next().unwrap_or(true));
+            }
+            response
+                .topics
+                .retain(|(_, partitions)| !partitions.is_empty());
+            response.session_id = id;
+            Ok(response)
+        }
+    }
 }
 
 fn frame(correlation_id: i32, response: FetchResponseParts) -> HandlerOutcome {
@@ -128,78 +331,82 @@ struct Plan {
     max_wait: Duration,
     min_bytes: usize,
     max_bytes: usize,
-    topics: Vec<(String, Vec<PlannedPartition>)>,
+    /// Runs of partitions of one topic, in fetch order (a session's order may visit a topic
+    /// more than once, and the response then names it more than once, as Kafka's does).
+    topics: Vec<(Rc<str>, Vec<PlannedPartition>)>,
     reads: Vec<ReadItem>,
 }
 
 fn plan(
     context: &ShardContext,
     session: &Session,
-    body: FetchRequest,
+    body: &FetchRequest,
+    wanted: &[Wanted],
     version: i16,
-) -> Result<Plan, i16> {
-    if version >= 7 && body.session_id != 0 {
-        return Err(ResponseError::FetchSessionIdNotFound.code());
-    }
+) -> Plan {
     let image = context.image();
     let (node_id, clustered) = (context.identity.node_id, context.clustered());
     let read_committed = body.isolation_level == READ_COMMITTED;
     let mut reads = Vec::new();
-    let mut topics = Vec::with_capacity(body.topics.len());
-    for topic in body.topics {
-        let name = topic.topic.0.to_string();
-        let meta = image.topic(&name);
-        let may_read = context.authorize(
-            session,
-            acl::operation::READ,
-            acl::resource_type::TOPIC,
-            &name,
-        );
-        let partitions = topic
-            .partitions
-            .into_iter()
-            .map(|p| {
-                let refused = if !may_read {
-                    Some(ResponseError::TopicAuthorizationFailed.code())
-                } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
-                    Some(ResponseError::UnknownTopicOrPartition.code())
-                } else if let Some(topic) = meta {
-                    // The client's view of the leader epoch is sent from v9.
-                    let current = if version >= 9 {
-                        p.current_leader_epoch
-                    } else {
-                        -1
-                    };
-                    Leadership::of(topic, p.partition, node_id, clustered).refusal(current)
-                } else {
-                    None
-                };
-                match refused {
-                    Some(code) => PlannedPartition {
-                        partition: p.partition,
-                        error_code: Some(code),
-                        read: None,
-                    },
-                    None => {
-                        reads.push(ReadItem {
-                            topic: name.clone(),
-                            partition: p.partition,
-                            offset: p.fetch_offset,
-                            max_bytes: p.partition_max_bytes.max(0) as u32,
-                            read_committed,
-                        });
-                        PlannedPartition {
-                            partition: p.partition,
-                            error_code: None,
-                            read: Some(reads.len() - 1),
-                        }
-                    }
+    let mut topics: Vec<(Rc<str>, Vec<PlannedPartition>)> = Vec::new();
+    // The checks of the topic last looked at: (name, may read, partition count).
+    let mut checked: Option<(Rc<str>, bool, Option<i32>)> = None;
+    for w in wanted {
+        let name = w.key.topic.clone();
+        if checked.as_ref().is_none_or(|(n, _, _)| *n != name) {
+            let may_read = context.authorize(
+                session,
+                acl::operation::READ,
+                acl::resource_type::TOPIC,
+                &name,
+            );
+            let count = image.topic(&name).map(|m| m.partitions);
+            checked = Some((name.clone(), may_read, count));
+        }
+        let (_, may_read, count) = checked.as_ref().expect("checked");
+        let p = w.params;
+        let refused = if !may_read {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        } else if !count.is_some_and(|c| (0..c).contains(&w.key.partition)) {
+            Some(ResponseError::UnknownTopicOrPartition.code())
+        } else if let Some(topic) = image.topic(&name) {
+            // The client's view of the leader epoch is sent from v9.
+            let current = if version >= 9 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
+            Leadership::of(topic, w.key.partition, node_id, clustered).refusal(current)
+        } else {
+            None
+        };
+        let planned = match refused {
+            Some(code) => PlannedPartition {
+                partition: w.key.partition,
+                error_code: Some(code),
+                read: None,
+            },
+            None => {
+                reads.push(ReadItem {
+                    topic: name.to_string(),
+                    partition: w.key.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as u32,
+                    read_committed,
+                });
+                PlannedPartition {
+                    partition: w.key.partition,
+                    error_code: None,
+                    read: Some(reads.len() - 1),
                 }
-            })
-            .collect();
-        topics.push((name, partitions));
+            }
+        };
+        match topics.last_mut() {
+            Some((last, partitions)) if *last == name => partitions.push(planned),
+            _ => topics.push((name, vec![planned])),
+        }
     }
-    Ok(Plan {
+    Plan {
         version,
         read_committed,
         max_wait: Duration::from_millis(body.max_wait_ms.max(0) as u64),
@@ -211,7 +418,7 @@ fn plan(
         },
         topics,
         reads,
-    })
+    }
 }
 
 async fn read_all(context: &Rc<ShardContext>, reads: &[ReadItem]) -> Vec<ReadOutcome> {
@@ -356,6 +563,7 @@ fn assemble(plan: Plan, mut outcomes: Vec<ReadOutcome>) -> FetchResponseParts {
     FetchResponseParts {
         version: plan.version,
         error_code: error::NONE,
+        session_id: INVALID_SESSION_ID,
         read_committed: plan.read_committed,
         topics,
     }
@@ -418,8 +626,10 @@ fn read_i32_at(chunks: &[Bytes], position: usize) -> Option<i32> {
 struct FetchResponseParts {
     version: i16,
     error_code: i16,
+    /// The fetch session the response belongs to, or `INVALID_SESSION_ID`.
+    session_id: i32,
     read_committed: bool,
-    topics: Vec<(String, Vec<PartitionParts>)>,
+    topics: Vec<(Rc<str>, Vec<PartitionParts>)>,
 }
 
 #[derive(Debug)]
@@ -518,7 +728,7 @@ fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
     }
     if version >= 7 {
         w.head.put_i16(response.error_code);
-        w.head.put_i32(0); // session_id: no session was created
+        w.head.put_i32(response.session_id);
     }
     w.array_len(flexible, response.topics.len());
     for (name, partitions) in &response.topics {
@@ -589,10 +799,11 @@ mod tests {
         FetchResponseParts {
             version,
             error_code: 0,
+            session_id: 77,
             read_committed,
             topics: vec![
                 (
-                    "orders".to_string(),
+                    Rc::from("orders"),
                     vec![
                         PartitionParts {
                             partition: 3,
@@ -606,7 +817,7 @@ mod tests {
                         PartitionParts::refused(9, 3),
                     ],
                 ),
-                ("empty".to_string(), vec![]),
+                (Rc::from("empty"), vec![]),
             ],
         }
     }
@@ -619,6 +830,9 @@ mod tests {
                 let mut bytes = Bytes::from(encode(&response).concat());
                 let decoded = FetchResponse::decode(&mut bytes, version).unwrap();
                 assert!(bytes.is_empty(), "v{version}: trailing bytes");
+                if version >= 7 {
+                    assert_eq!(decoded.session_id, 77);
+                }
                 assert_eq!(decoded.responses.len(), 2);
                 let topic = &decoded.responses[0];
                 assert_eq!(topic.topic.0.as_str(), "orders");

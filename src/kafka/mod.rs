@@ -28,6 +28,7 @@ pub mod describe_transactions;
 pub mod dispatch;
 pub mod end_txn;
 pub mod fetch;
+pub mod fetch_session;
 pub mod find_coordinator;
 pub mod init_producer_id;
 pub mod leader_epoch;

@@ -150,6 +150,8 @@ pub struct SnapshotGauges {
     pub cache_bytes: u64,
     /// Consumer groups coordinated on the shard.
     pub groups: u64,
+    /// File space the shard's active segments hold reserved ahead of their tails.
+    pub segment_reserved_bytes: u64,
 }
 
 /// Quantiles of a latency histogram, in microseconds.
@@ -302,6 +304,13 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         "Bytes held by the batch cache.",
         "gauge",
         &|s| s.gauges.cache_bytes,
+    );
+    counter(
+        &mut out,
+        "ringbroker_segment_reserved_bytes",
+        "File space active segments hold reserved ahead of their tails (log.segment.reserve.budget.bytes bounds it per shard).",
+        "gauge",
+        &|s| s.gauges.segment_reserved_bytes,
     );
     counter(
         &mut out,

@@ -51,6 +51,7 @@ use super::config::{FlushPolicy, LogConfig, TimestampType};
 use super::error::{StorageError, StorageResult};
 use super::index::{OffsetIndex, TimeIndex};
 use super::records;
+use super::reserve::{ReserveBudget, ReserveGrant, budgeted_target};
 use super::segment::{
     self, ScanEnd, Segment, SegmentMark, align_down, align_up, open_log_file, read_small_file,
     reserve_step, scan, segment_path, write_file_atomic,
@@ -153,6 +154,8 @@ pub struct LogEnv {
     /// Reserve segment space ahead of the tail (true in production; false only to measure the
     /// cost of growing appends).
     pub reserve_space: bool,
+    /// The shard's budget for space reserved and not yet written (`storage::reserve`).
+    pub reserve_budget: Rc<ReserveBudget>,
 }
 
 impl Default for LogEnv {
@@ -161,6 +164,8 @@ impl Default for LogEnv {
             cache: ShardCache::for_current_shard(),
             background_queue: None,
             reserve_space: true,
+            // Unbounded: tests and tools; the broker sets `log.segment.reserve.budget.bytes`.
+            reserve_budget: ReserveBudget::new(u64::MAX),
         }
     }
 }
@@ -280,7 +285,14 @@ impl PartitionLog {
         let count = bases.len();
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == count;
-            let (seg, tail) = recover_segment(dir, base, last, &config, env.reserve_space).await?;
+            let (seg, tail) = recover_segment(
+                dir,
+                base,
+                last,
+                &config,
+                env.reserve_space.then_some(&env.reserve_budget),
+            )
+            .await?;
             if let Some((_, prev)) = segments.last_key_value() {
                 let prev: &Segment = prev;
                 if prev.next_offset != base {
@@ -776,6 +788,8 @@ impl PartitionLog {
                 .values_mut()
                 .filter(|s| !s.finalized && s.file.is_some())
                 .map(|s| {
+                    // Finalizing cuts the file to its size: the reservation is given back.
+                    s.grant = None;
                     s.seal_time_index();
                     (
                         s.base_offset,
@@ -909,6 +923,7 @@ mod tests {
             cache: Rc::new(ShardCache::new(cache_bytes)),
             background_queue: None,
             reserve_space: true,
+            reserve_budget: ReserveBudget::new(u64::MAX),
         }
     }
 
@@ -1188,6 +1203,7 @@ mod tests {
                 cache: cache.clone(),
                 background_queue: None,
                 reserve_space: true,
+                reserve_budget: ReserveBudget::new(u64::MAX),
             };
             let log = PartitionLog::open_with(&dir.path().join("t-0"), config, e)
                 .await

@@ -672,6 +672,11 @@ impl PartitionManager {
         }
     }
 
+    /// Bytes this shard's active segments hold reserved ahead of their tails.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.env.reserve_budget.held_bytes()
+    }
+
     /// Every open partition, for periodic work.
     pub fn open_partitions(&self) -> Vec<(String, i32, Rc<OpenPartition>)> {
         self.logs
@@ -852,6 +857,7 @@ mod tests {
             cache: Rc::new(ShardCache::new(1 << 20)),
             background_queue: None,
             reserve_space: false,
+            reserve_budget: crate::storage::ReserveBudget::new(u64::MAX),
         };
         Rc::new(
             OpenPartition::open(dir.to_path_buf(), Uuid::nil(), settings(segment_bytes), env)

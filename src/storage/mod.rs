@@ -20,6 +20,7 @@ pub mod log;
 pub mod manager;
 pub mod producer_state;
 pub mod records;
+pub mod reserve;
 mod segment;
 pub mod txn_index;
 
@@ -27,3 +28,4 @@ pub use cache::ShardCache;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{StorageError, StorageResult};
 pub use log::{AppendInfo, LogEnv, PartitionLog, ReadSlice};
+pub use reserve::ReserveBudget;

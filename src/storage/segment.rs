@@ -68,6 +68,9 @@ pub(crate) struct Segment {
     pub(crate) bytes_since_index: u64,
     /// Bytes of file space reserved (fallocate) from 0.
     pub(crate) reserved_bytes: u64,
+    /// What this segment holds of the shard's reservation budget: `reserved_bytes` beyond
+    /// `written_bytes` (more while a reservation is in flight). None: nothing.
+    pub(crate) grant: Option<super::reserve::ReserveGrant>,
     pub(crate) reserving: bool,
     /// After a failed reservation (a full disk, say): not retried before this instant, and the
     /// failure is logged once per streak rather than after every write.
@@ -93,6 +96,7 @@ impl Segment {
             created_ms: super::log::now_ms(),
             bytes_since_index: 0,
             reserved_bytes: 0,
+            grant: None,
             reserving: false,
             reserve_retry_at: None,
             sealed: false,

@@ -42,7 +42,7 @@ pub(super) async fn recover_segment(
     base: i64,
     last: bool,
     config: &LogConfig,
-    reserve_space: bool,
+    reserve_budget: Option<&Rc<ReserveBudget>>,
 ) -> StorageResult<(Segment, Option<TailPage>)> {
     let path = segment_path(dir, base, "log");
     let file = open_log_file(&path, false).await?;
@@ -171,14 +171,37 @@ pub(super) async fn recover_segment(
     }
     let mut tail = None;
     if last {
-        if reserve_space {
-            let target = (align_up(seg.size_bytes) + reserve_step(seg.size_bytes))
+        if let Some(budget) = reserve_budget {
+            let wanted = (align_up(seg.size_bytes) + reserve_step(seg.size_bytes))
                 .min(align_up(config.segment_bytes.max(seg.size_bytes)));
-            if target > seg.size_bytes {
-                file.pre_allocate(target, false)
-                    .await
-                    .map_err(|e| StorageError::io("reserve segment", e))?;
-                seg.reserved_bytes = target;
+            let mut grant = ReserveGrant::new(budget);
+            let target = budgeted_target(
+                seg.size_bytes,
+                seg.size_bytes,
+                wanted,
+                grant.ceiling(),
+                STORAGE_IO_ALIGNMENT_BYTES,
+            );
+            if let Some(target) = target {
+                grant.set(target - seg.size_bytes);
+                // A reservation that fails (a full disk) does not keep the partition from
+                // opening: appends grow the file, and the writer tries to reserve again.
+                match file.pre_allocate(target, false).await {
+                    Ok(()) => {
+                        seg.reserved_bytes = target;
+                        seg.grant = Some(grant);
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), base, error = %e,
+                            "reserving segment space at open failed; appends grow the file");
+                        seg.reserve_retry_at = Some(
+                            Instant::now()
+                                + Duration::from_millis(crate::limits::STORAGE_RESERVE_RETRY_MS),
+                        );
+                    }
+                }
+            } else if wanted > seg.size_bytes {
+                grant.note_short();
             }
         }
         let prefix_start = align_down(seg.size_bytes);

@@ -9,6 +9,19 @@
 
 use super::*;
 
+/// Sets a segment's grant to what it has reserved beyond what it has written: written bytes
+/// fill the reserved space and stop counting against the budget. A sealed segment holds none.
+fn settle_grant(seg: &mut Segment) {
+    let ahead = if seg.sealed {
+        0
+    } else {
+        seg.reserved_bytes.saturating_sub(seg.written_bytes)
+    };
+    if let Some(grant) = seg.grant.as_mut() {
+        grant.set(ahead.min(grant.bytes()));
+    }
+}
+
 impl LogInner {
     /// Assigns offsets and copies the batches into the staging buffer. No await: this runs in
     /// the append's first poll, which fixes the order of appends.
@@ -52,6 +65,9 @@ impl LogInner {
                 }
                 let (_, active) = st.segments.iter_mut().next_back().expect("active");
                 active.sealed = true;
+                // A sealed segment takes no more writes: its reservation goes back to the
+                // budget (the file is cut to its size when the segment is finalized).
+                active.grant = None;
                 active.seal_time_index();
                 let base = st.next_offset;
                 st.segments.insert(base, Segment::new(base));
@@ -362,18 +378,47 @@ impl LogInner {
                         "high watermark only grows"
                     );
                     self.high_watermark.set(end.1);
+                    if !seg.reserving {
+                        settle_grant(seg);
+                    }
                     let step = reserve_step(seg.written_bytes);
-                    let target = (seg.reserved_bytes + step).min(align_up(config.segment_bytes));
-                    let reserve = self.env.reserve_space
+                    // From the end of what is reserved, or of what is written when writes went
+                    // past it (the budget was spent).
+                    let from = seg.reserved_bytes.max(align_up(seg.written_bytes));
+                    let wanted = (from + step).min(align_up(config.segment_bytes));
+                    let due = self.env.reserve_space
                         && !seg.sealed
                         && !seg.reserving
                         && seg.reserve_retry_at.is_none_or(|at| Instant::now() >= at)
                         && seg.written_bytes + step / 2 > seg.reserved_bytes
-                        && target > seg.reserved_bytes;
-                    if reserve {
+                        && wanted > seg.reserved_bytes;
+                    // The step comes out of the shard's budget: cut to what is left, or
+                    // skipped (appends grow the file) when that is less than a minimum step.
+                    let target = due
+                        .then(|| {
+                            let budget = &self.env.reserve_budget;
+                            let grant = seg.grant.get_or_insert_with(|| ReserveGrant::new(budget));
+                            let target = budgeted_target(
+                                seg.written_bytes,
+                                seg.reserved_bytes,
+                                wanted,
+                                grant.ceiling(),
+                                STORAGE_IO_ALIGNMENT_BYTES,
+                            );
+                            if target != Some(wanted) {
+                                grant.note_short();
+                            }
+                            if let Some(t) = target {
+                                let taken = grant.set(t - seg.written_bytes);
+                                assert!(taken, "a budgeted target fits the grant's ceiling");
+                            }
+                            target
+                        })
+                        .flatten();
+                    if target.is_some() {
                         seg.reserving = true;
                     }
-                    reserve.then(|| (seg.base_offset, seg.file.clone().expect("file"), target))
+                    target.map(|t| (seg.base_offset, seg.file.clone().expect("file"), t))
                 };
                 if let Some((base, file, target)) = reserve {
                     self.spawn_reservation(base, file, target);
@@ -457,12 +502,42 @@ impl LogInner {
             None => {
                 let path = segment_path(&self.dir, segment_base, "log");
                 let f = Rc::new(open_log_file(&path, true).await?);
+                // The first step out of the shard's budget. A reservation that fails (a full
+                // disk) does not fail the write: the write grows the file if the data fits,
+                // and the reservation is retried later.
+                let mut grant = None;
+                let mut retry_at = None;
                 let reserved = if self.env.reserve_space {
-                    let r = reserve_step(0).min(align_up(config.segment_bytes));
-                    f.pre_allocate(r, false)
-                        .await
-                        .map_err(|e| StorageError::io("reserve segment", e))?;
-                    r
+                    let wanted = reserve_step(0).min(align_up(config.segment_bytes));
+                    let mut g = ReserveGrant::new(&self.env.reserve_budget);
+                    let target =
+                        budgeted_target(0, 0, wanted, g.ceiling(), STORAGE_IO_ALIGNMENT_BYTES);
+                    if target != Some(wanted) {
+                        g.note_short();
+                    }
+                    match target {
+                        Some(r) => {
+                            g.set(r);
+                            match f.pre_allocate(r, false).await {
+                                Ok(()) => {
+                                    grant = Some(g);
+                                    r
+                                }
+                                Err(e) => {
+                                    tracing::warn!(dir = %self.dir.display(), base = segment_base, error = %e,
+                                        "reserving a new segment failed; writes grow the file");
+                                    retry_at = Some(
+                                        Instant::now()
+                                            + Duration::from_millis(
+                                                crate::limits::STORAGE_RESERVE_RETRY_MS,
+                                            ),
+                                    );
+                                    0
+                                }
+                            }
+                        }
+                        None => 0,
+                    }
                 } else {
                     0
                 };
@@ -476,6 +551,8 @@ impl LogInner {
                 let seg = st.segments.get_mut(&segment_base).expect("segment");
                 seg.file = Some(f.clone());
                 seg.reserved_bytes = reserved;
+                seg.grant = grant;
+                seg.reserve_retry_at = retry_at;
                 f
             }
         };
@@ -524,6 +601,7 @@ impl LogInner {
                 match result {
                     Ok(()) => {
                         seg.reserved_bytes = seg.reserved_bytes.max(target);
+                        settle_grant(seg);
                         if seg.reserve_retry_at.take().is_some() {
                             tracing::info!(base, "reserving segment space works again");
                         }
@@ -534,6 +612,7 @@ impl LogInner {
                         if seg.reserve_retry_at.is_none() {
                             tracing::warn!(base, error = %e, "reserving segment space failed; retrying every second");
                         }
+                        settle_grant(seg);
                         let retry_ms = crate::limits::STORAGE_RESERVE_RETRY_MS;
                         seg.reserve_retry_at =
                             Some(Instant::now() + Duration::from_millis(retry_ms));
