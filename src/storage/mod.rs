@@ -8,18 +8,21 @@
 //!
 //! Module map: `log` (PartitionLog: append pipeline, reads, lookups, retention, recovery),
 //! `segment` (one segment, scanning, small-file I/O), `index` (offset and time index),
-//! `batch` (v2 header view, validation, patching), `cache` (ShardCache), `config`, `error`.
+//! `batch` (v2 header view, validation, patching), `cache` (ShardCache), `config`, `error`,
+//! `cleaner` (log compaction; its log side is `log::compact`), `compression` (batch codecs).
 //! The waiter lists woken by appends are `runtime::event`.
 
 pub mod batch;
 pub mod cache;
+pub mod cleaner;
+pub mod compression;
 pub mod config;
 pub mod error;
 mod index;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
-mod segment;
+pub(crate) mod segment;
 pub mod txn_index;
 
 pub use cache::ShardCache;
