@@ -76,9 +76,7 @@ impl ValueKind {
                 Ok(())
             }
             ValueKind::Double { min, max } => {
-                let parsed: f64 = value
-                    .parse()
-                    .map_err(|_| "expected a number".to_string())?;
+                let parsed: f64 = value.parse().map_err(|_| "expected a number".to_string())?;
                 if !(min..=max).contains(&parsed) {
                     return Err(format!("must be between {min} and {max}"));
                 }

@@ -558,7 +558,10 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
     def(
         "log.cleaner.io.buffer.load.factor",
         "0.9",
-        ValueKind::Double { min: 0.01, max: 1.0 },
+        ValueKind::Double {
+            min: 0.01,
+            max: 1.0,
+        },
         "How full a cleaner's key map may get before a cleaning pass stops there.",
     ),
     def(

@@ -80,7 +80,9 @@ impl CleanerConfig {
     /// The settings of one of `shard_count` shards.
     pub fn for_shard(config: &Config, shard_count: usize) -> CleanerConfig {
         let shards = shard_count.max(1);
-        let dedupe = config.int("log.cleaner.dedupe.buffer.size", 128 << 20).max(0) as usize;
+        let dedupe = config
+            .int("log.cleaner.dedupe.buffer.size", 128 << 20)
+            .max(0) as usize;
         CleanerConfig {
             enabled: config
                 .entries
@@ -304,7 +306,14 @@ impl Cleaner {
         let mut first_dirty = plan.first_dirty_offset;
         loop {
             let end = self
-                .clean_pass(log, facts, now_ms, first_dirty, plan.cleanable_end, &mut stats)
+                .clean_pass(
+                    log,
+                    facts,
+                    now_ms,
+                    first_dirty,
+                    plan.cleanable_end,
+                    &mut stats,
+                )
                 .await?;
             stats.passes += 1;
             write_file_atomic(log.dir(), CHECKPOINT_FILE, end.to_string().as_bytes()).await?;
@@ -442,8 +451,10 @@ impl Cleaner {
             next_horizon_ms: None,
             markers_kept: Vec::new(),
         };
-        let to_clean: Vec<&ClosedSegment> =
-            segments.iter().filter(|s| s.base_offset < map_end).collect();
+        let to_clean: Vec<&ClosedSegment> = segments
+            .iter()
+            .filter(|s| s.base_offset < map_end)
+            .collect();
         for group in group_segments(&to_clean, segment_bytes) {
             let base = group[0].base_offset;
             let group_end = group.last().expect("non-empty group").next_base;
@@ -720,13 +731,13 @@ impl Filter<'_> {
                     .get(records::key_hash(key))
                     .is_none_or(|o| offset >= o);
                 let tombstone_expired =
-                    r.value_is_null && existing_horizon.is_some_and(|hz| self.now_ms >= hz);
+                    r.value.is_none() && existing_horizon.is_some_and(|hz| self.now_ms >= hz);
                 latest && !tombstone_expired
             } else {
                 false
             };
             if keep {
-                tombstone_kept |= r.value_is_null && offset < self.map_end;
+                tombstone_kept |= r.value.is_none() && offset < self.map_end;
                 kept.push(*r);
             }
         }
@@ -765,6 +776,511 @@ impl Filter<'_> {
     fn keep_whole(&mut self, h: &BatchHeader, count: u64) {
         if h.is_transactional() && count > 0 {
             self.txn_has_data.insert(h.producer_id.get(), true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::storage::batch::{ControlMarker, TRANSACTIONAL_ATTRIBUTE_BIT, build_control_batch};
+    use crate::storage::compression::Codec;
+    use crate::storage::log::{LogEnv, SwapStop};
+    use crate::storage::{LogConfig, ShardCache};
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(f)
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 8192,
+            index_interval_bytes: 1024,
+            ..LogConfig::default()
+        }
+    }
+
+    async fn open(path: &std::path::Path) -> PartitionLog {
+        let env = LogEnv {
+            cache: Rc::new(ShardCache::new(1 << 20)),
+            background_queue: None,
+            reserve_space: false,
+        };
+        PartitionLog::open_with(path, config(), env).await.unwrap()
+    }
+
+    fn cleaner(dedupe_buffer_bytes: usize) -> Cleaner {
+        Cleaner::new(CleanerConfig {
+            enabled: true,
+            backoff_ms: 0,
+            dedupe_buffer_bytes,
+            load_factor: 0.9,
+            io_bytes_per_second: f64::MAX,
+        })
+    }
+
+    fn facts() -> PartitionFacts {
+        PartitionFacts {
+            settings: CompactionSettings {
+                min_cleanable_dirty_ratio: 0.0,
+                delete_retention_ms: 1000,
+                min_compaction_lag_ms: 0,
+                max_compaction_lag_ms: i64::MAX,
+            },
+            last_stable_offset: i64::MAX,
+            aborted: Vec::new(),
+            last_batches: HashMap::new(),
+        }
+    }
+
+    /// (offset, key, value) of every record, and the number of batches, read back in order.
+    type Read = Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>;
+
+    async fn read_all(log: &PartitionLog) -> (Read, usize) {
+        let mut out = Vec::new();
+        let mut batches = 0;
+        let mut offset = log.log_start_offset();
+        while offset < log.high_watermark() {
+            let bytes = log.read(offset, 1 << 20).await.unwrap().to_vec();
+            if bytes.is_empty() {
+                break;
+            }
+            for batch in Batches(&bytes) {
+                let h = BatchHeader::view(batch).unwrap();
+                assert_eq!(crate::storage::batch::compute_crc(batch), h.crc.get());
+                offset = h.last_offset() + 1;
+                batches += 1;
+                if h.is_control() {
+                    out.push((h.base_offset.get(), Some(b"<marker>".to_vec()), None));
+                    continue;
+                }
+                let section = records::section(batch, 1 << 24).unwrap();
+                for r in records::parse(&section, h.records_count.get()).unwrap() {
+                    out.push((
+                        h.base_offset.get() + i64::from(r.offset_delta),
+                        r.key.map(<[u8]>::to_vec),
+                        r.value.map(<[u8]>::to_vec),
+                    ));
+                }
+            }
+        }
+        (out, batches)
+    }
+
+    fn keyed(key: &str, value: Option<&str>, codec: Codec) -> Bytes {
+        Bytes::from(records::build_keyed_batch(
+            &[(Some(key.as_bytes()), value.map(str::as_bytes))],
+            1_000,
+            codec,
+            0,
+            (-1, -1, -1),
+        ))
+    }
+
+    /// The model: below `end`, only the last record of each key; at and above it, everything.
+    fn latest_per_key(all: &Read, end: i64) -> Read {
+        all.iter()
+            .filter(|(o, k, _)| {
+                *o >= end || !all.iter().any(|(o2, k2, _)| o2 > o && *o2 < end && k2 == k)
+            })
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_latest_record_per_key_with_offsets_and_survives_reopening() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t-0");
+            let log = open(&path).await;
+            let codecs = [
+                Codec::None,
+                Codec::Gzip,
+                Codec::Snappy,
+                Codec::Lz4,
+                Codec::Zstd,
+            ];
+            for i in 0..300usize {
+                // Hex of a hash: compresses to about half, so segments still fill.
+                let value = format!("{:032x}{:032x}", records::key_hash(&i.to_be_bytes()), i);
+                let batch = keyed(&format!("k{}", i % 17), Some(&value), codecs[i % 5]);
+                log.append(batch).await.unwrap();
+            }
+            let (before, _) = read_all(&log).await;
+            assert!(log.segment_count() > 3, "{}", log.segment_count());
+            let end = log.active_segment_base();
+            let cleaner = cleaner(1 << 20);
+            let stats = cleaner
+                .clean_if_due(&log, &facts(), 0)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stats.passes, 1);
+            assert!(stats.bytes_written < stats.bytes_read / 2, "{stats:?}");
+            let expected = latest_per_key(&before, end);
+            let (after, _) = read_all(&log).await;
+            assert_eq!(after, expected);
+            assert!(after.len() < before.len());
+            // Nothing dirty is left: not due again.
+            assert!(
+                cleaner
+                    .clean_if_due(&log, &facts(), 0)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            // Appends go on; the cleaned segments recover as they are.
+            log.append(keyed("k1", Some("new"), Codec::None))
+                .await
+                .unwrap();
+            log.close().await.unwrap();
+            let log = open(&path).await;
+            let (reopened, _) = read_all(&log).await;
+            assert_eq!(&reopened[..after.len()], &after[..]);
+            assert_eq!(reopened.len(), after.len() + 1);
+            let mut expected_files: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+                .collect();
+            expected_files.sort();
+            assert!(expected_files.is_empty(), "{expected_files:?}");
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn several_passes_when_the_key_map_is_full() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open(&dir.path().join("t-0")).await;
+            for round in 0..3 {
+                for key in 0..60 {
+                    let value = format!("{round}-{}", "y".repeat(100));
+                    log.append(keyed(&format!("key-{key}"), Some(&value), Codec::None))
+                        .await
+                        .unwrap();
+                }
+            }
+            let (before, _) = read_all(&log).await;
+            let end = log.active_segment_base();
+            // Room for 18 keys of the 60.
+            let cleaner = cleaner(offset_map::SLOT_BYTES * 20);
+            let stats = cleaner
+                .clean_if_due(&log, &facts(), 0)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(stats.passes > 2, "{stats:?}");
+            let (after, _) = read_all(&log).await;
+            assert_eq!(after, latest_per_key(&before, end));
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn tombstones_stay_for_delete_retention_after_the_cleaning_that_saw_them() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open(&dir.path().join("t-0")).await;
+            log.append(keyed("gone", Some("v"), Codec::None))
+                .await
+                .unwrap();
+            log.append(keyed("gone", None, Codec::Lz4)).await.unwrap();
+            for i in 0..80 {
+                let value = "z".repeat(200);
+                log.append(keyed(
+                    &format!("other-{}", i % 5),
+                    Some(&value),
+                    Codec::None,
+                ))
+                .await
+                .unwrap();
+            }
+            let cleaner = cleaner(1 << 20);
+            let facts = facts();
+            cleaner
+                .clean_if_due(&log, &facts, 10_000)
+                .await
+                .unwrap()
+                .unwrap();
+            let (after, _) = read_all(&log).await;
+            let gone: Vec<_> = after
+                .iter()
+                .filter(|(_, k, _)| k.as_deref() == Some(&b"gone"[..]))
+                .collect();
+            assert_eq!(gone.len(), 1, "the tombstone alone is left: {gone:?}");
+            assert_eq!(gone[0].0, 1);
+            assert!(gone[0].2.is_none());
+            // Before the horizon (10 000 + 1000 ms) nothing is due and it stays.
+            assert!(
+                cleaner
+                    .clean_if_due(&log, &facts, 10_500)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            // After it, the horizon alone makes the partition due, and the tombstone goes.
+            cleaner
+                .clean_if_due(&log, &facts, 11_001)
+                .await
+                .unwrap()
+                .unwrap();
+            let (after, _) = read_all(&log).await;
+            assert!(
+                after
+                    .iter()
+                    .all(|(_, k, _)| k.as_deref() != Some(&b"gone"[..]))
+            );
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn aborted_data_goes_markers_follow_and_last_producer_batches_stay() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open(&dir.path().join("t-0")).await;
+            let txn = |key: &str, pid: i64, seq: i32| {
+                Bytes::from(records::build_keyed_batch(
+                    &[(Some(key.as_bytes()), Some(b"txn-value"))],
+                    1_000,
+                    Codec::None,
+                    TRANSACTIONAL_ATTRIBUTE_BIT,
+                    (pid, 0, seq),
+                ))
+            };
+            let marker = |pid: i64, commit: bool| {
+                Bytes::from(build_control_batch(
+                    pid,
+                    0,
+                    ControlMarker {
+                        commit,
+                        coordinator_epoch: 0,
+                    },
+                    1_000,
+                ))
+            };
+            // Producer 7 aborts a transaction at 0..=1 (marker 2); producer 8 commits 3 (marker
+            // 4); producer 9 (idempotent) writes key "idem" at 5, superseded at 6.
+            log.append(txn("a", 7, 0)).await.unwrap();
+            log.append(txn("b", 7, 1)).await.unwrap();
+            log.append(marker(7, false)).await.unwrap();
+            log.append(txn("c", 8, 0)).await.unwrap();
+            log.append(marker(8, true)).await.unwrap();
+            let idem = records::build_keyed_batch(
+                &[(Some(b"idem"), Some(b"1"))],
+                1_000,
+                Codec::None,
+                0,
+                (9, 0, 0),
+            );
+            log.append(Bytes::from(idem)).await.unwrap();
+            log.append(keyed("idem", Some("2"), Codec::None))
+                .await
+                .unwrap();
+            log.append(keyed("c", Some("later"), Codec::None))
+                .await
+                .unwrap();
+            for i in 0..60 {
+                log.append(keyed(
+                    &format!("fill-{}", i % 3),
+                    Some(&"f".repeat(200)),
+                    Codec::None,
+                ))
+                .await
+                .unwrap();
+            }
+            let mut facts = facts();
+            facts.aborted = vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 0,
+                last_offset: 2,
+                last_stable_offset: 0,
+            }];
+            facts.last_batches = HashMap::from([(9, 5)]);
+            let cleaner = cleaner(1 << 20);
+            cleaner
+                .clean_if_due(&log, &facts, 10_000)
+                .await
+                .unwrap()
+                .unwrap();
+            let (after, _) = read_all(&log).await;
+            let offsets: Vec<i64> = after.iter().map(|r| r.0).take_while(|&o| o < 9).collect();
+            // Aborted 0, 1 gone; both markers kept (the abort's until its horizon; the commit's
+            // transaction is empty now that "c" has a later value, so it too gets a horizon);
+            // 5's record is gone but its batch stays, empty.
+            assert_eq!(offsets, [2, 4, 6, 7], "{after:?}");
+            let bytes = log.read(5, 1).await.unwrap().to_vec();
+            let h = BatchHeader::view(&bytes).unwrap();
+            assert_eq!(
+                (
+                    h.base_offset.get(),
+                    h.records_count.get(),
+                    h.producer_id.get()
+                ),
+                (5, 0, 9),
+                "the producer's last batch is kept empty"
+            );
+            assert_eq!(h.base_sequence.get(), 0);
+            cleaner
+                .clean_if_due(&log, &facts, 11_001)
+                .await
+                .unwrap()
+                .unwrap();
+            let (after, _) = read_all(&log).await;
+            let offsets: Vec<i64> = after.iter().map(|r| r.0).take_while(|&o| o < 9).collect();
+            assert_eq!(
+                offsets,
+                [6, 7],
+                "markers gone after their horizon: {after:?}"
+            );
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn nothing_past_the_last_stable_offset_or_younger_than_the_lag_is_cleaned() {
+        run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open(&dir.path().join("t-0")).await;
+            for i in 0..100 {
+                log.append(keyed(
+                    "same",
+                    Some(&format!("{i}{}", "q".repeat(200))),
+                    Codec::None,
+                ))
+                .await
+                .unwrap();
+            }
+            let cleaner = cleaner(1 << 20);
+            let mut facts = facts();
+            facts.last_stable_offset = 0;
+            assert!(
+                cleaner
+                    .clean_if_due(&log, &facts, 0)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            facts.last_stable_offset = i64::MAX;
+            facts.settings.min_compaction_lag_ms = 10_000;
+            // Batches carry timestamp 1000: younger than the lag at 5000, not at 20 000.
+            assert!(
+                cleaner
+                    .clean_if_due(&log, &facts, 5_000)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            facts.settings.min_cleanable_dirty_ratio = 1.0;
+            facts.settings.max_compaction_lag_ms = 100;
+            // A ratio of 1.0 is reached by an all-dirty log; max lag forces it anyway.
+            assert!(
+                cleaner
+                    .clean_if_due(&log, &facts, 20_000)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_swap_stopped_anywhere_recovers_the_old_set_or_the_new_one() {
+        for stop in [
+            None,
+            Some(SwapStop::BeforeManifest),
+            Some(SwapStop::AfterManifest),
+            Some(SwapStop::AfterFirstRename),
+            Some(SwapStop::BeforeDeletes),
+        ] {
+            run(move || async move {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("t-0");
+                let log = open(&path).await;
+                let cleaner = cleaner(1 << 20);
+                for round in 0..2 {
+                    for i in 0..200 {
+                        let value = format!("{round}-{i}-{}", "w".repeat(150));
+                        let codec = if i % 2 == 0 { Codec::None } else { Codec::Gzip };
+                        log.append(keyed(&format!("k{}", i % 4), Some(&value), codec))
+                            .await
+                            .unwrap();
+                    }
+                    if round == 0 {
+                        // Leaves small cleaned segments, which the next cleaning merges with
+                        // others: groups of several segments, each swap replacing them all.
+                        cleaner
+                            .clean_if_due(&log, &facts(), 0)
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                }
+                let (before, _) = read_all(&log).await;
+                let end = log.active_segment_base();
+                let cleaned = latest_per_key(&before, end);
+                let segments_before = log.segment_count();
+                if let Some(stop) = stop {
+                    log.inject_swap_stop(stop);
+                    assert!(cleaner.clean_if_due(&log, &facts(), 0).await.is_err());
+                    drop(log);
+                } else {
+                    cleaner
+                        .clean_if_due(&log, &facts(), 0)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    log.close().await.unwrap();
+                }
+                let log = open(&path).await;
+                let (after, _) = read_all(&log).await;
+                // The stop came in the first group's swap: that group is old or new whole, and
+                // the later groups are old.
+                assert!(
+                    after.windows(2).all(|w| w[0].0 < w[1].0),
+                    "offsets grow, no segment is doubled ({stop:?})"
+                );
+                assert!(
+                    after.iter().all(|r| before.contains(r)),
+                    "nothing new ({stop:?})"
+                );
+                assert!(
+                    cleaned.iter().all(|r| after.contains(r)),
+                    "nothing the cleaning keeps was lost ({stop:?})"
+                );
+                if stop == Some(SwapStop::BeforeManifest) {
+                    assert!(after == before, "the old set");
+                    assert_eq!(log.segment_count(), segments_before);
+                } else {
+                    assert!(
+                        log.segment_count() < segments_before,
+                        "the first group swapped"
+                    );
+                }
+                cleaner.clean_if_due(&log, &facts(), 0).await.unwrap();
+                assert!(
+                    read_all(&log).await.0 == cleaned,
+                    "cleaned again ({stop:?})"
+                );
+                let leftovers: Vec<String> = std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+                    .collect();
+                assert!(leftovers.is_empty(), "{leftovers:?}");
+                log.close().await.unwrap();
+            });
         }
     }
 }

@@ -136,9 +136,7 @@ pub fn compress(codec: Codec, data: &[u8], xerial: bool) -> Result<Vec<u8>, Code
                 Vec::with_capacity(data.len() / 2 + 64),
                 flate2::Compression::default(),
             );
-            encoder
-                .write_all(data)
-                .map_err(|e| failed(e.to_string()))?;
+            encoder.write_all(data).map_err(|e| failed(e.to_string()))?;
             encoder.finish().map_err(|e| failed(e.to_string()))
         }
         Codec::Snappy if xerial => {
@@ -165,9 +163,7 @@ pub fn compress(codec: Codec, data: &[u8], xerial: bool) -> Result<Vec<u8>, Code
                 .block_size(lz4_flex::frame::BlockSize::Max64KB)
                 .block_mode(lz4_flex::frame::BlockMode::Independent);
             let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
-            encoder
-                .write_all(data)
-                .map_err(|e| failed(e.to_string()))?;
+            encoder.write_all(data).map_err(|e| failed(e.to_string()))?;
             encoder.finish().map_err(|e| failed(e.to_string()))
         }
         Codec::Zstd => zstd::stream::encode_all(data, 3).map_err(|e| failed(e.to_string())),
@@ -180,7 +176,9 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_and_inflation_is_bounded() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_be_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_be_bytes())
+            .collect();
         for codec in [
             Codec::None,
             Codec::Gzip,

@@ -65,7 +65,7 @@ mod compact;
 mod recovery;
 mod writer;
 
-pub use compact::{CleanedSegment, CleanedWriter, ClosedSegment};
+pub use compact::{CleanedSegment, CleanedWriter, ClosedSegment, SwapStop};
 
 const CHECKPOINT_FILE: &str = "log-start-offset.checkpoint";
 const READ_AHEAD_BYTES_MIN: u64 = 64 * 1024;
@@ -227,6 +227,8 @@ struct LogInner {
     /// Held while segments are deleted (retention, DeleteRecords) or swapped for cleaned ones
     /// (`compact`), so the two never work on the same segments.
     segments_permit: glommio::sync::Semaphore,
+    /// Test hook: where the next swap stops as if the process died (`compact::SwapStop`).
+    swap_stop: Cell<Option<compact::SwapStop>>,
 }
 
 /// One partition's log. See the module header.
@@ -341,6 +343,7 @@ impl PartitionLog {
             write_faults: Cell::new(0),
             writer: RefCell::new(None),
             segments_permit: glommio::sync::Semaphore::new(1),
+            swap_stop: Cell::new(None),
         });
         let task = glommio::spawn_local(writer_loop(inner.clone())).detach();
         *inner.writer.borrow_mut() = Some(task);

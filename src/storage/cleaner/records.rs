@@ -39,8 +39,8 @@ pub struct RecordView<'a> {
     pub timestamp_delta: i64,
     /// `None` for a null key.
     pub key: Option<&'a [u8]>,
-    /// A tombstone: the value is null.
-    pub value_is_null: bool,
+    /// `None` for a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
     /// The whole record, its length varint included.
     pub bytes: &'a [u8],
     /// Where the timestamp delta varint lies within `bytes`.
@@ -122,7 +122,7 @@ pub fn parse(section: &[u8], count: i32) -> Result<Vec<RecordView<'_>>, RecordsE
             offset_delta,
             timestamp_delta,
             key,
-            value_is_null: value.is_none(),
+            value,
             bytes: &section[start..end],
             timestamp_span: (ts_start - start, ts_end - start),
         });
@@ -291,7 +291,13 @@ mod tests {
 
     #[test]
     fn parse_filter_and_rebuild_keep_offsets_timestamps_and_crc() {
-        for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
             let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'v'; 10 + i]).collect();
             let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
                 (Some(b"a"), Some(&values[0])),
@@ -306,7 +312,7 @@ mod tests {
             let parsed = parse(&section, 5).unwrap();
             assert_eq!(parsed.len(), 5);
             assert_eq!(parsed[2].key, Some(&b"a"[..]));
-            assert!(parsed[2].value_is_null);
+            assert!(parsed[2].value.is_none());
             assert_eq!(parsed[3].key, None);
             let kept = [parsed[1], parsed[4]];
             for horizon in [None, Some(1_000_000_000_000i64)] {
@@ -314,7 +320,10 @@ mod tests {
                 let header = BatchHeader::view(&rebuilt).unwrap();
                 assert_eq!(header.size_bytes() as usize, rebuilt.len());
                 assert_eq!(header.magic, 2);
-                assert_eq!(crate::storage::batch::compute_crc(&rebuilt), header.crc.get());
+                assert_eq!(
+                    crate::storage::batch::compute_crc(&rebuilt),
+                    header.crc.get()
+                );
                 assert_eq!(header.base_offset.get(), 500);
                 assert_eq!(header.last_offset_delta.get(), 4);
                 assert_eq!(header.records_count.get(), 2);

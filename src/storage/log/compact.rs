@@ -33,6 +33,28 @@ const SWAP_SUFFIX: &str = ".swap";
 const CLEANED_SUFFIX: &str = ".cleaned";
 const SEGMENT_EXTS: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
 
+/// Test hook (`PartitionLog::inject_swap_stop`): a point of the swap where the next one stops,
+/// leaving the files as a process killed there would, and fails with an I/O error. The log
+/// must then be dropped and reopened, as after the crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapStop {
+    /// The cleaned files are written, the manifest is not.
+    BeforeManifest,
+    /// The manifest is durable; nothing is renamed yet.
+    AfterManifest,
+    /// The cleaned `.log` is renamed over the group's first segment; nothing else is.
+    AfterFirstRename,
+    /// Every cleaned file is renamed; the other old segments are not deleted yet.
+    BeforeDeletes,
+}
+
+fn stopped() -> StorageError {
+    StorageError::io(
+        "swap stopped by the test hook",
+        std::io::Error::other("injected stop"),
+    )
+}
+
 /// A closed segment as the cleaner sees it.
 #[derive(Debug, Clone)]
 pub struct ClosedSegment {
@@ -121,13 +143,19 @@ impl PartitionLog {
         budget_bytes: usize,
     ) -> StorageResult<(Vec<u8>, u64)> {
         let mut out = Vec::with_capacity(budget_bytes.min(segment.size_bytes as usize));
-        let (end, why) = scan(&segment.file, position, segment.size_bytes, None, |_, _, b| {
-            if !out.is_empty() && out.len() + b.len() > budget_bytes {
-                return false;
-            }
-            out.extend_from_slice(b);
-            true
-        })
+        let (end, why) = scan(
+            &segment.file,
+            position,
+            segment.size_bytes,
+            None,
+            |_, _, b| {
+                if !out.is_empty() && out.len() + b.len() > budget_bytes {
+                    return false;
+                }
+                out.extend_from_slice(b);
+                true
+            },
+        )
         .await?;
         match why {
             ScanEnd::Limit | ScanEnd::Stopped => Ok((out, end)),
@@ -163,7 +191,11 @@ impl PartitionLog {
     ) -> StorageResult<bool> {
         let inner = &*self.inner;
         let base = cleaned.segment.base_offset;
-        assert_eq!(old_bases.first(), Some(&base), "a group keeps its base offset");
+        assert_eq!(
+            old_bases.first(),
+            Some(&base),
+            "a group keeps its base offset"
+        );
         let _permit = inner
             .segments_permit
             .acquire_permit(1)
@@ -180,8 +212,19 @@ impl PartitionLog {
             remove_cleaned(&inner.dir, base);
             return Ok(false);
         }
+        let stop = inner.swap_stop.take();
+        if stop == Some(SwapStop::BeforeManifest) {
+            return Err(stopped());
+        }
         let manifest: String = old_bases.iter().map(|b| format!("{b}\n")).collect();
         write_file_atomic(&inner.dir, &swap_name(base), manifest.as_bytes()).await?;
+        if stop == Some(SwapStop::AfterManifest) {
+            return Err(stopped());
+        }
+        if let Some(stop) = stop {
+            roll_forward_until(&inner.dir, base, old_bases, Some(stop)).await?;
+            return Err(stopped());
+        }
         let group_end = {
             let mut st = inner.state.borrow_mut();
             for b in old_bases {
@@ -193,9 +236,18 @@ impl PartitionLog {
                 .next()
                 .map_or(i64::MAX, |(b, _)| *b)
         };
-        inner.env.cache.remove_range(inner.log_id, base, group_end - 1);
+        inner
+            .env
+            .cache
+            .remove_range(inner.log_id, base, group_end - 1);
         roll_forward(&inner.dir, base, old_bases).await?;
         Ok(true)
+    }
+
+    /// Test hook: the next swap stops at `at` (see `SwapStop`).
+    #[doc(hidden)]
+    pub fn inject_swap_stop(&self, at: SwapStop) {
+        self.inner.swap_stop.set(Some(at));
     }
 }
 
@@ -232,7 +284,8 @@ impl CleanedWriter {
             return Ok(());
         }
         let mut out = alloc_buffer(whole);
-        out.as_bytes_mut().copy_from_slice(&self.buf.as_bytes()[..whole]);
+        out.as_bytes_mut()
+            .copy_from_slice(&self.buf.as_bytes()[..whole]);
         self.write(out, whole).await?;
         let rest = self.len - whole;
         let tail = self.buf.as_bytes()[whole..self.len].to_vec();
@@ -313,6 +366,15 @@ fn remove_cleaned(dir: &Path, base: i64) {
 /// Step 3 of a swap (module header): idempotent, so recovery can repeat it after a crash
 /// anywhere inside it.
 async fn roll_forward(dir: &Path, base: i64, old_bases: &[i64]) -> StorageResult<()> {
+    roll_forward_until(dir, base, old_bases, None).await
+}
+
+async fn roll_forward_until(
+    dir: &Path,
+    base: i64,
+    old_bases: &[i64],
+    stop: Option<SwapStop>,
+) -> StorageResult<()> {
     for ext in SEGMENT_EXTS {
         let from = cleaned_path(dir, base, ext);
         match std::fs::rename(&from, segment_path(dir, base, ext)) {
@@ -320,8 +382,14 @@ async fn roll_forward(dir: &Path, base: i64, old_bases: &[i64]) -> StorageResult
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io("swap in cleaned segment", e)),
         }
+        if stop == Some(SwapStop::AfterFirstRename) {
+            return writer::sync_dir(dir).await;
+        }
     }
     writer::sync_dir(dir).await?;
+    if stop == Some(SwapStop::BeforeDeletes) {
+        return Ok(());
+    }
     for &old in old_bases.iter().filter(|&&b| b != base) {
         for ext in SEGMENT_EXTS {
             match std::fs::remove_file(segment_path(dir, old, ext)) {
