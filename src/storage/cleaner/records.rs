@@ -18,6 +18,7 @@ use crate::storage::compression::{self, Codec, CodecError};
 /// `attributes` bit saying `baseTimestamp` holds the batch's delete horizon (KIP-534): the time
 /// after which the cleaner may remove its tombstones and, for a control batch, the marker.
 pub const DELETE_HORIZON_ATTRIBUTE_BIT: i16 = 1 << 6;
+const CODEC_ATTRIBUTE_BITS: i16 = 0x07;
 const CRC_FIELD_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 const BASE_TIMESTAMP_OFFSET: usize = 27;
@@ -193,7 +194,10 @@ pub fn rebuild(
         put_varint(&mut section, body.len() as i64);
         section.extend_from_slice(&body);
     }
+    // An empty batch (a producer's last batch whose records all went) is written as Kafka
+    // writes one: no records section and no codec, only the header and its offsets.
     let body = match codec {
+        _ if kept.is_empty() => Vec::new(),
         Codec::None => section,
         codec => compression::compress(codec, &section, xerial)?,
     };
@@ -202,6 +206,11 @@ pub fn rebuild(
     out.extend_from_slice(&body);
     let length = (out.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
     out[8..12].copy_from_slice(&length.to_be_bytes());
+    let attributes = if kept.is_empty() {
+        attributes & !CODEC_ATTRIBUTE_BITS
+    } else {
+        attributes
+    };
     let attributes = if delete_horizon_ms.is_some() {
         attributes | DELETE_HORIZON_ATTRIBUTE_BIT
     } else {
@@ -261,11 +270,14 @@ pub fn encode_record(
     out.extend_from_slice(&record);
 }
 
+/// A record to build: its key and value, each `None` for null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// A whole v2 batch of keyed records `(key, value)` with consecutive offset deltas and
 /// timestamp `timestamp_ms`, compressed with `codec`, for `producer` (id, epoch, base
 /// sequence) and `attributes` (codec bits are set from `codec`). Test and bench helper.
 pub fn build_keyed_batch(
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    records: &[KeyValue<'_>],
     timestamp_ms: i64,
     codec: Codec,
     attributes: i16,
@@ -299,7 +311,7 @@ mod tests {
             Codec::Zstd,
         ] {
             let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'v'; 10 + i]).collect();
-            let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+            let records: Vec<KeyValue<'_>> = vec![
                 (Some(b"a"), Some(&values[0])),
                 (Some(b"b"), Some(&values[1])),
                 (Some(b"a"), None),
