@@ -37,7 +37,7 @@ pub mod offset_map;
 pub mod records;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,7 @@ pub struct CleanerConfig {
     pub dedupe_buffer_bytes: usize,
     /// `log.cleaner.io.buffer.load.factor`.
     pub load_factor: f64,
-    /// This shard's share of `log.cleaner.io.max.bytes.per.second`.
+    /// This shard's share of `log.cleaner.io.max.bytes.per.second` (infinite: no throttle).
     pub io_bytes_per_second: f64,
 }
 
@@ -83,6 +83,13 @@ impl CleanerConfig {
         let dedupe = config
             .int("log.cleaner.dedupe.buffer.size", 128 << 20)
             .max(0) as usize;
+        // Kafka's default is Double.MAX_VALUE: no throttle.
+        let io = config.double("log.cleaner.io.max.bytes.per.second", f64::MAX);
+        let io_bytes_per_second = if io >= f64::MAX {
+            f64::INFINITY
+        } else {
+            io / shards as f64
+        };
         CleanerConfig {
             enabled: config
                 .entries
@@ -91,8 +98,7 @@ impl CleanerConfig {
             backoff_ms: config.int("log.cleaner.backoff.ms", 15_000).max(0) as u64,
             dedupe_buffer_bytes: (dedupe / shards).min(STORAGE_CLEANER_DEDUPE_BYTES_MAX),
             load_factor: config.double("log.cleaner.io.buffer.load.factor", 0.9),
-            io_bytes_per_second: config.double("log.cleaner.io.max.bytes.per.second", f64::MAX)
-                / shards as f64,
+            io_bytes_per_second,
         }
     }
 }
@@ -144,7 +150,8 @@ struct PartitionState {
 pub struct Cleaner {
     config: CleanerConfig,
     map: RefCell<Option<OffsetMap>>,
-    state: RefCell<HashMap<PathBuf, PartitionState>>,
+    /// By (directory, `PartitionLog::instance_id`).
+    state: RefCell<HashMap<(PathBuf, u64), PartitionState>>,
     throttle_started: Cell<Instant>,
     throttle_bytes: Cell<f64>,
     /// Totals since start (logged with each cleaning).
@@ -174,7 +181,14 @@ impl Cleaner {
 
     /// One round over the shard's compacted partitions: each one that is due is cleaned.
     pub async fn clean_due_partitions(&self, partitions: &PartitionManager, now_ms: i64) {
-        for (topic, partition, open) in partitions.open_partitions() {
+        let open_partitions = partitions.open_partitions();
+        // Forget the partitions that closed (moved, deleted).
+        let open_keys: HashSet<(PathBuf, u64)> = open_partitions
+            .iter()
+            .map(|(_, _, open)| state_key(&open.log))
+            .collect();
+        self.state.borrow_mut().retain(|k, _| open_keys.contains(k));
+        for (topic, partition, open) in open_partitions {
             let (compact, settings) = {
                 let s = open.settings.borrow();
                 (s.cleanup_compact, s.compaction)
@@ -210,7 +224,7 @@ impl Cleaner {
     }
 
     async fn partition_state(&self, log: &PartitionLog) -> StorageResult<PartitionState> {
-        if let Some(state) = self.state.borrow().get(log.dir()) {
+        if let Some(state) = self.state.borrow().get(&state_key(log)) {
             return Ok(*state);
         }
         let first_dirty_offset = read_small_file(&log.dir().join(CHECKPOINT_FILE))
@@ -222,9 +236,7 @@ impl Cleaner {
             first_dirty_offset,
             next_horizon_ms: None,
         };
-        self.state
-            .borrow_mut()
-            .insert(log.dir().to_path_buf(), state);
+        self.state.borrow_mut().insert(state_key(log), state);
         Ok(state)
     }
 
@@ -317,7 +329,7 @@ impl Cleaner {
                 .await?;
             stats.passes += 1;
             write_file_atomic(log.dir(), CHECKPOINT_FILE, end.to_string().as_bytes()).await?;
-            if let Some(state) = self.state.borrow_mut().get_mut(log.dir()) {
+            if let Some(state) = self.state.borrow_mut().get_mut(&state_key(log)) {
                 state.first_dirty_offset = end;
             }
             if end >= plan.cleanable_end || end <= first_dirty {
@@ -332,7 +344,7 @@ impl Cleaner {
     /// Waits as long as needed to keep read plus written bytes under the configured rate.
     async fn throttle(&self, bytes: u64) {
         let rate = self.config.io_bytes_per_second;
-        if !rate.is_finite() || rate >= f64::MAX / 2.0 {
+        if !rate.is_finite() {
             return;
         }
         let total = self.throttle_bytes.get() + bytes as f64;
@@ -449,7 +461,7 @@ impl Cleaner {
             last_batches: &facts.last_batches,
             txn_has_data: HashMap::new(),
             next_horizon_ms: None,
-            markers_kept: Vec::new(),
+            markers_kept: HashSet::new(),
         };
         let to_clean: Vec<&ClosedSegment> = segments
             .iter()
@@ -517,11 +529,15 @@ impl Cleaner {
             }
             stats.segments_replaced += bases.len() as u32;
         }
-        if let Some(state) = self.state.borrow_mut().get_mut(log.dir()) {
+        if let Some(state) = self.state.borrow_mut().get_mut(&state_key(log)) {
             state.next_horizon_ms = filter.next_horizon_ms;
         }
         Ok(map_end)
     }
+}
+
+fn state_key(log: &PartitionLog) -> (PathBuf, u64) {
+    (log.dir().to_path_buf(), log.instance_id())
 }
 
 /// Consecutive segments whose total size fits `segment_bytes` and whose offsets fit one
@@ -634,7 +650,7 @@ struct Filter<'a> {
     txn_has_data: HashMap<i64, bool>,
     next_horizon_ms: Option<i64>,
     /// Offsets of the control batches kept.
-    markers_kept: Vec<i64>,
+    markers_kept: HashSet<i64>,
 }
 
 impl Filter<'_> {
@@ -653,7 +669,7 @@ impl Filter<'_> {
         let count = u64::try_from(h.records_count.get()).unwrap_or(0);
         if base >= self.map_end {
             if h.is_control() {
-                self.markers_kept.push(base);
+                self.markers_kept.insert(base);
             } else if h.is_transactional() && count > 0 {
                 self.txn_has_data.insert(producer_id, true);
             }
@@ -665,7 +681,7 @@ impl Filter<'_> {
         if h.is_control() {
             let has_data = self.txn_has_data.remove(&producer_id).unwrap_or(false);
             if has_data {
-                self.markers_kept.push(base);
+                self.markers_kept.insert(base);
                 return Action::Keep;
             }
             return match existing_horizon {
@@ -676,24 +692,24 @@ impl Filter<'_> {
                 }
                 Some(horizon) => {
                     self.note_horizon(horizon);
-                    self.markers_kept.push(base);
+                    self.markers_kept.insert(base);
                     Action::Keep
                 }
                 None => {
                     let horizon = self.horizon();
                     let section = &batch[BATCH_HEADER_BYTES..];
                     let Ok(all) = records::parse(section, h.records_count.get()) else {
-                        self.markers_kept.push(base);
+                        self.markers_kept.insert(base);
                         return Action::Keep;
                     };
                     match records::rebuild(batch, &all, Some(horizon)) {
                         Ok(b) => {
                             self.note_horizon(horizon);
-                            self.markers_kept.push(base);
+                            self.markers_kept.insert(base);
                             Action::Rewrite(b)
                         }
                         Err(_) => {
-                            self.markers_kept.push(base);
+                            self.markers_kept.insert(base);
                             Action::Keep
                         }
                     }
@@ -823,7 +839,7 @@ mod tests {
             backoff_ms: 0,
             dedupe_buffer_bytes,
             load_factor: 0.9,
-            io_bytes_per_second: f64::MAX,
+            io_bytes_per_second: f64::INFINITY,
         })
     }
 
@@ -955,6 +971,36 @@ mod tests {
             assert!(expected_files.is_empty(), "{expected_files:?}");
             log.close().await.unwrap();
         });
+    }
+
+    #[test]
+    fn broker_settings_are_split_between_shards() {
+        let config = Config::build(&[]).unwrap();
+        let shard = CleanerConfig::for_shard(&config, 2);
+        assert!(shard.enabled);
+        assert_eq!(shard.backoff_ms, 15_000);
+        assert_eq!(shard.dedupe_buffer_bytes, 64 << 20);
+        assert_eq!(
+            shard.io_bytes_per_second,
+            f64::INFINITY,
+            "Kafka's default: no throttle"
+        );
+        let config = Config::build(&[
+            (
+                "log.cleaner.io.max.bytes.per.second".into(),
+                "1000000".into(),
+            ),
+            ("log.cleaner.enable".into(), "false".into()),
+            ("log.cleaner.io.buffer.load.factor".into(), "0.5".into()),
+        ])
+        .unwrap();
+        let shard = CleanerConfig::for_shard(&config, 4);
+        assert!(!shard.enabled);
+        assert_eq!(shard.io_bytes_per_second, 250_000.0);
+        assert_eq!(shard.load_factor, 0.5);
+        assert!(
+            Config::build(&[("log.cleaner.io.buffer.load.factor".into(), "2".into())]).is_err()
+        );
     }
 
     #[test]

@@ -108,6 +108,12 @@ impl PartitionLog {
         &self.inner.dir
     }
 
+    /// Tells this open log from an earlier one of the same directory (a topic deleted and
+    /// created again under its name): unique per process.
+    pub fn instance_id(&self) -> u64 {
+        self.inner.log_id
+    }
+
     /// Closed segments (sealed, their indexes written), oldest first; never the active one.
     pub fn closed_segments(&self) -> Vec<ClosedSegment> {
         let st = self.inner.state.borrow();
