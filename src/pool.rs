@@ -526,9 +526,19 @@ async fn cleaner_loop(context: Rc<ShardContext>) {
         if !context.sleep_unless_draining(backoff).await {
             break;
         }
-        cleaner
+        let reports = cleaner
             .clean_due_partitions(&context.partitions, now_ms())
             .await;
+        let mut ratios = Vec::with_capacity(reports.len());
+        for report in reports {
+            if let Some((stats, elapsed)) = report.cleaned {
+                context
+                    .metrics
+                    .record_cleaning(stats.bytes_read, stats.bytes_written, elapsed);
+            }
+            ratios.push((report.topic, report.partition, report.dirty_ratio));
+        }
+        context.metrics.set_dirty_ratios(ratios);
     }
 }
 

@@ -75,7 +75,10 @@ fn batch(records: &[records::KeyValue<'_>], codec: Codec) -> Vec<u8> {
 #[test]
 fn a_real_client_sees_the_latest_value_per_key_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start_in(dir.path(), &["--set", FAST_CLEANER]);
+    let broker = Broker::start_in(
+        dir.path(),
+        &["--set", FAST_CLEANER, "--set", "metrics-listen=127.0.0.1:0"],
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/compaction.py");
     let bootstrap = broker.bootstrap();
     let (status, stdout, stderr) = run_bounded(
@@ -94,6 +97,41 @@ fn a_real_client_sees_the_latest_value_per_key_at_its_offset() {
         log.iter().any(|l| l.contains("compacted")),
         "the cleaner logged its cleanings"
     );
+    let metrics_addr = log
+        .iter()
+        .find_map(|l| {
+            let at = l.find("metrics_listen=")? + "metrics_listen=".len();
+            Some(l[at..].split_whitespace().next()?.to_string())
+        })
+        .expect("the metrics address is logged");
+    let body = http_get(&metrics_addr, "/metrics");
+    let sum = |name: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(sum("ringbroker_cleanings_total{") >= 1.0, "{body}");
+    assert!(
+        sum("ringbroker_cleaner_bytes_read_total{")
+            > sum("ringbroker_cleaner_bytes_written_total{")
+    );
+    assert!(
+        body.contains("ringbroker_cleaner_dirty_ratio{shard="),
+        "{body}"
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 #[test]

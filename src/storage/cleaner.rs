@@ -126,6 +126,17 @@ pub struct CleanStats {
     pub records_dropped: u64,
 }
 
+/// What a round found and did for one compacted partition (for metrics).
+#[derive(Debug, Clone)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    /// Dirty share of the cleanable bytes after the round (0 when nothing is cleanable).
+    pub dirty_ratio: f64,
+    /// The cleaning, if one ran and finished, and how long it took.
+    pub cleaned: Option<(CleanStats, Duration)>,
+}
+
 /// Why (and whether) a partition is due for cleaning.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CleanPlan {
@@ -180,7 +191,12 @@ impl Cleaner {
     }
 
     /// One round over the shard's compacted partitions: each one that is due is cleaned.
-    pub async fn clean_due_partitions(&self, partitions: &PartitionManager, now_ms: i64) {
+    pub async fn clean_due_partitions(
+        &self,
+        partitions: &PartitionManager,
+        now_ms: i64,
+    ) -> Vec<PartitionReport> {
+        let mut reports = Vec::new();
         let open_partitions = partitions.open_partitions();
         // Forget the partitions that closed (moved, deleted).
         let open_keys: HashSet<(PathBuf, u64)> = open_partitions
@@ -205,22 +221,40 @@ impl Cleaner {
                     last_batches: producers.last_batch_offsets(),
                 }
             };
+            let started = Instant::now();
+            let mut cleaned = None;
             match self.clean_if_due(&open.log, &facts, now_ms).await {
-                Ok(Some(stats)) => info!(
-                    topic,
-                    partition,
-                    passes = stats.passes,
-                    segments = stats.segments_replaced,
-                    bytes_read = stats.bytes_read,
-                    bytes_written = stats.bytes_written,
-                    records_dropped = stats.records_dropped,
-                    "compacted"
-                ),
+                Ok(Some(stats)) => {
+                    let elapsed = started.elapsed();
+                    info!(
+                        topic,
+                        partition,
+                        passes = stats.passes,
+                        segments = stats.segments_replaced,
+                        bytes_read = stats.bytes_read,
+                        bytes_written = stats.bytes_written,
+                        records_dropped = stats.records_dropped,
+                        ms = elapsed.as_millis() as u64,
+                        "compacted"
+                    );
+                    cleaned = Some((stats, elapsed));
+                }
                 Ok(None) => {}
                 Err(StorageError::Closed) => {}
                 Err(err) => warn!(topic, partition, %err, "compaction failed"),
             }
+            let dirty_ratio = match self.plan(&open.log, &facts, now_ms).await {
+                Ok(plan) => plan.map_or(0.0, |p| p.dirty_ratio),
+                Err(_) => 0.0,
+            };
+            reports.push(PartitionReport {
+                topic,
+                partition,
+                dirty_ratio,
+                cleaned,
+            });
         }
+        reports
     }
 
     async fn partition_state(&self, log: &PartitionLog) -> StorageResult<PartitionState> {
