@@ -3,13 +3,21 @@
 CARGO ?= cargo
 RUN_ARGS ?=
 
-.PHONY: run build test deps lint bench fmt clean
+.PHONY: run build test deps lint bench fmt clean cluster cluster-stop
 
 run:
 	$(CARGO) run --release --bin ringbroker -- serve $(RUN_ARGS)
 
 build:
 	$(CARGO) build --release
+
+# Three nodes on 127.0.0.1, each broker and controller-quorum voter, data under ./data/node-N
+# (tuning/cluster.sh); prints the bootstrap servers. `make cluster-stop` stops them.
+cluster: build
+	./tuning/cluster.sh start
+
+cluster-stop:
+	./tuning/cluster.sh stop
 
 # Third-party Kafka clients used by the black-box tests (kcat, kafka-python, confluent-kafka).
 deps:

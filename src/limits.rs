@@ -96,6 +96,14 @@ pub const QUORUM_INFLIGHT_APPENDS_MAX: usize = 256;
 /// without bound.
 pub const QUORUM_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// How long a metadata change waits to commit through the quorum before its request is
+/// answered REQUEST_TIMED_OUT (the change may still commit).
+pub const QUORUM_COMMIT_TIMEOUT_MS: u64 = 10_000;
+
+/// Applied quorum entries between local snapshots of the metadata image (which bound the
+/// Raft log and restart time).
+pub const QUORUM_SNAPSHOT_ENTRIES: u64 = 1_000;
+
 /// Largest frame between quorum voters (an append of `QUORUM_MESSAGE_BYTES_MAX`, or a snapshot
 /// of the metadata image); a larger one closes the connection.
 pub const QUORUM_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;

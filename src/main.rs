@@ -137,8 +137,22 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn run(config: Config, cores: &[usize]) -> anyhow::Result<bool> {
     raise_memlock_limit();
     raise_open_files_limit();
-    let identity = store::load_or_create_identity(&config.data_dir, config.node_id)?;
-    let (metadata_store, image) = store::MetadataStore::open(&config.data_dir)?;
+    let (identity, metadata, image) = if config.quorum.voters.is_empty() {
+        let identity = store::load_or_create_identity(&config.data_dir, config.node_id)?;
+        let (metadata_store, image) = store::MetadataStore::open(&config.data_dir)?;
+        (identity, pool::MetadataParts::Local(metadata_store), image)
+    } else {
+        let cluster = ringbroker::broker::quorum::cluster_id(&config);
+        let identity =
+            store::load_or_create_identity_in(&config.data_dir, config.node_id, Some(cluster))?;
+        let (parts, image) =
+            ringbroker::broker::quorum::open(&config).map_err(anyhow::Error::msg)?;
+        (
+            identity,
+            pool::MetadataParts::Quorum(Box::new(parts)),
+            image,
+        )
+    };
     ringbroker::storage::manager::remove_deleted_leftovers(&config.data_dir);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -155,7 +169,7 @@ fn run(config: Config, cores: &[usize]) -> anyhow::Result<bool> {
         image,
         on_shard_ready: None,
     };
-    let broker = pool::start(spec, metadata_store, cores, true).map_err(|err| match err {
+    let broker = pool::start(spec, metadata, cores, true).map_err(|err| match err {
         StartError::Executor { .. } => anyhow::Error::new(err),
         other => anyhow::Error::new(other).context("start failed"),
     })?;

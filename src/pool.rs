@@ -30,6 +30,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
+use crate::broker::quorum::{self, QuorumParts};
 use crate::broker::{ShardContext, ShardRequest};
 use crate::config::{AdvertisedListener, Config};
 use crate::limits;
@@ -118,9 +119,25 @@ impl std::fmt::Debug for BrokerSpec {
     }
 }
 
+/// How shard 0's controller keeps the metadata: a lone node's local log, or this node's
+/// voter of a controller quorum (`broker::quorum::open`).
+#[derive(Debug)]
+pub enum MetadataParts {
+    /// A lone node's metadata log.
+    Local(MetadataStore),
+    /// A quorum voter, and the image of its last snapshot.
+    Quorum(Box<QuorumParts>),
+}
+
+impl From<MetadataStore> for MetadataParts {
+    fn from(store: MetadataStore) -> MetadataParts {
+        MetadataParts::Local(store)
+    }
+}
+
 /// Things exactly one shard (the one that becomes shard 0) takes.
 struct ControllerParts {
-    store: MetadataStore,
+    metadata: MetadataParts,
     stop_requests: mpsc::Receiver<()>,
 }
 
@@ -198,10 +215,11 @@ pub fn select_cores(config: &Config) -> Result<Vec<usize>, StartError> {
 /// caller stops the broker itself (in-process tests).
 pub fn start(
     spec: BrokerSpec,
-    store: MetadataStore,
+    metadata: impl Into<MetadataParts>,
     cores: &[usize],
     install_signals: bool,
 ) -> Result<RunningBroker, StartError> {
+    let metadata = metadata.into();
     assert!(!cores.is_empty(), "at least one core is selected");
     let (listen_addr, port_holder) =
         net::listener::reserve_port(spec.config.listen).map_err(|source| StartError::Bind {
@@ -240,7 +258,7 @@ pub fn start(
             .map_err(StartError::Signals)?;
     }
     let controller_parts = Arc::new(Mutex::new(Some(ControllerParts {
-        store,
+        metadata,
         stop_requests,
     })));
     let mesh = MeshBuilder::<Envelope, _>::full(cores.len(), limits::MESH_CHANNEL_CAPACITY_MAX);
@@ -377,12 +395,27 @@ async fn run_shard(
     } else {
         None
     };
-    let (controller, stop_requests) = match parts {
-        Some(parts) => (
-            Some(Controller::new(parts.store, spec.image.clone())),
-            Some(parts.stop_requests),
+    let (controller, stop_requests, quorum) = match parts {
+        Some(ControllerParts {
+            metadata: MetadataParts::Local(store),
+            stop_requests,
+        }) => (
+            Some(Controller::new(store, spec.image.clone())),
+            Some(stop_requests),
+            None,
         ),
-        None => (None, None),
+        Some(ControllerParts {
+            metadata: MetadataParts::Quorum(parts),
+            stop_requests,
+        }) => {
+            let machine = quorum::state_machine(&spec.config, &parts, spec.image.clone());
+            (
+                Some(Controller::replicated(machine.clone())),
+                Some(stop_requests),
+                Some((machine, parts)),
+            )
+        }
+        None => (None, None, None),
     };
     let on_ready = spec.on_shard_ready.clone();
     let image = Rc::new(spec.image);
@@ -454,6 +487,9 @@ async fn run_shard(
     .map_err(|err| err.to_string())?
     .detach();
 
+    if let Some((machine, parts)) = quorum {
+        quorum::start(&context, machine, *parts)?;
+    }
     let listener =
         net::listener::bind(listen_addr).map_err(|err| format!("binding {listen_addr}: {err}"))?;
     info!(shard = %id, core, shards = shard_count, addr = %listen_addr, "shard started");

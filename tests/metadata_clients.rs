@@ -22,6 +22,7 @@ fn seed_topics(data_dir: &Path, topics: &[(&str, i32)]) {
             id: uuid::Uuid::new_v4(),
             partitions: *partitions,
             configs: BTreeMap::new(),
+            placement: Vec::new(),
         };
         let offset = image.offset + 1;
         apply_record(&mut image, offset, &record);

@@ -78,6 +78,7 @@ impl Voter {
                     sink.lock()
                         .unwrap()
                         .extend(entries.iter().map(|e| e.data.clone()));
+                    None
                 });
                 let handle = driver::spawn(node, settings, apply);
                 loop {

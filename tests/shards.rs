@@ -80,7 +80,7 @@ fn every_shard_reaches_every_shard_and_sees_controller_changes() {
                         .map(|i| NewTopic {
                             name: format!("topic-{i}"),
                             partitions: i + 1,
-                            configs: Default::default(),
+                            ..NewTopic::default()
                         })
                         .collect(),
                     validate_only: false,
@@ -170,7 +170,7 @@ fn controller_refusals_are_per_topic_and_validate_only_writes_nothing() {
             let topic = |name: &str, partitions| NewTopic {
                 name: name.to_string(),
                 partitions,
-                configs: Default::default(),
+                ..NewTopic::default()
             };
             let call = |topics, validate_only| {
                 let context = context.clone();

@@ -200,7 +200,7 @@ impl AclBinding {
 
 /// A filter of DescribeAcls and DeleteAcls (Kafka's `AclBindingFilter`): `None` fields and
 /// the ANY codes match everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclFilter {
     /// `resource_type` code or ANY.
     pub resource_type: i8,

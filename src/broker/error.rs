@@ -30,6 +30,11 @@ pub fn metadata_error_code(err: &MetadataError) -> i16 {
         MetadataError::DuplicateTopic(_) => ResponseError::InvalidRequest,
         MetadataError::LimitExceeded(_) => ResponseError::PolicyViolation,
         MetadataError::Storage(_) => ResponseError::KafkaStorageError,
+        MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        MetadataError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        MetadataError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        MetadataError::NoQuorum(_) => ResponseError::NotController,
+        MetadataError::Timeout(_) => ResponseError::RequestTimedOut,
     };
     kind.code()
 }
@@ -117,7 +122,9 @@ pub fn append_error_code(err: &AppendError) -> i16 {
 pub fn partition_error_code(err: &PartitionError) -> i16 {
     match err {
         PartitionError::Unknown { .. } => ResponseError::UnknownTopicOrPartition.code(),
-        PartitionError::NotOwner { .. } => ResponseError::NotLeaderOrFollower.code(),
+        PartitionError::NotOwner { .. } | PartitionError::NotLeader { .. } => {
+            ResponseError::NotLeaderOrFollower.code()
+        }
         PartitionError::Storage(err) => storage_error_code(err),
     }
 }

@@ -22,6 +22,7 @@
 pub mod error;
 pub mod metrics_http;
 pub mod owner;
+pub mod quorum;
 pub mod request;
 
 use std::cell::{Cell, RefCell};
@@ -146,6 +147,24 @@ impl ShardContext {
         self.image.borrow().clone()
     }
 
+    /// Whether this node is part of a controller quorum (`controller.quorum.voters` set)
+    /// rather than a lone node.
+    pub fn clustered(&self) -> bool {
+        !self.config.quorum.voters.is_empty()
+    }
+
+    /// The controller quorum as shard 0 sees it; `None` on a lone node or while it starts.
+    pub async fn quorum_status(self: &Rc<Self>) -> Option<crate::cluster::driver::QuorumStatus> {
+        match self
+            .router
+            .call(ShardId::CONTROLLER, ShardRequest::QuorumStatus)
+            .await
+        {
+            Ok(ShardResponse::QuorumStatus(status)) => status.map(|s| *s),
+            _ => None,
+        }
+    }
+
     /// Installs `image` if it is newer than the current one, then brings this shard's
     /// partitions in line with it in the background. Images from the controller arrive in
     /// order; the check makes a stale or repeated image harmless anyway.
@@ -261,6 +280,14 @@ impl Serve for ShardContext {
                 ShardResponse::WriteTxnMarkers(owner::serve_txn_markers(self, items).await)
             }
             ShardRequest::Metrics => ShardResponse::Metrics(Box::new(self.metrics_snapshot())),
+            ShardRequest::QuorumStatus => {
+                let quorum = self.controller.as_ref().and_then(|c| c.quorum().cloned());
+                let status = match quorum {
+                    Some(quorum) => quorum.status().await.map(Box::new),
+                    None => None,
+                };
+                ShardResponse::QuorumStatus(status)
+            }
             ShardRequest::Group(call) => {
                 ShardResponse::Group(crate::group::coordinator::serve(self, call).await)
             }

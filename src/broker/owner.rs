@@ -215,12 +215,18 @@ pub async fn serve_produce(
             }
         };
         let min_insync = partition.settings.borrow().min_insync_replicas;
-        if acks == -1 && min_insync > 1 {
-            // One broker is one in-sync replica.
+        // The ISR as the metadata image has it: this broker alone on a lone node, and the
+        // leader alone under a quorum until followers replicate (issue 15).
+        let isr = context
+            .image()
+            .topic(&item.topic)
+            .and_then(|t| t.partition_state(item.partition).map(|s| s.isr.len()))
+            .unwrap_or(1);
+        if acks == -1 && (min_insync.max(0) as usize) > isr {
             return ProduceOutcome {
                 error_code: ResponseError::NotEnoughReplicas.code(),
                 error_message: Some(format!(
-                    "The size of the current ISR 1 is insufficient to satisfy the min.isr \
+                    "The size of the current ISR {isr} is insufficient to satisfy the min.isr \
                      requirement of {min_insync} for partition {}-{}",
                     item.topic, item.partition
                 )),

@@ -51,6 +51,8 @@ pub enum ShardRequest {
     WriteTxnMarkers(Vec<TxnMarkerItem>),
     /// This shard's metrics, for a scrape.
     Metrics,
+    /// The controller quorum as shard 0 sees it (DescribeQuorum).
+    QuorumStatus,
     /// Work for the group coordinator of this shard (consumer groups and committed offsets).
     Group(crate::group::GroupCall),
     /// Work for the transaction coordinator of this shard.
@@ -85,6 +87,8 @@ pub enum ShardResponse {
     WriteTxnMarkers(Vec<i16>),
     /// Answer to `Metrics`.
     Metrics(Box<MetricsSnapshot>),
+    /// Answer to `QuorumStatus`: `None` on a lone node, or while the quorum starts.
+    QuorumStatus(Option<Box<crate::cluster::driver::QuorumStatus>>),
     /// Answer to `Group`.
     Group(crate::group::GroupReply),
     /// Answer to `Txn`.

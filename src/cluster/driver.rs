@@ -30,8 +30,9 @@ use crate::cluster::transport::Transport;
 use crate::limits;
 
 /// What a state machine is handed: a leader's snapshot (replacing its state), then committed
-/// entries in log order.
-pub type Apply = Box<dyn FnMut(Option<&Snapshot>, &[Entry])>;
+/// entries in log order. It may answer with its state as of the last entry it applied (index,
+/// bytes), and the log is then compacted up to there (a local snapshot).
+pub type Apply = Box<dyn FnMut(Option<&Snapshot>, &[Entry]) -> Option<(u64, bytes::Bytes)>>;
 
 /// The quorum as this node sees it (DescribeQuorum's answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct QuorumStatus {
     pub last_index: u64,
     /// Each voter's log end as the leader sees it; empty on a follower.
     pub voters: Vec<(u64, u64)>,
+    /// On the leader: how long ago each peer was last heard from (any Raft message), in
+    /// milliseconds; peers not heard from since this node became leader count from then.
+    pub heard_ms_ago: Vec<(u64, u64)>,
 }
 
 enum Event {
@@ -56,6 +60,10 @@ enum Event {
     Propose {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<u64, QuorumError>>,
+    },
+    Forward {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), QuorumError>>,
     },
     Status(oneshot::Sender<QuorumStatus>),
     Stop(oneshot::Sender<()>),
@@ -86,6 +94,7 @@ impl std::fmt::Debug for Event {
             Event::Tick => "Tick",
             Event::Peer(_) => "Peer",
             Event::Propose { .. } => "Propose",
+            Event::Forward { .. } => "Forward",
             Event::Status(_) => "Status",
             Event::Stop(_) => "Stop",
         })
@@ -99,6 +108,25 @@ impl QuorumHandle {
         if self
             .events
             .send(Event::Propose { data, reply })
+            .await
+            .is_err()
+        {
+            return Err(QuorumError::NotLeader { leader: None });
+        }
+        answer
+            .await
+            .unwrap_or(Err(QuorumError::NotLeader { leader: None }))
+    }
+
+    /// Hands a change to the leader, from any voter (raft-rs forwards a follower's proposal to
+    /// the leader it knows). Resolves once raft-rs took it, not once it commits: the caller
+    /// learns of the commit from its state machine, and a forwarded proposal may be lost with
+    /// a leader change, so the caller bounds its wait. `NotLeader` when no leader is known.
+    pub async fn forward(&self, data: Vec<u8>) -> Result<(), QuorumError> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .events
+            .send(Event::Forward { data, reply })
             .await
             .is_err()
         {
@@ -179,6 +207,7 @@ async fn run(
     let mut pending: BTreeMap<u64, (u64, oneshot::Sender<Result<u64, QuorumError>>)> =
         BTreeMap::new();
     let mut leader = None;
+    let mut heard: BTreeMap<u64, std::time::Instant> = BTreeMap::new();
     if node.voters().len() == 1 {
         // A one-voter quorum need not wait an election timeout.
         if let Err(err) = node.campaign() {
@@ -194,6 +223,7 @@ async fn run(
                 node.tick();
             }
             Event::Peer(message) => {
+                heard.insert(message.from, std::time::Instant::now());
                 if let Err(err) = node.step(message) {
                     warn!(%err, "quorum: peer message refused");
                 }
@@ -206,7 +236,11 @@ async fn run(
                     let _ = reply.send(Err(err));
                 }
             },
+            Event::Forward { data, reply } => {
+                let _ = reply.send(node.propose_anywhere(data));
+            }
             Event::Status(reply) => {
+                let now = std::time::Instant::now();
                 let _ = reply.send(QuorumStatus {
                     node_id: node.id(),
                     leader: node.leader(),
@@ -214,6 +248,14 @@ async fn run(
                     commit_index: node.commit_index(),
                     last_index: node.last_index(),
                     voters: node.voter_progress().unwrap_or_default(),
+                    heard_ms_ago: if node.is_leader() {
+                        heard
+                            .iter()
+                            .map(|(id, at)| (*id, now.duration_since(*at).as_millis() as u64))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                 });
                 continue;
             }
@@ -235,8 +277,11 @@ async fn run(
         for message in progress.messages {
             transport.send(message);
         }
-        if progress.snapshot.is_some() || !progress.committed.is_empty() {
-            apply(progress.snapshot.as_ref(), &progress.committed);
+        if (progress.snapshot.is_some() || !progress.committed.is_empty())
+            && let Some((index, state)) = apply(progress.snapshot.as_ref(), &progress.committed)
+            && let Err(err) = node.compact(index, state)
+        {
+            warn!(%err, index, "quorum: cannot compact the log; it keeps its entries");
         }
         for entry in &progress.committed {
             if let Some((term, reply)) = pending.remove(&entry.index) {
@@ -270,6 +315,15 @@ async fn run(
         }
         if node.leader() != leader {
             leader = node.leader();
+            // A new leader counts every peer as heard from now: a session starts at the
+            // election, not at whenever the previous leader last saw it.
+            let now = std::time::Instant::now();
+            heard = node
+                .voters()
+                .iter()
+                .filter(|id| **id != node.id())
+                .map(|id| (*id, now))
+                .collect();
             info!(
                 node = node.id(),
                 leader = ?leader,

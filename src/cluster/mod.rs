@@ -29,14 +29,15 @@
 //! configuration, never from configuration-change entries, so the log never holds raft-rs
 //! `ConfChange` entries and the wire codec refuses them.
 //!
-//! Status: the durable Raft log (`raft_log`), the peer message codec (`wire`) and one voter
-//! (`quorum`, raft-rs over the log, driven without I/O so tests elect, fail over and catch up
-//! in-process) are built and tested. The shard-0 driver with timers and the controller
-//! listener, the metadata log moved onto the quorum, broker registration, and forwarding are
-//! not yet (README, issue 14).
+//! What is here: the durable Raft log (`raft_log`), the peer message codec (`wire`) and
+//! transport, one voter (`quorum`, driven without I/O so tests elect, fail over and catch up
+//! in-process), its shard-0 driver with timers (`driver`), and replica placement
+//! (`placement`). This service knows nothing of metadata: the state machine on top is
+//! `metadata::quorum`, started by `broker::quorum`.
 
 pub mod driver;
 pub mod logging;
+pub mod placement;
 pub mod quorum;
 pub mod raft_log;
 pub mod transport;

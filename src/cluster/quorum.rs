@@ -257,6 +257,26 @@ impl QuorumNode {
         }
     }
 
+    /// Proposes from any voter: the leader appends, a follower forwards the proposal to the
+    /// leader it knows (raft-rs's proposal forwarding); without a known leader, `NotLeader`.
+    pub fn propose_anywhere(&mut self, data: Vec<u8>) -> Result<(), QuorumError> {
+        if self.is_leader() {
+            return self.propose(data);
+        }
+        if self.leader().is_none() {
+            return Err(QuorumError::NotLeader { leader: None });
+        }
+        if data.len() > limits::RAFT_RECORD_BYTES_MAX - 64 {
+            return Err(QuorumError::TooLarge(data.len()));
+        }
+        match self.node.propose(Vec::new(), data) {
+            Err(raft::Error::ProposalDropped) => Err(QuorumError::NotLeader {
+                leader: self.leader(),
+            }),
+            other => Ok(other?),
+        }
+    }
+
     /// Starts an election now (a one-voter quorum elects itself at once).
     pub fn campaign(&mut self) -> Result<(), QuorumError> {
         Ok(self.node.campaign()?)

@@ -8,8 +8,10 @@
 //! The shorthands stay: `listen` is the client listener's address and `advertised-listener`
 //! what clients are told; `listeners` / `advertised.listeners` set the same two (a `listen` or
 //! `advertised-listener` given as well wins, as a flag wins over a file) and add the
-//! `CONTROLLER` listener. Without quorum settings a node is broker and controller, a one-voter
-//! quorum of itself, exactly as before.
+//! `CONTROLLER` listener. Without quorum settings a node is broker and controller of itself
+//! with its local metadata log, exactly as before. With `controller.quorum.voters`, every node
+//! is broker and voter (combined mode; dedicated controllers and brokers are refused, not yet
+//! served), its `node.id` must be a voter and its controller listener on its voter's port.
 //!
 //! Only PLAINTEXT listeners exist until TLS and SASL do (issue 17): another protocol in the
 //! map is refused with its listener named, rather than served in the clear.
@@ -54,13 +56,29 @@ pub struct Roles {
 pub struct QuorumConfig {
     /// What this node does.
     pub roles: Roles,
-    /// The voters; empty means a one-voter quorum of this node (and, until the quorum is
-    /// served, the only value accepted).
+    /// The voters; empty means a lone node (its metadata log local, no controller listener).
     pub voters: Vec<Voter>,
     /// The client listener from `listeners`, if `listeners` is set.
     pub client_listener: Option<NamedListener>,
     /// What `advertised.listeners` tells clients for the client listener, if set.
     pub advertised_client: Option<AdvertisedListener>,
+    /// The listener voters reach this node on (`controller.listener.names`), with voters.
+    pub controller_listener: Option<NamedListener>,
+    /// `controller.quorum.election.timeout.ms`.
+    pub election_timeout_ms: u64,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+}
+
+fn parse_ms<'a>(get: &impl Fn(&str) -> &'a str, key: &str) -> Result<u64, ConfigError> {
+    get(key)
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| invalid(key, get(key), "expected a number of milliseconds"))
 }
 
 impl QuorumConfig {
@@ -159,41 +177,86 @@ impl QuorumConfig {
                 ));
             }
         };
-        // The quorum's voter driver and transport exist (`cluster::driver`), but the metadata
-        // path does not run on them yet: until it does, a node is a one-voter quorum of itself
-        // and a setting that would need another node, or a controller listener that nothing
-        // would answer on, is refused rather than accepted and ignored.
-        if !voters.is_empty() {
+        if voters.is_empty() {
+            // A lone node: its metadata log is local and nothing listens for voters.
+            if !(roles.broker && roles.controller) {
+                return Err(invalid(
+                    "process.roles",
+                    get("process.roles"),
+                    "a node without controller.quorum.voters is broker and controller",
+                ));
+            }
+            if let Some(controller) = &controller_listener {
+                return Err(invalid(
+                    "listeners",
+                    get("listeners"),
+                    format!(
+                        "the {} listener needs controller.quorum.voters (a lone node has none)",
+                        controller.name
+                    ),
+                ));
+            }
+        } else {
+            // Every node of a quorum is broker and voter (combined mode): brokers that only
+            // observe the quorum, and voters that serve no clients, are not served yet.
+            if !(roles.broker && roles.controller) {
+                return Err(invalid(
+                    "process.roles",
+                    get("process.roles"),
+                    "every node of a quorum is broker,controller (dedicated brokers and controllers are not served yet)",
+                ));
+            }
+            let Some(me) = voters.iter().find(|v| v.id == node_id) else {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    get("controller.quorum.voters"),
+                    format!("node.id {node_id} is not among the voters"),
+                ));
+            };
+            let Some(controller) = &controller_listener else {
+                return Err(invalid(
+                    "listeners",
+                    get("listeners"),
+                    format!(
+                        "a quorum voter needs a {} listener in listeners",
+                        controller_names
+                            .first()
+                            .map_or("CONTROLLER", String::as_str)
+                    ),
+                ));
+            };
+            if controller.port != me.port {
+                return Err(invalid(
+                    "listeners",
+                    get("listeners"),
+                    format!(
+                        "the {} listener is on port {}, but controller.quorum.voters puts node {node_id} on port {}",
+                        controller.name, controller.port, me.port
+                    ),
+                ));
+            }
+        }
+        let election_timeout_ms = parse_ms(&get, "controller.quorum.election.timeout.ms")?;
+        let session_timeout_ms = parse_ms(&get, "broker.session.timeout.ms")?;
+        let heartbeat_interval_ms = parse_ms(&get, "broker.heartbeat.interval.ms")?;
+        if !voters.is_empty() && heartbeat_interval_ms >= session_timeout_ms {
             return Err(invalid(
-                "controller.quorum.voters",
-                get("controller.quorum.voters"),
-                format!(
-                    "a controller quorum is not served yet: leave it empty, and node {node_id} is a one-voter quorum of itself"
-                ),
+                "broker.heartbeat.interval.ms",
+                get("broker.heartbeat.interval.ms"),
+                "must be below broker.session.timeout.ms",
             ));
         }
-        if !(roles.broker && roles.controller) {
-            return Err(invalid(
-                "process.roles",
-                get("process.roles"),
-                "a node is broker and controller until the controller quorum is served",
-            ));
-        }
-        if let Some(controller) = &controller_listener {
-            return Err(invalid(
-                "listeners",
-                get("listeners"),
-                format!(
-                    "the {} listener is not served yet: a lone node needs none",
-                    controller.name
-                ),
-            ));
-        }
+        let rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
         Ok(QuorumConfig {
             roles,
             voters,
             client_listener,
             advertised_client,
+            controller_listener,
+            election_timeout_ms,
+            session_timeout_ms,
+            heartbeat_interval_ms,
+            rack,
         })
     }
 }
@@ -393,14 +456,34 @@ mod tests {
         );
         let cases: Vec<Case> = vec![
             (
-                vec![("controller.quorum.voters", "0@h:1,2@h:2,3@h:3")],
+                vec![("controller.quorum.voters", "1@h:1,2@h:2,3@h:3")],
                 "controller.quorum.voters",
-                "not served yet",
+                "node.id 0 is not among the voters",
             ),
             (
                 vec![("controller.quorum.voters", "0@127.0.0.1:9093")],
-                "controller.quorum.voters",
-                "not served yet",
+                "listeners",
+                "needs a CONTROLLER listener",
+            ),
+            (
+                vec![
+                    ("controller.quorum.voters", "0@127.0.0.1:9093"),
+                    ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9094"),
+                    (
+                        "listener.security.protocol.map",
+                        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    ),
+                ],
+                "listeners",
+                "on port 9093",
+            ),
+            (
+                vec![
+                    ("controller.quorum.voters", "0@127.0.0.1:9093"),
+                    ("process.roles", "broker"),
+                ],
+                "process.roles",
+                "every node of a quorum is broker,controller",
             ),
             (
                 vec![("process.roles", "controller")],
@@ -416,7 +499,7 @@ mod tests {
                     ),
                 ],
                 "listeners",
-                "CONTROLLER listener is not served yet",
+                "needs controller.quorum.voters",
             ),
             (
                 vec![("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")],
@@ -452,6 +535,38 @@ mod tests {
                 "{pairs:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_combined_voter_is_accepted() {
+        let config = build(&[
+            ("node.id", "2"),
+            ("process.roles", "broker,controller"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293",
+            ),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("controller.quorum.election.timeout.ms", "500"),
+            ("broker.rack", "r1"),
+        ])
+        .unwrap();
+        assert_eq!(config.quorum.voters.len(), 3);
+        assert_eq!(
+            config.quorum.controller_listener.as_ref().unwrap().port,
+            9193
+        );
+        assert_eq!(config.quorum.election_timeout_ms, 500);
+        assert_eq!(config.quorum.session_timeout_ms, 9000);
+        assert_eq!(config.quorum.rack.as_deref(), Some("r1"));
+        assert_eq!(config.listen.port(), 9192);
     }
 
     #[test]

@@ -160,7 +160,40 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "controller.quorum.voters",
         "",
         ValueKind::Text,
-        "The controller quorum as id@host:port pairs; empty: a one-voter quorum of this node.",
+        "The controller quorum as id@host:port pairs; empty: a lone node with its local metadata log.",
+    ),
+    def(
+        "controller.quorum.election.timeout.ms",
+        "1000",
+        ValueKind::Int {
+            min: 200,
+            max: 60_000,
+        },
+        "Time without a quorum leader before a voter calls an election (randomised up to twice it).",
+    ),
+    def(
+        "broker.session.timeout.ms",
+        "9000",
+        ValueKind::Int {
+            min: 500,
+            max: 600_000,
+        },
+        "Time the active controller waits without hearing from a broker before fencing it.",
+    ),
+    def(
+        "broker.heartbeat.interval.ms",
+        "2000",
+        ValueKind::Int {
+            min: 50,
+            max: 60_000,
+        },
+        "How often each broker checks its registration and the active controller checks every broker's session.",
+    ),
+    def(
+        "broker.rack",
+        "",
+        ValueKind::Text,
+        "This broker's rack, for rack-aware replica placement; empty: none.",
     ),
     def(
         "listeners",

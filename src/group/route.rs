@@ -28,6 +28,8 @@ pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16>
         name: OFFSETS_TOPIC.to_string(),
         partitions: context.groups.settings().offsets_topic_num_partitions,
         configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        replication_factor: context.config.default_replication_factor,
+        ..NewTopic::default()
     };
     let request = ControllerRequest::CreateTopics {
         topics: vec![topic],
@@ -72,6 +74,16 @@ pub async fn call_coordinator(
 ) -> Result<GroupReply, i16> {
     // The topic first: its partition count decides where the group lives.
     ensure_offsets_topic(context).await?;
+    // Under a quorum, the coordinator is the broker leading the group's partition.
+    let me = context.identity.node_id;
+    let partition = group_partition(context, group_id);
+    if context
+        .image()
+        .topic(OFFSETS_TOPIC)
+        .is_some_and(|t| t.leader_of(partition, me) != me)
+    {
+        return Err(ResponseError::NotCoordinator.code());
+    }
     call_shard(context, coordinator_shard(context, group_id), call).await
 }
 

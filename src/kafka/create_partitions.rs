@@ -52,6 +52,18 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 );
                 continue;
             }
+            if topic.assignments.is_some() && context.clustered() {
+                results.push(
+                    result
+                        .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                        .with_error_message(Some(text(
+                            "Manual assignments of new partitions are not served in a cluster \
+                             yet; leave them out and the controller places the partitions"
+                                .to_string(),
+                        ))),
+                );
+                continue;
+            }
             if let Some(assignments) = &topic.assignments {
                 let image = context.image();
                 let current = image.topic(&name).map_or(0, |t| t.partitions);
@@ -81,6 +93,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 ControllerRequest::CreatePartitions {
                     topics: planned.iter().map(|(_, n, c)| (n.clone(), *c)).collect(),
                     validate_only: body.validate_only,
+                    start: None,
                 },
             )
             .await;

@@ -145,6 +145,10 @@ fn check_request_topic(
 ) -> Result<(NewTopic, i16), (i16, String)> {
     let config = &context.config;
     let node_id = context.identity.node_id;
+    // Under a controller quorum the controller places replicas over the registered brokers
+    // and checks assignments against them; a lone node holds one replica of everything.
+    let clustered = !config.quorum.voters.is_empty();
+    let mut assignments = Vec::new();
     let mut partitions = topic.num_partitions;
     let mut replication_factor = topic.replication_factor;
     if !topic.assignments.is_empty() {
@@ -168,7 +172,13 @@ fn check_request_topic(
                 "Partitions should be a consecutive 0-based integer sequence".to_string(),
             ));
         }
-        for assignment in &topic.assignments {
+        let mut sorted: Vec<_> = topic.assignments.iter().collect();
+        sorted.sort_by_key(|a| a.partition_index);
+        assignments = sorted
+            .iter()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect::<Vec<i32>>())
+            .collect();
+        for assignment in topic.assignments.iter().filter(|_| !clustered) {
             if assignment.broker_ids.iter().any(|b| b.0 != node_id) {
                 return Err((
                     ResponseError::InvalidReplicaAssignment.code(),
@@ -192,7 +202,7 @@ fn check_request_topic(
             }
         }
         partitions = topic.assignments.len() as i32;
-        replication_factor = 1;
+        replication_factor = assignments.first().map_or(1, |a| a.len() as i16);
     }
     if partitions == -1 {
         partitions = config.num_partitions;
@@ -213,7 +223,7 @@ fn check_request_topic(
             "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
         ));
     }
-    if replication_factor > 1 {
+    if replication_factor > 1 && !clustered {
         return Err((
             ResponseError::InvalidReplicationFactor.code(),
             format!(
@@ -239,6 +249,9 @@ fn check_request_topic(
             name: topic.name.0.to_string(),
             partitions,
             configs,
+            replication_factor,
+            assignments,
+            ..NewTopic::default()
         },
         replication_factor,
     ))

@@ -3,7 +3,8 @@
 //! Owner: the connection's shard scatters the partitions to their owners
 //! (`broker::owner::serve_delete`), which persist the new log start offset and delete the segments
 //! wholly below it. Offset -1 means the high watermark; an offset beyond it is
-//! OFFSET_OUT_OF_RANGE.
+//! OFFSET_OUT_OF_RANGE. Under a controller quorum a partition this node does not lead is
+//! NOT_LEADER_OR_FOLLOWER (`scatter::per_partition`).
 
 use std::rc::Rc;
 
@@ -44,7 +45,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             crate::acl::operation::DELETE,
             topics,
             |p| p.partition_index,
-            |topic, p| {
+            |topic, p, _| {
                 Ok(Some(DeleteItem {
                     topic: topic.to_string(),
                     partition: p.partition_index,
@@ -52,7 +53,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 }))
             },
             scatter::DELETE_RECORDS,
-            |index, outcome| {
+            |index, outcome, _| {
                 let (code, low_watermark) = match outcome {
                     Err(code) => (code, -1),
                     Ok(None) => (0, -1),

@@ -29,10 +29,11 @@ use crate::broker::ShardContext;
 use crate::kafka::{
     add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_acls,
     create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
-    describe_acls, describe_cluster, describe_configs, describe_groups, describe_transactions,
-    end_txn, fetch, find_coordinator, heartbeat, init_producer_id, join_group, leave_group,
-    legacy_versions, list_groups, list_offsets, list_transactions, metadata, offset_commit,
-    offset_delete, offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
+    describe_acls, describe_cluster, describe_configs, describe_groups, describe_quorum,
+    describe_transactions, end_txn, fetch, find_coordinator, heartbeat, init_producer_id,
+    join_group, leave_group, legacy_versions, list_groups, list_offsets, list_transactions,
+    metadata, offset_commit, offset_delete, offset_fetch, offset_for_leader_epoch, produce,
+    sync_group, txn_offset_commit,
 };
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -109,6 +110,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     alter_configs::ALTER_CONFIGS,
     alter_configs::INCREMENTAL_ALTER_CONFIGS,
     describe_cluster::HANDLER,
+    describe_quorum::HANDLER,
     find_coordinator::HANDLER,
     join_group::HANDLER,
     sync_group::HANDLER,
@@ -330,6 +332,7 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
             drop_ok(request.decode::<IncrementalAlterConfigsRequest>())
         }
         ApiKey::DescribeCluster => drop_ok(request.decode::<DescribeClusterRequest>()),
+        ApiKey::DescribeQuorum => drop_ok(request.decode::<DescribeQuorumRequest>()),
         ApiKey::FindCoordinator => drop_ok(request.decode::<FindCoordinatorRequest>()),
         ApiKey::JoinGroup => drop_ok(request.decode::<JoinGroupRequest>()),
         ApiKey::SyncGroup => drop_ok(request.decode::<SyncGroupRequest>()),

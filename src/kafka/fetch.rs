@@ -29,6 +29,11 @@
 //! With an authorizer (`crate::acl`), the partitions of a topic the client may not READ are
 //! answered TOPIC_AUTHORIZATION_FAILED and not read.
 //!
+//! Leadership: under a controller quorum a partition this node does not lead is answered
+//! NOT_LEADER_OR_FOLLOWER and not read (no fetch from followers: they hold no data until
+//! replication, issue 15); from v9 the client's `current_leader_epoch` is checked against the
+//! image's (`leader_epoch::Leadership`). The v12 `current_leader` hint is not sent.
+//!
 //! Versions 0 to 3 cannot carry v2 batches: after the owners answered, each partition's batches
 //! are down-converted here to message format 0 (v0-1) or 1 (v2-3) by
 //! `legacy_format::down_convert`, as Kafka does, within the partition's byte limit (at least
@@ -50,8 +55,9 @@ use crate::broker::error;
 use crate::broker::owner::{ReadItem, ReadOutcome};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
+use crate::kafka::leader_epoch::Leadership;
 use crate::kafka::scatter;
-use crate::kafka::{leader_epoch, legacy_format, legacy_versions};
+use crate::kafka::{legacy_format, legacy_versions};
 use crate::runtime::{ShardId, shard_for};
 
 /// The versions served.
@@ -136,6 +142,7 @@ fn plan(
         return Err(ResponseError::FetchSessionIdNotFound.code());
     }
     let image = context.image();
+    let (node_id, clustered) = (context.identity.node_id, context.clustered());
     let read_committed = body.isolation_level == READ_COMMITTED;
     let mut reads = Vec::new();
     let mut topics = Vec::with_capacity(body.topics.len());
@@ -156,8 +163,14 @@ fn plan(
                     Some(ResponseError::TopicAuthorizationFailed.code())
                 } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition)) {
                     Some(ResponseError::UnknownTopicOrPartition.code())
-                } else if version >= 9 {
-                    leader_epoch::check(p.current_leader_epoch)
+                } else if let Some(topic) = meta {
+                    // The client's view of the leader epoch is sent from v9.
+                    let current = if version >= 9 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    };
+                    Leadership::of(topic, p.partition, node_id, clustered).refusal(current)
                 } else {
                     None
                 };

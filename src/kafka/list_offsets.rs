@@ -7,7 +7,9 @@
 //! stable offset (below every open transaction) for read_committed (isolation level 1, v2+).
 //! A timestamp lookup
 //! answers the first offset whose batch has a timestamp at or after the one asked for, or -1
-//! when there is none.
+//! when there is none. Under a controller quorum a partition this node does not lead is
+//! NOT_LEADER_OR_FOLLOWER, and a found offset carries the partition's leader epoch from the
+//! image (`leader_epoch::Leadership`).
 
 use std::rc::Rc;
 
@@ -24,8 +26,8 @@ use crate::broker::error;
 use crate::broker::owner::{OffsetItem, offset_spec};
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::kafka::legacy_versions;
 use crate::kafka::scatter;
-use crate::kafka::{leader_epoch, legacy_versions};
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -56,8 +58,8 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             crate::acl::operation::DESCRIBE,
             topics,
             |p| p.partition_index,
-            |topic, p| {
-                if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
+            |topic, p, leadership| {
+                if let Some(code) = leadership.refusal(p.current_leader_epoch) {
                     return Err(code);
                 }
                 if p.timestamp < offset_spec::MAX_TIMESTAMP
@@ -74,7 +76,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 }))
             },
             scatter::OFFSETS,
-            |index, outcome| {
+            |index, outcome, epoch| {
                 let response = ListOffsetsPartitionResponse::default()
                     .with_partition_index(index)
                     .with_timestamp(-1)
@@ -90,11 +92,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                             .with_offset(outcome.offset)
                             .with_timestamp(outcome.timestamp)
                             // The field exists from v4; older versions must leave it unset.
-                            .with_leader_epoch(if found && version >= 4 {
-                                leader_epoch::CURRENT
-                            } else {
-                                -1
-                            })
+                            .with_leader_epoch(if found && version >= 4 { epoch } else { -1 })
                     }
                 }
             },
@@ -125,7 +123,7 @@ async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome
         crate::acl::operation::DESCRIBE,
         topics,
         |p| p.partition,
-        |topic, p| {
+        |topic, p, _| {
             Ok(Some(OffsetItem {
                 topic: topic.to_string(),
                 partition: p.partition,
@@ -135,7 +133,7 @@ async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome
             }))
         },
         scatter::OFFSETS,
-        |index, outcome| match outcome {
+        |index, outcome, _| match outcome {
             Err(code) => (index, code, Vec::new()),
             Ok(None) => (index, error::NONE, Vec::new()),
             Ok(Some(outcome)) => (index, outcome.error_code, outcome.legacy_offsets.clone()),

@@ -21,6 +21,7 @@ pub mod delete_topics;
 pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod dispatch;
 pub mod end_txn;

@@ -1,10 +1,13 @@
 //! OffsetForLeaderEpoch (key 23), versions 2 to 4: the end offset of a leader epoch.
 //!
 //! Owner: the connection's shard; end offsets come from the owners through ListOffsets'
-//! "latest" lookup. Every partition has had one leader epoch, 0, since it was created, so
-//! epoch 0 ends at the high watermark, and an epoch above ours is unknown: Kafka answers it
-//! with the undefined epoch and offset (-1, -1). Consumers use this after a leader change to
-//! detect log truncation; with one broker there is none.
+//! "latest" lookup. The partition's current leader epoch (0 on a lone node, the image's under a
+//! controller quorum) ends at the high watermark; any other epoch is answered with the
+//! undefined epoch and offset (-1, -1), as Kafka answers an epoch above its latest: no history
+//! of earlier epochs is kept, since batches are not stamped with the epoch that wrote them
+//! until replication exists (issue 15). Consumers use this after a leader change to detect log
+//! truncation; on a lone node there is none. Under a quorum a partition this node does not
+//! lead is NOT_LEADER_OR_FOLLOWER (`leader_epoch::Leadership`).
 
 use std::rc::Rc;
 
@@ -19,7 +22,6 @@ use crate::broker::ShardContext;
 use crate::broker::owner::{OffsetItem, offset_spec};
 use crate::kafka::admin::topic_name;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::kafka::leader_epoch;
 use crate::kafka::scatter;
 
 /// The dispatch table entry.
@@ -46,28 +48,26 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             crate::acl::operation::DESCRIBE,
             topics,
             |p| p.partition,
-            |topic, p| {
-                if let Some(code) = leader_epoch::check(p.current_leader_epoch) {
+            |topic, p, leadership| {
+                if let Some(code) = leadership.refusal(p.current_leader_epoch) {
                     return Err(code);
                 }
-                // Only epoch 0 has ever existed: any other epoch is undefined (-1, -1).
-                Ok(
-                    (p.leader_epoch == leader_epoch::CURRENT).then(|| OffsetItem {
-                        topic: topic.to_string(),
-                        partition: p.partition,
-                        timestamp: offset_spec::LATEST,
-                        max_num_offsets: None,
-                        read_committed: false,
-                    }),
-                )
+                // Only the current epoch is known: any other is undefined (-1, -1).
+                Ok((p.leader_epoch == leadership.epoch).then(|| OffsetItem {
+                    topic: topic.to_string(),
+                    partition: p.partition,
+                    timestamp: offset_spec::LATEST,
+                    max_num_offsets: None,
+                    read_committed: false,
+                }))
             },
             scatter::OFFSETS,
-            |index, outcome| {
+            |index, outcome, current| {
                 let (code, epoch, end_offset) = match outcome {
                     Err(code) => (code, -1, -1),
                     Ok(None) => (0, -1, -1),
                     Ok(Some(outcome)) if outcome.error_code != 0 => (outcome.error_code, -1, -1),
-                    Ok(Some(outcome)) => (0, leader_epoch::CURRENT, outcome.offset),
+                    Ok(Some(outcome)) => (0, current, outcome.offset),
                 };
                 EpochEndOffset::default()
                     .with_partition(index)

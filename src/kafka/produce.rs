@@ -8,8 +8,10 @@
 //! Checks here, before anything is written, as Kafka makes them: acks must be 0, 1 or -1
 //! (INVALID_REQUIRED_ACKS); each partition must carry exactly one v2 record batch
 //! (INVALID_RECORD); the topic and partition must exist (UNKNOWN_TOPIC_OR_PARTITION; with
-//! `auto.create.topics.enable` an unknown, validly named topic is created for the retry). The
-//! owner validates the batch itself (length, magic, CRC-32C, record count, max.message.bytes).
+//! `auto.create.topics.enable` an unknown, validly named topic is created for the retry); under
+//! a controller quorum this node must lead the partition (NOT_LEADER_OR_FOLLOWER otherwise, also
+//! when it has no leader, as Kafka answers; `leader_epoch::Leadership`). The owner validates
+//! the batch itself (length, magic, CRC-32C, record count, max.message.bytes).
 //!
 //! With an authorizer (`crate::acl`), a topic the client may not WRITE is answered
 //! TOPIC_AUTHORIZATION_FAILED before anything else is looked at; auto-creation also needs
@@ -38,6 +40,7 @@ use crate::broker::owner::{ProduceItem, ProduceOutcome};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request};
+use crate::kafka::leader_epoch::Leadership;
 use crate::kafka::scatter;
 use crate::kafka::{legacy_format, legacy_versions};
 use crate::metadata::topic_name::validate_topic_name;
@@ -122,6 +125,7 @@ async fn produce(
 ) -> ProduceResponse {
     let acks = body.acks;
     let image = context.image();
+    let (node_id, clustered) = (context.identity.node_id, context.clustered());
     // A transactional produce needs WRITE on its transactional id; without it every partition
     // is refused, as Kafka does.
     let transaction_refused = body.transactional_id.as_ref().is_some_and(|id| {
@@ -175,6 +179,17 @@ async fn produce(
                     ResponseError::UnknownTopicOrPartition.code(),
                     format!("This server does not host {name}-{}", data.index),
                 )
+            } else if let Some((code, leader)) = meta.and_then(|m| {
+                let leadership = Leadership::of(m, data.index, node_id, clustered);
+                leadership.refusal(-1).map(|code| (code, leadership.leader))
+            }) {
+                Slot::Refused(
+                    code,
+                    format!(
+                        "Broker {node_id} is not the leader of {name}-{} (leader: {leader})",
+                        data.index
+                    ),
+                )
             } else {
                 match batch_for_owner(version, data.records) {
                     Err((code, reason)) => Slot::Refused(code, reason),
@@ -202,7 +217,8 @@ async fn produce(
             .map(|name| NewTopic {
                 name,
                 partitions: context.config.num_partitions,
-                configs: Default::default(),
+                replication_factor: context.config.default_replication_factor,
+                ..NewTopic::default()
             })
             .collect();
         let create = ControllerRequest::CreateTopics {

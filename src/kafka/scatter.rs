@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 use crate::acl::Session;
 use crate::broker::owner::{DeleteItem, DeleteOutcome, OffsetItem, OffsetOutcome};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse, error};
+use crate::kafka::leader_epoch::Leadership;
 use crate::runtime::{ShardId, shard_for};
 
 /// A request's partitions in request order, by topic, each with what the handler knows of it
@@ -132,8 +133,11 @@ impl PartitionItem for DeleteItem {
 /// The common shape of the per-partition APIs (ListOffsets, DeleteRecords,
 /// OffsetForLeaderEpoch): for each requested partition, refuse it if the session may not
 /// perform `operation` on the topic (TOPIC_AUTHORIZATION_FAILED, checked first, as Kafka does)
-/// or the topic or partition does not exist, let `plan` check it and build the item to ask its owner (or `None` to answer
-/// without asking), scatter the items, and build each partition's answer in request order.
+/// or the topic or partition does not exist, let `plan` check it against this node's
+/// `Leadership` (the client's leader epoch) and build the item to ask its owner (or `None` to
+/// answer without asking), refuse it if this node does not lead it (NOT_LEADER_OR_FOLLOWER,
+/// whatever `plan` said), scatter the items, and build each partition's answer in request
+/// order. `answer` also gets the partition's leader epoch (-1 for a refused partition).
 #[allow(clippy::too_many_arguments)]
 pub async fn per_partition<P, I, O, R>(
     context: &Rc<ShardContext>,
@@ -141,16 +145,17 @@ pub async fn per_partition<P, I, O, R>(
     operation: i8,
     topics: Vec<(String, Vec<P>)>,
     partition_of: impl Fn(&P) -> i32,
-    plan: impl Fn(&str, &P) -> Result<Option<I>, i16>,
+    plan: impl Fn(&str, &P, &Leadership) -> Result<Option<I>, i16>,
     call: OwnerCall<I, O>,
-    answer: impl Fn(i32, Result<Option<&O>, i16>) -> R,
+    answer: impl Fn(i32, Result<Option<&O>, i16>, i32) -> R,
 ) -> Vec<(String, Vec<R>)>
 where
     I: PartitionItem,
 {
     let image = context.image();
+    let (node_id, clustered) = (context.identity.node_id, context.clustered());
     let mut items = Vec::new();
-    let mut layout: Layout<Result<Option<usize>, i16>> = Vec::with_capacity(topics.len());
+    let mut layout: Layout<(Result<Option<usize>, i16>, i32)> = Vec::with_capacity(topics.len());
     for (name, partitions) in topics {
         let meta = image.topic(&name);
         let authorized =
@@ -159,17 +164,26 @@ where
             .iter()
             .map(|p| {
                 let index = partition_of(p);
-                let slot = if !authorized {
-                    Err(ResponseError::TopicAuthorizationFailed.code())
-                } else if !meta.is_some_and(|m| (0..m.partitions).contains(&index)) {
-                    Err(ResponseError::UnknownTopicOrPartition.code())
-                } else {
-                    plan(&name, p).map(|item| {
-                        item.map(|item| {
-                            items.push(item);
-                            items.len() - 1
-                        })
-                    })
+                let refused = |code: i16| (Err(code), -1);
+                let slot = match meta {
+                    _ if !authorized => refused(ResponseError::TopicAuthorizationFailed.code()),
+                    Some(m) if (0..m.partitions).contains(&index) => {
+                        let leadership = Leadership::of(m, index, node_id, clustered);
+                        match plan(&name, p, &leadership) {
+                            Err(code) => refused(code),
+                            Ok(_) if !leadership.led => {
+                                refused(ResponseError::NotLeaderOrFollower.code())
+                            }
+                            Ok(item) => (
+                                Ok(item.map(|item| {
+                                    items.push(item);
+                                    items.len() - 1
+                                })),
+                                leadership.epoch,
+                            ),
+                        }
+                    }
+                    _ => refused(ResponseError::UnknownTopicOrPartition.code()),
                 };
                 (index, slot)
             })
@@ -194,7 +208,9 @@ where
         .map(|(name, slots)| {
             let answers = slots
                 .into_iter()
-                .map(|(index, slot)| answer(index, slot.map(|i| i.map(|i| &outcomes[i]))))
+                .map(|(index, (slot, epoch))| {
+                    answer(index, slot.map(|i| i.map(|i| &outcomes[i])), epoch)
+                })
                 .collect();
             (name, answers)
         })

@@ -26,6 +26,83 @@ pub struct TopicImage {
     pub partitions: i32,
     /// Topic-level config overrides (Kafka names), as given at creation or altered since.
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas and leadership, in partition order, when the topic was placed
+    /// by a controller quorum; empty on a lone node, whose every partition it leads alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<PartitionState>,
+}
+
+/// One partition's replicas and leadership (Kafka's PartitionRecord / PartitionChangeRecord).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The brokers holding it, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+    /// The leader, or -1 when none is available.
+    pub leader: i32,
+    /// Bumped on every leader change (KIP-320).
+    pub leader_epoch: i32,
+    /// Bumped on every change of this state.
+    pub partition_epoch: i32,
+}
+
+/// A broker registered with the controller quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerImage {
+    /// Its node id.
+    pub id: i32,
+    /// Bumped on every registration (a restart), so stale heartbeats are told apart.
+    pub epoch: i64,
+    /// Drawn at each process start of the broker.
+    pub incarnation: Uuid,
+    /// The Raft index of its registration: it is unfenced once its log holds that index.
+    pub registered_index: u64,
+    /// The host clients are told.
+    pub host: String,
+    /// The port clients are told.
+    pub port: u16,
+    /// `broker.rack`, if set.
+    pub rack: Option<String>,
+    /// Fenced: past its session, or not yet caught up since it registered. A fenced broker is
+    /// not offered to clients and leads nothing.
+    pub fenced: bool,
+}
+
+impl PartitionState {
+    /// A new partition on `replicas`, led by the first. Until replication lands (issue 15) the
+    /// followers hold no data, so the ISR is the leader alone.
+    pub fn led_by_first(replicas: Vec<i32>) -> PartitionState {
+        let leader = replicas.first().copied().unwrap_or(-1);
+        PartitionState {
+            isr: vec![leader],
+            replicas,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
+
+impl TopicImage {
+    /// Replicas per partition (1 on a lone node).
+    pub fn replication_factor(&self) -> i16 {
+        self.placement
+            .first()
+            .map_or(1, |s| s.replicas.len() as i16)
+    }
+
+    /// The state of `partition` under a quorum, or `None` on a lone node.
+    pub fn partition_state(&self, partition: i32) -> Option<&PartitionState> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.placement.get(p))
+    }
+
+    /// The leader of `partition`: `lone` (this node) when the topic was not placed by a quorum.
+    pub fn leader_of(&self, partition: i32, lone: i32) -> i32 {
+        self.partition_state(partition).map_or(lone, |s| s.leader)
+    }
 }
 
 impl TopicImage {
@@ -54,6 +131,9 @@ pub struct MetadataImage {
     /// Every ACL (CreateAcls, DeleteAcls), checked by the authorizer on every shard.
     #[serde(default)]
     pub acls: AclSet,
+    /// Brokers registered with the controller quorum, by id; empty on a lone node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<i32, BrokerImage>,
 }
 
 impl MetadataImage {
@@ -66,7 +146,18 @@ impl MetadataImage {
             cluster_configs: BTreeMap::new(),
             node_configs: BTreeMap::new(),
             acls: AclSet::default(),
+            brokers: BTreeMap::new(),
         }
+    }
+
+    /// The brokers clients may use: registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
     /// Looks a topic up by name.

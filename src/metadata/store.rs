@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::acl::AclBinding;
 use crate::limits;
-use crate::metadata::image::{MetadataImage, TopicImage};
+use crate::metadata::image::{BrokerImage, MetadataImage, PartitionState, TopicImage};
 
 /// Directory of the metadata log and snapshots.
 pub const METADATA_DIR: &str = "__cluster_metadata";
@@ -54,6 +54,9 @@ pub enum MetadataRecord {
         partitions: i32,
         /// Its config overrides.
         configs: BTreeMap<String, String>,
+        /// Each partition's replicas and leadership (quorum only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        placement: Vec<PartitionState>,
     },
     /// A topic's partition count grew.
     PartitionsCreated {
@@ -63,6 +66,9 @@ pub enum MetadataRecord {
         id: Uuid,
         /// The new partition count.
         partitions: i32,
+        /// The new partitions' replicas and leadership (quorum only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        placement: Vec<PartitionState>,
     },
     /// A topic's config overrides were replaced.
     TopicConfigsAltered {
@@ -102,6 +108,36 @@ pub enum MetadataRecord {
     AclDeleted {
         /// The ACL.
         acl: AclBinding,
+    },
+    /// A broker registered (fenced until caught up); replaces an earlier registration.
+    BrokerRegistered {
+        /// The broker as registered.
+        broker: BrokerImage,
+    },
+    /// A broker was fenced (past its session).
+    BrokerFenced {
+        /// The broker.
+        id: i32,
+        /// Its registration.
+        epoch: i64,
+    },
+    /// A broker was unfenced (caught up).
+    BrokerUnfenced {
+        /// The broker.
+        id: i32,
+        /// Its registration.
+        epoch: i64,
+    },
+    /// A partition's leadership or ISR changed.
+    PartitionChanged {
+        /// The topic.
+        name: String,
+        /// Its id.
+        id: Uuid,
+        /// The partition.
+        partition: i32,
+        /// The new state.
+        state: PartitionState,
     },
 }
 
@@ -165,6 +201,38 @@ pub struct NodeIdentity {
 
 /// Reads `<data_dir>/meta.properties`, or creates it (and the directory) on first start.
 pub fn load_or_create_identity(data_dir: &Path, node_id: i32) -> Result<NodeIdentity, StoreError> {
+    load_or_create_identity_in(data_dir, node_id, None)
+}
+
+/// Like `load_or_create_identity`, for a node of the cluster `cluster` (a quorum's nodes
+/// derive one id from their voters): a new data dir gets it, an existing one must hold it.
+pub fn load_or_create_identity_in(
+    data_dir: &Path,
+    node_id: i32,
+    cluster: Option<Uuid>,
+) -> Result<NodeIdentity, StoreError> {
+    let identity = create_or_read_identity(data_dir, node_id, cluster)?;
+    if let Some(cluster) = cluster {
+        let expected = base64_url(cluster.as_bytes());
+        if identity.cluster_id != expected {
+            return Err(StoreError::Corrupt {
+                path: data_dir.join(META_PROPERTIES),
+                reason: format!(
+                    "this data dir belongs to cluster {}, but controller.quorum.voters makes \
+                     cluster {expected}; use the data dir of this quorum or an empty one",
+                    identity.cluster_id
+                ),
+            });
+        }
+    }
+    Ok(identity)
+}
+
+fn create_or_read_identity(
+    data_dir: &Path,
+    node_id: i32,
+    cluster: Option<Uuid>,
+) -> Result<NodeIdentity, StoreError> {
     fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
     let path = data_dir.join(META_PROPERTIES);
     match fs::read_to_string(&path) {
@@ -204,7 +272,7 @@ pub fn load_or_create_identity(data_dir: &Path, node_id: i32) -> Result<NodeIden
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             let identity = NodeIdentity {
                 node_id,
-                cluster_id: base64_url(Uuid::new_v4().as_bytes()),
+                cluster_id: base64_url(cluster.unwrap_or_else(Uuid::new_v4).as_bytes()),
             };
             let text = format!(
                 "#Written by ringbroker on first start; do not edit.\nversion=1\nnode.id={}\ncluster.id={}\n",
@@ -260,6 +328,7 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
             id,
             partitions,
             configs,
+            placement,
         } => {
             image.topics.insert(
                 name.clone(),
@@ -268,6 +337,7 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
                     id: *id,
                     partitions: *partitions,
                     configs: configs.clone(),
+                    placement: placement.clone(),
                 },
             );
         }
@@ -275,9 +345,39 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
             name,
             id,
             partitions,
+            placement,
         } => {
             if let Some(topic) = image.topics.get_mut(name).filter(|t| t.id == *id) {
                 topic.partitions = *partitions;
+                topic.placement.extend(placement.iter().cloned());
+            }
+        }
+        MetadataRecord::BrokerRegistered { broker } => {
+            image.brokers.insert(broker.id, broker.clone());
+        }
+        MetadataRecord::BrokerFenced { id, epoch }
+        | MetadataRecord::BrokerUnfenced { id, epoch } => {
+            let fenced = matches!(record, MetadataRecord::BrokerFenced { .. });
+            if let Some(broker) = image.brokers.get_mut(id).filter(|b| b.epoch == *epoch) {
+                broker.fenced = fenced;
+            }
+        }
+        MetadataRecord::PartitionChanged {
+            name,
+            id,
+            partition,
+            state,
+        } => {
+            if let Some(slot) = image
+                .topics
+                .get_mut(name)
+                .filter(|t| t.id == *id)
+                .and_then(|t| {
+                    t.placement
+                        .get_mut(usize::try_from(*partition).unwrap_or(usize::MAX))
+                })
+            {
+                *slot = state.clone();
             }
         }
         MetadataRecord::TopicConfigsAltered { name, id, configs } => {
@@ -477,6 +577,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions,
             configs: BTreeMap::new(),
+            placement: Vec::new(),
         }
     }
 

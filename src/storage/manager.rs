@@ -71,6 +71,17 @@ pub enum PartitionError {
         /// The owner.
         owner: ShardId,
     },
+    /// Under a controller quorum, another broker leads the partition, or none does
+    /// (NOT_LEADER_OR_FOLLOWER: the client refreshes its metadata).
+    #[error("this broker does not lead {topic}-{partition} (leader {leader})")]
+    NotLeader {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The leader, or -1.
+        leader: i32,
+    },
     /// The log could not be opened or used (KAFKA_STORAGE_ERROR and friends).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -493,6 +504,14 @@ impl PartitionManager {
                 owner: shard_for(topic, partition, self.shard_count),
             });
         }
+        let leader = meta.leader_of(partition, self.broker.node_id);
+        if leader != self.broker.node_id {
+            return Err(PartitionError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+                leader,
+            });
+        }
         let key = (topic.to_string(), partition);
         // The fast path only when no earlier request waits for this partition to open: a
         // request must not overtake one from the same connection that arrived first.
@@ -550,6 +569,7 @@ impl PartitionManager {
         let image = latest();
         // Deleted or recreated topics, and partitions no longer in the image.
         let image_ref: &MetadataImage = &image;
+        let me = self.broker.node_id;
         let stale: Vec<(String, i32, Rc<OpenPartition>)> = self
             .logs
             .borrow()
@@ -564,6 +584,32 @@ impl PartitionManager {
             .collect();
         for (topic, partition, open) in stale {
             self.remove(&topic, partition, &open).await;
+        }
+        // Partitions whose leadership moved to another broker (a controller quorum's change):
+        // closed, their data kept for when it returns.
+        let moved: Vec<(String, i32, Rc<OpenPartition>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .flat_map(|(topic, parts)| {
+                parts.iter().filter_map(move |(p, open)| {
+                    let led_elsewhere = image_ref
+                        .topic(topic)
+                        .is_some_and(|t| t.leader_of(*p, me) != me);
+                    led_elsewhere.then(|| (topic.clone(), *p, open.clone()))
+                })
+            })
+            .collect();
+        for (topic, partition, open) in moved {
+            if let Some(parts) = self.logs.borrow_mut().get_mut(&topic)
+                && parts.get(&partition).is_some_and(|o| Rc::ptr_eq(o, &open))
+            {
+                parts.remove(&partition);
+            }
+            if let Err(err) = open.log.close().await {
+                warn!(topic, partition, %err, "closing a partition led elsewhere failed");
+            }
+            info!(shard = %self.shard, topic, partition, "partition led elsewhere now; closed");
         }
         // Config changes of open partitions.
         let open: Vec<(String, Rc<OpenPartition>)> = self
@@ -585,6 +631,7 @@ impl PartitionManager {
         for meta in image.topics.values() {
             for partition in 0..meta.partitions {
                 if self.owns(&meta.name, partition)
+                    && meta.leader_of(partition, me) == me
                     && let Err(err) = self.get(&image, &meta.name, partition).await
                 {
                     warn!(topic = %meta.name, partition, %err, "cannot open partition");

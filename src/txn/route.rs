@@ -70,6 +70,8 @@ pub async fn ensure_txn_topic(context: &Rc<ShardContext>) -> Result<(), TxnError
         name: TRANSACTION_STATE_TOPIC.to_string(),
         partitions: configured_partitions(context),
         configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        replication_factor: context.config.default_replication_factor,
+        ..NewTopic::default()
     };
     let request = ControllerRequest::CreateTopics {
         topics: vec![topic],
@@ -99,6 +101,16 @@ pub async fn call_coordinator(
     call: TxnCall,
 ) -> Result<TxnReply, TxnError> {
     ensure_txn_topic(context).await?;
+    // Under a quorum, the coordinator is the broker leading the id's partition.
+    let me = context.identity.node_id;
+    let partition = txn_partition(context, transactional_id);
+    if context
+        .image()
+        .topic(TRANSACTION_STATE_TOPIC)
+        .is_some_and(|t| t.leader_of(partition, me) != me)
+    {
+        return Err(TxnError::NotCoordinator);
+    }
     call_shard(context, coordinator_shard(context, transactional_id), call).await
 }
 

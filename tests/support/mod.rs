@@ -187,15 +187,30 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 /// Runs `program` with `args`, bounded in time; returns (status, stdout, stderr).
 pub fn run_bounded(program: &str, args: &[&str], bound: Duration) -> (ExitStatus, String, String) {
+    run_bounded_with_input(program, args, "", bound)
+}
+
+/// `run_bounded` with `input` written to the program's standard input (then closed).
+pub fn run_bounded_with_input(
+    program: &str,
+    args: &[&str],
+    input: &str,
+    bound: Duration,
+) -> (ExitStatus, String, String) {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| {
             panic!("cannot run {program}: {err}; install the test tools with `make deps`")
         });
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -209,6 +224,7 @@ pub fn run_bounded(program: &str, args: &[&str], bound: Duration) -> (ExitStatus
         s
     });
     let status = wait_bounded(&mut child, bound);
+    let _ = feeder.join();
     (status, out.join().unwrap(), err.join().unwrap())
 }
 

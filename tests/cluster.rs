@@ -1,0 +1,512 @@
+//! A three-process cluster on 127.0.0.1 (issue 14): three `ringbroker` nodes, each broker and
+//! controller-quorum voter, on ephemeral ports and temporary data dirs, driven by real clients
+//! (librdkafka through the `rdkafka` crate, kcat and kafka-python).
+//!
+//! What is checked: a quorum forms and every broker registers; a topic created with
+//! replication factor 3 on one node is seen, with the same leaders and replicas, by all; the
+//! active controller killed with SIGKILL is replaced within twice the election timeout and
+//! topic creation goes on; the killed node restarted on its data dir catches up and is
+//! unfenced; a data dir reused with another node.id or other voters fails at start with one
+//! line; bytes that are not a quorum frame on the controller listener change nothing.
+//!
+//! Each node's process is killed when its `Node` drops, so a failing test leaves none behind;
+//! every wait is bounded.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use support::{Broker, run_bounded};
+
+/// Short timers, so that failover is quick; the defaults are Kafka's.
+const ELECTION_TIMEOUT_MS: u64 = 500;
+const SESSION_TIMEOUT_MS: u64 = 3_000;
+const HEARTBEAT_MS: u64 = 300;
+
+struct Ports {
+    client: u16,
+    controller: u16,
+}
+
+/// Ports free now (bound and released; the nodes bind them a moment later).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+struct Cluster {
+    ports: BTreeMap<i32, Ports>,
+    dirs: BTreeMap<i32, tempfile::TempDir>,
+    nodes: BTreeMap<i32, Broker>,
+}
+
+impl Cluster {
+    fn voters(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(id, p)| format!("{id}@127.0.0.1:{}", p.controller))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn args(&self, id: i32) -> Vec<String> {
+        let p = &self.ports[&id];
+        [
+            format!("node.id={id}"),
+            "process.roles=broker,controller".to_string(),
+            format!("controller.quorum.voters={}", self.voters()),
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                p.client, p.controller
+            ),
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
+            format!("controller.quorum.election.timeout.ms={ELECTION_TIMEOUT_MS}"),
+            format!("broker.session.timeout.ms={SESSION_TIMEOUT_MS}"),
+            format!("broker.heartbeat.interval.ms={HEARTBEAT_MS}"),
+            format!("broker.rack=rack-{}", id % 2),
+        ]
+        .into_iter()
+        .flat_map(|kv| ["--set".to_string(), kv])
+        .chain(["--cores".to_string(), (id as usize % cores()).to_string()])
+        .collect()
+    }
+
+    fn start(ids: &[i32]) -> Cluster {
+        let ports = free_ports(ids.len() * 2);
+        let mut cluster = Cluster {
+            ports: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    (
+                        *id,
+                        Ports {
+                            client: ports[2 * i],
+                            controller: ports[2 * i + 1],
+                        },
+                    )
+                })
+                .collect(),
+            dirs: ids
+                .iter()
+                .map(|id| (*id, tempfile::tempdir().unwrap()))
+                .collect(),
+            nodes: BTreeMap::new(),
+        };
+        for id in ids {
+            cluster.start_node(*id);
+        }
+        cluster
+    }
+
+    fn start_node(&mut self, id: i32) {
+        let args = self.args(id);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let listen = format!("127.0.0.1:{}", self.ports[&id].client);
+        let node = Broker::start_at(self.dirs[&id].path(), &listen, &args);
+        self.nodes.insert(id, node);
+    }
+
+    fn bootstrap(&self) -> String {
+        self.nodes
+            .values()
+            .map(Broker::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn dir(&self, id: i32) -> PathBuf {
+        self.dirs[&id].path().to_path_buf()
+    }
+}
+
+/// Online cores: nodes take one each, round robin (a shared core on a small host).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    futures::executor::block_on(future)
+}
+
+/// A partition as a client sees it: (leader, replicas, isr).
+type PartitionView = (i32, Vec<i32>, Vec<i32>);
+
+/// Broker ids and each topic's partitions.
+type ClusterView = (Vec<i32>, BTreeMap<String, Vec<PartitionView>>);
+
+/// What librdkafka reads from `bootstrap`.
+fn metadata(bootstrap: &str) -> Option<ClusterView> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .ok()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+    let mut brokers: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    brokers.sort_unstable();
+    let topics = metadata
+        .topics()
+        .iter()
+        .filter(|t| !t.name().starts_with("__"))
+        .map(|t| {
+            let mut partitions: Vec<_> = t.partitions().iter().collect();
+            partitions.sort_by_key(|p| p.id());
+            let views = partitions
+                .iter()
+                .map(|p| (p.leader(), p.replicas().to_vec(), p.isr().to_vec()))
+                .collect();
+            (t.name().to_string(), views)
+        })
+        .collect();
+    Some((brokers, topics))
+}
+
+fn eventually<T>(bound: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if start.elapsed() > bound {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32, replicas: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results = block(admin.create_topics(&[topic], &options)).map_err(|e| e.to_string())?;
+    match &results[0] {
+        Ok(_) => Ok(()),
+        Err((_, code)) => Err(format!("{code:?}")),
+    }
+}
+
+/// The quorum leader, read from the nodes' logs: the last "quorum leader changed" line of
+/// each node that names a leader, when all running nodes agree.
+fn agreed_leader(cluster: &Cluster) -> Option<i32> {
+    let mut seen = Vec::new();
+    for node in cluster.nodes.values() {
+        let line = node
+            .log()
+            .into_iter()
+            .rev()
+            .find(|l| l.contains("quorum leader changed"))?;
+        let leader = line.split("leader=Some(").nth(1)?.split(')').next()?;
+        seen.push(leader.parse::<i32>().ok()?);
+    }
+    seen.dedup();
+    (seen.len() == 1).then(|| seen[0])
+}
+
+#[test]
+fn three_nodes_share_topics_fail_over_and_catch_up() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+
+    // Every broker registers and is unfenced; each node tells the same three brokers.
+    for (id, node) in &cluster.nodes {
+        let brokers = eventually(Duration::from_secs(20), || {
+            metadata(&node.bootstrap()).filter(|(b, _)| b.len() == 3)
+        });
+        assert_eq!(
+            brokers.map(|(b, _)| b),
+            Some(vec![1, 2, 3]),
+            "node {id} does not list three brokers; log:\n{}",
+            node.log().join("\n")
+        );
+    }
+
+    // A topic created on node 2 with three replicas is seen alike by all.
+    let node2 = cluster.nodes[&2].bootstrap();
+    create_topic(&node2, "replicated", 6, 3).expect("created through node 2");
+    let views: Vec<_> = cluster
+        .nodes
+        .values()
+        .map(|node| {
+            eventually(Duration::from_secs(10), || {
+                metadata(&node.bootstrap())
+                    .and_then(|(_, topics)| topics.get("replicated").cloned())
+            })
+            .expect("the topic reaches every node")
+        })
+        .collect();
+    assert!(views.windows(2).all(|w| w[0] == w[1]), "{views:?}");
+    let partitions = &views[0];
+    assert_eq!(partitions.len(), 6);
+    let mut leaders = BTreeMap::new();
+    for (leader, replicas, isr) in partitions {
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            vec![1, 2, 3],
+            "three distinct replicas: {replicas:?}"
+        );
+        assert_eq!(*leader, replicas[0], "the preferred replica leads");
+        assert_eq!(
+            isr,
+            &vec![*leader],
+            "followers hold no data until replication lands"
+        );
+        *leaders.entry(*leader).or_insert(0) += 1;
+    }
+    assert_eq!(
+        leaders.values().collect::<Vec<_>>(),
+        vec![&2, &2, &2],
+        "{leaders:?}"
+    );
+    // Too many replicas for the registered brokers: Kafka's error.
+    let refused = create_topic(&bootstrap, "too-wide", 1, 4).unwrap_err();
+    assert!(refused.contains("InvalidReplicationFactor"), "{refused}");
+
+    // kcat and kafka-python read three-broker metadata unchanged.
+    let (status, out, err) = run_bounded(
+        "kcat",
+        &["-b", &bootstrap, "-L", "-t", "replicated"],
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "kcat: {err}");
+    assert!(out.contains(" 3 brokers:"), "{out}");
+    assert!(out.contains("replicas: "), "{out}");
+    let script = r#"
+import sys
+from kafka import KafkaConsumer
+c = KafkaConsumer(bootstrap_servers=sys.argv[1].split(','))
+parts = c.partitions_for_topic('replicated')
+print(len(parts), len(c._client.cluster.brokers()))
+"#;
+    let (status, out, err) = run_bounded(
+        "python3",
+        &["-c", script, &bootstrap],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kafka-python: {err}");
+    assert_eq!(
+        out.trim(),
+        "6 3",
+        "kafka-python sees 6 partitions on 3 brokers"
+    );
+
+    // Producers and consumers find each partition's leader: 300 messages produced with
+    // acks=all through kcat reach the three leaders and come back whole, and a kafka-python
+    // consumer group (its coordinator on the leader of its __consumer_offsets partition)
+    // consumes them and commits.
+    let input: String = (1..=300).map(|i| format!("m{i}\n")).collect();
+    let (status, _, err) = support::run_bounded_with_input(
+        "kcat",
+        &["-b", &bootstrap, "-P", "-t", "replicated", "-X", "acks=all"],
+        &input,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat produce: {err}");
+    let (status, out, err) = run_bounded(
+        "kcat",
+        &["-b", &bootstrap, "-C", "-t", "replicated", "-e", "-q"],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat consume: {err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (1..=300).map(|i| format!("m{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let script = r#"
+import sys
+from kafka import KafkaConsumer
+c = KafkaConsumer('replicated', bootstrap_servers=sys.argv[1].split(','), group_id='g1',
+                  auto_offset_reset='earliest', consumer_timeout_ms=8000)
+n = sum(1 for _ in c)
+c.commit()
+print(n)
+"#;
+    let (status, out, err) = run_bounded(
+        "python3",
+        &["-c", script, &bootstrap],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "kafka-python group: {err}");
+    assert_eq!(out.trim(), "300");
+
+    // Kill the active controller: another is elected within twice the election timeout
+    // (measured from when the survivors notice: the kill itself is instantaneous) and topic
+    // creation goes on.
+    let leader = eventually(Duration::from_secs(10), || agreed_leader(&cluster))
+        .expect("the nodes agree on a quorum leader");
+    let marks: BTreeMap<i32, usize> = cluster
+        .nodes
+        .iter()
+        .map(|(id, n)| (*id, n.log().len()))
+        .collect();
+    let killed_at = Instant::now();
+    let killed = cluster.nodes.remove(&leader).unwrap();
+    killed.stop_with("KILL");
+    let next = eventually(Duration::from_secs(20), || {
+        let views: Vec<Option<i32>> = cluster
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                n.log_from(marks[id])
+                    .iter()
+                    .rev()
+                    .find(|l| l.contains("quorum leader changed") && l.contains("leader=Some("))
+                    .and_then(|l| {
+                        l.split("leader=Some(")
+                            .nth(1)?
+                            .split(')')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+            })
+            .collect();
+        match views.as_slice() {
+            [Some(a), Some(b)] if a == b => Some(*a),
+            _ => None,
+        }
+    })
+    .expect("the survivors elect a new leader");
+    let elected_after = killed_at.elapsed();
+    assert_ne!(next, leader);
+    eprintln!("new quorum leader {next} after {elected_after:?}");
+    // Check-quorum and the randomised timeout: at most 2 x timeout after the last heartbeat
+    // the survivors saw, plus a pre-vote round.
+    assert!(
+        elected_after < Duration::from_millis(2 * ELECTION_TIMEOUT_MS + 1_500),
+        "{elected_after:?}"
+    );
+    let survivors = cluster.bootstrap();
+    let created = eventually(Duration::from_secs(20), || {
+        create_topic(&survivors, "after-failover", 2, 2).ok()
+    });
+    assert!(
+        created.is_some(),
+        "topic creation goes on after the failover"
+    );
+    // Past its session the killed broker is fenced: it leads nothing and is not offered.
+    let fenced = eventually(Duration::from_secs(15), || {
+        metadata(&survivors).filter(|(brokers, topics)| {
+            !brokers.contains(&leader) && topics["replicated"].iter().all(|(l, _, _)| *l != leader)
+        })
+    });
+    assert!(
+        fenced.is_some(),
+        "broker {leader} is fenced and leads nothing"
+    );
+
+    // The killed node restarts on its data dir, catches up, and is unfenced: all three nodes
+    // again agree on every topic.
+    cluster.start_node(leader);
+    let agreed = eventually(Duration::from_secs(30), || {
+        let views: Vec<_> = cluster
+            .nodes
+            .values()
+            .map(|n| metadata(&n.bootstrap()))
+            .collect::<Option<Vec<_>>>()?;
+        let first = &views[0];
+        (first.0 == vec![1, 2, 3]
+            && first.1.contains_key("after-failover")
+            && views.iter().all(|v| v == first))
+        .then_some(())
+    });
+    assert!(
+        agreed.is_some(),
+        "the restarted node caught up; its log:\n{}",
+        cluster.nodes[&leader].log().join("\n")
+    );
+}
+
+#[test]
+fn hostile_bytes_on_the_controller_listener_change_nothing() {
+    let cluster = Cluster::start(&[1, 2, 3]);
+    let leader = eventually(Duration::from_secs(20), || agreed_leader(&cluster))
+        .expect("a leader is elected");
+    let target = cluster.ports[&(leader % 3 + 1)].controller;
+    for bytes in [
+        vec![0xde; 512],
+        u32::MAX.to_be_bytes().to_vec(),
+        [&40u32.to_be_bytes()[..], &[7; 40]].concat(),
+    ] {
+        let mut stream = TcpStream::connect(("127.0.0.1", target)).unwrap();
+        let _ = stream.write_all(&bytes);
+    }
+    std::thread::sleep(Duration::from_millis(4 * ELECTION_TIMEOUT_MS));
+    assert_eq!(
+        agreed_leader(&cluster),
+        Some(leader),
+        "no election followed"
+    );
+    let refused = cluster
+        .nodes
+        .values()
+        .flat_map(|n| n.log())
+        .filter(|l| l.contains("frame refused"))
+        .count();
+    assert!(refused >= 1, "the refusal is logged");
+    create_topic(&cluster.bootstrap(), "still-serving", 1, 3).expect("the cluster still serves");
+}
+
+/// Starts the binary with `args` and expects it to stop at once with one line naming `part`.
+fn fails_at_start(dir: &Path, args: &[String], part: &str) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let status = support::wait_bounded(&mut child, Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "it must not start");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(part),
+        "expected '{part}' in the last line: {err}"
+    );
+}
+
+#[test]
+fn a_data_dir_of_another_node_or_quorum_is_refused_at_start() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    eventually(Duration::from_secs(20), || agreed_leader(&cluster)).expect("a leader");
+    let dir = cluster.dir(1);
+    cluster.nodes.remove(&1).unwrap().stop_with("KILL");
+    // Node 1's data dir started as node 2.
+    let mut args = cluster.args(2);
+    args.iter_mut()
+        .for_each(|a| *a = a.replace(&cluster.ports[&2].client.to_string(), "0"));
+    fails_at_start(&dir, &args, "node.id");
+    // Node 1's data dir with another voter list (another cluster).
+    let mut args = cluster.args(1);
+    let voters = cluster.voters();
+    for a in args.iter_mut() {
+        if a.starts_with("controller.quorum.voters=") {
+            *a = format!("controller.quorum.voters={voters},4@127.0.0.1:1");
+        }
+    }
+    fails_at_start(&dir, &args, "cluster");
+}
