@@ -60,6 +60,18 @@ const _: () = assert!(WATCHDOG_STALE_MS > 4 * SHARD_TICK_MS);
 /// How long a graceful shutdown waits for in-flight requests before it closes connections.
 pub const SHUTDOWN_DRAIN_MS_DEFAULT: u64 = 10_000;
 
+/// The log cleaner (`storage::cleaner`): bytes of whole batches it reads from a segment at a
+/// time, and the direct-write buffer of the cleaned segment it writes. Its key map is sized by
+/// `log.cleaner.dedupe.buffer.size`, which is bounded by `STORAGE_CLEANER_DEDUPE_BYTES_MAX`.
+pub const STORAGE_CLEANER_READ_BYTES: usize = 8 * 1024 * 1024;
+/// See `STORAGE_CLEANER_READ_BYTES`.
+pub const STORAGE_CLEANER_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Largest key map a shard's cleaner allocates, whatever `log.cleaner.dedupe.buffer.size` says.
+pub const STORAGE_CLEANER_DEDUPE_BYTES_MAX: usize = 4 * 1024 * 1024 * 1024;
+/// Largest records section the cleaner inflates one compressed batch to; a batch inflating
+/// past it is kept whole, its keys left out of the map (so nothing it supersedes is removed).
+pub const STORAGE_CLEANER_INFLATED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Largest payload a legacy (magic 0/1) message set may inflate to, and largest set of records
 /// one conversion may build (`kafka::legacy_format`): a compressed wrapper that inflates past it
 /// is refused with MESSAGE_TOO_LARGE instead of growing memory without bound.

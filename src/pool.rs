@@ -475,6 +475,9 @@ async fn run_shard(
     glommio::spawn_local_into(offsets_expiry_loop(context.clone()), queues.background)
         .map_err(|err| err.to_string())?
         .detach();
+    glommio::spawn_local_into(cleaner_loop(context.clone()), queues.background)
+        .map_err(|err| err.to_string())?
+        .detach();
     glommio::spawn_local_into(
         crate::txn::coordinator::run_maintenance(context.clone()),
         queues.requests,
@@ -546,6 +549,37 @@ async fn retention_loop(context: Rc<ShardContext>) {
             break;
         }
         context.partitions.apply_retention(now_ms()).await;
+    }
+}
+
+/// Compacts this shard's partitions whose cleanup policy includes `compact`: a round over them
+/// every `log.cleaner.backoff.ms` (`storage::cleaner`), until the shard drains. Off with
+/// `log.cleaner.enable=false`.
+async fn cleaner_loop(context: Rc<ShardContext>) {
+    let config =
+        crate::storage::cleaner::CleanerConfig::for_shard(&context.config, context.shard_count);
+    if !config.enabled {
+        return;
+    }
+    let cleaner = crate::storage::cleaner::Cleaner::new(config);
+    let backoff = Duration::from_millis(config.backoff_ms.max(1));
+    loop {
+        if !context.sleep_unless_draining(backoff).await {
+            break;
+        }
+        let reports = cleaner
+            .clean_due_partitions(&context.partitions, now_ms())
+            .await;
+        let mut ratios = Vec::with_capacity(reports.len());
+        for report in reports {
+            if let Some((stats, elapsed)) = report.cleaned {
+                context
+                    .metrics
+                    .record_cleaning(stats.bytes_read, stats.bytes_written, elapsed);
+            }
+            ratios.push((report.topic, report.partition, report.dirty_ratio));
+        }
+        context.metrics.set_dirty_ratios(ratios);
     }
 }
 

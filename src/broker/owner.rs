@@ -46,6 +46,8 @@ pub struct ProduceOutcome {
     pub log_append_time_ms: i64,
     /// The partition's log start offset.
     pub log_start_offset: i64,
+    /// Records refused one by one (KIP-467, Produce v8+): (index in the batch, why).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 /// A partition to read.
@@ -312,7 +314,11 @@ pub async fn serve_produce(
                 base_offset: -1,
                 log_append_time_ms: -1,
                 log_start_offset: partition.log.log_start_offset(),
+                record_errors: Vec::new(),
             };
+        }
+        if let Some(refused) = refuse_keyless(&partition, &item) {
+            return refused;
         }
         let started = std::time::Instant::now();
         let result = partition.append_checked(item.records).await;
@@ -325,6 +331,7 @@ pub async fn serve_produce(
                 base_offset: info.base_offset,
                 log_append_time_ms: info.log_append_time_ms,
                 log_start_offset: info.log_start_offset,
+                record_errors: Vec::new(),
             },
             Ok(Appended::Duplicate { base_offset }) => ProduceOutcome {
                 error_code: error::NONE,
@@ -332,6 +339,7 @@ pub async fn serve_produce(
                 base_offset,
                 log_append_time_ms: -1,
                 log_start_offset,
+                record_errors: Vec::new(),
             },
             Err(err) => ProduceOutcome {
                 error_code: error::append_error_code(&err),
@@ -339,10 +347,71 @@ pub async fn serve_produce(
                 base_offset: -1,
                 log_append_time_ms: -1,
                 log_start_offset,
+                record_errors: Vec::new(),
             },
         }
     });
     join_all(appends).await
+}
+
+/// Kafka's key check for compacted topics (its `LogValidator`): every record must have a key.
+/// The records without one are named in `record_errors` (KIP-467) and the partition's batch is
+/// refused with INVALID_RECORD before anything is written. A batch that fails the other checks
+/// (length, CRC, ...) is left to the append, which reports those with their own codes.
+fn refuse_keyless(partition: &OpenPartition, item: &ProduceItem) -> Option<ProduceOutcome> {
+    use crate::storage::batch;
+    use crate::storage::cleaner::records;
+    let (compact, max_message_bytes) = {
+        let settings = partition.settings.borrow();
+        (settings.cleanup_compact, settings.max_message_bytes)
+    };
+    if !compact {
+        return None;
+    }
+    let mut positions = Vec::new();
+    batch::validate_all(&item.records, max_message_bytes, |m| positions.push(m)).ok()?;
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{}.",
+        item.topic, item.partition
+    );
+    let mut record_errors = Vec::new();
+    let mut first_index = 0i32;
+    for meta in positions {
+        let bytes = &item.records[meta.position..meta.position + meta.size_bytes];
+        let bound = crate::limits::STORAGE_CLEANER_INFLATED_BATCH_BYTES_MAX;
+        match records::keyless_records(bytes, bound) {
+            Ok(keyless) => record_errors.extend(
+                keyless
+                    .into_iter()
+                    .map(|i| (first_index + i, message.clone())),
+            ),
+            Err(err) => {
+                return Some(ProduceOutcome {
+                    error_code: ResponseError::CorruptMessage.code(),
+                    error_message: Some(format!("cannot read the records: {err}")),
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: partition.log.log_start_offset(),
+                    record_errors: Vec::new(),
+                });
+            }
+        }
+        first_index = first_index.saturating_add(meta.offset_count as i32);
+    }
+    if record_errors.is_empty() {
+        return None;
+    }
+    Some(ProduceOutcome {
+        error_code: ResponseError::InvalidRecord.code(),
+        error_message: Some(format!(
+            "One or more records have been rejected due to {} record errors in total: {message}",
+            record_errors.len()
+        )),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: partition.log.log_start_offset(),
+        record_errors,
+    })
 }
 
 /// Owner side of Fetch: reads every item at once.

@@ -25,6 +25,13 @@ pub enum ValueKind {
         /// Largest allowed.
         max: i64,
     },
+    /// A 64-bit float within bounds (Kafka's DOUBLE).
+    Double {
+        /// Smallest allowed.
+        min: f64,
+        /// Largest allowed.
+        max: f64,
+    },
     /// `true` or `false`.
     Bool,
     /// One of a fixed set of words.
@@ -105,6 +112,7 @@ mod config_type {
     pub const INT: i8 = 3;
     pub const SHORT: i8 = 4;
     pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
 }
 
@@ -126,6 +134,13 @@ impl ValueKind {
                     .parse()
                     .map_err(|_| "expected an integer".to_string())?;
                 if parsed < min || parsed > max {
+                    return Err(format!("must be between {min} and {max}"));
+                }
+                Ok(())
+            }
+            ValueKind::Double { min, max } => {
+                let parsed: f64 = value.parse().map_err(|_| "expected a number".to_string())?;
+                if !(min..=max).contains(&parsed) {
                     return Err(format!("must be between {min} and {max}"));
                 }
                 Ok(())
@@ -169,6 +184,7 @@ impl ValueKind {
             ValueKind::Int { .. } => config_type::INT,
             ValueKind::Long { .. } => config_type::LONG,
             ValueKind::Short { .. } => config_type::SHORT,
+            ValueKind::Double { .. } => config_type::DOUBLE,
             ValueKind::Bool => config_type::BOOLEAN,
             ValueKind::Choice(_) | ValueKind::Text | ValueKind::KafkaVersion => config_type::STRING,
             ValueKind::List(_) => config_type::LIST,

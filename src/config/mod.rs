@@ -619,6 +619,81 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "delete removes old segments by retention; compact keeps the latest record per key (topic: cleanup.policy).",
     ),
     def(
+        "log.cleaner.enable",
+        "true",
+        ValueKind::Bool,
+        "Whether each shard runs the log cleaner on its partitions whose cleanup.policy includes compact.",
+    ),
+    def(
+        "log.cleaner.backoff.ms",
+        "15000",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "How long a shard's cleaner sleeps when no partition needs cleaning.",
+    ),
+    def(
+        "log.cleaner.dedupe.buffer.size",
+        "134217728",
+        ValueKind::Long {
+            min: 1024 * 1024,
+            max: LONG_MAX,
+        },
+        "Memory for the cleaners' key-to-offset maps, shared equally by the shards (24 bytes a key).",
+    ),
+    def(
+        "log.cleaner.io.buffer.load.factor",
+        "0.9",
+        ValueKind::Double {
+            min: 0.01,
+            max: 1.0,
+        },
+        "How full a cleaner's key map may get before a cleaning pass stops there.",
+    ),
+    def(
+        "log.cleaner.io.max.bytes.per.second",
+        "1.7976931348623157E308",
+        ValueKind::Double {
+            min: 1.0,
+            max: f64::MAX,
+        },
+        "Bytes per second the cleaners read and write at most, shared equally by the shards.",
+    ),
+    def(
+        "log.cleaner.min.cleanable.ratio",
+        "0.5",
+        ValueKind::Double { min: 0.0, max: 1.0 },
+        "Share of a compacted log's cleanable bytes that must be dirty before it is cleaned (topic: min.cleanable.dirty.ratio).",
+    ),
+    def(
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "How long tombstones and transaction markers stay after the cleaning that first saw them (topic: delete.retention.ms).",
+    ),
+    def(
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "Segments with records younger than this are not compacted (topic: min.compaction.lag.ms).",
+    ),
+    def(
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "A dirty record older than this forces a cleaning whatever the dirty ratio (topic: max.compaction.lag.ms).",
+    ),
+    def(
         "log.retention.check.interval.ms",
         "300000",
         ValueKind::Long {
@@ -745,6 +820,14 @@ impl Config {
     /// An integer setting's value from `entries`, or `default` when it is absent or not an
     /// integer (values are checked when the configuration is built).
     pub fn int(&self, key: &str, default: i64) -> i64 {
+        self.entries
+            .get(key)
+            .and_then(|e| e.value.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// A floating-point setting's value from `entries`, or `default` (as `int`).
+    pub fn double(&self, key: &str, default: f64) -> f64 {
         self.entries
             .get(key)
             .and_then(|e| e.value.parse().ok())

@@ -42,6 +42,10 @@ pub const TOPIC_CONFIG_DEFS: &[TopicConfigDef] = &[
         broker_synonym: "log.cleanup.policy",
     },
     TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_synonym: "log.cleaner.delete.retention.ms",
+    },
+    TopicConfigDef {
         name: "flush.messages",
         broker_synonym: "log.flush.interval.messages",
     },
@@ -64,8 +68,20 @@ pub const TOPIC_CONFIG_DEFS: &[TopicConfigDef] = &[
         broker_synonym: "log.message.format.version",
     },
     TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_synonym: "log.cleaner.max.compaction.lag.ms",
+    },
+    TopicConfigDef {
         name: "message.timestamp.type",
         broker_synonym: "log.message.timestamp.type",
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_synonym: "log.cleaner.min.compaction.lag.ms",
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -343,7 +359,33 @@ pub struct TopicSettings {
     pub segment_bytes: u32,
     /// `segment.ms`.
     pub segment_ms: i64,
+    /// What the log cleaner runs with when `cleanup_compact`.
+    pub compaction: CompactionSettings,
 }
+
+/// The topic configs of the log cleaner (`storage::cleaner`).
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionSettings {
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+}
+
+impl PartialEq for CompactionSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.min_cleanable_dirty_ratio.to_bits() == other.min_cleanable_dirty_ratio.to_bits()
+            && self.delete_retention_ms == other.delete_retention_ms
+            && self.min_compaction_lag_ms == other.min_compaction_lag_ms
+            && self.max_compaction_lag_ms == other.max_compaction_lag_ms
+    }
+}
+
+impl Eq for CompactionSettings {}
 
 /// Resolves a topic's settings. Values were checked when they were stored, so parsing here
 /// cannot fail; an unparsable value would be a bug in the checks, hence the assertions.
@@ -372,6 +414,15 @@ pub fn resolve(overrides: &BTreeMap<String, String>, broker: &BrokerValues<'_>) 
         retention_ms: long("retention.ms"),
         segment_bytes: long("segment.bytes") as u32,
         segment_ms: long("segment.ms"),
+        compaction: CompactionSettings {
+            min_cleanable_dirty_ratio: values["min.cleanable.dirty.ratio"]
+                .trim()
+                .parse()
+                .expect("min.cleanable.dirty.ratio was checked when stored"),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+        },
     }
 }
 

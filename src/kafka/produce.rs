@@ -29,7 +29,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::VersionRange;
 
@@ -263,6 +265,7 @@ async fn produce(
                         base_offset: -1,
                         log_append_time_ms: -1,
                         log_start_offset: -1,
+                        record_errors: Vec::new(),
                     })
                     .collect(),
             }
@@ -284,7 +287,24 @@ async fn produce(
                     match slot {
                         Slot::Sent(i) => {
                             let outcome = &outcomes[i];
+                            // record_errors exist from v8 (KIP-467).
+                            let record_errors = if version >= 8 {
+                                outcome
+                                    .record_errors
+                                    .iter()
+                                    .map(|(index, message)| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(*index)
+                                            .with_batch_index_error_message(Some(text(
+                                                message.clone(),
+                                            )))
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
                             response
+                                .with_record_errors(record_errors)
                                 .with_error_code(outcome.error_code)
                                 .with_error_message(outcome.error_message.clone().map(text))
                                 .with_base_offset(outcome.base_offset)

@@ -42,6 +42,22 @@ pub struct ShardMetrics {
     connections_accepted: Cell<u64>,
     cross_shard_calls: Cell<u64>,
     append_latency_us: RefCell<Histogram<u64>>,
+    cleaner: RefCell<CleanerSnapshot>,
+}
+
+/// The log cleaner's numbers on one shard (`storage::cleaner`).
+#[derive(Debug, Clone, Default)]
+pub struct CleanerSnapshot {
+    /// Cleanings done.
+    pub cleanings: u64,
+    /// Bytes the cleanings read.
+    pub bytes_read: u64,
+    /// Bytes the cleanings wrote.
+    pub bytes_written: u64,
+    /// Time spent cleaning.
+    pub seconds: f64,
+    /// (topic, partition, dirty ratio) of each compacted partition, as of the last round.
+    pub dirty_ratios: Vec<(String, i32, f64)>,
 }
 
 impl Default for ShardMetrics {
@@ -54,6 +70,7 @@ impl Default for ShardMetrics {
             connections_accepted: Cell::new(0),
             cross_shard_calls: Cell::new(0),
             append_latency_us: RefCell::new(new_histogram()),
+            cleaner: RefCell::default(),
         }
     }
 }
@@ -111,6 +128,20 @@ impl ShardMetrics {
             .saturating_record(micros(latency));
     }
 
+    /// A cleaning finished.
+    pub fn record_cleaning(&self, bytes_read: u64, bytes_written: u64, elapsed: Duration) {
+        let mut cleaner = self.cleaner.borrow_mut();
+        cleaner.cleanings += 1;
+        cleaner.bytes_read += bytes_read;
+        cleaner.bytes_written += bytes_written;
+        cleaner.seconds += elapsed.as_secs_f64();
+    }
+
+    /// The dirty ratios the cleaner saw in its last round.
+    pub fn set_dirty_ratios(&self, ratios: Vec<(String, i32, f64)>) {
+        self.cleaner.borrow_mut().dirty_ratios = ratios;
+    }
+
     /// A `Send` copy of the current values, for a scrape.
     pub fn snapshot(&self, extra: SnapshotGauges) -> MetricsSnapshot {
         let apis = self
@@ -132,6 +163,7 @@ impl ShardMetrics {
             connections_accepted: self.connections_accepted.get(),
             cross_shard_calls: self.cross_shard_calls.get(),
             append_latency: LatencySnapshot::of(&self.append_latency_us.borrow()),
+            cleaner: self.cleaner.borrow().clone(),
             gauges: extra,
         }
     }
@@ -218,6 +250,8 @@ pub struct MetricsSnapshot {
     pub cross_shard_calls: u64,
     /// Append-to-durable latency on this shard's partitions.
     pub append_latency: LatencySnapshot,
+    /// The log cleaner.
+    pub cleaner: CleanerSnapshot,
     /// Values read at scrape time.
     pub gauges: SnapshotGauges,
 }
@@ -319,6 +353,52 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         "gauge",
         &|s| s.gauges.groups,
     );
+    counter(
+        &mut out,
+        "ringbroker_cleanings_total",
+        "Log cleanings (compactions) done.",
+        "counter",
+        &|s| s.cleaner.cleanings,
+    );
+    counter(
+        &mut out,
+        "ringbroker_cleaner_bytes_read_total",
+        "Bytes the log cleaner read.",
+        "counter",
+        &|s| s.cleaner.bytes_read,
+    );
+    counter(
+        &mut out,
+        "ringbroker_cleaner_bytes_written_total",
+        "Bytes the log cleaner wrote.",
+        "counter",
+        &|s| s.cleaner.bytes_written,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ringbroker_cleaner_seconds_total Time spent cleaning logs."
+    );
+    let _ = writeln!(out, "# TYPE ringbroker_cleaner_seconds_total counter");
+    for (shard, snapshot) in snapshots.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringbroker_cleaner_seconds_total{{shard=\"{shard}\"}} {:.6}",
+            snapshot.cleaner.seconds
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringbroker_cleaner_dirty_ratio Dirty share of a compacted partition's cleanable bytes."
+    );
+    let _ = writeln!(out, "# TYPE ringbroker_cleaner_dirty_ratio gauge");
+    for (shard, snapshot) in snapshots.iter().enumerate() {
+        for (topic, partition, ratio) in &snapshot.cleaner.dirty_ratios {
+            let _ = writeln!(
+                out,
+                "ringbroker_cleaner_dirty_ratio{{shard=\"{shard}\",topic=\"{topic}\",partition=\"{partition}\"}} {ratio:.4}"
+            );
+        }
+    }
 
     let _ = writeln!(
         out,

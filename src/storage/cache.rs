@@ -128,10 +128,16 @@ impl ShardCache {
 
     /// Removes the log's entries with base offset `>= from_offset`.
     pub(crate) fn remove_from(&self, log: u64, from_offset: i64) {
+        self.remove_range(log, from_offset, i64::MAX);
+    }
+
+    /// Removes the log's entries with base offset in `[from_offset, to_offset]` (the log
+    /// cleaner, after it replaced the segments holding them).
+    pub(crate) fn remove_range(&self, log: u64, from_offset: i64, to_offset: i64) {
         let mut inner = self.inner.borrow_mut();
         let keys: Vec<_> = inner
             .map
-            .range((log, from_offset)..=(log, i64::MAX))
+            .range((log, from_offset)..=(log, to_offset))
             .map(|(k, _)| *k)
             .collect();
         for k in keys {

@@ -63,8 +63,11 @@ use crate::runtime::event::Event;
 use recovery::{probe_device, recover_segment};
 use writer::{finalize_segment, writer_loop};
 
+mod compact;
 mod recovery;
 mod writer;
+
+pub use compact::{CleanedSegment, CleanedWriter, ClosedSegment, SwapStop};
 
 const CHECKPOINT_FILE: &str = "log-start-offset.checkpoint";
 const READ_AHEAD_BYTES_MIN: u64 = 64 * 1024;
@@ -227,6 +230,11 @@ struct LogInner {
     closed: Cell<bool>,
     write_faults: Cell<u32>,
     writer: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Held while segments are deleted (retention, DeleteRecords) or swapped for cleaned ones
+    /// (`compact`), so the two never work on the same segments.
+    segments_permit: glommio::sync::Semaphore,
+    /// Test hook: where the next swap stops as if the process died (`compact::SwapStop`).
+    swap_stop: Cell<Option<compact::SwapStop>>,
 }
 
 /// One partition's log. See the module header.
@@ -261,6 +269,7 @@ impl PartitionLog {
         let config = config.clamped();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create log dir", e))?;
         probe_device(dir).await?;
+        compact::recover_swaps(dir).await?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list log dir", e))? {
             let entry = entry.map_err(|e| StorageError::io("list log dir", e))?;
@@ -346,6 +355,8 @@ impl PartitionLog {
             closed: Cell::new(false),
             write_faults: Cell::new(0),
             writer: RefCell::new(None),
+            segments_permit: glommio::sync::Semaphore::new(1),
+            swap_stop: Cell::new(None),
         });
         let task = glommio::spawn_local(writer_loop(inner.clone())).detach();
         *inner.writer.borrow_mut() = Some(task);
@@ -712,6 +723,11 @@ impl PartitionLog {
         mut doomed: impl FnMut(&Segment, i64) -> bool,
     ) -> StorageResult<usize> {
         let inner = &*self.inner;
+        let _permit = inner
+            .segments_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
         let removed: Vec<Segment> = {
             let mut st = inner.state.borrow_mut();
             let lso = inner.log_start_offset.get();

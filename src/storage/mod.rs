@@ -8,11 +8,15 @@
 //!
 //! Module map: `log` (PartitionLog: append pipeline, reads, lookups, retention, recovery),
 //! `segment` (one segment, scanning, small-file I/O), `index` (offset and time index),
-//! `batch` (v2 header view, validation, patching), `records` (the records inside one batch), `cache` (ShardCache), `config`, `error`.
+//! `batch` (v2 header view, validation, patching), `records` (the records inside one batch),
+//! `cache` (ShardCache), `config`, `error`, `reserve` (the per-shard reservation budget),
+//! `cleaner` (log compaction; its log side is `log::compact`), `compression` (batch codecs).
 //! The waiter lists woken by appends are `runtime::event`.
 
 pub mod batch;
 pub mod cache;
+pub mod cleaner;
+pub mod compression;
 pub mod config;
 pub mod error;
 mod index;
@@ -21,7 +25,7 @@ pub mod manager;
 pub mod producer_state;
 pub mod records;
 pub mod reserve;
-mod segment;
+pub(crate) mod segment;
 pub mod txn_index;
 
 pub use cache::ShardCache;

@@ -577,6 +577,18 @@ impl ProducerStateTable {
             .collect()
     }
 
+    /// The base offset of each known producer's last written batch: the batch the log cleaner
+    /// keeps (if only as an empty batch) so the producer's sequence survives compaction.
+    pub fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(&id, entry)| {
+                let last = entry.batches.back()?;
+                (last.base_offset >= 0).then_some((id, last.base_offset))
+            })
+            .collect()
+    }
+
     /// Forgets aborted transactions whose markers are below the log start offset.
     pub fn prune_aborted_below(&mut self, log_start_offset: i64) {
         let keep_from = self

@@ -33,8 +33,15 @@ pub(super) async fn probe_device(dir: &Path) -> StorageResult<()> {
     Ok(())
 }
 
-/// Recovers one segment. The last segment is scanned whole (length, magic, CRC, offset
-/// continuity), its torn or corrupt tail cut off, its indexes rebuilt. A closed segment
+/// Whether a batch read back can follow in segment `base` after offset `next`: offsets grow
+/// (compacted segments have gaps where the cleaner removed records, so growing is what
+/// continuity means here) and stay within the segment's 32-bit relative range.
+fn grows_within(h: &BatchHeader, base: i64, next: i64) -> bool {
+    h.base_offset.get() >= next && h.last_offset() - base <= i64::from(u32::MAX)
+}
+
+/// Recovers one segment. The last segment is scanned whole (length, magic, CRC, growing
+/// offsets), its torn or corrupt tail cut off, its indexes rebuilt. A closed segment
 /// trusts a well-formed index and scans only from its last entry; a missing or damaged index
 /// is rebuilt by a full scan. Returns the segment and, for the last one, its partial tail page.
 pub(super) async fn recover_segment(
@@ -93,14 +100,14 @@ pub(super) async fn recover_segment(
                 // start of the file (no entries) it must begin at the segment's base offset.
                 let fits = match expect_last {
                     Some(l) => h.last_offset() == l,
-                    None => h.base_offset.get() == base,
+                    None => grows_within(h, base, base),
                 };
                 if !index_fits || !fits {
                     ok = false;
                     return false;
                 }
                 s.next_offset = h.base_offset.get();
-            } else if h.base_offset.get() != s.next_offset {
+            } else if !grows_within(h, base, s.next_offset) {
                 return false;
             }
             let saved = std::mem::take(&mut s.index);
@@ -129,7 +136,10 @@ pub(super) async fn recover_segment(
     }
     if rebuild_full {
         let mut s = Segment::new(base);
-        let (end, why) = scan(&file, 0, file_size, Some(base), |pos, h, _| {
+        let (end, why) = scan(&file, 0, file_size, None, |pos, h, _| {
+            if !grows_within(h, base, s.next_offset) {
+                return false;
+            }
             s.track_batch(
                 pos,
                 h.size_bytes() as u64,
@@ -141,6 +151,12 @@ pub(super) async fn recover_segment(
             true
         })
         .await?;
+        // An offset that does not grow is as corrupt as a bad CRC.
+        let why = if why == ScanEnd::Stopped {
+            ScanEnd::Corrupt
+        } else {
+            why
+        };
         if why != ScanEnd::Limit && last {
             tracing::warn!(dir = %dir.display(), base, end, ?why, "truncating log tail at recovery");
         } else if why == ScanEnd::Corrupt {

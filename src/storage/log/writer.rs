@@ -471,7 +471,6 @@ impl LogInner {
                 .map(|(_, s)| s)
                 .filter(|s| s.sealed && !s.finalized && s.file.is_some())
                 .map(|s| {
-                    s.finalized = true;
                     (
                         s.base_offset,
                         s.file.clone().expect("file"),
@@ -495,6 +494,11 @@ impl LogInner {
             {
                 // Indexes are rebuilt on open; the data itself was already written.
                 tracing::warn!(dir = %self.dir.display(), base, error = %e, "finalizing segment failed");
+            }
+            // Only now: retention and the cleaner take finalized segments only, and must not
+            // delete or replace files that are still being written.
+            if let Some(s) = self.state.borrow_mut().segments.get_mut(&base) {
+                s.finalized = true;
             }
         }
         let file = match file {
@@ -690,7 +694,7 @@ impl LogInner {
     }
 }
 
-async fn sync_dir(dir: &Path) -> StorageResult<()> {
+pub(super) async fn sync_dir(dir: &Path) -> StorageResult<()> {
     let d = glommio::io::Directory::open(dir)
         .await
         .map_err(|e| StorageError::io("open log dir", e))?;
