@@ -42,6 +42,7 @@ async fn run(codec: Codec) -> (f64, f64, f64) {
         cache: Rc::new(ShardCache::new(0)),
         background_queue: None,
         reserve_space: true,
+        ..LogEnv::default()
     };
     let log = PartitionLog::open_with(&dir.path().join("bench-0"), config, env)
         .await
@@ -77,6 +78,7 @@ async fn run(codec: Codec) -> (f64, f64, f64) {
         cache: Rc::new(ShardCache::new(0)),
         background_queue: None,
         reserve_space: true,
+        ..LogEnv::default()
     };
     let log = PartitionLog::open_with(&dir.path().join("bench-0"), config, env)
         .await

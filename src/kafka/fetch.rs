@@ -66,10 +66,10 @@ use crate::broker::error;
 use crate::broker::owner::{ReadItem, ReadOutcome};
 use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, HandlerOutcome, Request, ResponseFrame};
-use crate::kafka::leader_epoch::Leadership;
 use crate::kafka::fetch_session::{
     self, Begin, FetchParams, FetchSessionCache, INVALID_SESSION_ID, PartitionAnswer, PartitionKey,
 };
+use crate::kafka::leader_epoch::Leadership;
 use crate::kafka::scatter;
 use crate::kafka::{legacy_format, legacy_versions};
 use crate::runtime::{ShardId, shard_for};
