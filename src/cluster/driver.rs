@@ -104,18 +104,7 @@ impl std::fmt::Debug for Event {
 impl QuorumHandle {
     /// Proposes a change; resolves with its index once committed.
     pub async fn propose(&self, data: Vec<u8>) -> Result<u64, QuorumError> {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .events
-            .send(Event::Propose { data, reply })
-            .await
-            .is_err()
-        {
-            return Err(QuorumError::NotLeader { leader: None });
-        }
-        answer
-            .await
-            .unwrap_or(Err(QuorumError::NotLeader { leader: None }))
+        self.ask(|reply| Event::Propose { data, reply }).await
     }
 
     /// Hands a change to the leader, from any voter (raft-rs forwards a follower's proposal to
@@ -123,13 +112,17 @@ impl QuorumHandle {
     /// learns of the commit from its state machine, and a forwarded proposal may be lost with
     /// a leader change, so the caller bounds its wait. `NotLeader` when no leader is known.
     pub async fn forward(&self, data: Vec<u8>) -> Result<(), QuorumError> {
+        self.ask(|reply| Event::Forward { data, reply }).await
+    }
+
+    /// Sends the voter task an event carrying `reply` and awaits the answer; a stopped task
+    /// answers `NotLeader`.
+    async fn ask<T>(
+        &self,
+        event: impl FnOnce(oneshot::Sender<Result<T, QuorumError>>) -> Event,
+    ) -> Result<T, QuorumError> {
         let (reply, answer) = oneshot::channel();
-        if self
-            .events
-            .send(Event::Forward { data, reply })
-            .await
-            .is_err()
-        {
+        if self.events.send(event(reply)).await.is_err() {
             return Err(QuorumError::NotLeader { leader: None });
         }
         answer
