@@ -298,12 +298,16 @@ pub async fn serve_produce(
         let min_insync = partition.settings.borrow().min_insync_replicas;
         // The ISR as the metadata image has it: this broker alone on a lone node, and the
         // leader alone under a quorum until followers replicate (issue 15).
-        let isr = context
-            .image()
-            .topic(&item.topic)
-            .and_then(|t| t.partition_state(item.partition).map(|s| s.isr.len()))
-            .unwrap_or(1);
-        if acks == -1 && (min_insync.max(0) as usize) > isr {
+        let isr = || {
+            context
+                .image()
+                .topic(&item.topic)
+                .and_then(|t| t.partition_state(item.partition).map(|s| s.isr.len()))
+                .unwrap_or(1)
+        };
+        // The ISR is looked up only when it matters: acks=all with a bound above one.
+        if acks == -1 && min_insync > 1 && (min_insync as usize) > isr() {
+            let isr = isr();
             return ProduceOutcome {
                 error_code: ResponseError::NotEnoughReplicas.code(),
                 error_message: Some(format!(
