@@ -8,7 +8,8 @@
 //! A timestamp lookup
 //! answers the first offset whose record has a timestamp at or after the one asked for, with
 //! that record's timestamp (records of one batch may carry different timestamps), or -1 when
-//! there is none (`PartitionLog::offset_for_timestamp`).
+//! there is none (`PartitionLog::offset_for_timestamp`); for read_committed a record at or past
+//! the last stable offset does not count (-1), as in Kafka.
 
 use std::rc::Rc;
 
