@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeLogDirsRequest, MetadataRequest,
+    AlterReplicaLogDirsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest,
     MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -74,12 +74,12 @@ fn malformed_frames_close_only_their_connection() {
             v
         }),
         (
-            "API not served (DescribeLogDirs)",
+            "API not served (AlterReplicaLogDirs)",
             encode_request(
-                ApiKey::DescribeLogDirs,
+                ApiKey::AlterReplicaLogDirs,
                 1,
                 1,
-                &DescribeLogDirsRequest::default(),
+                &AlterReplicaLogDirsRequest::default(),
             ),
         ),
         (

@@ -1072,3 +1072,41 @@ os._exit(0)
         Duration::from_secs(10),
     );
 }
+
+/// ListOffsets by timestamp, as Kafka: a record inside an open transaction counts for
+/// read_uncommitted (below the high watermark) but not for read_committed (at or past the last
+/// stable offset), which gets no offset.
+#[test]
+fn list_offsets_by_timestamp_stops_at_the_last_stable_offset_for_read_committed() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let mut client = RawClient::connect(broker.addr);
+    create_topic(&mut client, "lso", 1);
+    let mut open = Background::start(&["open", &broker.bootstrap(), "lso", "tx-lso", "60000"]);
+    open.wait_for("an open transaction", Duration::from_secs(60), |lines| {
+        lines.iter().any(|l| l == "OPEN")
+    });
+    let by_time = |client: &mut RawClient, isolation_level: i8| {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(text("lso")))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(0),
+                    ]),
+            ]);
+        let response: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 7, &request);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.offset)
+    };
+    assert_eq!(by_time(&mut client, 0), (0, 0), "read_uncommitted");
+    assert_eq!(by_time(&mut client, 1), (0, -1), "read_committed");
+    open.kill();
+}

@@ -536,7 +536,13 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
             }
             offset_spec::LATEST => Ok(Some((log.high_watermark(), -1))),
             offset_spec::MAX_TIMESTAMP => Ok(log.max_timestamp()),
-            timestamp => log.offset_for_timestamp(timestamp).await,
+            // As Kafka: the record found counts only below what the isolation level may
+            // fetch (the high watermark, or the last stable offset for read_committed).
+            timestamp => log.offset_for_timestamp(timestamp).await.map(|found| {
+                found.filter(|&(offset, _)| {
+                    !item.read_committed || offset < partition.last_stable_offset()
+                })
+            }),
         };
         outcomes.push(match found {
             Ok(Some((offset, timestamp))) => OffsetOutcome {

@@ -335,6 +335,8 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         }
         ApiKey::DescribeCluster => drop_ok(request.decode::<DescribeClusterRequest>()),
         ApiKey::DescribeQuorum => drop_ok(request.decode::<DescribeQuorumRequest>()),
+        ApiKey::DescribeLogDirs => drop_ok(request.decode::<DescribeLogDirsRequest>()),
+        ApiKey::DescribeProducers => drop_ok(request.decode::<DescribeProducersRequest>()),
         ApiKey::FindCoordinator => drop_ok(request.decode::<FindCoordinatorRequest>()),
         ApiKey::JoinGroup => drop_ok(request.decode::<JoinGroupRequest>()),
         ApiKey::SyncGroup => drop_ok(request.decode::<SyncGroupRequest>()),

@@ -8,8 +8,9 @@
 //! A timestamp lookup
 //! answers the first offset whose record has a timestamp at or after the one asked for, with
 //! that record's timestamp (records of one batch may carry different timestamps), or -1 when
-//! there is none (`PartitionLog::offset_for_timestamp`). Under a controller quorum a partition
-//! this node does not lead is NOT_LEADER_OR_FOLLOWER, and a found offset carries the
+//! there is none (`PartitionLog::offset_for_timestamp`); for read_committed a record at or past
+//! the last stable offset does not count (-1), as in Kafka. Under a controller quorum a
+//! partition this node does not lead is NOT_LEADER_OR_FOLLOWER, and a found offset carries the
 //! partition's leader epoch from the image (`leader_epoch::Leadership`).
 
 use std::rc::Rc;
