@@ -27,7 +27,9 @@
 //! tail by a task on the background queue, in steps that grow with what the segment has taken
 //! (`segment::reserve_step`: 1 MiB for a partition written now and then, up to 64 MiB for a
 //! busy one), so a busy partition's hot path never grows the file and idle partitions do not
-//! hold 64 MiB each; the end of the log is found by scanning, never from the file size.
+//! hold 64 MiB each; each step comes out of the shard's budget (`storage::reserve`), and past
+//! it a segment appends without reserving. The end of the log is found by scanning, never
+//! from the file size.
 //!
 //! Reads: the shard cache first; else the sparse index gives a position and one aligned direct
 //! read fetches whole batches, which are copied once into a `Bytes`. That copy is deliberate:
