@@ -179,7 +179,7 @@ pub(super) async fn recover_segment(
                 seg.size_bytes,
                 seg.size_bytes,
                 wanted,
-                grant.ceiling(),
+                grant.ceiling(seg.size_bytes),
                 STORAGE_IO_ALIGNMENT_BYTES,
             );
             if let Some(target) = target {
