@@ -214,6 +214,9 @@ pub const STORAGE_RESERVE_STEP_MIN_BYTES: u64 = 1024 * 1024;
 /// See `STORAGE_RESERVE_STEP_MIN_BYTES`.
 pub const STORAGE_RESERVE_STEP_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Deleted partitions one shard closes and removes at once (DeleteTopics of many partitions).
+pub const STORAGE_PARTITION_REMOVALS_CONCURRENT_MAX: usize = 32;
+
 /// After a reservation failed (disk full), how long a segment waits before trying again.
 pub const STORAGE_RESERVE_RETRY_MS: u64 = 1000;
 

@@ -556,7 +556,7 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
             min: 0,
             max: LONG_MAX,
         },
-        "Per shard: file space active segments may hold reserved ahead of their tail (steps of 1 MiB growing to 64 MiB with a segment's writes); past it a segment appends without reserving (its file grows). 0: no reservations.",
+        "Per shard: file space active segments may hold reserved ahead of their tail (steps of 1 MiB growing to 64 MiB with a segment's writes; segments below 1 MiB written share half of it); past it a segment appends without reserving (its file grows). 0: no reservations.",
     ),
     def(
         "log.roll.ms",

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use glommio::sync::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -584,9 +585,16 @@ impl PartitionManager {
                 })
             })
             .collect();
-        for (topic, partition, open) in stale {
-            self.remove(&topic, partition, &open).await;
-        }
+        // Deleted partitions go a few at a time, not one by one: each waits on its writer,
+        // closes its files and removes its directory on a blocking thread.
+        futures::stream::iter(stale)
+            .for_each_concurrent(
+                crate::limits::STORAGE_PARTITION_REMOVALS_CONCURRENT_MAX,
+                |(topic, partition, open)| async move {
+                    self.remove(&topic, partition, &open).await;
+                },
+            )
+            .await;
         // Partitions whose leadership moved to another broker (a controller quorum's change):
         // closed, their data kept for when it returns.
         let moved: Vec<(String, i32, Rc<OpenPartition>)> = self
@@ -649,7 +657,7 @@ impl PartitionManager {
         {
             parts.remove(&partition);
         }
-        if let Err(err) = open.log.close().await {
+        if let Err(err) = open.log.close_for_delete().await {
             warn!(topic, partition, %err, "closing a deleted partition failed");
         }
         let dir = partition_dir(&self.data_dir, topic, partition);

@@ -195,7 +195,7 @@ pub(super) async fn recover_segment(
                 seg.size_bytes,
                 seg.size_bytes,
                 wanted,
-                grant.ceiling(),
+                grant.ceiling(seg.size_bytes),
                 STORAGE_IO_ALIGNMENT_BYTES,
             );
             if let Some(target) = target {
@@ -227,7 +227,10 @@ pub(super) async fn recover_segment(
                 .read_at_aligned(prefix_start, STORAGE_IO_ALIGNMENT_BYTES as usize)
                 .await
                 .map_err(|e| StorageError::io("read tail page", e))?;
-            let mut buf = alloc_buffer(STORAGE_STAGING_BUFFER_BYTES);
+            // One page, not a whole staging buffer: the first append moves the page into a
+            // full-size buffer (`stage`), and a partition that stays idle after a restart
+            // holds 4 KiB instead of 1 MiB (10,000 idle partitions took 2 GB of RSS).
+            let mut buf = alloc_buffer(STORAGE_IO_ALIGNMENT_BYTES as usize);
             buf.as_bytes_mut()[..prefix_len].copy_from_slice(&page[..prefix_len]);
             tail = Some((buf, prefix_len));
         }

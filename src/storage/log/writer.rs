@@ -9,6 +9,17 @@
 
 use super::*;
 
+/// The bytes a segment counts as written when its budget ceiling is decided: a segment that
+/// follows a roll counts as at least one minimum step, so a fast writer's fresh segment takes
+/// from the whole budget, not only from the half cold segments share.
+fn warmth(written_bytes: u64, follows_roll: bool) -> u64 {
+    if follows_roll {
+        written_bytes.max(crate::limits::STORAGE_RESERVE_STEP_MIN_BYTES)
+    } else {
+        written_bytes
+    }
+}
+
 /// Sets a segment's grant to what it has reserved beyond what it has written: written bytes
 /// fill the reserved space and stop counting against the budget. A sealed segment holds none.
 fn settle_grant(seg: &mut Segment) {
@@ -371,6 +382,8 @@ impl LogInner {
                     if config.flush != FlushPolicy::EveryAppend && st.unsynced_since.is_none() {
                         st.unsynced_since = Some(Instant::now());
                     }
+                    // A segment after a roll belongs to a log that filled one: not a cold one.
+                    let follows_roll = st.segments.len() > 1;
                     let seg = st.segments.get_mut(&segment_base).expect("segment");
                     seg.written_bytes = end.0;
                     assert!(
@@ -402,7 +415,7 @@ impl LogInner {
                                 seg.written_bytes,
                                 seg.reserved_bytes,
                                 wanted,
-                                grant.ceiling(),
+                                grant.ceiling(warmth(seg.written_bytes, follows_roll)),
                                 STORAGE_IO_ALIGNMENT_BYTES,
                             );
                             if target != Some(wanted) {
@@ -509,13 +522,19 @@ impl LogInner {
                 // The first step out of the shard's budget. A reservation that fails (a full
                 // disk) does not fail the write: the write grows the file if the data fits,
                 // and the reservation is retried later.
+                let follows_roll = self.state.borrow().segments.len() > 1;
                 let mut grant = None;
                 let mut retry_at = None;
                 let reserved = if self.env.reserve_space {
                     let wanted = reserve_step(0).min(align_up(config.segment_bytes));
                     let mut g = ReserveGrant::new(&self.env.reserve_budget);
-                    let target =
-                        budgeted_target(0, 0, wanted, g.ceiling(), STORAGE_IO_ALIGNMENT_BYTES);
+                    let target = budgeted_target(
+                        0,
+                        0,
+                        wanted,
+                        g.ceiling(warmth(0, follows_roll)),
+                        STORAGE_IO_ALIGNMENT_BYTES,
+                    );
                     if target != Some(wanted) {
                         g.note_short();
                     }
