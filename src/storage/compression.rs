@@ -60,16 +60,23 @@ pub fn is_xerial(data: &[u8]) -> bool {
 /// Inflates `data` (a compressed batch's records section), at most `bound` bytes.
 pub fn decompress(codec: Codec, data: &[u8], bound: usize) -> Result<Vec<u8>, CodecError> {
     let invalid = |reason: String| CodecError::Invalid { codec, reason };
+    // Grows with what the data inflates to, never reserving the bound up front (a bound of
+    // tens of MiB reserved per batch would cost more than the inflating).
     let bounded = |reader: &mut dyn Read| -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::new();
-        reader
-            .take(bound as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| invalid(e.to_string()))?;
-        if out.len() > bound {
-            return Err(CodecError::TooLarge(bound));
+        let mut out = Vec::with_capacity((data.len() * 4).min(bound));
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = reader
+                .read(&mut chunk)
+                .map_err(|e| invalid(e.to_string()))?;
+            if n == 0 {
+                return Ok(out);
+            }
+            if out.len() + n > bound {
+                return Err(CodecError::TooLarge(bound));
+            }
+            out.extend_from_slice(&chunk[..n]);
         }
-        Ok(out)
     };
     match codec {
         Codec::None => {
