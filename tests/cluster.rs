@@ -348,6 +348,31 @@ print(n)
     assert!(status.success(), "kafka-python group: {err}");
     assert_eq!(out.trim(), "300");
 
+    // A transaction over partitions led by three brokers cannot get its markers written
+    // (WriteTxnMarkers between brokers is not served yet): refused up front, never a commit
+    // that leaves partitions stuck behind an open transaction.
+    let script = r#"
+import sys
+from confluent_kafka import Producer, KafkaException
+p = Producer({'bootstrap.servers': sys.argv[1], 'transactional.id': 'spanning'})
+p.init_transactions(20)
+p.begin_transaction()
+for i in range(6):
+    p.produce('replicated', b'v', partition=i)
+try:
+    p.commit_transaction(20)
+    print('committed')
+except KafkaException as e:
+    print(e.args[0].name())
+"#;
+    let (status, out, err) = run_bounded(
+        "python3",
+        &["-c", script, &bootstrap],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "confluent-kafka transaction: {err}");
+    assert_eq!(out.trim(), "INVALID_TXN_STATE", "{out}");
+
     // Kill the active controller: another is elected within twice the election timeout
     // (measured from when the survivors notice: the kill itself is instantaneous) and topic
     // creation goes on.
