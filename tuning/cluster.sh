@@ -93,6 +93,16 @@ PROPS
             exit 1
         fi
     done
+    # Listening is not serving: each broker first registers with the quorum and is unfenced
+    # once caught up; until then Metadata lists no brokers. Wait for all three (bounded).
+    for n in "${nodes[@]}"; do
+        for _ in $(seq 300); do
+            grep -q "unfenced: serving" "$data/node-$n.log" 2>/dev/null && break
+            sleep 0.1
+        done
+        grep -q "unfenced: serving" "$data/node-$n.log" 2>/dev/null ||
+            echo "cluster.sh: node $n has not joined the quorum yet (see $data/node-$n.log)" >&2
+    done
     local bootstrap=""
     for n in "${nodes[@]}"; do bootstrap+="${bootstrap:+,}127.0.0.1:$(client_port "$n")"; done
     echo "cluster of 3 nodes running (logs: $data/node-N.log)"
