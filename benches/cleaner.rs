@@ -32,6 +32,16 @@ fn total_bytes() -> u64 {
         .unwrap_or(1 << 30)
 }
 
+/// A log environment without a batch cache, so every read goes to the files.
+fn uncached() -> LogEnv {
+    LogEnv {
+        cache: Rc::new(ShardCache::new(0)),
+        background_queue: None,
+        reserve_space: true,
+        ..LogEnv::default()
+    }
+}
+
 /// One run: (cleaned MB/s over the closed segments' size, closed MB before, MB after).
 async fn run(codec: Codec) -> (f64, f64, f64) {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -40,13 +50,7 @@ async fn run(codec: Codec) -> (f64, f64, f64) {
         flush: FlushPolicy::Os,
         ..LogConfig::default()
     };
-    let env = LogEnv {
-        cache: Rc::new(ShardCache::new(0)),
-        background_queue: None,
-        reserve_space: true,
-        ..LogEnv::default()
-    };
-    let log = PartitionLog::open_with(&dir.path().join("bench-0"), config, env)
+    let log = PartitionLog::open_with(&dir.path().join("bench-0"), config, uncached())
         .await
         .unwrap();
     let mut value = vec![0u8; VALUE_BYTES];
@@ -89,13 +93,7 @@ async fn run(codec: Codec) -> (f64, f64, f64) {
     }
     log.close().await.unwrap();
     // Reopened, so the cleaning reads from disk, not from what the writes left in memory.
-    let env = LogEnv {
-        cache: Rc::new(ShardCache::new(0)),
-        background_queue: None,
-        reserve_space: true,
-        ..LogEnv::default()
-    };
-    let log = PartitionLog::open_with(&dir.path().join("bench-0"), config, env)
+    let log = PartitionLog::open_with(&dir.path().join("bench-0"), config, uncached())
         .await
         .unwrap();
     let closed: u64 = log.closed_segments().iter().map(|s| s.size_bytes).sum();
