@@ -256,3 +256,14 @@ pub const TRANSACTIONAL_IDS_PER_SHARD_MAX: usize = 100_000;
 /// Members (joined or holding a MEMBER_ID_REQUIRED id) of one group; more get
 /// GROUP_MAX_SIZE_REACHED (Kafka's `group.max.size`, which Kafka leaves unbounded).
 pub const GROUP_MEMBERS_MAX: usize = 1_000;
+
+// ---------------------------------------------------------------------------------------------
+// Partition replication
+// ---------------------------------------------------------------------------------------------
+
+/// The largest response a follower reads from its leader; past it the connection is dropped
+/// with an error naming the size. `replica.fetch.response.max.bytes` is clamped below it.
+pub const REPLICA_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How long a follower waits for a connection to its leader.
+pub const REPLICA_CONNECT_TIMEOUT_MS: u64 = 3_000;

@@ -452,6 +452,10 @@ async fn run_shard(
         producer_id_block: std::cell::Cell::new((0, 0)),
         groups: crate::group::GroupCoordinator::new(&spec.config),
         txns: crate::txn::TxnCoordinator::new(&spec.config),
+        replication: crate::replication::ReplicaManager::new(
+            spec.config.node_id,
+            crate::replication::ReplicationSettings::from_config(&spec.config),
+        ),
         image: std::cell::RefCell::new(image.clone()),
     });
     context.sync_partitions();
@@ -478,6 +482,14 @@ async fn run_shard(
     glommio::spawn_local_into(cleaner_loop(context.clone()), queues.background)
         .map_err(|err| err.to_string())?
         .detach();
+    if context.clustered() {
+        glommio::spawn_local_into(
+            crate::replication::ReplicaManager::run_isr_checks(context.clone()),
+            queues.background,
+        )
+        .map_err(|err| err.to_string())?
+        .detach();
+    }
     glommio::spawn_local_into(
         crate::txn::coordinator::run_maintenance(context.clone()),
         queues.requests,

@@ -31,6 +31,8 @@ use support::{Broker, run_bounded};
 const ELECTION_TIMEOUT_MS: u64 = 500;
 const SESSION_TIMEOUT_MS: u64 = 3_000;
 const HEARTBEAT_MS: u64 = 300;
+/// A follower behind this long leaves the ISR (Kafka's default is 30 s).
+const REPLICA_LAG_MS: u64 = 2_000;
 
 struct Ports {
     client: u16,
@@ -78,6 +80,7 @@ impl Cluster {
             format!("broker.session.timeout.ms={SESSION_TIMEOUT_MS}"),
             format!("broker.heartbeat.interval.ms={HEARTBEAT_MS}"),
             format!("broker.rack=rack-{}", id % 2),
+            format!("replica.lag.time.max.ms={REPLICA_LAG_MS}"),
         ]
         .into_iter()
         .flat_map(|kv| ["--set".to_string(), kv])
@@ -264,11 +267,9 @@ fn three_nodes_share_topics_fail_over_and_catch_up() {
             "three distinct replicas: {replicas:?}"
         );
         assert_eq!(*leader, replicas[0], "the preferred replica leads");
-        assert_eq!(
-            isr,
-            &vec![*leader],
-            "followers hold no data until replication lands"
-        );
+        let mut in_sync = isr.clone();
+        in_sync.sort_unstable();
+        assert_eq!(in_sync, vec![1, 2, 3], "a new partition's replicas are all in sync");
         *leaders.entry(*leader).or_insert(0) += 1;
     }
     assert_eq!(
@@ -534,4 +535,264 @@ fn a_data_dir_of_another_node_or_quorum_is_refused_at_start() {
         }
     }
     fails_at_start(&dir, &args, "cluster");
+}
+
+/// A client process killed when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Creates `name` with `configs` through librdkafka's admin client.
+fn create_topic_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results = block(admin.create_topics(&[topic], &options)).map_err(|e| e.to_string())?;
+    match &results[0] {
+        Ok(_) => Ok(()),
+        Err((_, code)) => Err(format!("{code:?}")),
+    }
+}
+
+/// Waits until every partition of `topic` has its whole replica set in the ISR, as `bootstrap`
+/// tells it; returns the partitions' views.
+fn fully_replicated(bootstrap: &str, topic: &str, bound: Duration) -> Option<Vec<PartitionView>> {
+    eventually(bound, || {
+        let (_, topics) = metadata(bootstrap)?;
+        let partitions = topics.get(topic)?.clone();
+        partitions
+            .iter()
+            .all(|(leader, replicas, isr)| {
+                let mut a = replicas.clone();
+                let mut b = isr.clone();
+                a.sort_unstable();
+                b.sort_unstable();
+                *leader >= 0 && a == b
+            })
+            .then_some(partitions)
+    })
+}
+
+/// The record batches of a partition directory's segment files with base offsets below
+/// `high_watermark`, concatenated in offset order: what must be identical on every replica.
+fn batches_below(dir: &Path, high_watermark: i64) -> Vec<u8> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    segments.sort();
+    let mut out = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).unwrap_or_default();
+        let mut at = 0usize;
+        while at + 12 <= bytes.len() {
+            let base = i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+            let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            if length <= 0 || at + 12 + length as usize > bytes.len() {
+                break;
+            }
+            if base >= high_watermark {
+                break;
+            }
+            out.extend_from_slice(&bytes[at..at + 12 + length as usize]);
+            at += 12 + length as usize;
+        }
+    }
+    out
+}
+
+/// The high watermark of `topic`-`partition`, as librdkafka reads it from `bootstrap`.
+fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .ok()?;
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .ok()
+        .map(|(_, high)| high)
+}
+
+/// Issue 15's acceptance, short: an idempotent acks=all producer (confluent-kafka) writes to a
+/// topic of 6 partitions, replication factor 3 and min.insync.replicas=2, while the broker
+/// leading most partitions gets SIGKILL mid-stream. Every acknowledged message is read back
+/// exactly once and in order from the survivors; the killed node, restarted, catches up and
+/// rejoins every ISR; all replicas hold byte-identical batches below the high watermark.
+#[test]
+fn acknowledged_messages_survive_the_leader_s_sigkill() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("three brokers register");
+    create_topic_with(&bootstrap, "durable", 6, 3, &[("min.insync.replicas", "2")])
+        .expect("created");
+    let views = fully_replicated(&bootstrap, "durable", Duration::from_secs(20))
+        .expect("every follower joins the ISR");
+
+    let acked_file = tempfile::NamedTempFile::new().unwrap();
+    let acked_path = acked_file.path().to_str().unwrap().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/failover.py");
+    let mut producer = KillOnDrop(
+        Command::new("python3")
+            .args([script, "produce", &bootstrap, "durable", "40000", &acked_path])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let stdout = producer.0.stdout.take().unwrap();
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = progress_tx.send(line);
+        }
+    });
+    // Mid-stream: once 8000 messages are acknowledged, kill the broker leading most
+    // partitions.
+    let mut leads: BTreeMap<i32, usize> = BTreeMap::new();
+    for (leader, _, _) in &views {
+        *leads.entry(*leader).or_default() += 1;
+    }
+    let victim = *leads.iter().max_by_key(|(_, n)| **n).unwrap().0;
+    let started = Instant::now();
+    let mut summary = None;
+    loop {
+        match progress_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.starts_with("progress ") => {
+                let acked: usize = line[9..].trim().parse().unwrap_or(0);
+                if acked >= 8000 && cluster.nodes.contains_key(&victim) {
+                    eprintln!("SIGKILL broker {victim} after {acked} acknowledgements");
+                    cluster.nodes.remove(&victim).unwrap().stop_with("KILL");
+                }
+            }
+            Ok(line) => {
+                summary = Some(line);
+                break;
+            }
+            Err(_) => break,
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "the producer is stuck");
+    }
+    let status = support::wait_bounded(&mut producer.0, Duration::from_secs(30));
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = producer.0.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "producer: {err}");
+    assert!(!cluster.nodes.contains_key(&victim), "the kill happened mid-stream");
+    let summary = summary.expect("the producer reports");
+    eprintln!("producer: {summary}");
+
+    let survivors = cluster.bootstrap();
+    let (status, out, err) = run_bounded(
+        "python3",
+        &[script, "check", &survivors, "durable", "6", &acked_path],
+        Duration::from_secs(180),
+    );
+    assert!(status.success(), "check: {out} {err}");
+    eprintln!("check: {out}");
+
+    // The killed node comes back, catches up and rejoins every ISR.
+    cluster.start_node(victim);
+    let bootstrap = cluster.bootstrap();
+    fully_replicated(&bootstrap, "durable", Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "broker {victim} rejoins every ISR; its log:\n{}",
+            cluster.nodes[&victim].log().join("\n")
+        )
+    });
+    for partition in 0..6 {
+        let hw = high_watermark(&bootstrap, "durable", partition).expect("high watermark");
+        let copies: Vec<Vec<u8>> = [1, 2, 3]
+            .iter()
+            .map(|id| batches_below(&cluster.dir(*id).join(format!("durable-{partition}")), hw))
+            .collect();
+        assert!(!copies[0].is_empty(), "partition {partition} holds data");
+        assert!(
+            copies.windows(2).all(|w| w[0] == w[1]),
+            "partition {partition}: replicas differ below the high watermark {hw} ({} / {} / {} bytes)",
+            copies[0].len(),
+            copies[1].len(),
+            copies[2].len()
+        );
+    }
+}
+
+/// The ISR below min.insync.replicas while the quorum keeps its majority: a topic with
+/// replication factor 2 and min.insync.replicas=2 whose follower is killed refuses acks=all
+/// with NOT_ENOUGH_REPLICAS once the follower is out of the ISR, while acks=1 still works; with
+/// the follower back in the ISR, acks=all works again.
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("three brokers register");
+    create_topic_with(&bootstrap, "strict", 1, 2, &[("min.insync.replicas", "2")])
+        .expect("created");
+    let views = fully_replicated(&bootstrap, "strict", Duration::from_secs(20))
+        .expect("the follower joins the ISR");
+    let (leader, replicas, _) = views[0].clone();
+    let follower = *replicas.iter().find(|id| **id != leader).unwrap();
+    let produce = |acks: &str, bootstrap: &str| -> String {
+        let script = r#"
+import sys
+from confluent_kafka import Producer
+p = Producer({'bootstrap.servers': sys.argv[1], 'acks': sys.argv[2], 'retries': 0,
+              'message.timeout.ms': 8000, 'request.timeout.ms': 5000})
+out = []
+p.produce('strict', b'v', on_delivery=lambda e, m: out.append(e.name() if e else 'OK'))
+p.flush(15)
+print(out[0] if out else 'NONE')
+"#;
+        let (_, out, _) = run_bounded(
+            "python3",
+            &["-c", script, bootstrap, acks],
+            Duration::from_secs(30),
+        );
+        out.trim().to_string()
+    };
+    assert_eq!(produce("all", &bootstrap), "OK");
+    cluster.nodes.remove(&follower).unwrap().stop_with("KILL");
+    let survivors = cluster.bootstrap();
+    // Out of the ISR (fenced past its session, or behind past replica.lag.time.max.ms).
+    eventually(Duration::from_secs(30), || {
+        let (_, topics) = metadata(&survivors)?;
+        let (_, _, isr) = topics.get("strict")?[0].clone();
+        (isr == vec![leader]).then_some(())
+    })
+    .expect("the follower leaves the ISR");
+    assert_eq!(produce("all", &survivors), "NOT_ENOUGH_REPLICAS");
+    assert_eq!(produce("1", &survivors), "OK");
+    cluster.start_node(follower);
+    let bootstrap = cluster.bootstrap();
+    fully_replicated(&bootstrap, "strict", Duration::from_secs(30)).expect("back in the ISR");
+    assert_eq!(produce("all", &bootstrap), "OK");
 }

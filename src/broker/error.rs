@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 
 use crate::metadata::{ControllerCallError, MetadataError};
 use crate::runtime::RouterError;
+use crate::replication::ReplicationError;
 use crate::storage::StorageError;
 use crate::storage::manager::{AppendError, PartitionError};
 use crate::storage::producer_state::ProducerError;
@@ -116,6 +117,20 @@ pub fn append_error_code(err: &AppendError) -> i16 {
         AppendError::RetryInFlight => ResponseError::RequestTimedOut.code(),
         AppendError::Storage(err) => storage_error_code(err),
     }
+}
+
+/// The Kafka error code of an acks=all produce or a follower fetch that replication refused.
+pub fn replication_error_code(err: &ReplicationError) -> i16 {
+    let kind = match err {
+        ReplicationError::NotLeader | ReplicationError::NotFollower(_) => {
+            ResponseError::NotLeaderOrFollower
+        }
+        ReplicationError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+        ReplicationError::Timeout(_) => ResponseError::RequestTimedOut,
+    };
+    kind.code()
 }
 
 /// The Kafka error code when a partition cannot be had on its owner shard.

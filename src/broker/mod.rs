@@ -86,6 +86,9 @@ pub struct ShardContext {
     pub groups: crate::group::GroupCoordinator,
     /// The transactional ids this shard coordinates.
     pub txns: crate::txn::TxnCoordinator,
+    /// The replicas of this shard's partitions under a controller quorum: leader and
+    /// follower state, the fetchers.
+    pub replication: crate::replication::ReplicaManager,
     /// The current metadata image: set by `pool` when the shard starts, replaced only
     /// through `install_image`.
     pub(crate) image: RefCell<Rc<MetadataImage>>,
@@ -187,7 +190,10 @@ impl ShardContext {
         glommio::spawn_local_into(
             async move {
                 let latest = || context.image();
-                context.partitions.sync_with_image(latest).await
+                context.partitions.sync_with_image(latest).await;
+                if context.clustered() {
+                    crate::replication::ReplicaManager::sync_with_image(&context).await;
+                }
             },
             self.queues.background,
         )
@@ -263,9 +269,11 @@ impl Serve for ShardContext {
                 };
                 ShardResponse::Controller(controller.handle(request, publish).await)
             }
-            ShardRequest::Produce { items, acks } => {
-                ShardResponse::Produce(owner::serve_produce(self, items, acks).await)
-            }
+            ShardRequest::Produce {
+                items,
+                acks,
+                timeout_ms,
+            } => ShardResponse::Produce(owner::serve_produce(self, items, acks, timeout_ms).await),
             ShardRequest::Read(items) => ShardResponse::Read(owner::serve_read(self, items).await),
             ShardRequest::WaitForData { items, timeout_ms } => {
                 owner::serve_wait(self, items, Duration::from_millis(timeout_ms)).await;
@@ -323,6 +331,33 @@ impl Serve for ShardContext {
 
     fn request_queue(&self) -> TaskQueueHandle {
         self.queues.requests
+    }
+}
+
+/// What the replication service uses of its shard.
+impl crate::replication::ReplicationHost for ShardContext {
+    fn replication(&self) -> &crate::replication::ReplicaManager {
+        &self.replication
+    }
+
+    fn partition_manager(&self) -> &PartitionManager {
+        &self.partitions
+    }
+
+    fn current_image(&self) -> Rc<MetadataImage> {
+        self.image()
+    }
+
+    async fn sleep_or_drain(&self, duration: Duration) -> bool {
+        self.sleep_unless_draining(duration).await
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.is_raised()
+    }
+
+    fn background_queue(&self) -> TaskQueueHandle {
+        self.queues.background
     }
 }
 

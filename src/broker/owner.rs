@@ -64,6 +64,10 @@ pub struct ReadItem {
     /// read_committed: only data below the last stable offset, with the aborted transactions
     /// in it.
     pub read_committed: bool,
+    /// A follower's fetch: the follower's broker id (Fetch's `replica_id` >= 0). It reads up
+    /// to the leader's durable end, not the high watermark, and its fetch offset tells the
+    /// leader how far the follower's log reaches.
+    pub replica: Option<i32>,
 }
 
 /// What one partition's read found.
@@ -119,6 +123,9 @@ pub struct OffsetItem {
     pub max_num_offsets: Option<i32>,
     /// read_committed: "latest" is the last stable offset, not the high watermark.
     pub read_committed: bool,
+    /// OffsetForLeaderEpoch instead of a ListOffsets lookup: (the epoch asked about, the
+    /// partition's current leader epoch in the image). `timestamp` is then ignored.
+    pub epoch_lookup: Option<(i32, i32)>,
 }
 
 /// A transaction marker to write on a partition, on the transaction coordinator's behalf
@@ -150,6 +157,9 @@ pub struct OffsetOutcome {
     pub timestamp: i64,
     /// ListOffsets v0's list of offsets, newest first.
     pub legacy_offsets: Vec<i64>,
+    /// An epoch lookup's answer: the largest epoch at or below the one asked about (-1 when
+    /// none); `offset` is where it ends.
+    pub leader_epoch: i32,
 }
 
 /// A partition to trim (DeleteRecords).
@@ -281,6 +291,7 @@ pub async fn serve_produce(
     context: &ShardContext,
     items: Vec<ProduceItem>,
     acks: i16,
+    timeout_ms: u64,
 ) -> Vec<ProduceOutcome> {
     let appends = items.into_iter().map(|item| async move {
         let partition = match open(context, &item.topic, item.partition).await {
@@ -328,6 +339,34 @@ pub async fn serve_produce(
         let result = partition.append_checked(item.records).await;
         context.metrics.record_append(started.elapsed());
         let log_start_offset = partition.log.log_start_offset();
+        // acks=all under replication: the append is durable here; now the ISR must hold it.
+        // A retried duplicate waits for everything written so far, which covers the original.
+        let required = match &result {
+            Ok(Appended::New(info)) => Some(info.last_offset + 1),
+            Ok(Appended::Duplicate { .. }) => Some(partition.log.durable_end()),
+            Err(_) => None,
+        };
+        if acks == -1
+            && let Some(required) = required
+            && let Err(err) = context
+                .replication
+                .wait_replicated(
+                    &item.topic,
+                    item.partition,
+                    required,
+                    Duration::from_millis(timeout_ms),
+                )
+                .await
+        {
+            return ProduceOutcome {
+                error_code: error::replication_error_code(&err),
+                error_message: Some(err.to_string()),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset,
+                record_errors: Vec::new(),
+            };
+        }
         match result {
             Ok(Appended::New(info)) => ProduceOutcome {
                 error_code: error::NONE,
@@ -419,13 +458,16 @@ fn refuse_keyless(partition: &OpenPartition, item: &ProduceItem) -> Option<Produ
 }
 
 /// Owner side of Fetch: reads every item at once.
-pub async fn serve_read(context: &ShardContext, items: Vec<ReadItem>) -> Vec<ReadOutcome> {
+pub async fn serve_read(context: &Rc<ShardContext>, items: Vec<ReadItem>) -> Vec<ReadOutcome> {
     let reads = items.into_iter().map(|item| async move {
         let partition = match open(context, &item.topic, item.partition).await {
             Ok(partition) => partition,
             Err(code) => return ReadOutcome::failed(code),
         };
         let log = &partition.log;
+        if let Some(follower) = item.replica {
+            return read_for_follower(context, &item, &partition, follower).await;
+        }
         let last_stable_offset = partition.last_stable_offset();
         let upper_offset = if item.read_committed {
             last_stable_offset
@@ -458,6 +500,46 @@ pub async fn serve_read(context: &ShardContext, items: Vec<ReadItem>) -> Vec<Rea
     join_all(reads).await
 }
 
+/// A follower's fetch on its leader: records the follower's progress (its fetch offset is its
+/// log end), which may move the high watermark, then reads what it has not got, up to the
+/// leader's durable end.
+async fn read_for_follower(
+    context: &Rc<ShardContext>,
+    item: &ReadItem,
+    partition: &OpenPartition,
+    follower: i32,
+) -> ReadOutcome {
+    let Some(replica) = context.replication.get(&item.topic, item.partition) else {
+        return ReadOutcome::failed(ResponseError::NotLeaderOrFollower.code());
+    };
+    // The replica's partition must be the one opened for this read (a recreated topic gets a
+    // new one).
+    if !std::ptr::eq(&*replica.open, partition) {
+        return ReadOutcome::failed(ResponseError::NotLeaderOrFollower.code());
+    }
+    if let Err(err) = crate::replication::ReplicaManager::follower_fetched(
+        context,
+        &replica,
+        follower,
+        item.offset,
+    ) {
+        return ReadOutcome::failed(error::replication_error_code(&err));
+    }
+    let log = &partition.log;
+    let (error_code, records) = match log.read_replica(item.offset, item.max_bytes).await {
+        Ok(slice) => (error::NONE, slice.chunks),
+        Err(err) => (error::storage_error_code(&err), Vec::new()),
+    };
+    ReadOutcome {
+        error_code,
+        high_watermark: log.high_watermark(),
+        log_start_offset: log.log_start_offset(),
+        last_stable_offset: partition.last_stable_offset(),
+        records,
+        aborted_transactions: None,
+    }
+}
+
 /// Owner side of a fetch's long poll: resolves when any item's partition has data beyond the
 /// item's offset, or after `timeout`. Woken by appends, never by polling.
 pub async fn serve_wait(context: &ShardContext, items: Vec<ReadItem>, timeout: Duration) {
@@ -465,11 +547,15 @@ pub async fn serve_wait(context: &ShardContext, items: Vec<ReadItem>, timeout: D
     for item in &items {
         if let Ok(partition) = open(context, &item.topic, item.partition).await {
             let (offset, read_committed) = (item.offset, item.read_committed);
+            let follower = item.replica.is_some();
             waits.push(Box::pin(async move {
                 // read_committed data ends at the last stable offset; it moves when the high
-                // watermark does or when a marker closes a transaction (which notifies).
+                // watermark does or when a marker closes a transaction (which notifies). A
+                // follower waits for the durable end.
                 let visible = || {
-                    if read_committed {
+                    if follower {
+                        partition.log.durable_end()
+                    } else if read_committed {
                         partition.last_stable_offset()
                     } else {
                         partition.log.high_watermark()
@@ -505,11 +591,32 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
                     offset: -1,
                     timestamp: -1,
                     legacy_offsets: Vec::new(),
+                    leader_epoch: -1,
                 });
                 continue;
             }
         };
         let log = &partition.log;
+        if let Some((requested, current)) = item.epoch_lookup {
+            // The leader epoch cache answers (KIP-101/279); a log written before epochs were
+            // recorded (a lone node's) knows only the current epoch, ending at the high
+            // watermark.
+            let (leader_epoch, offset) = if log.latest_epoch().is_some() {
+                log.epoch_end_offset(requested)
+            } else if requested == current {
+                (current, log.high_watermark())
+            } else {
+                (-1, -1)
+            };
+            outcomes.push(OffsetOutcome {
+                error_code: error::NONE,
+                offset,
+                timestamp: -1,
+                legacy_offsets: Vec::new(),
+                leader_epoch,
+            });
+            continue;
+        }
         if let Some(max_num_offsets) = item.max_num_offsets {
             let segments = log.segment_times().await;
             outcomes.push(OffsetOutcome {
@@ -526,6 +633,7 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
                         log.high_watermark(),
                     ),
                 ),
+                leader_epoch: -1,
             });
             continue;
         }
@@ -550,18 +658,21 @@ pub async fn serve_offsets(context: &ShardContext, items: Vec<OffsetItem>) -> Ve
                 offset,
                 timestamp,
                 legacy_offsets: Vec::new(),
+                leader_epoch: -1,
             },
             Ok(None) => OffsetOutcome {
                 error_code: error::NONE,
                 offset: -1,
                 timestamp: -1,
                 legacy_offsets: Vec::new(),
+                leader_epoch: -1,
             },
             Err(err) => OffsetOutcome {
                 error_code: error::storage_error_code(&err),
                 offset: -1,
                 timestamp: -1,
                 legacy_offsets: Vec::new(),
+                leader_epoch: -1,
             },
         });
     }

@@ -32,6 +32,8 @@ pub enum ShardRequest {
         items: Vec<ProduceItem>,
         /// The request's acks (0, 1 or -1).
         acks: i16,
+        /// The request's timeout: how long acks=-1 waits for the ISR.
+        timeout_ms: u64,
     },
     /// Read from partitions this shard owns.
     Read(Vec<ReadItem>),

@@ -496,6 +496,51 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Replicas that must have an acks=all write before it is acknowledged.",
     ),
     def(
+        "replica.lag.time.max.ms",
+        "30000",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "A follower that has not caught up with its leader for this long leaves the ISR.",
+    ),
+    def(
+        "replica.fetch.wait.max.ms",
+        "500",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "How long a leader holds a follower's fetch when it has no new data.",
+    ),
+    def(
+        "replica.fetch.max.bytes",
+        "1048576",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "Bytes a follower fetches per partition per request (at least one batch).",
+    ),
+    def(
+        "replica.fetch.response.max.bytes",
+        "10485760",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "Bytes a follower fetches per request (at least one batch).",
+    ),
+    def(
+        "replica.fetch.backoff.ms",
+        "1000",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "How long a follower waits after a failed fetch before it tries again.",
+    ),
+    def(
         "message.max.bytes",
         "1048588",
         ValueKind::NON_NEGATIVE_INT,

@@ -346,7 +346,19 @@ fn plan(
 ) -> Plan {
     let image = context.image();
     let (node_id, clustered) = (context.identity.node_id, context.clustered());
-    let read_committed = body.isolation_level == READ_COMMITTED;
+    // A follower's fetch (`replica_id` >= 0): only under a quorum, and with CLUSTER_ACTION on
+    // the cluster, as Kafka asks of followers; it reads committed or not alike (the leader's
+    // durable end) and tells the leader how far the follower got.
+    let replica = (body.replica_id.0 >= 0).then_some(body.replica_id.0);
+    let follower_refused = replica.is_some()
+        && !(clustered
+            && context.authorize(
+                session,
+                acl::operation::CLUSTER_ACTION,
+                acl::resource_type::CLUSTER,
+                acl::CLUSTER_NAME,
+            ));
+    let read_committed = replica.is_none() && body.isolation_level == READ_COMMITTED;
     let mut reads = Vec::new();
     let mut topics: Vec<(Rc<str>, Vec<PlannedPartition>)> = Vec::new();
     // The checks of the topic last looked at: (name, may read, partition count).
@@ -365,7 +377,9 @@ fn plan(
         }
         let (_, may_read, count) = checked.as_ref().expect("checked");
         let p = w.params;
-        let refused = if !may_read {
+        let refused = if follower_refused {
+            Some(ResponseError::TopicAuthorizationFailed.code())
+        } else if !may_read && replica.is_none() {
             Some(ResponseError::TopicAuthorizationFailed.code())
         } else if !count.is_some_and(|c| (0..c).contains(&w.key.partition)) {
             Some(ResponseError::UnknownTopicOrPartition.code())
@@ -393,6 +407,7 @@ fn plan(
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as u32,
                     read_committed,
+                    replica,
                 });
                 PlannedPartition {
                     partition: w.key.partition,
@@ -449,7 +464,10 @@ async fn wait_any(
         // Wait for data beyond what this round saw: past the fetch offset, and past the high
         // watermark (read_committed: the last stable offset) it saw.
         let mut waiting = item.clone();
-        let seen = if item.read_committed {
+        let seen = if item.replica.is_some() {
+            // A follower waits for data past its fetch offset, whatever the high watermark.
+            item.offset
+        } else if item.read_committed {
             outcome.last_stable_offset
         } else {
             outcome.high_watermark

@@ -75,6 +75,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                     timestamp: p.timestamp,
                     max_num_offsets: None,
                     read_committed,
+                    epoch_lookup: None,
                 }))
             },
             scatter::OFFSETS,
@@ -132,6 +133,7 @@ async fn serve_v0(context: Rc<ShardContext>, request: Request) -> HandlerOutcome
                 timestamp: p.timestamp,
                 max_num_offsets: Some(p.max_num_offsets),
                 read_committed: false,
+                epoch_lookup: None,
             }))
         },
         scatter::OFFSETS,

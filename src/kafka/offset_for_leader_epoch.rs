@@ -1,13 +1,14 @@
 //! OffsetForLeaderEpoch (key 23), versions 2 to 4: the end offset of a leader epoch.
 //!
-//! Owner: the connection's shard; end offsets come from the owners through ListOffsets'
-//! "latest" lookup. The partition's current leader epoch (0 on a lone node, the image's under a
-//! controller quorum) ends at the high watermark; any other epoch is answered with the
-//! undefined epoch and offset (-1, -1), as Kafka answers an epoch above its latest: no history
-//! of earlier epochs is kept, since batches are not stamped with the epoch that wrote them
-//! until replication exists (issue 15). Consumers use this after a leader change to detect log
-//! truncation; on a lone node there is none. Under a quorum a partition this node does not
-//! lead is NOT_LEADER_OR_FOLLOWER (`leader_epoch::Leadership`).
+//! Owner: the connection's shard; end offsets come from the owners (`broker::owner::
+//! serve_offsets` with an epoch lookup), from each partition's leader epoch cache
+//! (`storage::epoch_cache`, Kafka's `leader-epoch-checkpoint`): the largest epoch at or below
+//! the one asked about and the offset where it ends, the log end for the latest epoch, and
+//! (-1, -1) below the first. A log with no recorded epochs (a lone node's, which never changes
+//! leader) knows only its current epoch 0, ending at the high watermark. Followers use this
+//! to find where their log diverges from the leader's before they fetch (KIP-101, KIP-279);
+//! consumers after a leader change, to detect truncation (KIP-320). Under a quorum a
+//! partition this node does not lead is NOT_LEADER_OR_FOLLOWER (`leader_epoch::Leadership`).
 
 use std::rc::Rc;
 
@@ -52,22 +53,22 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 if let Some(code) = leadership.refusal(p.current_leader_epoch) {
                     return Err(code);
                 }
-                // Only the current epoch is known: any other is undefined (-1, -1).
-                Ok((p.leader_epoch == leadership.epoch).then(|| OffsetItem {
+                Ok(Some(OffsetItem {
                     topic: topic.to_string(),
                     partition: p.partition,
                     timestamp: offset_spec::LATEST,
                     max_num_offsets: None,
                     read_committed: false,
+                    epoch_lookup: Some((p.leader_epoch, leadership.epoch)),
                 }))
             },
             scatter::OFFSETS,
-            |index, outcome, current| {
+            |index, outcome, _| {
                 let (code, epoch, end_offset) = match outcome {
                     Err(code) => (code, -1, -1),
                     Ok(None) => (0, -1, -1),
                     Ok(Some(outcome)) if outcome.error_code != 0 => (outcome.error_code, -1, -1),
-                    Ok(Some(outcome)) => (0, current, outcome.offset),
+                    Ok(Some(outcome)) => (0, outcome.leader_epoch, outcome.offset),
                 };
                 EpochEndOffset::default()
                     .with_partition(index)

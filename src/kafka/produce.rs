@@ -234,11 +234,22 @@ async fn produce(
             return Vec::new();
         }
         let count = items.len();
+        // acks=all waits for the ISR at most the request's timeout (Kafka's delayed produce);
+        // a request without one waits Kafka's default request timeout.
+        let replication_wait_ms = if body.timeout_ms > 0 {
+            body.timeout_ms as u64
+        } else {
+            30_000
+        };
         let scattered = scatter::scatter(
             context,
             items,
             |item| (item.topic.as_str(), item.partition),
-            |items| ShardRequest::Produce { items, acks },
+            |items| ShardRequest::Produce {
+                items,
+                acks,
+                timeout_ms: replication_wait_ms,
+            },
             |answer| match answer {
                 ShardResponse::Produce(outcomes) => Some(outcomes),
                 _ => None,

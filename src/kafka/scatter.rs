@@ -99,6 +99,7 @@ pub const OFFSETS: OwnerCall<OffsetItem, OffsetOutcome> = OwnerCall {
         offset: -1,
         timestamp: -1,
         legacy_offsets: Vec::new(),
+        leader_epoch: -1,
     },
 };
 

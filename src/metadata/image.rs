@@ -70,12 +70,12 @@ pub struct BrokerImage {
 }
 
 impl PartitionState {
-    /// A new partition on `replicas`, led by the first. Until replication lands (issue 15) the
-    /// followers hold no data, so the ISR is the leader alone.
+    /// A new partition on `replicas`, led by the first, every replica in sync (all are empty),
+    /// as Kafka creates one.
     pub fn led_by_first(replicas: Vec<i32>) -> PartitionState {
         let leader = replicas.first().copied().unwrap_or(-1);
         PartitionState {
-            isr: vec![leader],
+            isr: replicas.clone(),
             replicas,
             leader,
             leader_epoch: 0,
@@ -102,6 +102,13 @@ impl TopicImage {
     /// The leader of `partition`: `lone` (this node) when the topic was not placed by a quorum.
     pub fn leader_of(&self, partition: i32, lone: i32) -> i32 {
         self.partition_state(partition).map_or(lone, |s| s.leader)
+    }
+
+    /// Whether broker `id` holds a replica of `partition`: always when the topic was not
+    /// placed by a quorum (a lone node holds everything).
+    pub fn holds_replica(&self, partition: i32, id: i32) -> bool {
+        self.partition_state(partition)
+            .is_none_or(|s| s.replicas.contains(&id))
     }
 }
 

@@ -485,12 +485,35 @@ impl PartitionManager {
         self.logs.borrow().get(topic)?.get(&partition).cloned()
     }
 
-    /// The open partition `partition` of `topic` as `image` describes it, opening it if needed.
+    /// The open partition `partition` of `topic` as `image` describes it, opening it if
+    /// needed, for a client's request: under a controller quorum only the partition's leader
+    /// serves it (`PartitionError::NotLeader` elsewhere).
     pub async fn get(
         &self,
         image: &MetadataImage,
         topic: &str,
         partition: i32,
+    ) -> Result<Rc<OpenPartition>, PartitionError> {
+        self.open_checked(image, topic, partition, true).await
+    }
+
+    /// As `get`, for the replication service: any replica this broker holds, leader or
+    /// follower.
+    pub async fn get_replica(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Rc<OpenPartition>, PartitionError> {
+        self.open_checked(image, topic, partition, false).await
+    }
+
+    async fn open_checked(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+        leader_only: bool,
     ) -> Result<Rc<OpenPartition>, PartitionError> {
         let unknown = || PartitionError::Unknown {
             topic: topic.to_string(),
@@ -508,7 +531,12 @@ impl PartitionManager {
             });
         }
         let leader = meta.leader_of(partition, self.broker.node_id);
-        if leader != self.broker.node_id {
+        let refused = if leader_only {
+            leader != self.broker.node_id
+        } else {
+            !meta.holds_replica(partition, self.broker.node_id)
+        };
+        if refused {
             return Err(PartitionError::NotLeader {
                 topic: topic.to_string(),
                 partition,
@@ -595,7 +623,7 @@ impl PartitionManager {
                 },
             )
             .await;
-        // Partitions whose leadership moved to another broker (a controller quorum's change):
+        // Partitions this broker no longer holds a replica of (a controller quorum's change):
         // closed, their data kept for when it returns.
         let moved: Vec<(String, i32, Rc<OpenPartition>)> = self
             .logs
@@ -603,10 +631,10 @@ impl PartitionManager {
             .iter()
             .flat_map(|(topic, parts)| {
                 parts.iter().filter_map(move |(p, open)| {
-                    let led_elsewhere = image_ref
+                    let elsewhere = image_ref
                         .topic(topic)
-                        .is_some_and(|t| t.leader_of(*p, me) != me);
-                    led_elsewhere.then(|| (topic.clone(), *p, open.clone()))
+                        .is_some_and(|t| !t.holds_replica(*p, me));
+                    elsewhere.then(|| (topic.clone(), *p, open.clone()))
                 })
             })
             .collect();
@@ -617,9 +645,9 @@ impl PartitionManager {
                 parts.remove(&partition);
             }
             if let Err(err) = open.log.close().await {
-                warn!(topic, partition, %err, "closing a partition led elsewhere failed");
+                warn!(topic, partition, %err, "closing a partition held elsewhere failed");
             }
-            info!(shard = %self.shard, topic, partition, "partition led elsewhere now; closed");
+            info!(shard = %self.shard, topic, partition, "no replica here now; closed");
         }
         // Config changes of open partitions.
         let open: Vec<(String, Rc<OpenPartition>)> = self
@@ -641,8 +669,8 @@ impl PartitionManager {
         for meta in image.topics.values() {
             for partition in 0..meta.partitions {
                 if self.owns(&meta.name, partition)
-                    && meta.leader_of(partition, me) == me
-                    && let Err(err) = self.get(&image, &meta.name, partition).await
+                    && meta.holds_replica(partition, me)
+                    && let Err(err) = self.get_replica(&image, &meta.name, partition).await
                 {
                     warn!(topic = %meta.name, partition, %err, "cannot open partition");
                 }
