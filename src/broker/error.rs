@@ -36,6 +36,12 @@ pub fn metadata_error_code(err: &MetadataError) -> i16 {
         MetadataError::InvalidRequest(_) => ResponseError::InvalidRequest,
         MetadataError::NoQuorum(_) => ResponseError::NotController,
         MetadataError::Timeout(_) => ResponseError::RequestTimedOut,
+        MetadataError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        MetadataError::StaleController(_) => ResponseError::NotController,
+        MetadataError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
     };
     kind.code()
 }

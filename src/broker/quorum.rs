@@ -27,6 +27,7 @@ use crate::cluster::quorum::{QuorumNode, QuorumTimers};
 use crate::cluster::raft_log::RaftLog;
 use crate::config::Config;
 use crate::metadata::MetadataImage;
+use crate::metadata::controller::PlanSettings;
 use crate::metadata::membership::{self, MembershipSettings};
 use crate::metadata::quorum::{ReplicatedMetadata, snapshot_image};
 use crate::metadata::store::METADATA_DIR;
@@ -150,7 +151,9 @@ pub fn state_machine(
     parts: &QuorumParts,
     image: MetadataImage,
 ) -> Rc<ReplicatedMetadata> {
-    ReplicatedMetadata::open(config.node_id, image, parts.applied)
+    let metadata = ReplicatedMetadata::open(config.node_id, image, parts.applied);
+    metadata.set_plan_settings(PlanSettings::of(config));
+    metadata
 }
 
 /// Starts the voter, the publisher and the membership loop on shard 0.

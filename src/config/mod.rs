@@ -487,6 +487,12 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Whether DeleteTopics may delete topics.",
     ),
     def(
+        "unclean.leader.election.enable",
+        "false",
+        ValueKind::Bool,
+        "Whether a partition with no live in-sync replica may be led by a live replica out of sync (records may be lost).",
+    ),
+    def(
         "min.insync.replicas",
         "1",
         ValueKind::Int {

@@ -103,6 +103,10 @@ pub const TOPIC_CONFIG_DEFS: &[TopicConfigDef] = &[
         name: "segment.ms",
         broker_synonym: "log.roll.ms",
     },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_synonym: "unclean.leader.election.enable",
+    },
 ];
 
 /// The definition of topic key `name`.

@@ -205,6 +205,7 @@ mod tests {
                     port: 9000,
                     rack: None,
                     fenced,
+                    shutting_down: false,
                 },
             );
         }

@@ -466,6 +466,7 @@ mod tests {
             port: 9000 + id as u16,
             rack: rack.map(str::to_string),
             fenced,
+            shutting_down: false,
         }
     }
 

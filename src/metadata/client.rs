@@ -12,7 +12,10 @@ use std::future::Future;
 
 use tracing::warn;
 
+use uuid::Uuid;
+
 use crate::limits::PRODUCER_ID_BLOCK_SIZE;
+use crate::metadata::image::PartitionState;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataError, TopicImage};
 use crate::runtime::RouterError;
 
@@ -43,6 +46,60 @@ pub enum ControllerCallError {
     /// The controller refused the request as a whole.
     #[error(transparent)]
     Refused(MetadataError),
+}
+
+/// Why an ISR change (`alter_partition`) did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AlterPartitionError {
+    /// The controller answered and refused it (its code says why: a stale epoch, an
+    /// ineligible replica, ...); the partition is as the controller's image says.
+    #[error("the controller refused the ISR change: {0}")]
+    Refused(MetadataError),
+    /// No answer to act on: the controller could not be reached, the quorum had no leader, or
+    /// the change did not commit in time (it may still). Retry once the image moves on.
+    #[error("the controller did not answer the ISR change: {0}")]
+    Unreachable(String),
+}
+
+/// Asks the controller to change a partition's ISR to `new_isr` (the partition leader's
+/// AlterPartition). The answer is the partition's state after the change (its partition epoch
+/// bumped, unless `new_isr` was the ISR already).
+#[allow(clippy::too_many_arguments)]
+pub async fn alter_partition(
+    link: &impl ControllerLink,
+    topic: &str,
+    topic_id: Uuid,
+    partition: i32,
+    leader_id: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    new_isr: Vec<i32>,
+) -> Result<PartitionState, AlterPartitionError> {
+    let request = ControllerRequest::AlterPartition {
+        topic: topic.to_string(),
+        topic_id,
+        partition,
+        leader_id,
+        leader_epoch,
+        partition_epoch,
+        new_isr,
+    };
+    match link.ask_controller(request).await {
+        Ok(ControllerResponse::PartitionAltered(Ok(state))) => Ok(state),
+        Ok(ControllerResponse::PartitionAltered(Err(
+            err @ (MetadataError::NoQuorum(_) | MetadataError::Timeout(_)),
+        ))) => Err(AlterPartitionError::Unreachable(err.to_string())),
+        Ok(ControllerResponse::PartitionAltered(Err(err))) => {
+            Err(AlterPartitionError::Refused(err))
+        }
+        Ok(ControllerResponse::NotController) => Err(AlterPartitionError::Unreachable(
+            "the request reached a shard that is not the controller".to_string(),
+        )),
+        Ok(other) => Err(AlterPartitionError::Unreachable(format!(
+            "unexpected controller answer: {other:?}"
+        ))),
+        Err(err) => Err(AlterPartitionError::Unreachable(err.to_string())),
+    }
 }
 
 /// Sends `request` to the controller. An `Err` is a failure of the whole request; per-item

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use glommio::sync::Semaphore;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +148,16 @@ pub enum ControllerRequest {
         /// The registration it fences; a later one is left alone.
         epoch: i64,
     },
+    /// A broker begins a controlled shutdown (Kafka's BrokerHeartbeat with `wantShutDown`):
+    /// its leaderships move to other live in-sync replicas, it leaves every ISR it is not the
+    /// last member of, and it may not join one again; partitions no other in-sync replica can
+    /// lead stay its own until it is fenced.
+    ShutdownBroker {
+        /// The broker.
+        id: i32,
+        /// Its registration; an earlier one is refused.
+        epoch: i64,
+    },
     /// A fenced broker asks to be unfenced: its process (incarnation) holds the registration
     /// and has applied the log up to it.
     UnfenceBroker {
@@ -157,6 +167,25 @@ pub enum ControllerRequest {
         epoch: i64,
         /// Its process; a request from an earlier process of the broker is ignored.
         incarnation: Uuid,
+    },
+    /// A partition's leader changes its ISR (Kafka's AlterPartition, KIP-497, as an internal
+    /// request): checked against the partition's current state, and committed with the
+    /// partition epoch bumped; the leader and its epoch stay.
+    AlterPartition {
+        /// The topic.
+        topic: String,
+        /// Its id (a topic deleted and re-created under the same name is another topic).
+        topic_id: Uuid,
+        /// The partition.
+        partition: i32,
+        /// The broker asking: it must be the partition's leader.
+        leader_id: i32,
+        /// The leader epoch it leads in.
+        leader_epoch: i32,
+        /// The partition epoch its view of the ISR is from.
+        partition_epoch: i32,
+        /// The ISR it wants: replicas of the partition, itself included.
+        new_isr: Vec<i32>,
     },
     /// Change one topic's config overrides.
     AlterTopicConfigs {
@@ -183,6 +212,8 @@ pub enum ControllerResponse {
     Altered(Result<(), MetadataError>),
     /// Answer to `DeleteAcls`: the ACLs each filter removed.
     AclsDeleted(Result<Vec<Vec<AclBinding>>, MetadataError>),
+    /// Answer to `AlterPartition`: the partition's state after the change.
+    PartitionAltered(Result<PartitionState, MetadataError>),
     /// The request reached a shard that is not the controller.
     NotController,
 }
@@ -230,6 +261,26 @@ pub enum MetadataError {
     /// The change did not commit in time (REQUEST_TIMED_OUT).
     #[error("{0}")]
     Timeout(String),
+    /// No topic has this id (UNKNOWN_TOPIC_ID).
+    #[error("This server does not host this topic ID.")]
+    UnknownTopicId(Uuid),
+    /// A request names an epoch newer than the controller's: it is likely not the active
+    /// controller any more (NOT_CONTROLLER, as Kafka answers AlterPartition).
+    #[error("{0}")]
+    StaleController(String),
+    /// A leader epoch older than the partition's (FENCED_LEADER_EPOCH).
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// A partition epoch older than the partition's (INVALID_UPDATE_VERSION).
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// A request from an earlier registration of a broker (STALE_BROKER_EPOCH).
+    #[error("{0}")]
+    StaleBrokerEpoch(String),
+    /// A new ISR adds a broker that is not registered, fenced or shutting down
+    /// (INELIGIBLE_REPLICA).
+    #[error("{0}")]
+    IneligibleReplica(String),
 }
 
 /// How this controller makes a change durable.
@@ -380,7 +431,39 @@ pub enum Mode {
     Quorum {
         /// The Raft index of the committed entry being applied.
         entry_index: u64,
+        /// The proposing node's static settings the plan depends on.
+        settings: PlanSettings,
     },
+}
+
+/// The static broker settings planning depends on. Every quorum node plans every change, and
+/// nodes may be configured differently, so these travel with each command, taken from the
+/// configuration of the node that proposed it; dynamic cluster-wide defaults and topic
+/// overrides are in the image and need no such care.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSettings {
+    /// `unclean.leader.election.enable` of the static configuration.
+    #[serde(default)]
+    pub unclean_leader_election_enable: bool,
+}
+
+impl PlanSettings {
+    /// The settings of `config`.
+    pub fn of(config: &crate::config::Config) -> PlanSettings {
+        PlanSettings {
+            unclean_leader_election_enable: config
+                .entries
+                .get(UNCLEAN_KEY)
+                .is_some_and(|e| parse_bool(&e.value)),
+        }
+    }
+}
+
+/// Kafka's key for unclean leader election, a topic config and a broker default.
+pub const UNCLEAN_KEY: &str = "unclean.leader.election.enable";
+
+fn parse_bool(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("true")
 }
 
 /// A planned change: the image as it will be, the records that make it so, and the answer to
@@ -408,6 +491,9 @@ impl ControllerResponse {
             ControllerResponse::ProducerIds(_) => ControllerResponse::ProducerIds(Err(err)),
             ControllerResponse::Altered(_) => ControllerResponse::Altered(Err(err)),
             ControllerResponse::AclsDeleted(_) => ControllerResponse::AclsDeleted(Err(err)),
+            ControllerResponse::PartitionAltered(_) => {
+                ControllerResponse::PartitionAltered(Err(err))
+            }
             ControllerResponse::NotController => ControllerResponse::NotController,
         }
     }
@@ -424,11 +510,15 @@ pub fn refusal(request: &ControllerRequest, err: MetadataError) -> ControllerRes
             return ControllerResponse::ProducerIds(Err(err));
         }
         ControllerRequest::DeleteAcls { .. } => return ControllerResponse::AclsDeleted(Err(err)),
+        ControllerRequest::AlterPartition { .. } => {
+            return ControllerResponse::PartitionAltered(Err(err));
+        }
         ControllerRequest::AlterBrokerConfigs { .. }
         | ControllerRequest::CreateAcls { .. }
         | ControllerRequest::RegisterBroker { .. }
         | ControllerRequest::FenceBroker { .. }
-        | ControllerRequest::UnfenceBroker { .. } => {
+        | ControllerRequest::UnfenceBroker { .. }
+        | ControllerRequest::ShutdownBroker { .. } => {
             return ControllerResponse::Altered(Err(err));
         }
     };
@@ -517,6 +607,8 @@ impl Plan {
                 }
                 if !validate_only && &configs != current {
                     self.stage(MetadataRecord::BrokerConfigsAltered { per_node, configs });
+                    // A default that now allows unclean election elects where it can (KIP-704).
+                    self.elect_leaders(None);
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -557,7 +649,7 @@ impl Plan {
             } => {
                 let epoch = self.image.brokers.get(&id).map_or(1, |b| b.epoch + 1);
                 let registered_index = match self.mode {
-                    Mode::Quorum { entry_index } => entry_index,
+                    Mode::Quorum { entry_index, .. } => entry_index,
                     Mode::Lone => 0,
                 };
                 self.stage(MetadataRecord::BrokerRegistered {
@@ -569,6 +661,7 @@ impl Plan {
                         port,
                         rack,
                         fenced: true,
+                        shutting_down: false,
                         registered_index,
                     },
                 });
@@ -582,7 +675,31 @@ impl Plan {
                     .is_some_and(|b| b.epoch == epoch && !b.fenced)
                 {
                     self.stage(MetadataRecord::BrokerFenced { id, epoch });
-                    self.move_leadership();
+                    self.elect_leaders(Some(id));
+                }
+                ControllerResponse::Altered(Ok(()))
+            }
+            ControllerRequest::ShutdownBroker { id, epoch } => {
+                let Some(broker) = self.image.brokers.get(&id) else {
+                    return ControllerResponse::Altered(Err(MetadataError::InvalidRequest(
+                        format!("broker {id} is not registered"),
+                    )));
+                };
+                if broker.epoch != epoch {
+                    return ControllerResponse::Altered(Err(MetadataError::StaleBrokerEpoch(
+                        format!(
+                            "broker {id} shuts down registration {epoch}, but its registration \
+                             is {}",
+                            broker.epoch
+                        ),
+                    )));
+                }
+                // A fenced broker leads nothing and is in no ISR it could leave.
+                if !broker.fenced {
+                    if !broker.shutting_down {
+                        self.stage(MetadataRecord::BrokerShuttingDown { id, epoch });
+                    }
+                    self.elect_leaders(Some(id));
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -598,7 +715,7 @@ impl Plan {
                     .is_some_and(|b| b.epoch == epoch && b.incarnation == incarnation && b.fenced)
                 {
                     self.stage(MetadataRecord::BrokerUnfenced { id, epoch });
-                    self.move_leadership();
+                    self.elect_leaders(None);
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -683,6 +800,22 @@ impl Plan {
                 }
                 ControllerResponse::Results(results)
             }
+            ControllerRequest::AlterPartition {
+                topic,
+                topic_id,
+                partition,
+                leader_id,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => ControllerResponse::PartitionAltered(self.alter_partition(
+                &topic,
+                topic_id,
+                partition,
+                leader_id,
+                (leader_epoch, partition_epoch),
+                new_isr,
+            )),
             ControllerRequest::AlterTopicConfigs {
                 name,
                 ops,
@@ -702,6 +835,8 @@ impl Plan {
                             id: topic.id,
                             configs,
                         });
+                        // Unclean election now allowed: leaderless partitions get a leader.
+                        self.elect_leaders(None);
                     }
                     self.topic(&name)
                 });
@@ -713,32 +848,162 @@ impl Plan {
         }
     }
 
-    /// After a broker was fenced or unfenced: every partition whose leader is fenced, or that
-    /// has no leader, gets the first live member of its ISR as leader (none: no leader, as
-    /// Kafka does without unclean election), staged in the same change.
-    fn move_leadership(&mut self) {
-        let live =
-            |image: &MetadataImage, id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
+    /// AlterPartition: the checks of Kafka's `validateAlterPartitionData`, in its order and
+    /// with its codes, then the new ISR with the partition epoch bumped. A new ISR equal to the
+    /// current one changes nothing and answers the current state.
+    fn alter_partition(
+        &mut self,
+        name: &str,
+        topic_id: Uuid,
+        partition: i32,
+        leader_id: i32,
+        (leader_epoch, partition_epoch): (i32, i32),
+        new_isr: Vec<i32>,
+    ) -> Result<PartitionState, MetadataError> {
+        if matches!(self.mode, Mode::Lone) {
+            return Err(MetadataError::InvalidRequest(
+                "a lone node's partitions have no replicas: there is no ISR to alter".to_string(),
+            ));
+        }
+        let topic = self.topic(name)?;
+        if topic.id != topic_id {
+            return Err(MetadataError::UnknownTopicId(topic_id));
+        }
+        let state = topic
+            .partition_state(partition)
+            .cloned()
+            .ok_or_else(|| MetadataError::UnknownTopic(format!("{name}-{partition}")))?;
+        let at = format!("{name}-{partition}");
+        if leader_epoch > state.leader_epoch || partition_epoch > state.partition_epoch {
+            return Err(MetadataError::StaleController(format!(
+                "{at}: the request's epochs ({leader_epoch}, {partition_epoch}) are newer than \
+                 the controller's ({}, {})",
+                state.leader_epoch, state.partition_epoch
+            )));
+        }
+        if leader_epoch < state.leader_epoch {
+            return Err(MetadataError::FencedLeaderEpoch(format!(
+                "{at}: leader epoch {leader_epoch} is older than the current {}",
+                state.leader_epoch
+            )));
+        }
+        if leader_id != state.leader {
+            return Err(MetadataError::InvalidRequest(format!(
+                "{at}: broker {leader_id} is not the leader (the leader is {})",
+                state.leader
+            )));
+        }
+        if partition_epoch < state.partition_epoch {
+            return Err(MetadataError::InvalidUpdateVersion(format!(
+                "{at}: partition epoch {partition_epoch} is older than the current {}",
+                state.partition_epoch
+            )));
+        }
+        let mut unique = new_isr.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != new_isr.len() || !new_isr.iter().all(|id| state.replicas.contains(id)) {
+            return Err(MetadataError::InvalidRequest(format!(
+                "{at}: the new ISR {new_isr:?} is not a set of the replicas {:?}",
+                state.replicas
+            )));
+        }
+        if !new_isr.contains(&state.leader) {
+            return Err(MetadataError::InvalidRequest(format!(
+                "{at}: the new ISR {new_isr:?} leaves out the leader {}",
+                state.leader
+            )));
+        }
+        for added in new_isr.iter().filter(|id| !state.isr.contains(id)) {
+            let why = match self.image.brokers.get(added) {
+                None => Some("not registered"),
+                Some(b) if b.shutting_down => Some("shutting down"),
+                Some(b) if b.fenced => Some("fenced"),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(MetadataError::IneligibleReplica(format!(
+                    "{at}: replica {added} cannot join the ISR: {why}"
+                )));
+            }
+        }
+        if new_isr == state.isr {
+            return Ok(state);
+        }
+        let mut next = state;
+        next.isr = new_isr;
+        next.partition_epoch += 1;
+        self.stage(MetadataRecord::PartitionChanged {
+            name: topic.name.clone(),
+            id: topic.id,
+            partition,
+            state: next.clone(),
+        });
+        Ok(next)
+    }
+
+    /// Kafka's partition change rules after a broker event, for every partition: `leaving`
+    /// (a broker fenced or shutting down) leaves each ISR it is in unless it is the last
+    /// member; a partition whose leader may not lead (fenced, shutting down, or out of the ISR)
+    /// gets the first replica, in replica order, that is live, not shutting down and in the
+    /// ISR. With none, a leader that is still live keeps the partition and its ISR (a broker
+    /// shutting down that is the only in-sync replica), else unclean election picks the first live replica
+    /// where the topic allows it (the ISR becomes that replica), else the partition has no
+    /// leader. A new leader bumps the leader epoch; any change bumps the partition epoch.
+    fn elect_leaders(&mut self, leaving: Option<i32>) {
         let mut changes = Vec::new();
         for topic in self.image.topics.values() {
+            let unclean = self.unclean_allowed(topic);
             for (partition, state) in topic.placement.iter().enumerate() {
-                if state.leader >= 0 && live(&self.image, state.leader) {
-                    continue;
-                }
-                let leader = state
-                    .isr
-                    .iter()
-                    .copied()
-                    .find(|id| live(&self.image, *id))
-                    .unwrap_or(-1);
-                if leader == state.leader {
-                    continue;
-                }
                 let mut next = state.clone();
-                next.leader = leader;
-                next.leader_epoch += 1;
-                next.partition_epoch += 1;
-                changes.push((topic.name.clone(), topic.id, partition as i32, next));
+                if let Some(leaving) = leaving
+                    && next.isr.len() > 1
+                {
+                    next.isr.retain(|id| *id != leaving);
+                }
+                if !self.may_lead(&next, next.leader) {
+                    let clean = next
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|id| next.isr.contains(id) && self.may_lead(&next, *id));
+                    match clean {
+                        Some(leader) => next.leader = leader,
+                        // Still live (shutting down) and no one else can lead: it keeps the
+                        // partition, and its place in the ISR.
+                        None if self.image.is_live(next.leader) => next.isr = state.isr.clone(),
+                        None => {
+                            let live = next.replicas.iter().copied().find(|id| {
+                                self.image
+                                    .brokers
+                                    .get(id)
+                                    .is_some_and(|b| !b.fenced && !b.shutting_down)
+                            });
+                            match live {
+                                Some(leader) if unclean => {
+                                    warn!(
+                                        topic = %topic.name,
+                                        partition,
+                                        leader,
+                                        isr = ?state.isr,
+                                        "unclean leader election: no in-sync replica is live; \
+                                         records only the old ISR held may be lost"
+                                    );
+                                    next.leader = leader;
+                                    next.isr = vec![leader];
+                                }
+                                _ => next.leader = -1,
+                            }
+                        }
+                    }
+                }
+                if next.leader != state.leader {
+                    next.leader_epoch += 1;
+                }
+                if next != *state {
+                    next.partition_epoch += 1;
+                    changes.push((topic.name.clone(), topic.id, partition as i32, next));
+                }
             }
         }
         for (name, id, partition, state) in changes {
@@ -749,6 +1014,31 @@ impl Plan {
                 state,
             });
         }
+    }
+
+    /// Whether `id` may lead a partition in `state`: registered, not fenced, not shutting
+    /// down, and in the ISR.
+    fn may_lead(&self, state: &PartitionState, id: i32) -> bool {
+        state.isr.contains(&id)
+            && self
+                .image
+                .brokers
+                .get(&id)
+                .is_some_and(|b| !b.fenced && !b.shutting_down)
+    }
+
+    /// Whether `topic` allows unclean leader election (`unclean.leader.election.enable`): its
+    /// override, else the dynamic cluster-wide default, else the proposing node's static
+    /// setting. Never on a lone node (it has no other replica).
+    fn unclean_allowed(&self, topic: &TopicImage) -> bool {
+        let Mode::Quorum { settings, .. } = &self.mode else {
+            return false;
+        };
+        topic
+            .configs
+            .get(UNCLEAN_KEY)
+            .or_else(|| self.image.cluster_configs.get(UNCLEAN_KEY))
+            .map_or(settings.unclean_leader_election_enable, |v| parse_bool(v))
     }
 }
 
@@ -762,6 +1052,7 @@ fn place_partitions(
 ) -> Result<Vec<PartitionState>, MetadataError> {
     let candidates: Vec<Candidate> = image
         .live_brokers()
+        .filter(|b| !b.shutting_down)
         .map(|b| Candidate {
             id: b.id,
             rack: b.rack.clone(),
@@ -1001,4 +1292,392 @@ fn check_assignment(
         .cloned()
         .map(PartitionState::led_by_first)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPIC_ID: Uuid = Uuid::from_u128(42);
+
+    fn broker(id: i32, fenced: bool) -> BrokerImage {
+        BrokerImage {
+            id,
+            epoch: 1,
+            incarnation: Uuid::from_u128(id as u128),
+            registered_index: 1,
+            host: "127.0.0.1".to_string(),
+            port: 9000 + id as u16,
+            rack: None,
+            fenced,
+            shutting_down: false,
+        }
+    }
+
+    fn state(replicas: &[i32], isr: &[i32], leader: i32) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: 3,
+            partition_epoch: 5,
+        }
+    }
+
+    /// Brokers 1..=4 (4 fenced); topic "t" with the given partitions.
+    fn image_with(placement: Vec<PartitionState>) -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        for id in 1..=4 {
+            image.brokers.insert(id, broker(id, id == 4));
+        }
+        image.topics.insert(
+            "t".to_string(),
+            TopicImage {
+                name: "t".to_string(),
+                id: TOPIC_ID,
+                partitions: placement.len() as i32,
+                configs: BTreeMap::new(),
+                placement,
+            },
+        );
+        image
+    }
+
+    fn quorum() -> Mode {
+        Mode::Quorum {
+            entry_index: 9,
+            settings: PlanSettings::default(),
+        }
+    }
+
+    fn alter(leader: i32, epochs: (i32, i32), isr: &[i32]) -> ControllerRequest {
+        ControllerRequest::AlterPartition {
+            topic: "t".to_string(),
+            topic_id: TOPIC_ID,
+            partition: 0,
+            leader_id: leader,
+            leader_epoch: epochs.0,
+            partition_epoch: epochs.1,
+            new_isr: isr.to_vec(),
+        }
+    }
+
+    fn altered(outcome: &Outcome) -> Result<PartitionState, MetadataError> {
+        match &outcome.response {
+            ControllerResponse::PartitionAltered(result) => result.clone(),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    fn refused(image: &MetadataImage, request: ControllerRequest) -> MetadataError {
+        let outcome = execute(image, request, &quorum());
+        assert!(outcome.records.is_empty(), "a refusal writes nothing");
+        altered(&outcome).expect_err("refused")
+    }
+
+    #[test]
+    fn alter_partition_shrinks_and_expands_the_isr() {
+        let image = image_with(vec![state(&[1, 2, 3], &[1, 2, 3], 1)]);
+        let outcome = execute(&image, alter(1, (3, 5), &[1, 3]), &quorum());
+        let after = altered(&outcome).unwrap();
+        assert_eq!(after.isr, vec![1, 3]);
+        assert_eq!(
+            (after.leader, after.leader_epoch, after.partition_epoch),
+            (1, 3, 6)
+        );
+        assert_eq!(outcome.records.len(), 1);
+        assert_eq!(
+            outcome.image.topic("t").unwrap().partition_state(0),
+            Some(&after)
+        );
+        // Broker 2 catches up and joins again, against the new partition epoch.
+        let outcome = execute(&outcome.image, alter(1, (3, 6), &[1, 3, 2]), &quorum());
+        let after = altered(&outcome).unwrap();
+        assert_eq!(
+            (after.isr.clone(), after.partition_epoch),
+            (vec![1, 3, 2], 7)
+        );
+    }
+
+    #[test]
+    fn alter_partition_to_the_same_isr_writes_nothing() {
+        let image = image_with(vec![state(&[1, 2, 3], &[1, 2], 1)]);
+        let outcome = execute(&image, alter(1, (3, 5), &[1, 2]), &quorum());
+        assert!(outcome.records.is_empty());
+        assert_eq!(altered(&outcome).unwrap(), state(&[1, 2, 3], &[1, 2], 1));
+    }
+
+    #[test]
+    fn alter_partition_checks_in_kafkas_order() {
+        let image = image_with(vec![state(&[1, 2, 3, 4], &[1, 2], 1)]);
+        let mut unknown = alter(1, (3, 5), &[1]);
+        if let ControllerRequest::AlterPartition { topic, .. } = &mut unknown {
+            *topic = "nope".to_string();
+        }
+        assert!(matches!(
+            refused(&image, unknown),
+            MetadataError::UnknownTopic(_)
+        ));
+        let mut wrong_id = alter(1, (3, 5), &[1]);
+        if let ControllerRequest::AlterPartition { topic_id, .. } = &mut wrong_id {
+            *topic_id = Uuid::from_u128(7);
+        }
+        assert!(matches!(
+            refused(&image, wrong_id),
+            MetadataError::UnknownTopicId(_)
+        ));
+        let mut no_partition = alter(1, (3, 5), &[1]);
+        if let ControllerRequest::AlterPartition { partition, .. } = &mut no_partition {
+            *partition = 1;
+        }
+        assert!(matches!(
+            refused(&image, no_partition),
+            MetadataError::UnknownTopic(_)
+        ));
+        // Newer epochs than the controller's come before everything else that follows.
+        assert!(matches!(
+            refused(&image, alter(2, (4, 5), &[9])),
+            MetadataError::StaleController(_)
+        ));
+        assert!(matches!(
+            refused(&image, alter(2, (3, 6), &[9])),
+            MetadataError::StaleController(_)
+        ));
+        // An older leader epoch is fenced even when the broker is not the leader.
+        assert!(matches!(
+            refused(&image, alter(2, (2, 4), &[9])),
+            MetadataError::FencedLeaderEpoch(_)
+        ));
+        assert!(matches!(
+            refused(&image, alter(2, (3, 4), &[9])),
+            MetadataError::InvalidRequest(_)
+        ));
+        assert!(matches!(
+            refused(&image, alter(1, (3, 4), &[9])),
+            MetadataError::InvalidUpdateVersion(_)
+        ));
+        // Not a set of the replicas, a duplicate, or without the leader.
+        for isr in [&[1, 9][..], &[1, 2, 2], &[2, 3], &[]] {
+            assert!(
+                matches!(
+                    refused(&image, alter(1, (3, 5), isr)),
+                    MetadataError::InvalidRequest(_)
+                ),
+                "{isr:?}"
+            );
+        }
+        // Broker 4 is fenced: it may not join.
+        assert!(matches!(
+            refused(&image, alter(1, (3, 5), &[1, 2, 4])),
+            MetadataError::IneligibleReplica(_)
+        ));
+    }
+
+    #[test]
+    fn only_added_members_must_be_eligible() {
+        let mut image = image_with(vec![state(&[1, 2, 3], &[1, 2], 1)]);
+        image.brokers.get_mut(&3).unwrap().shutting_down = true;
+        assert!(matches!(
+            refused(&image, alter(1, (3, 5), &[1, 2, 3])),
+            MetadataError::IneligibleReplica(_)
+        ));
+        // A member already in the ISR that is shutting down does not stop a shrink.
+        image.brokers.get_mut(&2).unwrap().shutting_down = true;
+        let outcome = execute(&image, alter(1, (3, 5), &[1, 2]), &quorum());
+        assert!(altered(&outcome).is_ok());
+    }
+
+    #[test]
+    fn a_lone_node_has_no_isr_to_alter() {
+        let image = image_with(vec![state(&[1], &[1], 1)]);
+        let outcome = execute(&image, alter(1, (3, 5), &[1]), &Mode::Lone);
+        assert!(matches!(
+            altered(&outcome),
+            Err(MetadataError::InvalidRequest(_))
+        ));
+    }
+
+    fn fence(id: i32) -> ControllerRequest {
+        ControllerRequest::FenceBroker { id, epoch: 1 }
+    }
+
+    fn unfence(id: i32) -> ControllerRequest {
+        ControllerRequest::UnfenceBroker {
+            id,
+            epoch: 1,
+            incarnation: Uuid::from_u128(id as u128),
+        }
+    }
+
+    fn partitions(image: &MetadataImage) -> Vec<PartitionState> {
+        image.topic("t").unwrap().placement.clone()
+    }
+
+    #[test]
+    fn a_fenced_broker_leaves_every_isr_but_the_last_and_its_leaderships_move() {
+        let image = image_with(vec![
+            // Led by 1: the new leader is the first live ISR member in replica order (2, though
+            // 3 comes first in the ISR).
+            state(&[1, 2, 3], &[1, 3, 2], 1),
+            // A follower on 1: it leaves the ISR, the leader stays.
+            state(&[2, 1, 3], &[2, 1, 3], 2),
+            // 1 is the only ISR member: the ISR keeps it, no leader.
+            state(&[1, 2], &[1], 1),
+            // Not on 1: untouched.
+            state(&[2, 3], &[2, 3], 2),
+        ]);
+        let outcome = execute(&image, fence(1), &quorum());
+        let after = partitions(&outcome.image);
+        assert_eq!(after[0].leader, 2, "replica order: 2 comes before 3");
+        assert_eq!(after[0].isr, vec![3, 2]);
+        assert_eq!((after[0].leader_epoch, after[0].partition_epoch), (4, 6));
+        assert_eq!((after[1].leader, after[1].isr.clone()), (2, vec![2, 3]));
+        assert_eq!((after[1].leader_epoch, after[1].partition_epoch), (3, 6));
+        assert_eq!((after[2].leader, after[2].isr.clone()), (-1, vec![1]));
+        assert_eq!((after[2].leader_epoch, after[2].partition_epoch), (4, 6));
+        assert_eq!(after[3], state(&[2, 3], &[2, 3], 2));
+        // One fence record and one change per changed partition.
+        assert_eq!(outcome.records.len(), 4);
+
+        // Unfenced again: the leaderless partition whose ISR holds it is its again; the others
+        // keep their leaders (1 must rejoin their ISRs through AlterPartition first).
+        let outcome = execute(&outcome.image, unfence(1), &quorum());
+        let again = partitions(&outcome.image);
+        assert_eq!((again[2].leader, again[2].isr.clone()), (1, vec![1]));
+        assert_eq!((again[2].leader_epoch, again[2].partition_epoch), (5, 7));
+        assert_eq!(again[0], after[0]);
+        assert_eq!(again[1], after[1]);
+        assert_eq!(outcome.records.len(), 2);
+    }
+
+    #[test]
+    fn the_new_leader_follows_replica_order_not_isr_order() {
+        let image = image_with(vec![state(&[1, 3, 2], &[1, 2, 3], 1)]);
+        let outcome = execute(&image, fence(1), &quorum());
+        assert_eq!(partitions(&outcome.image)[0].leader, 3);
+    }
+
+    #[test]
+    fn a_stale_fence_changes_nothing() {
+        let image = image_with(vec![state(&[1, 2], &[1, 2], 1)]);
+        let outcome = execute(
+            &image,
+            ControllerRequest::FenceBroker { id: 1, epoch: 7 },
+            &quorum(),
+        );
+        assert!(outcome.records.is_empty());
+    }
+
+    fn quorum_unclean(enabled: bool) -> Mode {
+        Mode::Quorum {
+            entry_index: 9,
+            settings: PlanSettings {
+                unclean_leader_election_enable: enabled,
+            },
+        }
+    }
+
+    #[test]
+    fn unclean_election_picks_the_first_live_replica_only_when_allowed() {
+        // 3 is the only ISR member and is fenced; 1 and 2 are live but out of sync.
+        let mut leaderless = state(&[3, 2, 1], &[3], -1);
+        leaderless.leader_epoch = 3;
+        let mut image = image_with(vec![leaderless]);
+        image.brokers.get_mut(&3).unwrap().fenced = true;
+        // Disabled (the default): broker 4 comes back, the partition stays leaderless.
+        let outcome = execute(&image, unfence(4), &quorum());
+        assert_eq!(outcome.records.len(), 1, "only the unfencing");
+        assert_eq!(partitions(&outcome.image)[0].leader, -1);
+        // Enabled by the broker default: the same event elects 2, ISR [2].
+        let outcome = execute(&image, unfence(4), &quorum_unclean(true));
+        let after = partitions(&outcome.image);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (2, vec![2]));
+        assert_eq!((after[0].leader_epoch, after[0].partition_epoch), (4, 6));
+        // A topic override of false wins over the broker default.
+        let mut image_off = image.clone();
+        image_off
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert(UNCLEAN_KEY.to_string(), "false".to_string());
+        let outcome = execute(&image_off, unfence(4), &quorum_unclean(true));
+        assert_eq!(partitions(&outcome.image)[0].leader, -1);
+    }
+
+    #[test]
+    fn setting_unclean_election_on_a_topic_elects_at_once() {
+        let mut image = image_with(vec![state(&[3, 1], &[3], -1)]);
+        image.brokers.get_mut(&3).unwrap().fenced = true;
+        let request = ControllerRequest::AlterTopicConfigs {
+            name: "t".to_string(),
+            ops: vec![ConfigOp::Set(UNCLEAN_KEY.to_string(), "true".to_string())],
+            replace_all: false,
+            validate_only: false,
+        };
+        let outcome = execute(&image, request.clone(), &quorum());
+        let after = partitions(&outcome.image);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (1, vec![1]));
+        // The cluster-wide dynamic default does the same.
+        let request = ControllerRequest::AlterBrokerConfigs {
+            per_node: false,
+            ops: vec![ConfigOp::Set(UNCLEAN_KEY.to_string(), "true".to_string())],
+            replace_all: false,
+            validate_only: false,
+        };
+        let outcome = execute(&image, request, &quorum());
+        assert_eq!(partitions(&outcome.image)[0].leader, 1);
+        // Validate-only elects nothing.
+        let request = ControllerRequest::AlterTopicConfigs {
+            name: "t".to_string(),
+            ops: vec![ConfigOp::Set(UNCLEAN_KEY.to_string(), "true".to_string())],
+            replace_all: false,
+            validate_only: true,
+        };
+        assert!(execute(&image, request, &quorum()).records.is_empty());
+    }
+
+    #[test]
+    fn a_broker_shutting_down_hands_over_what_others_can_lead() {
+        let image = image_with(vec![
+            state(&[1, 2, 3], &[1, 2, 3], 1),
+            // 1 is the only in-sync replica: it keeps leading, and stays in the ISR.
+            state(&[1, 2], &[1], 1),
+            state(&[2, 1], &[2, 1], 2),
+        ]);
+        let shutdown = ControllerRequest::ShutdownBroker { id: 1, epoch: 1 };
+        let outcome = execute(&image, shutdown.clone(), &quorum());
+        assert!(matches!(
+            outcome.response,
+            ControllerResponse::Altered(Ok(()))
+        ));
+        assert!(outcome.image.brokers[&1].shutting_down);
+        let after = partitions(&outcome.image);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (2, vec![2, 3]));
+        assert_eq!(after[0].leader_epoch, 4);
+        assert_eq!(after[1], state(&[1, 2], &[1], 1));
+        assert_eq!((after[2].leader, after[2].isr.clone()), (2, vec![2]));
+        // Asked again: nothing more to do.
+        assert!(
+            execute(&outcome.image, shutdown, &quorum())
+                .records
+                .is_empty()
+        );
+        // It may not rejoin an ISR, and new partitions are not placed on it.
+        assert!(matches!(
+            refused(&outcome.image, alter(2, (4, 6), &[2, 3, 1])),
+            MetadataError::IneligibleReplica(_)
+        ));
+        let placed = place_partitions(&outcome.image, 0, 4, 2, 0).unwrap();
+        assert!(placed.iter().all(|p| !p.replicas.contains(&1)));
+        // Then its session ends: the partition it kept has no leader.
+        let fenced = execute(&outcome.image, fence(1), &quorum());
+        assert_eq!(partitions(&fenced.image)[1].leader, -1);
+        // A stale registration is refused.
+        let stale = ControllerRequest::ShutdownBroker { id: 1, epoch: 0 };
+        assert!(matches!(
+            execute(&image, stale, &quorum()).response,
+            ControllerResponse::Altered(Err(MetadataError::StaleBrokerEpoch(_)))
+        ));
+    }
 }

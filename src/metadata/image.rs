@@ -67,6 +67,10 @@ pub struct BrokerImage {
     /// Fenced: past its session, or not yet caught up since it registered. A fenced broker is
     /// not offered to clients and leads nothing.
     pub fenced: bool,
+    /// In controlled shutdown (`ShutdownBroker`): it leads only what no other in-sync replica
+    /// can, and may not join an ISR.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 impl PartitionState {

@@ -12,7 +12,7 @@
 //!   incarnation, so a registration of an earlier process is never unfenced);
 //! - on the active controller (the quorum leader), each unfenced broker past
 //!   `broker.session.timeout.ms` without a word is fenced (`FenceBroker`), which moves its
-//!   leaderships in the same committed change (`controller::Plan::move_leadership`).
+//!   leaderships in the same committed change (`controller::Plan::elect_leaders`).
 //!
 //! Departure from Kafka, and why: Kafka brokers heartbeat the active controller with
 //! BrokerHeartbeat requests. Here every broker is also a voter (combined mode, the only one

@@ -16,7 +16,7 @@ pub mod quorum;
 pub mod store;
 pub mod topic_name;
 
-pub use client::{ControllerCallError, ControllerLink, ControllerResults};
+pub use client::{AlterPartitionError, ControllerCallError, ControllerLink, ControllerResults};
 pub use controller::{Controller, ControllerRequest, ControllerResponse, MetadataError, NewTopic};
 pub use image::{MetadataImage, TopicImage};
 pub use store::{MetadataStore, NodeIdentity, StoreError};

@@ -41,7 +41,7 @@ use crate::cluster::driver::{QuorumHandle, QuorumStatus};
 use crate::cluster::raft_log::RaftLog;
 use crate::limits;
 use crate::metadata::controller::{
-    ControllerRequest, ControllerResponse, MetadataError, Mode, execute, refusal,
+    ControllerRequest, ControllerResponse, MetadataError, Mode, PlanSettings, execute, refusal,
 };
 use crate::metadata::image::MetadataImage;
 use crate::runtime::event::Event;
@@ -57,6 +57,9 @@ struct Command {
     request_id: u64,
     /// The change.
     request: ControllerRequest,
+    /// The proposing node's settings the plan depends on.
+    #[serde(default)]
+    settings: PlanSettings,
 }
 
 type Waiter = oneshot::Sender<(ControllerResponse, i64)>;
@@ -75,6 +78,7 @@ pub struct ReplicatedMetadata {
     publications_rx: RefCell<Option<LocalReceiver<Rc<MetadataImage>>>>,
     published: Cell<i64>,
     published_event: Event,
+    settings: RefCell<PlanSettings>,
 }
 
 impl std::fmt::Debug for ReplicatedMetadata {
@@ -123,7 +127,13 @@ impl ReplicatedMetadata {
             publications_rx: RefCell::new(Some(publications_rx)),
             published: Cell::new(offset),
             published_event: Event::default(),
+            settings: RefCell::new(PlanSettings::default()),
         })
+    }
+
+    /// The settings this node's proposals carry (from its configuration; set before serving).
+    pub fn set_plan_settings(&self, settings: PlanSettings) {
+        *self.settings.borrow_mut() = settings;
     }
 
     /// This process's incarnation (drawn at start).
@@ -176,6 +186,7 @@ impl ReplicatedMetadata {
         if validate_only(&request) {
             let mode = Mode::Quorum {
                 entry_index: self.applied_index.get() + 1,
+                settings: self.settings.borrow().clone(),
             };
             return execute(&self.image(), request, &mode).response;
         }
@@ -192,6 +203,7 @@ impl ReplicatedMetadata {
             incarnation: self.incarnation,
             request_id,
             request: request.clone(),
+            settings: self.settings.borrow().clone(),
         };
         let data = match serde_json::to_vec(&command) {
             Ok(data) => data,
@@ -261,6 +273,7 @@ impl ReplicatedMetadata {
                 Ok(command) => {
                     let mode = Mode::Quorum {
                         entry_index: entry.index,
+                        settings: command.settings,
                     };
                     let outcome = execute(&image, command.request, &mode);
                     for (offset, record) in &outcome.records {
@@ -333,6 +346,7 @@ mod tests {
             incarnation: Uuid::nil(),
             request_id: index,
             request,
+            settings: PlanSettings::default(),
         };
         Entry {
             index,

@@ -128,6 +128,13 @@ pub enum MetadataRecord {
         /// Its registration.
         epoch: i64,
     },
+    /// A broker began a controlled shutdown.
+    BrokerShuttingDown {
+        /// The broker.
+        id: i32,
+        /// Its registration.
+        epoch: i64,
+    },
     /// A partition's leadership or ISR changed.
     PartitionChanged {
         /// The topic.
@@ -360,6 +367,11 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
             let fenced = matches!(record, MetadataRecord::BrokerFenced { .. });
             if let Some(broker) = image.brokers.get_mut(id).filter(|b| b.epoch == *epoch) {
                 broker.fenced = fenced;
+            }
+        }
+        MetadataRecord::BrokerShuttingDown { id, epoch } => {
+            if let Some(broker) = image.brokers.get_mut(id).filter(|b| b.epoch == *epoch) {
+                broker.shutting_down = true;
             }
         }
         MetadataRecord::PartitionChanged {
