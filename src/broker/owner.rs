@@ -306,6 +306,24 @@ pub async fn serve_produce(
                 };
             }
         };
+        // Under a quorum the image may name this broker leader before its replica has taken
+        // the role (or after a restart, before it is serving again): only a leading replica
+        // appends.
+        if context.clustered()
+            && context
+                .replication
+                .get(&item.topic, item.partition)
+                .is_none_or(|r| r.led_epoch().is_none())
+        {
+            return ProduceOutcome {
+                error_code: ResponseError::NotLeaderOrFollower.code(),
+                error_message: Some("this broker does not lead the partition now".to_string()),
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            };
+        }
         let min_insync = partition.settings.borrow().min_insync_replicas;
         // The ISR as the metadata image has it: this broker alone on a lone node, and the
         // leader alone under a quorum until followers replicate (issue 15).

@@ -109,6 +109,13 @@ fn parse_snapshot(data: &[u8]) -> Result<MetadataImage, serde_json::Error> {
     serde_json::from_slice(data)
 }
 
+/// This process's incarnation: drawn once at start, the same for every shard, so a broker's
+/// registration in the image can be told apart from one of an earlier run of the same node.
+pub fn process_incarnation() -> Uuid {
+    static INCARNATION: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
+    *INCARNATION.get_or_init(Uuid::new_v4)
+}
+
 impl ReplicatedMetadata {
     /// A state machine starting from `image`, the state as of log index `applied`.
     pub fn open(node_id: i32, image: MetadataImage, applied: u64) -> Rc<ReplicatedMetadata> {
@@ -116,7 +123,7 @@ impl ReplicatedMetadata {
         let offset = image.offset;
         Rc::new(ReplicatedMetadata {
             node_id,
-            incarnation: Uuid::new_v4(),
+            incarnation: process_incarnation(),
             image: RefCell::new(Rc::new(image)),
             applied_index: Cell::new(applied),
             entries_since_snapshot: Cell::new(0),

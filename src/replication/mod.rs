@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::metadata::client::alter_partition;
+use crate::metadata::quorum::process_incarnation;
 use crate::metadata::{ControllerLink, MetadataImage};
 use crate::storage::log::now_ms;
 use crate::storage::manager::{OpenPartition, PartitionManager};
@@ -208,6 +209,12 @@ impl ReplicaManager {
         let manager = host.replication();
         let image = host.current_image();
         let me = manager.me;
+        // Until this process's own registration is in the image and unfenced, the image may
+        // be one from before a restart: this broker neither leads nor follows on its word.
+        let serving = image
+            .brokers
+            .get(&me)
+            .is_some_and(|b| !b.fenced && b.incarnation == process_incarnation());
         let mut seen = Vec::new();
         for meta in image.topics.values() {
             for (index, state) in meta.placement.iter().enumerate() {
@@ -253,7 +260,11 @@ impl ReplicaManager {
                         replica
                     }
                 };
-                manager.apply_state(host, &replica, state).await;
+                if serving {
+                    manager.apply_state(host, &replica, state).await;
+                } else {
+                    manager.stand_by(&replica);
+                }
             }
         }
         // Replicas no longer here: their partition was deleted or moved away.
@@ -365,6 +376,21 @@ impl ReplicaManager {
             fetcher.add(replica.clone(), state.leader_epoch);
             debug!(topic = %replica.topic, partition = replica.partition,
                 leader = state.leader, leader_epoch = state.leader_epoch, "following");
+        }
+    }
+
+    /// Neither leads nor follows (this broker is not serving yet, or no longer).
+    fn stand_by(&self, replica: &Replica) {
+        self.stop_following(replica);
+        let idle = matches!(&*replica.role.borrow(), Role::Follower { leader: -1, .. });
+        if !idle {
+            *replica.role.borrow_mut() = Role::Follower {
+                leader: -1,
+                leader_epoch: -1,
+            };
+            let log = &replica.open.log;
+            log.set_replicated_high_watermark(Some(log.high_watermark()));
+            log.notify_waiters();
         }
     }
 
