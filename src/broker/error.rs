@@ -76,6 +76,8 @@ pub fn storage_error_code(err: &StorageError) -> i16 {
         StorageError::Overloaded { .. } => ResponseError::RequestTimedOut,
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
         StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        // A follower's append only; Kafka has no client-facing code for it.
+        StorageError::NonContiguous { .. } => ResponseError::UnknownServerError,
     };
     kind.code()
 }

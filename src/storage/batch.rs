@@ -23,6 +23,7 @@ use super::error::{StorageError, StorageResult};
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batchLength` counts: baseOffset and batchLength themselves.
 pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
+const LEADER_EPOCH_OFFSET: usize = 12;
 const CRC_FIELD_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
@@ -328,6 +329,13 @@ pub fn patch_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Writes the partition leader epoch (header bytes 12..16), as a Kafka leader stamps every
+/// batch it appends; the CRC does not cover it.
+pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: i32) {
+    batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
 /// Turns a batch into a LogAppendTime batch: timestamp-type bit, maxTimestamp, and the CRC
 /// (the attributes are covered by it). Returns the new CRC.
 pub fn patch_log_append_time(batch: &mut [u8], append_time_ms: i64) -> u32 {
@@ -343,8 +351,16 @@ pub fn patch_log_append_time(batch: &mut [u8], append_time_ms: i64) -> u32 {
 
 /// Patches a copy of a header prefix (`BATCH_HEADER_BYTES` bytes) the same way the stored batch
 /// was patched, used when the cache serves the client's original bytes.
-pub fn patch_header_copy(header: &mut [u8], base_offset: i64, log_append: Option<(i64, u32)>) {
+pub fn patch_header_copy(
+    header: &mut [u8],
+    base_offset: i64,
+    leader_epoch: Option<i32>,
+    log_append: Option<(i64, u32)>,
+) {
     patch_base_offset(header, base_offset);
+    if let Some(epoch) = leader_epoch {
+        patch_leader_epoch(header, epoch);
+    }
     if let Some((time_ms, crc)) = log_append {
         let attributes =
             i16::from_be_bytes([header[ATTRIBUTES_OFFSET], header[ATTRIBUTES_OFFSET + 1]])

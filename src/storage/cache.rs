@@ -5,8 +5,8 @@
 //! hands out the thread's instance; executors are one per thread). !Send, no awaiting.
 //!
 //! An entry holds the client's original batch bytes (a `Bytes` slice of the Produce request,
-//! reference counted, not copied) plus the few fields the broker patched (base offset, and for
-//! LogAppendTime the time and new CRC). A read hands out, per batch, a 61-byte patched header
+//! reference counted, not copied) plus the few fields the broker patched (base offset, the
+//! leader epoch once the log has one, and for LogAppendTime the time and new CRC). A read hands out, per batch, a 61-byte patched header
 //! (all headers of one read share one allocation) and the original bytes after the header, so
 //! an append costs no allocation or copy for the cache. Eviction is FIFO by insertion, which
 //! for a log's head is the same as oldest-first. The byte bound counts batch bytes; the
@@ -25,6 +25,7 @@ use crate::limits::STORAGE_SHARD_CACHE_BYTES_MAX;
 struct Entry {
     last_offset: i64,
     data: Bytes,
+    leader_epoch: Option<i32>,
     log_append: Option<(i64, u32)>,
 }
 
@@ -91,6 +92,7 @@ impl ShardCache {
         base_offset: i64,
         last_offset: i64,
         data: Bytes,
+        leader_epoch: Option<i32>,
         log_append: Option<(i64, u32)>,
     ) {
         if data.len() > self.bytes_max {
@@ -103,6 +105,7 @@ impl ShardCache {
             Entry {
                 last_offset,
                 data,
+                leader_epoch,
                 log_append,
             },
         );
@@ -184,7 +187,7 @@ impl ShardCache {
         for (base, e) in &picked {
             let start = headers.len();
             headers.extend_from_slice(&e.data[..BATCH_HEADER_BYTES]);
-            patch_header_copy(&mut headers[start..], *base, e.log_append);
+            patch_header_copy(&mut headers[start..], *base, e.leader_epoch, e.log_append);
         }
         let headers = headers.freeze();
         let mut chunks = Vec::with_capacity(picked.len() * 2);

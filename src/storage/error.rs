@@ -29,6 +29,13 @@ pub enum StorageError {
         log_start_offset: i64,
         high_watermark: i64,
     },
+    /// A replica append whose batches do not continue the log: a batch starting below
+    /// `expected` (the log end offset, or the offset after the previous batch of the same
+    /// append). Nothing was staged. Kafka's follower raises UnexpectedAppendOffsetException
+    /// here; the replica fetcher handles it (`UNKNOWN_SERVER_ERROR` (-1) if it ever
+    /// reached a client).
+    #[error("replica batch at offset {got} does not continue the log at {expected}")]
+    NonContiguous { expected: i64, got: i64 },
     /// Too many bytes staged and not yet written on this log; retry later.
     /// Kafka: `REQUEST_TIMED_OUT` (7), retriable.
     #[error("log overloaded: {staged_bytes} bytes staged")]

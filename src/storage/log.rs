@@ -50,6 +50,7 @@ use glommio::io::DmaBuffer;
 use super::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use super::cache::ShardCache;
 use super::config::{FlushPolicy, LogConfig, TimestampType};
+use super::epoch_cache::{self, EpochCache};
 use super::error::{StorageError, StorageResult};
 use super::index::{OffsetIndex, TimeIndex};
 use super::records;
@@ -67,6 +68,9 @@ use writer::{finalize_segment, writer_loop};
 
 mod compact;
 mod recovery;
+#[cfg(test)]
+mod replica_tests;
+mod truncate;
 mod writer;
 
 pub use compact::{CleanedSegment, CleanedWriter, ClosedSegment, SwapStop};
@@ -223,9 +227,25 @@ struct LogInner {
     config: Cell<LogConfig>,
     env: LogEnv,
     state: RefCell<LogState>,
-    high_watermark: Cell<i64>,
+    /// Offsets below this are written and durable under the flush policy.
+    durable_end: Cell<i64>,
+    /// The replication layer's bound on the high watermark (`set_replicated_high_watermark`);
+    /// None: the high watermark is the durable end.
+    hw_bound: Cell<Option<i64>>,
     log_start_offset: Cell<i64>,
-    /// High watermark moved, a flush finished, or the log closed.
+    /// The leader epoch cache (`epoch_cache`), persisted as `leader-epoch-checkpoint`.
+    epochs: RefCell<EpochCache>,
+    /// The epoch `append` stamps into every batch it stages (`set_leader_epoch`); None: the
+    /// field is left as the producer wrote it.
+    leader_epoch: Cell<Option<i32>>,
+    /// Serialises writes of `leader-epoch-checkpoint` (each writes the cache as it is then).
+    epoch_file_permit: glommio::sync::Semaphore,
+    /// Serialises replica appends (up to their staging) with one another and with truncation.
+    replica_permit: glommio::sync::Semaphore,
+    /// A truncation is running: appends wait before staging.
+    truncating: Cell<bool>,
+    /// The visible high watermark moved, a flush finished, a truncation ended, or the log
+    /// closed.
     data_event: Event,
     /// Work staged for the writer, or the log closed.
     writer_event: Event,
@@ -237,6 +257,65 @@ struct LogInner {
     segments_permit: glommio::sync::Semaphore,
     /// Test hook: where the next swap stops as if the process died (`compact::SwapStop`).
     swap_stop: Cell<Option<compact::SwapStop>>,
+}
+
+/// How `stage` treats the batches it copies.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum StageMode {
+    /// A produced append: offsets assigned, the leader epoch stamped if set, LogAppendTime
+    /// patched.
+    Leader { leader_epoch: Option<i32> },
+    /// A replica append: the batches are kept byte for byte; they span `first..end`.
+    Replica { first: i64, end: i64 },
+}
+
+impl LogInner {
+    /// min(replication bound, durable end).
+    fn visible_high_watermark(&self) -> i64 {
+        let durable = self.durable_end.get();
+        self.hw_bound.get().map_or(durable, |b| b.min(durable))
+    }
+
+    /// The log start moved (retention, DeleteRecords): the epoch cache keeps an entry at the
+    /// new start and forgets the ones before (Kafka's truncateFromStart).
+    async fn epochs_follow_log_start(&self) -> StorageResult<()> {
+        let start = self.log_start_offset.get();
+        if self.epochs.borrow_mut().truncate_from_start(start) {
+            self.persist_epochs().await?;
+        }
+        Ok(())
+    }
+
+    /// Returns once no truncation is running (or the log closed).
+    async fn wait_while_truncating(&self) {
+        if self.truncating.get() {
+            self.data_event
+                .wait_for(|| (!self.truncating.get() || self.closed.get()).then_some(()))
+                .await;
+        }
+    }
+
+    /// Writes `leader-epoch-checkpoint` with the cache as it is once the file is ours.
+    async fn persist_epochs(&self) -> StorageResult<()> {
+        let _permit = self
+            .epoch_file_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let bytes = self.epochs.borrow().encode();
+        write_file_atomic(&self.dir, epoch_cache::CHECKPOINT_FILE, &bytes).await
+    }
+
+    /// Drops epoch entries starting at or past `end` (what a failed append assigned) and
+    /// persists the cache; a failure to persist is logged (the open drops entries past the
+    /// log end anyway).
+    async fn forget_epochs_from(&self, end: i64) {
+        if self.epochs.borrow_mut().truncate_from_end(end)
+            && let Err(err) = self.persist_epochs().await
+        {
+            tracing::warn!(dir = %self.dir.display(), %err, "could not write leader-epoch-checkpoint");
+        }
+    }
 }
 
 /// One partition's log. See the module header.
@@ -291,6 +370,25 @@ impl PartitionLog {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse::<i64>().ok());
 
+        let epoch_checkpoint = match read_small_file(&dir.join(epoch_cache::CHECKPOINT_FILE))
+            .await?
+        {
+            Some(bytes) => match EpochCache::decode(&bytes) {
+                Ok(cache) => Some(cache),
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), %err, "rebuilding the leader epoch cache");
+                    None
+                }
+            },
+            None => None,
+        };
+        // A missing checkpoint (a log written before leader epochs were kept, or a damaged
+        // file) is rebuilt from the batches' partitionLeaderEpoch: every batch of the last
+        // segment (which recovery scans whole anyway) and the first batch of each closed
+        // segment (one page read each), so the cost is bounded by the segment count.
+        let mut rebuilt = EpochCache::new();
+        let rebuild = epoch_checkpoint.is_none();
+
         let mut segments = BTreeMap::new();
         let mut staging = None;
         let count = bases.len();
@@ -302,8 +400,17 @@ impl PartitionLog {
                 last,
                 &config,
                 env.reserve_space.then_some(&env.reserve_budget),
+                (rebuild && last).then_some(&mut rebuilt),
             )
             .await?;
+            if rebuild
+                && !last
+                && let Some(file) = &seg.file
+                && seg.size_bytes > 0
+                && let Some((epoch, first)) = recovery::first_batch_epoch(file).await
+            {
+                rebuilt.assign(epoch, first);
+            }
             if let Some((_, prev)) = segments.last_key_value() {
                 let prev: &Segment = prev;
                 if prev.next_offset != base {
@@ -336,6 +443,14 @@ impl PartitionLog {
             .unwrap_or(first_base)
             .max(first_base)
             .min(next_offset);
+        let mut epochs = epoch_checkpoint.unwrap_or(rebuilt);
+        // Entries at or past the recovered end describe nothing in this log (Kafka's
+        // truncateFromEnd at load); the first kept entry starts at the log start.
+        let mut epochs_changed = epochs.truncate_from_end(next_offset);
+        epochs_changed |= epochs.truncate_from_start(log_start_offset);
+        if epochs_changed || (rebuild && next_offset > first_base) {
+            write_file_atomic(dir, epoch_cache::CHECKPOINT_FILE, &epochs.encode()).await?;
+        }
         let cache = env.cache.clone();
         let inner = Rc::new(LogInner {
             dir: dir.to_path_buf(),
@@ -350,8 +465,14 @@ impl PartitionLog {
                 staged_bytes: 0,
                 unsynced_since: None,
             }),
-            high_watermark: Cell::new(next_offset),
+            durable_end: Cell::new(next_offset),
+            hw_bound: Cell::new(None),
             log_start_offset: Cell::new(log_start_offset),
+            epochs: RefCell::new(epochs),
+            leader_epoch: Cell::new(None),
+            epoch_file_permit: glommio::sync::Semaphore::new(1),
+            replica_permit: glommio::sync::Semaphore::new(1),
+            truncating: Cell::new(false),
             data_event: Event::default(),
             writer_event: Event::default(),
             closed: Cell::new(false),
@@ -379,8 +500,11 @@ impl PartitionLog {
 
     /// Appends one or more concatenated v2 batches (a Produce partition's `records`). All are
     /// validated before any is staged. Resolves when durable under the flush policy.
+    /// After `set_leader_epoch`, every batch is stamped with that epoch (partitionLeaderEpoch,
+    /// header bytes 12..16, outside the CRC); before, the field stays as the producer wrote it.
     pub async fn append(&self, records: Bytes) -> StorageResult<AppendInfo> {
         let inner = &*self.inner;
+        inner.wait_while_truncating().await;
         if inner.closed.get() {
             return Err(StorageError::Closed);
         }
@@ -393,7 +517,17 @@ impl PartitionLog {
         })?;
         let (info, outcome) = {
             let mut st = inner.state.borrow_mut();
-            inner.stage(&mut st, &records, &config, offset_count, max_timestamp)?
+            let mode = StageMode::Leader {
+                leader_epoch: inner.leader_epoch.get(),
+            };
+            inner.stage(
+                &mut st,
+                &records,
+                &config,
+                offset_count,
+                max_timestamp,
+                mode,
+            )?
         };
         inner.writer_event.notify_all();
         inner
@@ -406,33 +540,183 @@ impl PartitionLog {
         })
     }
 
-    /// Whole batches from the one containing `offset`, up to `max_bytes` but at least one.
+    /// Appends batches fetched from the partition's leader (a follower's append), exactly as
+    /// the leader wrote them: base offsets, partitionLeaderEpoch and timestamps are kept (a
+    /// LogAppendTime topic keeps the leader's times), nothing is re-checksummed. Each batch is
+    /// validated as `append` validates (sizes, magic, CRC-32C, max.message.bytes). Offsets must
+    /// continue the log: the first batch must start at or after `log_end_offset()` and each
+    /// batch after the previous one's last offset, else `StorageError::NonContiguous` and
+    /// nothing is staged. They may leave gaps, as a compacted leader's batches do (Kafka's
+    /// follower accepts those too). A batch whose epoch is newer than the epoch cache's latest
+    /// starts a new cache entry at its base offset; the checkpoint is written before the batch
+    /// is staged. Goes through the same staging, group commit and rollback as `append` and
+    /// resolves when durable under the flush policy. Empty `records`: Ok, nothing appended
+    /// (base offset the log end, last offset one below).
+    pub async fn append_replica(&self, records: Bytes) -> StorageResult<AppendInfo> {
+        let inner = &*self.inner;
+        if inner.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        if records.is_empty() {
+            let end = self.log_end_offset();
+            return Ok(AppendInfo {
+                base_offset: end,
+                last_offset: end - 1,
+                log_append_time_ms: -1,
+                log_start_offset: inner.log_start_offset.get(),
+            });
+        }
+        let config = inner.config.get();
+        let mut offset_count = 0i64;
+        let mut max_timestamp = -1i64;
+        // (base offset, last offset, leader epoch) of each batch.
+        let mut batches: Vec<(i64, i64, i32)> = Vec::new();
+        let mut bad_offsets = false;
+        batch::validate_all(&records, config.max_message_bytes, |m| {
+            offset_count += m.offset_count;
+            max_timestamp = max_timestamp.max(m.max_timestamp);
+            let h = BatchHeader::view(&records[m.position..]).expect("validated");
+            match h.checked_last_offset() {
+                Some(last) if h.base_offset.get() >= 0 => {
+                    batches.push((h.base_offset.get(), last, h.partition_leader_epoch.get()))
+                }
+                _ => bad_offsets = true,
+            }
+        })?;
+        if bad_offsets {
+            return Err(StorageError::InvalidRecord(
+                "replica batch offsets are out of range",
+            ));
+        }
+        for pair in batches.windows(2) {
+            if pair[1].0 <= pair[0].1 {
+                return Err(StorageError::NonContiguous {
+                    expected: pair[0].1 + 1,
+                    got: pair[1].0,
+                });
+            }
+        }
+        let first = batches[0].0;
+        let last = batches[batches.len() - 1].1;
+        let permit = inner
+            .replica_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        inner.wait_while_truncating().await;
+        let check = |inner: &LogInner| -> StorageResult<()> {
+            if inner.closed.get() {
+                return Err(StorageError::Closed);
+            }
+            let end = inner.state.borrow().next_offset;
+            if first < end {
+                return Err(StorageError::NonContiguous {
+                    expected: end,
+                    got: first,
+                });
+            }
+            Ok(())
+        };
+        check(inner)?;
+        let epochs_changed = {
+            let mut epochs = inner.epochs.borrow_mut();
+            let mut changed = false;
+            for &(base, _, epoch) in &batches {
+                changed |= epochs.assign(epoch, base);
+            }
+            changed
+        };
+        if epochs_changed && let Err(err) = inner.persist_epochs().await {
+            inner.forget_epochs_from(self.log_end_offset()).await;
+            return Err(err);
+        }
+        let staged = check(inner).and_then(|()| {
+            let mut st = inner.state.borrow_mut();
+            let mode = StageMode::Replica {
+                first,
+                end: last + 1,
+            };
+            inner.stage(
+                &mut st,
+                &records,
+                &config,
+                offset_count,
+                max_timestamp,
+                mode,
+            )
+        });
+        let (info, outcome) = match staged {
+            Ok(staged) => staged,
+            Err(err) => {
+                if epochs_changed {
+                    inner.forget_epochs_from(self.log_end_offset()).await;
+                }
+                return Err(err);
+            }
+        };
+        drop(permit);
+        inner.writer_event.notify_all();
+        let result = inner.data_event.wait_for(|| outcome.borrow().clone()).await;
+        if let Err(err) = result {
+            // Rolled back to the durable end: epochs that began in the failed batches go.
+            inner.forget_epochs_from(self.log_end_offset()).await;
+            return Err(err);
+        }
+        Ok(AppendInfo {
+            log_start_offset: inner.log_start_offset.get(),
+            ..info
+        })
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes` but at least one,
+    /// below the high watermark. `offset` past the durable end is out of range; between the
+    /// high watermark and the durable end the answer is empty (as Kafka answers a consumer
+    /// between its high watermark and log end).
     pub async fn read(&self, offset: i64, max_bytes: u32) -> StorageResult<ReadSlice> {
         self.read_below(offset, max_bytes, i64::MAX).await
     }
 
+    /// As `read`, but bounded by the durable end instead of the high watermark: what a
+    /// follower's fetch reads (and the producer state replay).
+    pub async fn read_replica(&self, offset: i64, max_bytes: u32) -> StorageResult<ReadSlice> {
+        self.read_bounded(offset, max_bytes, self.inner.durable_end.get())
+            .await
+    }
+
     /// As `read`, but only batches that start below `upper_offset` (the last stable offset of
     /// a read_committed fetch; batches never straddle it). `offset` is still checked against
-    /// the high watermark: between the two, the answer is empty.
+    /// the durable end: between the two, the answer is empty.
     pub async fn read_below(
         &self,
         offset: i64,
         max_bytes: u32,
         upper_offset: i64,
     ) -> StorageResult<ReadSlice> {
+        let bound = self.inner.visible_high_watermark().min(upper_offset);
+        self.read_bounded(offset, max_bytes, bound).await
+    }
+
+    /// Reads batches that start below `bound` (at most the durable end).
+    async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: u32,
+        bound: i64,
+    ) -> StorageResult<ReadSlice> {
         let inner = &*self.inner;
         if inner.closed.get() {
             return Err(StorageError::Closed);
         }
         let log_start_offset = inner.log_start_offset.get();
-        if offset < log_start_offset || offset > inner.high_watermark.get() {
+        let durable_end = inner.durable_end.get();
+        if offset < log_start_offset || offset > durable_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start_offset,
-                high_watermark: inner.high_watermark.get(),
+                high_watermark: durable_end,
             });
         }
-        let high_watermark = inner.high_watermark.get().min(upper_offset);
+        let high_watermark = bound.min(durable_end);
         if offset >= high_watermark {
             return Ok(ReadSlice::default());
         }
@@ -479,9 +763,82 @@ impl PartitionLog {
         }
     }
 
-    /// Offsets below this are readable and durable (under the flush policy).
+    /// The high watermark: consumers read below it. The durable end while the replication
+    /// layer sets no bound (every single-replica partition), else min(bound, durable end).
     pub fn high_watermark(&self) -> i64 {
-        self.inner.high_watermark.get()
+        self.inner.visible_high_watermark()
+    }
+
+    /// Offsets below this are written and durable under the flush policy (what the high
+    /// watermark is for a single replica); appends staged past it are not yet.
+    pub fn durable_end(&self) -> i64 {
+        self.inner.durable_end.get()
+    }
+
+    /// Sets the replication layer's bound on the high watermark: `Some(hw)` (the minimum log
+    /// end over the ISR) makes the high watermark min(hw, durable end); `None` (the default)
+    /// lets it follow the durable end. Waiters (`wait_for_data`, `wait_until`) are woken
+    /// when the visible high watermark changes.
+    pub fn set_replicated_high_watermark(&self, bound: Option<i64>) {
+        let inner = &*self.inner;
+        let before = inner.visible_high_watermark();
+        inner.hw_bound.set(bound);
+        if inner.visible_high_watermark() != before {
+            inner.data_event.notify_all();
+        }
+    }
+
+    /// This replica now leads the partition in `epoch`: if `epoch` is newer than the epoch
+    /// cache's latest entry, (epoch, log_end_offset()) is added and the checkpoint written
+    /// (Kafka's maybeAssignEpochStartOffset); from then on `append` stamps `epoch` into every
+    /// batch it stages. Replica appends are never stamped.
+    pub async fn set_leader_epoch(&self, epoch: i32) -> StorageResult<()> {
+        let inner = &*self.inner;
+        if inner.closed.get() {
+            return Err(StorageError::Closed);
+        }
+        if epoch < 0 {
+            return Err(StorageError::InvalidRecord("leader epoch is negative"));
+        }
+        let changed = inner
+            .epochs
+            .borrow_mut()
+            .assign(epoch, self.log_end_offset());
+        if changed {
+            inner.persist_epochs().await?;
+        }
+        // Stamped only once the entry is durable, so no batch of the epoch is on disk before
+        // the cache knows the epoch.
+        inner.leader_epoch.set(Some(epoch));
+        Ok(())
+    }
+
+    /// The newest epoch in the leader epoch cache.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.epochs.borrow().latest_epoch()
+    }
+
+    /// OffsetsForLeaderEpoch's (epoch, end offset) for `epoch`, as Kafka's
+    /// `LeaderEpochFileCache.endOffsetFor`: for the latest epoch, (it, log_end_offset()); for
+    /// an older one, (the largest cached epoch at or below it, the start offset of the next
+    /// entry); below every cached epoch, (`epoch`, the first entry's start offset); above the
+    /// latest, -1, or an empty cache: (-1, -1) (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET).
+    pub fn epoch_end_offset(&self, epoch: i32) -> (i32, i64) {
+        self.inner
+            .epochs
+            .borrow()
+            .end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch cache's entries (epoch, start offset), oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.inner
+            .epochs
+            .borrow()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -569,7 +926,7 @@ impl PartitionLog {
 
     /// (offset, timestamp) of the batch with the largest timestamp below the high watermark.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let hw = self.inner.high_watermark.get();
+        let hw = self.inner.visible_high_watermark();
         let lso = self.inner.log_start_offset.get();
         let st = self.inner.state.borrow();
         st.segments
@@ -590,7 +947,7 @@ impl PartitionLog {
         timestamp_ms: i64,
     ) -> StorageResult<Option<(i64, i64)>> {
         let inner = &*self.inner;
-        let hw = inner.high_watermark.get();
+        let hw = inner.visible_high_watermark();
         let lso = inner.log_start_offset.get();
         let candidates: Vec<_> = {
             let st = inner.state.borrow();
@@ -651,7 +1008,7 @@ impl PartitionLog {
         inner
             .data_event
             .wait_for(|| {
-                let hw = inner.high_watermark.get();
+                let hw = inner.visible_high_watermark();
                 (hw > offset || inner.closed.get()).then_some(hw)
             })
             .await
@@ -664,7 +1021,7 @@ impl PartitionLog {
         let inner = &*self.inner;
         inner
             .data_event
-            .wait_for(|| ready(inner.high_watermark.get(), inner.closed.get()))
+            .wait_for(|| ready(inner.visible_high_watermark(), inner.closed.get()))
             .await
     }
 
@@ -677,7 +1034,7 @@ impl PartitionLog {
     /// segments entirely below it. Returns the new log start offset.
     pub async fn delete_records(&self, offset: i64) -> StorageResult<i64> {
         let inner = &*self.inner;
-        let hw = inner.high_watermark.get();
+        let hw = inner.visible_high_watermark();
         let lso = inner.log_start_offset.get();
         let offset = if offset == -1 { hw } else { offset };
         if offset < 0 || offset > hw {
@@ -695,6 +1052,7 @@ impl PartitionLog {
             .log_start_offset
             .set(offset.max(inner.log_start_offset.get()));
         self.delete_segments(|_, _| false).await?;
+        inner.epochs_follow_log_start().await?;
         Ok(inner.log_start_offset.get())
     }
 
@@ -704,20 +1062,25 @@ impl PartitionLog {
     pub async fn apply_retention(&self, now_ms: i64) -> StorageResult<usize> {
         let config = self.inner.config.get();
         let mut total: i64 = self.size_bytes() as i64;
-        self.delete_segments(|seg, _| {
-            let by_time = config.retention_ms >= 0
-                && seg.max_timestamp.0 >= 0
-                && now_ms - seg.max_timestamp.0 > config.retention_ms;
-            let by_size = config.retention_bytes >= 0
-                && total - seg.written_bytes as i64 >= config.retention_bytes;
-            if by_time || by_size {
-                total -= seg.written_bytes as i64;
-                true
-            } else {
-                false
-            }
-        })
-        .await
+        let deleted = self
+            .delete_segments(|seg, _| {
+                let by_time = config.retention_ms >= 0
+                    && seg.max_timestamp.0 >= 0
+                    && now_ms - seg.max_timestamp.0 > config.retention_ms;
+                let by_size = config.retention_bytes >= 0
+                    && total - seg.written_bytes as i64 >= config.retention_bytes;
+                if by_time || by_size {
+                    total -= seg.written_bytes as i64;
+                    true
+                } else {
+                    false
+                }
+            })
+            .await?;
+        if deleted > 0 {
+            self.inner.epochs_follow_log_start().await?;
+        }
+        Ok(deleted)
     }
 
     async fn delete_segments(

@@ -103,8 +103,10 @@ pub struct OpenPartition {
     dir: PathBuf,
     /// Offset of the newest producer state snapshot on disk (-1: none).
     snapshot_offset: Cell<i64>,
-    /// A snapshot is being written.
-    snapshot_busy: Cell<bool>,
+    /// Held while a snapshot is written (a truncation waits for it).
+    snapshot_permit: Semaphore,
+    /// Serialises replica appends (log append and producer state update) and truncations.
+    replica_permit: Semaphore,
     /// Serialises rewrites of `.txnindex` files; held while one is written.
     txn_index_permit: Semaphore,
     /// Where snapshot writes run (the shard's background queue; the current one if None).
@@ -155,7 +157,8 @@ impl OpenPartition {
             producers: RefCell::new(producers),
             dir,
             snapshot_offset: Cell::new(snapshot_offset),
-            snapshot_busy: Cell::new(false),
+            snapshot_permit: Semaphore::new(1),
+            replica_permit: Semaphore::new(1),
             txn_index_permit: Semaphore::new(1),
             background_queue,
         })
@@ -193,6 +196,122 @@ impl OpenPartition {
         let info = result?;
         self.spawn_snapshot_if_due();
         Ok(Appended::New(info))
+    }
+
+    /// Appends batches fetched from the partition's leader (a follower's append):
+    /// `PartitionLog::append_replica` (offsets and epochs kept, contiguity checked), then the
+    /// producer state updated from every batch as Kafka's follower does it: no sequence
+    /// refusals, but each producer's epoch, sequences, last offsets and open transaction are
+    /// tracked, a control batch closes its producer's transaction, and an abort goes into the
+    /// aborted list and the segment's `.txnindex` (as `write_marker` does). Read_committed
+    /// waiters are woken after a marker; a snapshot is started as after a leader's append. A
+    /// follower that becomes leader so has the idempotence and transaction state a new Kafka
+    /// leader has. Replica appends and truncations of the partition run one at a time.
+    pub async fn append_replica(
+        self: &Rc<Self>,
+        records: Bytes,
+    ) -> Result<AppendInfo, AppendError> {
+        let permit = self
+            .replica_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let info = self.log.append_replica(records.clone()).await?;
+        let mut aborted = Vec::new();
+        let mut markers = false;
+        {
+            let mut producers = self.producers.borrow_mut();
+            let mut position = 0;
+            while let Some(header) = records.get(position..).and_then(BatchHeader::view) {
+                let size = header.size_bytes() as usize;
+                markers |= header.is_control();
+                if let Some(txn) = producers.replay(header, &records[position..position + size]) {
+                    aborted.push(txn);
+                }
+                position += size;
+            }
+        }
+        if markers {
+            self.log.notify_waiters();
+        }
+        for txn in aborted {
+            if let Err(err) = self.record_aborted(txn).await {
+                // The marker is in the log; the replay at the next open rebuilds the entry.
+                warn!(dir = %self.dir.display(), %err,
+                    "could not persist an aborted transaction in the transaction index");
+            }
+        }
+        drop(permit);
+        self.spawn_snapshot_if_due();
+        Ok(info)
+    }
+
+    /// Truncates the log at `offset` (`PartitionLog::truncate_to`: whole batches from the one
+    /// holding `offset` go) and rebuilds the producer state for the new end as the open does
+    /// (`rebuild_producer_state`): snapshots above the end removed, the newest one at or below
+    /// it loaded, the batches after it replayed, aborted transactions past the end dropped (the
+    /// log rewrites the cut segment's `.txnindex`). Waits for replica appends, a snapshot
+    /// being written and `.txnindex` writes; not meant to run while the partition takes
+    /// produce requests (a follower's).
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let _replica = self
+            .replica_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let _snapshot = self
+            .snapshot_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let _txn_index = self
+            .txn_index_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        self.log.truncate_to(offset).await?;
+        let (producers, snapshot_offset) = rebuild_producer_state(&self.dir, &self.log).await?;
+        *self.producers.borrow_mut() = producers;
+        self.snapshot_offset.set(snapshot_offset);
+        self.log.notify_waiters();
+        Ok(())
+    }
+
+    /// Restarts the partition empty at `offset` (`PartitionLog::truncate_fully_and_start_at`)
+    /// with an empty producer state: every producer state snapshot is removed first (so a
+    /// crash can never reopen with a snapshot of the old log), then the log is emptied.
+    pub async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        let _replica = self
+            .replica_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let _snapshot = self
+            .snapshot_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let _txn_index = self
+            .txn_index_permit
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        for stale in snapshot_offsets(&self.dir) {
+            match std::fs::remove_file(self.dir.join(snapshot_file_name(stale))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("remove producer snapshot", e));
+                }
+                _ => {}
+            }
+        }
+        self.log.truncate_fully_and_start_at(offset).await?;
+        for stale in files_with_suffix(&self.dir, txn_index::SUFFIX) {
+            let _ = std::fs::remove_file(self.dir.join(txn_index::file_name(stale)));
+        }
+        *self.producers.borrow_mut() = ProducerStateTable::new();
+        self.snapshot_offset.set(-1);
+        self.log.notify_waiters();
+        Ok(())
     }
 
     /// Writes a transaction marker for `producer_id` (on its transaction coordinator's
@@ -268,10 +387,11 @@ impl OpenPartition {
 
     /// Writes a producer state snapshot if the log rolled since the last one (or, with
     /// `force`, if anything was appended since) and the partition is quiet: nothing staged and
-    /// no batch or marker awaiting its outcome, so the table matches exactly the offsets below
-    /// the high watermark. Cheap when not due: called after appends.
+    /// no batch or marker awaiting its outcome and no replica append or truncation running,
+    /// so the table matches exactly the offsets below the durable end. Cheap when not due:
+    /// called after appends.
     pub async fn snapshot_if_due(&self, force: bool) {
-        let offset = self.log.high_watermark();
+        let offset = self.log.durable_end();
         let last = self.snapshot_offset.get();
         let due = if force {
             offset != last
@@ -279,12 +399,15 @@ impl OpenPartition {
             self.log.active_segment_base() > last.max(0)
         };
         if !due
-            || self.snapshot_busy.get()
             || self.log.log_end_offset() != offset
             || self.txn_index_permit.available() == 0
+            || self.replica_permit.available() == 0
         {
             return;
         }
+        let Ok(_permit) = self.snapshot_permit.try_acquire_permit(1) else {
+            return;
+        };
         let bytes = {
             let producers = self.producers.borrow();
             if producers.has_pending() {
@@ -292,9 +415,7 @@ impl OpenPartition {
             }
             producers.encode_snapshot(offset)
         };
-        self.snapshot_busy.set(true);
         let written = write_file_atomic(&self.dir, &snapshot_file_name(offset), &bytes).await;
-        self.snapshot_busy.set(false);
         match written {
             Ok(()) => {
                 self.snapshot_offset.set(offset);
@@ -759,17 +880,18 @@ impl PartitionManager {
     }
 }
 
-/// Rebuilds a partition's producer state on open: the newest snapshot at or below the high
-/// watermark (snapshots above it describe data that recovery cut), the aborted transactions of
-/// the `.txnindex` files, then every batch after the snapshot replayed from the log (the whole
-/// log when there is no snapshot). Returns the table and the snapshot's offset (-1: none).
+/// Rebuilds a partition's producer state on open (and after a truncation): the newest snapshot
+/// at or below the durable end (snapshots above it describe data that recovery or a truncation
+/// cut, and are removed), the aborted transactions of the `.txnindex` files below the end, then
+/// every batch after the snapshot replayed from the log up to the durable end (the whole log
+/// when there is no snapshot). Returns the table and the snapshot's offset (-1: none).
 /// Public for the fuzz targets (`tests/fuzz`), which run it after recovering a segment.
 pub async fn rebuild_producer_state(
     dir: &Path,
     log: &PartitionLog,
 ) -> Result<(ProducerStateTable, i64), StorageError> {
     const READ_BYTES: u32 = 1024 * 1024;
-    let end = log.high_watermark();
+    let end = log.durable_end();
     let log_start = log.log_start_offset();
     let mut offsets = snapshot_offsets(dir);
     offsets.sort_unstable_by(|a, b| b.cmp(a));
@@ -804,7 +926,7 @@ pub async fn rebuild_producer_state(
     }
     let mut offset = snapshot_offset.max(log_start);
     while offset < end {
-        let bytes = log.read(offset, READ_BYTES).await?.to_vec();
+        let bytes = log.read_replica(offset, READ_BYTES).await?.to_vec();
         let mut position = 0;
         let mut advanced = false;
         while let Some(header) = BatchHeader::view(&bytes[position..]) {
@@ -813,7 +935,7 @@ pub async fn rebuild_producer_state(
                 break;
             }
             if header.last_offset() >= offset {
-                table.replay(header, &bytes[position..position + size]);
+                let _aborted = table.replay(header, &bytes[position..position + size]);
                 offset = header.last_offset() + 1;
                 advanced = true;
             }
@@ -1009,6 +1131,112 @@ mod tests {
                 );
                 p.log.close().await.unwrap();
             }
+        });
+    }
+
+    /// What a new leader needs of the producer state, comparable across tables.
+    #[allow(clippy::type_complexity)]
+    fn producer_view(
+        p: &OpenPartition,
+    ) -> (
+        Vec<crate::storage::producer_state::ProducerSummary>,
+        i64,
+        Vec<(i64, i64)>,
+        Vec<(i64, i64)>,
+    ) {
+        let producers = p.producers.borrow();
+        let mut summary = producers.describe();
+        summary.sort_by_key(|s| s.producer_id);
+        let mut last: Vec<_> = producers.last_batch_offsets().into_iter().collect();
+        last.sort_unstable();
+        (
+            summary,
+            p.last_stable_offset(),
+            producers.aborted_between(0, i64::MAX),
+            last,
+        )
+    }
+
+    /// Copies what the leader has and the follower lacks, fetch by fetch.
+    async fn replicate(leader: &Rc<OpenPartition>, follower: &Rc<OpenPartition>) {
+        let mut offset = follower.log.log_end_offset();
+        while offset < leader.log.durable_end() {
+            let chunk = leader.log.read_replica(offset, 700).await.unwrap();
+            let info = follower
+                .append_replica(Bytes::from(chunk.to_vec()))
+                .await
+                .unwrap();
+            offset = info.last_offset + 1;
+        }
+    }
+
+    #[test]
+    fn follower_producer_state_matches_the_leader() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let leader = open(&tmp.path().join("l-0"), 4096).await;
+            let follower = open(&tmp.path().join("f-0"), 4096).await;
+            leader.log.set_leader_epoch(2).await.unwrap();
+            append(&leader, batch(5, 0, 2, false)).await; // idempotent
+            append(&leader, batch(7, 0, 3, true)).await; // aborted below
+            append(&leader, batch(5, 2, 1, false)).await;
+            append(&leader, batch(8, 0, 2, true)).await; // committed below
+            replicate(&leader, &follower).await;
+            assert_eq!(producer_view(&follower), producer_view(&leader));
+            assert_eq!(
+                follower.last_stable_offset(),
+                2,
+                "producer 7's open transaction"
+            );
+            leader.write_marker(7, 0, ABORT).await.unwrap();
+            leader.write_marker(8, 0, COMMIT).await.unwrap();
+            append(&leader, batch(7, 3, 1, true)).await; // left open
+            for i in 0..20 {
+                append(&leader, batch(5, 3 + i, 1, false)).await;
+            }
+            replicate(&leader, &follower).await;
+            assert!(
+                follower.log.segment_count() > 1,
+                "rolled on the follower too"
+            );
+            assert_eq!(producer_view(&follower), producer_view(&leader));
+            assert_eq!(
+                follower.producers.borrow().aborted_between(0, i64::MAX),
+                vec![(7, 2)]
+            );
+            // The abort went into the follower's transaction index, as on the leader.
+            assert_eq!(
+                std::fs::read(follower.dir.join(txn_index::file_name(0))).unwrap(),
+                std::fs::read(leader.dir.join(txn_index::file_name(0))).unwrap()
+            );
+            // Became leader: a retry of producer 5's last batch is a duplicate, the next
+            // sequence appends, a gap is refused.
+            let last_base = leader.log.log_end_offset() - 1;
+            assert_eq!(
+                follower
+                    .append_checked(batch(5, 22, 1, false))
+                    .await
+                    .unwrap(),
+                Appended::Duplicate {
+                    base_offset: last_base
+                }
+            );
+            assert!(matches!(
+                follower.append_checked(batch(5, 30, 1, false)).await,
+                Err(AppendError::Producer(ProducerError::OutOfOrder { .. }))
+            ));
+            follower.log.set_leader_epoch(3).await.unwrap();
+            assert_eq!(
+                append(&follower, batch(5, 23, 1, false)).await,
+                last_base + 1
+            );
+            // And a reopened follower rebuilds the same state from its log.
+            let before = producer_view(&follower);
+            follower.log.close().await.unwrap();
+            let reopened = open(&tmp.path().join("f-0"), 4096).await;
+            assert_eq!(producer_view(&reopened), before);
+            reopened.log.close().await.unwrap();
+            leader.log.close().await.unwrap();
         });
     }
 

@@ -10,6 +10,7 @@
 //! `segment` (one segment, scanning, small-file I/O), `index` (offset and time index),
 //! `batch` (v2 header view, validation, patching), `records` (the records inside one batch),
 //! `cache` (ShardCache), `config`, `error`, `reserve` (the per-shard reservation budget),
+//! `epoch_cache` (the leader epoch cache and its checkpoint),
 //! `cleaner` (log compaction; its log side is `log::compact`), `compression` (batch codecs).
 //! The waiter lists woken by appends are `runtime::event`.
 
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod cleaner;
 pub mod compression;
 pub mod config;
+pub mod epoch_cache;
 pub mod error;
 mod index;
 pub mod log;

@@ -597,26 +597,27 @@ impl ProducerStateTable {
         self.aborted.drain(..keep_from);
     }
 
-    /// Rebuilds state from a batch read back from the log (recovery), in log order. `batch`
-    /// holds the whole batch (needed for control batches' markers).
-    pub fn replay(&mut self, header: &BatchHeader, batch: &[u8]) {
+    /// Applies a batch that is in the log, in log order, without checks: recovery replaying
+    /// the log, and a follower appending what its leader wrote (Kafka's follower path: no
+    /// sequence refusals, but each producer's epoch, sequences, offsets and open transaction
+    /// are tracked from the batches). `batch` holds the whole batch (needed for control
+    /// batches' markers). Returns the transaction an abort marker closed, for `.txnindex`.
+    pub fn replay(&mut self, header: &BatchHeader, batch: &[u8]) -> Option<AbortedTxn> {
         let producer_id = header.producer_id.get();
         if producer_id < 0 {
-            return;
+            return None;
         }
         let epoch = header.producer_epoch.get();
         if header.is_control() {
-            if let Some(marker) = crate::storage::batch::control_marker(batch) {
-                let timestamp = header.max_timestamp.get();
-                self.apply_marker(
-                    producer_id,
-                    epoch,
-                    marker,
-                    header.base_offset.get(),
-                    timestamp,
-                );
-            }
-            return;
+            let marker = crate::storage::batch::control_marker(batch)?;
+            let timestamp = header.max_timestamp.get();
+            return self.apply_marker(
+                producer_id,
+                epoch,
+                marker,
+                header.base_offset.get(),
+                timestamp,
+            );
         }
         let (first_seq, last_seq) = sequence_range(header);
         if !self.producers.contains_key(&producer_id) {
@@ -629,7 +630,7 @@ impl ProducerStateTable {
             }
             entry.epoch = epoch;
         } else if epoch < entry.epoch {
-            return;
+            return None;
         }
         entry.push(BatchRecord {
             first_seq,
@@ -644,6 +645,7 @@ impl ProducerStateTable {
             entry.txn_first_offset = Some(first);
             self.open_txns.insert((first, producer_id));
         }
+        None
     }
 
     /// Keeps the table bounded: past the limit, the producer that wrote least recently goes

@@ -44,12 +44,15 @@ fn grows_within(h: &BatchHeader, base: i64, next: i64) -> bool {
 /// offsets), its torn or corrupt tail cut off, its indexes rebuilt. A closed segment
 /// trusts a well-formed index and scans only from its last entry; a missing or damaged index
 /// is rebuilt by a full scan. Returns the segment and, for the last one, its partial tail page.
+/// With `epochs`, every batch a full scan keeps is also offered to the leader epoch cache
+/// (rebuilding a missing `leader-epoch-checkpoint`).
 pub(super) async fn recover_segment(
     dir: &Path,
     base: i64,
     last: bool,
     config: &LogConfig,
     reserve_budget: Option<&Rc<ReserveBudget>>,
+    mut epochs: Option<&mut EpochCache>,
 ) -> StorageResult<(Segment, Option<TailPage>)> {
     let path = segment_path(dir, base, "log");
     let file = open_log_file(&path, false).await?;
@@ -139,6 +142,9 @@ pub(super) async fn recover_segment(
         let (end, why) = scan(&file, 0, file_size, None, |pos, h, _| {
             if !grows_within(h, base, s.next_offset) {
                 return false;
+            }
+            if let Some(cache) = epochs.as_deref_mut() {
+                cache.assign(h.partition_leader_epoch.get(), h.base_offset.get());
             }
             s.track_batch(
                 pos,
@@ -240,4 +246,17 @@ pub(super) async fn recover_segment(
     }
     seg.file = Some(Rc::new(file));
     Ok((seg, tail))
+}
+
+/// The leader epoch and base offset of the first batch of a segment file (one page read), if
+/// it starts with a well-formed v2 header: what a missing `leader-epoch-checkpoint` is
+/// rebuilt from for a closed segment.
+pub(super) async fn first_batch_epoch(file: &glommio::io::DmaFile) -> Option<(i32, i64)> {
+    let page = file
+        .read_at_aligned(0, STORAGE_IO_ALIGNMENT_BYTES as usize)
+        .await
+        .ok()?;
+    let h = BatchHeader::view(&page)?;
+    (h.magic == 2 && h.size_bytes() >= BATCH_HEADER_BYTES as i64)
+        .then(|| (h.partition_leader_epoch.get(), h.base_offset.get()))
 }

@@ -34,8 +34,9 @@ fn settle_grant(seg: &mut Segment) {
 }
 
 impl LogInner {
-    /// Assigns offsets and copies the batches into the staging buffer. No await: this runs in
-    /// the append's first poll, which fixes the order of appends.
+    /// Assigns offsets (a leader append; a replica append keeps them, `StageMode`) and copies
+    /// the batches into the staging buffer. No await: this runs in the append's first poll,
+    /// which fixes the order of appends.
     pub(super) fn stage(
         &self,
         st: &mut LogState,
@@ -43,7 +44,14 @@ impl LogInner {
         config: &LogConfig,
         offset_count: i64,
         max_timestamp_ms: i64,
+        mode: StageMode,
     ) -> StorageResult<(AppendInfo, Outcome)> {
+        let replica = matches!(mode, StageMode::Replica { .. });
+        // Where the batches start and end (offsets) once staged.
+        let (first_offset_in, end_offset_in) = match mode {
+            StageMode::Leader { .. } => (st.next_offset, st.next_offset + offset_count),
+            StageMode::Replica { first, end } => (first, end),
+        };
         let total = records.len();
         if st.staged_bytes + total as u64 > STORAGE_STAGED_BYTES_MAX {
             return Err(StorageError::Overloaded {
@@ -55,7 +63,7 @@ impl LogInner {
         // incoming batch's timestamp minus the first batch's, or wall time since creation.
         {
             let (_, active) = st.segments.last_key_value().expect("active segment");
-            let incoming_ms = if config.timestamp_type == TimestampType::LogAppendTime {
+            let incoming_ms = if config.timestamp_type == TimestampType::LogAppendTime && !replica {
                 now
             } else {
                 max_timestamp_ms
@@ -67,7 +75,7 @@ impl LogInner {
             let need_roll = active.size_bytes > 0
                 && (active.size_bytes + total as u64 > config.segment_bytes
                     || age_ms > config.segment_ms as i64
-                    || st.next_offset + offset_count - active.base_offset > u32::MAX as i64);
+                    || end_offset_in - 1 - active.base_offset > u32::MAX as i64);
             if need_roll {
                 if let Some(s) = st.staging.take()
                     && s.has_data()
@@ -80,7 +88,8 @@ impl LogInner {
                 // budget (the file is cut to its size when the segment is finalized).
                 active.grant = None;
                 active.seal_time_index();
-                let base = st.next_offset;
+                // A replica's new segment is named by its first batch, as the leader's is.
+                let base = first_offset_in;
                 st.segments.insert(base, Segment::new(base));
             }
         }
@@ -153,17 +162,36 @@ impl LogInner {
         let segment_position = seg.size_bytes;
         let dst = &mut s.buf.as_bytes_mut()[s.len..s.len + total];
         dst.copy_from_slice(records);
-        let first_offset = seg.next_offset;
+        let first_offset = if replica {
+            first_offset_in
+        } else {
+            seg.next_offset
+        };
         let mut offset = first_offset;
         let mut position = 0usize;
-        let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
+        let log_append_time = config.timestamp_type == TimestampType::LogAppendTime && !replica;
+        let stamp_epoch = match mode {
+            StageMode::Leader { leader_epoch } => leader_epoch,
+            StageMode::Replica { .. } => None,
+        };
+        let mut first_max_ts = None;
         while position < total {
             let h = BatchHeader::view(&dst[position..]).expect("validated");
             let size = h.size_bytes() as usize;
+            if replica {
+                // Kept as the leader wrote it (checked to grow by `append_replica`).
+                offset = h.base_offset.get();
+            }
             let last = offset + h.last_offset_delta.get() as i64;
             let mut max_ts = h.max_timestamp.get();
+            first_max_ts.get_or_insert(max_ts);
             let batch = &mut dst[position..position + size];
-            batch::patch_base_offset(batch, offset);
+            if !replica {
+                batch::patch_base_offset(batch, offset);
+            }
+            if let Some(epoch) = stamp_epoch {
+                batch::patch_leader_epoch(batch, epoch);
+            }
             let patched = if log_append_time {
                 max_ts = now;
                 Some((now, batch::patch_log_append_time(batch, now)))
@@ -183,11 +211,13 @@ impl LogInner {
                 offset,
                 last,
                 records.slice(position..position + size),
+                stamp_epoch,
                 patched,
             );
             offset = last + 1;
             position += size;
         }
+        debug_assert!(!replica || offset == end_offset_in);
         s.len += total;
         s.dirty = true;
         s.end_offset = offset;
@@ -198,7 +228,13 @@ impl LogInner {
             AppendInfo {
                 base_offset: first_offset,
                 last_offset: offset - 1,
-                log_append_time_ms: if log_append_time { now } else { -1 },
+                log_append_time_ms: if log_append_time {
+                    now
+                } else if replica && config.timestamp_type == TimestampType::LogAppendTime {
+                    first_max_ts.unwrap_or(-1)
+                } else {
+                    -1
+                },
                 log_start_offset: self.log_start_offset.get(),
             },
             outcome,
@@ -386,11 +422,8 @@ impl LogInner {
                     let follows_roll = st.segments.len() > 1;
                     let seg = st.segments.get_mut(&segment_base).expect("segment");
                     seg.written_bytes = end.0;
-                    assert!(
-                        end.1 > self.high_watermark.get(),
-                        "high watermark only grows"
-                    );
-                    self.high_watermark.set(end.1);
+                    assert!(end.1 > self.durable_end.get(), "durable end only grows");
+                    self.durable_end.set(end.1);
                     if !seg.reserving {
                         settle_grant(seg);
                     }
@@ -656,7 +689,7 @@ impl LogInner {
     }
 
     /// A write or sync failed: fail every staged append and return to the last durable state
-    /// (`mark`, the state when the group's first staging began, which is the high watermark).
+    /// (`mark`, the state when the group's first staging began, which is the durable end).
     fn rollback(
         &self,
         segment_base: i64,
@@ -674,10 +707,10 @@ impl LogInner {
         for s in &discarded {
             *s.outcome.borrow_mut() = Some(Err(error.clone()));
         }
-        let hw = self.high_watermark.get();
+        let hw = self.durable_end.get();
         assert_eq!(
             mark.next_offset, hw,
-            "a failed flush starts at the high watermark"
+            "a failed flush starts at the durable end"
         );
         let newer: Vec<i64> = st
             .segments

@@ -1,0 +1,279 @@
+//! Tests of the replication hooks: the high watermark bound, replica appends, leader epochs
+//! and truncation.
+
+use super::*;
+use crate::storage::batch::build_test_batch;
+
+fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("join");
+}
+
+fn env(cache_bytes: usize) -> LogEnv {
+    LogEnv {
+        cache: Rc::new(ShardCache::new(cache_bytes)),
+        background_queue: None,
+        reserve_space: true,
+        reserve_budget: ReserveBudget::new(u64::MAX),
+    }
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
+}
+
+/// Every batch of the log, as stored, from the log start to the durable end.
+async fn all_batches(log: &PartitionLog) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.durable_end() {
+        let bytes = log.read_replica(offset, 1 << 20).await.unwrap().to_vec();
+        if bytes.is_empty() {
+            break;
+        }
+        let mut at = 0;
+        while let Some(h) = BatchHeader::view(&bytes[at..]) {
+            let size = h.size_bytes() as usize;
+            offset = h.last_offset() + 1;
+            out.push(bytes[at..at + size].to_vec());
+            at += size;
+        }
+    }
+    out
+}
+
+fn epoch_of(batch: &[u8]) -> i32 {
+    BatchHeader::view(batch)
+        .unwrap()
+        .partition_leader_epoch
+        .get()
+}
+
+#[test]
+fn high_watermark_bound_limits_reads_and_wakes_waiters() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Rc::new(
+            PartitionLog::open_with(&dir.path().join("t-0"), small_config(), env(1 << 20))
+                .await
+                .unwrap(),
+        );
+        for i in 0..5 {
+            log.append(Bytes::from(build_test_batch(2, 50, i, 1)))
+                .await
+                .unwrap();
+        }
+        assert_eq!((log.high_watermark(), log.durable_end()), (10, 10));
+        log.set_replicated_high_watermark(Some(4));
+        assert_eq!((log.high_watermark(), log.durable_end()), (4, 10));
+        // Consumers read below the high watermark; between it and the durable end the answer
+        // is empty; past the durable end it is out of range.
+        let below = log.read(0, u32::MAX).await.unwrap().to_vec();
+        assert_eq!(last_offset_read(&[Bytes::from(below)]), Some(3));
+        assert!(log.read(4, 1000).await.unwrap().is_empty());
+        assert!(log.read(10, 1000).await.unwrap().is_empty());
+        assert!(matches!(
+            log.read(11, 1000).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        // A follower reads to the durable end.
+        let replica = log.read_replica(4, u32::MAX).await.unwrap().to_vec();
+        assert_eq!(last_offset_read(&[Bytes::from(replica)]), Some(9));
+
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_for_data(5).await })
+        };
+        let until = {
+            let log = log.clone();
+            glommio::spawn_local(
+                async move { log.wait_until(|hw, _| (hw >= 8).then_some(hw)).await },
+            )
+        };
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        log.set_replicated_high_watermark(Some(6));
+        assert_eq!(waiter.await, 6, "woken by the bound moving past the offset");
+        log.set_replicated_high_watermark(Some(8));
+        assert_eq!(until.await, 8);
+        // A bound above the durable end: the durable end.
+        log.set_replicated_high_watermark(Some(100));
+        assert_eq!(log.high_watermark(), 10);
+        // While the bound holds, an append moves the durable end but not the high watermark.
+        log.set_replicated_high_watermark(Some(10));
+        log.append(Bytes::from(build_test_batch(1, 50, 9, 1)))
+            .await
+            .unwrap();
+        assert_eq!((log.high_watermark(), log.durable_end()), (10, 11));
+        log.set_replicated_high_watermark(None);
+        assert_eq!(log.high_watermark(), 11);
+        let log = Rc::try_unwrap(log).unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn replica_appends_keep_offsets_epochs_and_times() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..small_config()
+        };
+        let leader = PartitionLog::open_with(&dir.path().join("l-0"), config, env(1 << 20))
+            .await
+            .unwrap();
+        // Before any leader epoch, the field is left as the producer wrote it.
+        let mut unstamped = build_test_batch(1, 30, 1, 1);
+        batch::patch_leader_epoch(&mut unstamped, -1);
+        leader.append(Bytes::from(unstamped)).await.unwrap();
+        assert_eq!(epoch_of(&all_batches(&leader).await[0]), -1);
+        assert_eq!(leader.latest_epoch(), None);
+        leader.set_leader_epoch(3).await.unwrap();
+        for i in 0..30 {
+            leader
+                .append(Bytes::from(build_test_batch(3, 200, i, i as u8)))
+                .await
+                .unwrap();
+        }
+        leader.set_leader_epoch(5).await.unwrap();
+        for i in 0..10 {
+            leader
+                .append(Bytes::from(build_test_batch(2, 200, i, i as u8)))
+                .await
+                .unwrap();
+        }
+        assert!(leader.segment_count() > 1);
+        assert_eq!(leader.epoch_entries(), vec![(3, 1), (5, 91)]);
+        let stored = all_batches(&leader).await;
+        assert!(stored[1..31].iter().all(|b| epoch_of(b) == 3));
+        assert!(stored[31..].iter().all(|b| epoch_of(b) == 5));
+        // From the cache too (it patches a header copy).
+        let cached = leader.read(91, 1).await.unwrap();
+        assert_eq!(cached.chunks.len(), 2, "served from the cache");
+        assert_eq!(epoch_of(&cached.to_vec()), 5);
+
+        let path = dir.path().join("f-0");
+        let follower = PartitionLog::open_with(&path, config, env(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(
+            follower
+                .append_replica(Bytes::new())
+                .await
+                .unwrap()
+                .base_offset,
+            0,
+            "empty: a no-op"
+        );
+        assert_eq!(follower.log_end_offset(), 0);
+        // Fetched in a few pieces, as a follower does.
+        let mut offset = 0;
+        while offset < leader.durable_end() {
+            let chunk = leader.read_replica(offset, 4000).await.unwrap().to_vec();
+            let info = follower.append_replica(Bytes::from(chunk)).await.unwrap();
+            assert_eq!(info.base_offset, offset);
+            offset = info.last_offset + 1;
+        }
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(all_batches(&follower).await, stored, "byte for byte");
+        assert_eq!(follower.epoch_entries(), vec![(3, 1), (5, 91)]);
+
+        // A gap or an overlap is refused and nothing is staged.
+        let end = follower.log_end_offset();
+        let again = leader.read_replica(90, 1).await.unwrap().to_vec();
+        let err = follower
+            .append_replica(Bytes::from(again))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::NonContiguous { expected, got: 88 } if expected == end),
+            "{err}"
+        );
+        let mut backwards = stored[40].clone();
+        backwards.extend_from_slice(&stored[39]);
+        let mut ahead = backwards.clone();
+        batch::patch_base_offset(&mut ahead[..], end + 10);
+        let err = follower
+            .append_replica(Bytes::from(ahead))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::NonContiguous { .. }), "{err}");
+        let mut corrupt = stored[40].clone();
+        batch::patch_base_offset(&mut corrupt, end);
+        *corrupt.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            follower.append_replica(Bytes::from(corrupt)).await,
+            Err(StorageError::CorruptMessage(_))
+        ));
+        assert_eq!(follower.log_end_offset(), end);
+        assert_eq!(follower.durable_end(), end);
+        follower.close().await.unwrap();
+
+        // The epoch checkpoint is Kafka's text; both survive a reopen.
+        let text = std::fs::read_to_string(path.join("leader-epoch-checkpoint")).unwrap();
+        assert_eq!(text, "0\n2\n3 1\n5 91\n");
+        let follower = PartitionLog::open_with(&path, config, env(0))
+            .await
+            .unwrap();
+        assert_eq!(all_batches(&follower).await, stored);
+        assert_eq!(follower.epoch_entries(), vec![(3, 1), (5, 91)]);
+        assert_eq!(follower.epoch_end_offset(3), (3, 91));
+        assert_eq!(follower.epoch_end_offset(4), (3, 91));
+        assert_eq!(follower.epoch_end_offset(5), (5, end));
+        assert_eq!(follower.epoch_end_offset(6), (-1, -1));
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_replica_write_stages_nothing_and_forgets_its_epoch() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = PartitionLog::open_with(&dir.path().join("l-0"), small_config(), env(0))
+            .await
+            .unwrap();
+        leader.set_leader_epoch(1).await.unwrap();
+        leader
+            .append(Bytes::from(build_test_batch(2, 10, 1, 1)))
+            .await
+            .unwrap();
+        leader.set_leader_epoch(2).await.unwrap();
+        leader
+            .append(Bytes::from(build_test_batch(2, 10, 1, 1)))
+            .await
+            .unwrap();
+        let follower = PartitionLog::open_with(&dir.path().join("f-0"), small_config(), env(0))
+            .await
+            .unwrap();
+        let first = leader.read_replica(0, 1).await.unwrap();
+        follower
+            .append_replica(Bytes::from(first.to_vec()))
+            .await
+            .unwrap();
+        follower.inject_write_faults(1);
+        let second = leader.read_replica(2, 1).await.unwrap();
+        let err = follower
+            .append_replica(Bytes::from(second.to_vec()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        assert_eq!(follower.log_end_offset(), 2);
+        assert_eq!(follower.epoch_entries(), vec![(1, 0)]);
+        follower
+            .append_replica(Bytes::from(second.to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(follower.epoch_entries(), vec![(1, 0), (2, 2)]);
+        assert_eq!(all_batches(&follower).await, all_batches(&leader).await);
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
