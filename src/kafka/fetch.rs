@@ -377,9 +377,7 @@ fn plan(
         }
         let (_, may_read, count) = checked.as_ref().expect("checked");
         let p = w.params;
-        let refused = if follower_refused {
-            Some(ResponseError::TopicAuthorizationFailed.code())
-        } else if !may_read && replica.is_none() {
+        let refused = if follower_refused || (!may_read && replica.is_none()) {
             Some(ResponseError::TopicAuthorizationFailed.code())
         } else if !count.is_some_and(|c| (0..c).contains(&w.key.partition)) {
             Some(ResponseError::UnknownTopicOrPartition.code())

@@ -145,7 +145,7 @@ impl BrokerClient {
         let payload = match glommio::timer::timeout(deadline, async {
             exchange
                 .await
-                .map_err(|e| glommio::GlommioError::IoError(e))
+                .map_err(glommio::GlommioError::IoError)
         })
         .await
         {

@@ -97,7 +97,9 @@ impl Fetcher {
         });
         let task = run(host.clone(), Rc::downgrade(&fetcher));
         match glommio::spawn_local_into(task, host.background_queue()) {
-            Ok(task) => task.detach(),
+            Ok(task) => {
+                task.detach();
+            }
             Err(err) => warn!(leader, %err, "cannot start the replica fetcher"),
         }
         info!(leader, "replica fetcher started");

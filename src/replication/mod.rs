@@ -302,7 +302,7 @@ impl ReplicaManager {
         &self,
         host: &Rc<H>,
         replica: &Rc<Replica>,
-        state: &crate::metadata::PartitionState,
+        state: &crate::metadata::image::PartitionState,
     ) {
         let me = self.me;
         let log = &replica.open.log;
@@ -522,6 +522,7 @@ fn propose_isr<H: ReplicationHost>(host: &Rc<H>, replica: Rc<Replica>, isr: Vec<
     };
     info!(topic = %replica.topic, partition = replica.partition, from = ?current, to = ?isr,
         leader_epoch, partition_epoch, "proposing an ISR change");
+    let queue = host.background_queue();
     let host = host.clone();
     let task = async move {
         let me = host.replication().me;
@@ -556,7 +557,7 @@ fn propose_isr<H: ReplicationHost>(host: &Rc<H>, replica: Rc<Replica>, isr: Vec<
         manager.update_high_watermark(&replica);
         replica.open.log.notify_waiters();
     };
-    if let Ok(task) = glommio::spawn_local_into(task, host.background_queue()) {
+    if let Ok(task) = glommio::spawn_local_into(task, queue) {
         task.detach();
     }
 }
