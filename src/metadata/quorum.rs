@@ -427,8 +427,10 @@ mod tests {
             for state in &topic.placement {
                 assert_eq!(state.replicas.len(), 3);
                 if state.replicas[0] == 2 {
-                    // Its only in-sync replica was fenced: no leader, a new leader epoch.
-                    assert_eq!((state.leader, state.leader_epoch), (-1, 1));
+                    // Its leader was fenced: the next in-sync replica in replica order leads,
+                    // at a new leader epoch, and the fenced broker leaves the ISR.
+                    assert_eq!((state.leader, state.leader_epoch), (state.replicas[1], 1));
+                    assert!(!state.isr.contains(&2), "{state:?}");
                 } else {
                     assert_eq!((state.leader, state.leader_epoch), (state.replicas[0], 0));
                 }
