@@ -102,6 +102,12 @@ struct Args {
     topics: usize,
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// Replicas of each topic created (needs as many brokers: a cluster, `--bootstrap`).
+    #[arg(long, default_value_t = 1)]
+    replication_factor: i32,
+    /// `min.insync.replicas` of each topic created (default: the broker's).
+    #[arg(long)]
+    min_insync_replicas: Option<u32>,
     /// Message value size in bytes (at least 8: the send timestamp).
     #[arg(long, default_value_t = 1024)]
     message_size: usize,
@@ -424,14 +430,25 @@ fn block<F: std::future::Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
 }
 
-fn create_topics(bootstrap: &str, names: &[String], partitions: i32) {
+fn create_topics(bootstrap: &str, names: &[String], args: &Args) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
+    let min_insync = args.min_insync_replicas.map(|n| n.to_string());
     let new: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            let topic = NewTopic::new(
+                n,
+                args.partitions,
+                TopicReplication::Fixed(args.replication_factor),
+            );
+            match &min_insync {
+                Some(value) => topic.set("min.insync.replicas", value),
+                None => topic,
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in block(admin.create_topics(&new, &options)).expect("CreateTopics") {
@@ -733,7 +750,7 @@ fn run_once(args: &Args, target: &Target, rate: f64, label: &str) -> RunResult {
     let topics: Vec<String> = (0..args.topics)
         .map(|t| format!("loadgen-{}-{seq}-{t}", std::process::id()))
         .collect();
-    create_topics(&target.bootstrap, &topics, args.partitions);
+    create_topics(&target.bootstrap, &topics, args);
     let stats = Arc::new(Stats::new());
     let stop = Arc::new(AtomicBool::new(false));
     let produced_total = Arc::new(AtomicU64::new(0));
@@ -1258,7 +1275,7 @@ fn catchup(args: &Args, target: &Target, mb: f64) -> serde_json::Value {
     let topics: Vec<String> = (0..args.topics)
         .map(|t| format!("loadgen-catchup-{}-{seq}-{t}", std::process::id()))
         .collect();
-    create_topics(&target.bootstrap, &topics, args.partitions);
+    create_topics(&target.bootstrap, &topics, args);
     let total = (mb * 1e6 / args.message_size as f64) as u64;
     let stats = Arc::new(Stats::new());
     let producer: ThreadedProducer<Delivery> = producer_config(args, &target.bootstrap)

@@ -212,6 +212,7 @@ impl ShardContext {
             cache_bytes: cache.bytes() as u64,
             groups: self.groups.group_count() as u64,
             segment_reserved_bytes: self.partitions.reserved_bytes(),
+            replication: self.replication.gauges(),
         });
         snapshot.cross_shard_calls = self.router.remote_calls();
         snapshot

@@ -184,6 +184,24 @@ pub struct SnapshotGauges {
     pub groups: u64,
     /// File space the shard's active segments hold reserved ahead of their tails.
     pub segment_reserved_bytes: u64,
+    /// Replication: partitions this shard leads, those whose ISR lacks a replica, and those
+    /// whose ISR is below `min.insync.replicas`; ISR shrinks and expansions committed.
+    pub replication: ReplicationGauges,
+}
+
+/// A shard's replication numbers (all zero on a lone node).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicationGauges {
+    /// Partitions led here.
+    pub leader_partitions: u64,
+    /// Led partitions with fewer in-sync replicas than replicas.
+    pub under_replicated_partitions: u64,
+    /// Led partitions whose ISR is below `min.insync.replicas`.
+    pub under_min_isr_partitions: u64,
+    /// ISR shrinks committed for partitions led here.
+    pub isr_shrinks: u64,
+    /// ISR expansions committed for partitions led here.
+    pub isr_expands: u64,
 }
 
 /// Quantiles of a latency histogram, in microseconds.
@@ -345,6 +363,41 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         "File space active segments hold reserved ahead of their tails (log.segment.reserve.budget.bytes bounds it per shard).",
         "gauge",
         &|s| s.gauges.segment_reserved_bytes,
+    );
+    counter(
+        &mut out,
+        "ringbroker_leader_partitions",
+        "Partitions this broker leads (Kafka's LeaderCount).",
+        "gauge",
+        &|s| s.gauges.replication.leader_partitions,
+    );
+    counter(
+        &mut out,
+        "ringbroker_under_replicated_partitions",
+        "Partitions led here whose ISR lacks a replica (Kafka's UnderReplicatedPartitions).",
+        "gauge",
+        &|s| s.gauges.replication.under_replicated_partitions,
+    );
+    counter(
+        &mut out,
+        "ringbroker_under_min_isr_partitions",
+        "Partitions led here whose ISR is below min.insync.replicas (Kafka's UnderMinIsrPartitionCount).",
+        "gauge",
+        &|s| s.gauges.replication.under_min_isr_partitions,
+    );
+    counter(
+        &mut out,
+        "ringbroker_isr_shrinks_total",
+        "ISR shrinks committed for partitions led here.",
+        "counter",
+        &|s| s.gauges.replication.isr_shrinks,
+    );
+    counter(
+        &mut out,
+        "ringbroker_isr_expands_total",
+        "ISR expansions committed for partitions led here.",
+        "counter",
+        &|s| s.gauges.replication.isr_expands,
     );
     counter(
         &mut out,

@@ -30,7 +30,7 @@ pub mod client;
 pub mod follower;
 pub mod leader;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
@@ -168,6 +168,8 @@ pub struct ReplicaManager {
     settings: ReplicationSettings,
     replicas: RefCell<HashMap<(String, i32), Rc<Replica>>>,
     fetchers: RefCell<BTreeMap<i32, Rc<Fetcher>>>,
+    isr_shrinks: Cell<u64>,
+    isr_expands: Cell<u64>,
 }
 
 impl ReplicaManager {
@@ -178,7 +180,30 @@ impl ReplicaManager {
             settings,
             replicas: RefCell::default(),
             fetchers: RefCell::default(),
+            isr_shrinks: Cell::new(0),
+            isr_expands: Cell::new(0),
         }
+    }
+
+    /// The shard's replication gauges, for a metrics scrape.
+    pub fn gauges(&self) -> crate::metrics::ReplicationGauges {
+        let mut gauges = crate::metrics::ReplicationGauges {
+            isr_shrinks: self.isr_shrinks.get(),
+            isr_expands: self.isr_expands.get(),
+            ..Default::default()
+        };
+        for replica in self.replicas.borrow().values() {
+            if let Role::Leader(state) = &*replica.role.borrow() {
+                gauges.leader_partitions += 1;
+                if state.isr.len() < state.replicas.len() {
+                    gauges.under_replicated_partitions += 1;
+                }
+                if state.isr.len() < state.min_insync {
+                    gauges.under_min_isr_partitions += 1;
+                }
+            }
+        }
+        gauges
     }
 
     /// The settings.
@@ -540,6 +565,14 @@ fn propose_isr<H: ReplicationHost>(host: &Rc<H>, replica: Rc<Replica>, isr: Vec<
         let manager = host.replication();
         match answer {
             Ok(state) => {
+                let counter = if state.isr.len() < current.len() {
+                    &manager.isr_shrinks
+                } else {
+                    &manager.isr_expands
+                };
+                counter.set(counter.get() + 1);
+                info!(topic = %replica.topic, partition = replica.partition, isr = ?state.isr,
+                    partition_epoch = state.partition_epoch, "ISR changed");
                 if let Role::Leader(leader) = &mut *replica.role.borrow_mut()
                     && leader.leader_epoch == leader_epoch
                 {
