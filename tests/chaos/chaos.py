@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checker  # noqa: E402
 import infra  # noqa: E402
 from kafka_raw import describe_quorum  # noqa: E402
+from workload import parse_value  # noqa: E402
 
 NODES = (1, 2, 3)
 CLIENT_PORT = 9092
@@ -140,6 +141,7 @@ class Cluster:
             "group.initial.rebalance.delay.ms=0",
             f"default.replication.factor={self.settings['rf']}",
             f"min.insync.replicas={self.settings['min_isr']}",
+            f"log.segment.reserve.budget.bytes={self.settings['reserve_budget']}",
         ]
         with open(self.props_path(n), "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -227,7 +229,7 @@ class Cluster:
 
 def partition_leader(bootstrap, topic, partition):
     from confluent_kafka.admin import AdminClient
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 4})
     try:
         md = admin.list_topics(topic, timeout=3)
         leader = md.topics[topic].partitions[partition].leader
@@ -266,7 +268,8 @@ class Run:
         cmd = [sys.executable, os.path.join(HERE, "workload.py"), role,
                "--bootstrap", self.cluster.bootstrap(), "--topic", self.topic, "--out", path,
                "--run", f"s{self.seed}", "--group", self.group,
-               "--partitions", str(self.args.partitions)] + list(extra)
+               "--partitions", str(self.args.partitions),
+               "--value-bytes", str(self.args.value_bytes)] + list(extra)
         err = open(os.path.join(self.out, f"{name}.stderr"), "wb")
         proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -391,7 +394,7 @@ class Run:
         from confluent_kafka import ConsumerGroupTopicPartitions, Producer
         from confluent_kafka.admin import AdminClient
         admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap(),
-                             "socket.timeout.ms": 2000})
+                             "socket.timeout.ms": 2000, "log_level": 4})
         try:
             md = admin.list_topics(self.topic, timeout=3)
         except Exception as err:  # noqa: BLE001
@@ -456,6 +459,7 @@ class Run:
                              "enable.partition.eof": True})
         partitions = {}
         hws = {}
+        corrupt = []
         try:
             for p in range(self.args.partitions):
                 _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p),
@@ -477,7 +481,10 @@ class Run:
                         continue
                     log(f"final read: {msg.error()}")
                     continue
-                partitions[msg.partition()].append([msg.offset(), msg.value().decode()])
+                payload, intact = parse_value(msg.value(), self.args.value_bytes)
+                if not intact:
+                    corrupt.append([msg.partition(), msg.offset(), payload])
+                partitions[msg.partition()].append([msg.offset(), payload])
                 if msg.offset() + 1 >= hws[msg.partition()]:
                     done.add(msg.partition())
             if len(done) < len(hws):
@@ -486,7 +493,7 @@ class Run:
         finally:
             consumer.close()
         return {"partitions": partitions, "high_watermarks": hws, "committed": committed,
-                "committed_at": committed_at}
+                "committed_at": committed_at, "corrupt": corrupt}
 
     # The run ---------------------------------------------------------------------------------
 
@@ -573,6 +580,11 @@ def parse_args():
     p.add_argument("--rf", type=int, default=3, help="replication factor of the topic")
     p.add_argument("--min-isr", type=int, default=2, help="min.insync.replicas of the topic")
     p.add_argument("--producers", type=int, default=2)
+    p.add_argument("--value-bytes", type=int, default=256,
+                   help="message size: the unique payload id, then filler the readers check")
+    p.add_argument("--reserve-budget", type=int, default=0,
+                   help="the nodes' log.segment.reserve.budget.bytes (default 0: segments "
+                        "reserve no space ahead, so that disk-full bites at once)")
     p.add_argument("--rate", type=float, default=100.0, help="messages/s per producer")
     p.add_argument("--serve-bound", type=float, default=30.0,
                    help="seconds the cluster may take to serve again after the last heal")
@@ -620,7 +632,8 @@ def main():
         return 2
     run_id = infra.FAMILY + os.urandom(2).hex()
     hosts = infra.Infra(run_id, NODES, args.disk_mb, log)
-    cluster = Cluster(hosts, args.broker_bin, None, {"rf": args.rf, "min_isr": args.min_isr})
+    cluster = Cluster(hosts, args.broker_bin, None, {"rf": args.rf, "min_isr": args.min_isr,
+                                                       "reserve_budget": args.reserve_budget})
     cleaned = []
 
     def cleanup():

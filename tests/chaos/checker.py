@@ -15,7 +15,9 @@ Files in a run directory:
 What is checked (a message is identified by its unique payload "<run>:<producer>:<seq>"):
   lost        an acknowledged message absent from the final read
   duplicated  a message present more than once in the final read
-  violations  an acknowledged message found at another offset than its ack named; two
+  violations  a value whose bytes differ from what was written (in a consumer's read or the
+              final read: the filler after the payload id is derived from the id); an
+              acknowledged message found at another offset than its ack named; two
               acknowledgements of one offset; per producer and partition, acknowledged
               offsets not increasing with the sequence number, or the final log holding one
               producer's messages out of sequence order; a consumer read of an offset the final
@@ -89,6 +91,10 @@ def check(run_dir, min_acked_per_partition=1):
         for o, v in recs:
             where[v].append((p, o))
 
+    for p, o, v in final.get("corrupt", []):
+        violations.add("corrupt value", f"the final read of {p}@{o} ({v}) has bytes other "
+                       "than written")
+
     # -- producers ---------------------------------------------------------------------------
     sent = set()
     acks = []  # (producer file, gen, seq, p, o, payload)
@@ -146,6 +152,9 @@ def check(run_dir, min_acked_per_partition=1):
         for ev in _events(path):
             if ev["ev"] == "read":
                 reads += 1
+                if ev.get("corrupt"):
+                    violations.add("corrupt value", f"{name} read {ev['p']}@{ev['o']} "
+                                   f"({ev['v']}) with bytes other than written")
                 p, o, v = ev["p"], ev["o"], ev["v"]
                 have = at_offset.get(p, {}).get(o)
                 if v not in sent and not v.startswith("probe:"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The checker against hand-made histories: a clean one passes, and each kind of anomaly it
-claims to find (loss, duplicate, reordering, a read that vanished, an offset moved, committed
+claims to find (loss, duplicate, reordering, a read that vanished, an offset moved, a corrupt value, committed
 offsets going backwards or lost, no progress, no service) is found.
 `python3 -m unittest tests/chaos/test_checker.py` (no cluster, no root)."""
 
@@ -139,6 +139,11 @@ class CheckerTest(unittest.TestCase):
         self.h.final[2] = []
         self.assertTrue(any("partition 2: 0 acknowledged" in v
                             for v in self.h.write()["examples"]))
+
+    def test_corrupt_value(self):
+        self.h.consumer.append({"ev": "read", "p": 0, "o": 0, "v": "s1:p0:0", "t": 1.0,
+                                "corrupt": True})
+        self.assertTrue(any(v.startswith("corrupt value:") for v in self.h.write()["examples"]))
 
     def test_not_serving(self):
         self.h.serve = {"ok": False, "seconds": None, "bound": 30, "why": "no leader"}

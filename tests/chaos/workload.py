@@ -15,12 +15,32 @@ are ordered by them (to within the clock's resolution).
 """
 
 import argparse
+import hashlib
 import json
 import signal
 import sys
 import time
 
 stopping = False
+
+
+def make_value(payload, size):
+    """The message value: the payload id, then '|' and filler derived from the id up to size
+    bytes (nothing when size leaves no room), so that any changed byte is detectable."""
+    head = payload.encode()
+    if size <= len(head) + 1:
+        return head
+    filler = hashlib.sha256(head).hexdigest().encode()
+    room = size - len(head) - 1
+    return head + b"|" + (filler * (room // len(filler) + 1))[:room]
+
+
+def parse_value(raw, size):
+    """(payload id, intact) of a value make_value wrote; probes carry no filler."""
+    payload = raw.split(b"|", 1)[0].decode(errors="replace")
+    if payload.startswith("probe:"):
+        return payload, True
+    return payload, raw == make_value(payload, size)
 
 
 def _stop(_signum, _frame):
@@ -70,10 +90,11 @@ def produce(args, hist):
         seq = int(msg.headers()[0][1].decode()) if msg.headers() else -1
         if err is None:
             hist.write(ev="ack", seq=seq, p=msg.partition(), o=msg.offset(),
-                       v=msg.value().decode(), gen=generation[0])
+                       v=parse_value(msg.value(), args.value_bytes)[0], gen=generation[0])
         else:
-            hist.write(ev="fail", seq=seq, p=msg.partition(), v=msg.value().decode(),
-                       err=str(err), gen=generation[0])
+            hist.write(ev="fail", seq=seq, p=msg.partition(),
+                       v=parse_value(msg.value(), args.value_bytes)[0], err=str(err),
+                       gen=generation[0])
 
     producer = Producer(conf)
     seq = 0
@@ -90,7 +111,8 @@ def produce(args, hist):
         partition = seq % args.partitions
         payload = f"{args.run}:{args.id}:{seq}"
         try:
-            producer.produce(args.topic, value=payload.encode(), partition=partition,
+            producer.produce(args.topic, value=make_value(payload, args.value_bytes),
+                             partition=partition,
                              headers=[("seq", str(seq).encode())], on_delivery=delivered)
             hist.write(ev="send", seq=seq, p=partition, v=payload, gen=generation[0])
             seq += 1
@@ -121,6 +143,14 @@ def _replace(producer, conf, hist, generation):
     return Producer(conf)
 
 
+def _read(hist, partition, offset, raw, size):
+    payload, intact = parse_value(raw, size)
+    if intact:
+        hist.write(ev="read", p=partition, o=offset, v=payload)
+    else:
+        hist.write(ev="read", p=partition, o=offset, v=payload, corrupt=True)
+
+
 def consume_confluent(args, hist):
     from confluent_kafka import Consumer, KafkaException
 
@@ -148,7 +178,7 @@ def consume_confluent(args, hist):
             if msg.error():
                 hist.write(ev="error", err=str(msg.error()))
             else:
-                hist.write(ev="read", p=msg.partition(), o=msg.offset(), v=msg.value().decode())
+                _read(hist, msg.partition(), msg.offset(), msg.value(), args.value_bytes)
         if time.monotonic() - last_commit >= 1.0:
             last_commit = time.monotonic()
             try:
@@ -194,7 +224,7 @@ def consume_kafka_python(args, hist):
             continue
         for tp, records in batches.items():
             for rec in records:
-                hist.write(ev="read", p=tp.partition, o=rec.offset, v=rec.value.decode())
+                _read(hist, tp.partition, rec.offset, rec.value, args.value_bytes)
                 positions[tp] = rec.offset + 1
         if time.monotonic() - last_commit >= 1.0:
             last_commit = time.monotonic()
@@ -253,6 +283,8 @@ def main():
     parser.add_argument("--rate", type=float, default=100.0, help="messages per second")
     parser.add_argument("--message-timeout-ms", type=int, default=20000)
     parser.add_argument("--flush-s", type=float, default=30.0)
+    parser.add_argument("--value-bytes", type=int, default=256,
+                        help="message value size (the payload id, then checkable filler)")
     parser.add_argument("--group", default="chaos")
     parser.add_argument("--client", choices=["confluent", "kafka-python"], default="confluent")
     args = parser.parse_args()
