@@ -136,7 +136,7 @@ class Cluster:
             "controller.listener.names=CONTROLLER",
             f"log.dirs={self.data_dir(n)}",
             "controller.quorum.election.timeout.ms=1000",
-            "broker.session.timeout.ms=4000",
+            f"broker.session.timeout.ms={self.settings['session_timeout_ms']}",
             "broker.heartbeat.interval.ms=500",
             "group.initial.rebalance.delay.ms=0",
             f"default.replication.factor={self.settings['rf']}",
@@ -582,6 +582,9 @@ def parse_args():
     p.add_argument("--producers", type=int, default=2)
     p.add_argument("--value-bytes", type=int, default=256,
                    help="message size: the unique payload id, then filler the readers check")
+    p.add_argument("--session-timeout-ms", type=int, default=4000,
+                   help="the nodes' broker.session.timeout.ms: a node unheard of for longer is "
+                        "fenced and its partitions change leader epoch (faults last 2-6 s)")
     p.add_argument("--reserve-budget", type=int, default=0,
                    help="the nodes' log.segment.reserve.budget.bytes (default 0: segments "
                         "reserve no space ahead, so that disk-full bites at once)")
@@ -633,7 +636,9 @@ def main():
     run_id = infra.FAMILY + os.urandom(2).hex()
     hosts = infra.Infra(run_id, NODES, args.disk_mb, log)
     cluster = Cluster(hosts, args.broker_bin, None, {"rf": args.rf, "min_isr": args.min_isr,
-                                                       "reserve_budget": args.reserve_budget})
+                                                       "reserve_budget": args.reserve_budget,
+                                                       "session_timeout_ms":
+                                                           args.session_timeout_ms})
     cleaned = []
 
     def cleanup():

@@ -23,9 +23,12 @@ What is checked (a message is identified by its unique payload "<run>:<producer>
               producer's messages out of sequence order; a consumer read of an offset the final
               read does not hold with that payload (a read past a high watermark that later
               vanished, or of data later replaced); a read of a payload no producer sent;
-              committed offsets going backwards between two observations, a commit the
-              coordinator acknowledged missing from a later observation, a committed offset
-              vanishing or beyond the final high watermark; no acknowledged message at all in
+              committed offsets going backwards between two observations (told apart: a
+              consumer committed the lower offset itself, or none did), a commit the
+              coordinator acknowledged missing from the next observation, a committed offset
+              vanishing or beyond the final high watermark; a consumer going back to read
+              a partition below the offset the group had committed (its position was reset
+              rather than resumed); no acknowledged message at all in
               some partition (a run that proves nothing); the cluster not serving again within
               its bound.
 """
@@ -170,6 +173,25 @@ def check(run_dir, min_acked_per_partition=1):
             elif ev["ev"] == "commit":
                 commits.append((ev["t"], ev["p"], ev["o"], name))
 
+    # A consumer that (re)starts reading a partition below what the group had committed well
+    # before (2 s: room for a rebalance that fetched the committed offset just before a last
+    # commit) rewound: its position was reset, not resumed from the committed offset.
+    for path in sorted(glob.glob(os.path.join(run_dir, "consumer-*.jsonl"))):
+        name = os.path.basename(path)
+        last = {}
+        for ev in _events(path):
+            if ev["ev"] != "read":
+                continue
+            p, o, t = ev["p"], ev["o"], ev["t"]
+            if p in last and o != last[p] + 1 and o < last[p]:
+                floor = max((co for ct, cp, co, _n in commits if cp == p and ct < t - 2.0),
+                            default=-1)
+                if o < floor:
+                    violations.add("consumer rewound below the committed offset",
+                                   f"{name} read {p}@{o} after {p}@{last[p]}; the group had "
+                                   f"committed {floor}")
+            last[p] = o
+
     # -- committed offsets -------------------------------------------------------------------
     observations = []  # (sent time, {p: offset})
     monitor = os.path.join(run_dir, "monitor.jsonl")
@@ -181,26 +203,45 @@ def check(run_dir, min_acked_per_partition=1):
         observations.append((final.get("committed_at", float("inf")),
                              {int(p): o for p, o in final["committed"].items()}))
     observations.sort(key=lambda item: item[0])
+    # Each backward step between two observations counts once. It is told apart by cause: a
+    # consumer's own acknowledged commit of the lower offset (the consumer rewound: its position
+    # went back, e.g. reset to the earliest offset after an answer it took for truncation), or
+    # no such commit (the coordinator lost committed offsets).
+    def committed_by_consumer(p, offset, t_from, t_to):
+        return any(cp == p and co == offset and t_from - 1.0 <= ct <= t_to
+                   for ct, cp, co, _name in commits)
+
+    prev = {}
     high = {}
     for t, offsets in observations:
-        for p, (seen, seen_t) in list(high.items()):
+        for p, (seen, seen_t) in list(prev.items()):
             now = offsets.get(p)
             if now is None or now < 0 or now < seen:
-                violations.add("committed offset backwards",
-                               f"partition {p} went from {seen} to {now} (observed at "
-                               f"{seen_t:.3f}, then {t:.3f})")
+                if now is not None and committed_by_consumer(p, now, seen_t, t):
+                    violations.add("committed offset rewound by a consumer",
+                                   f"partition {p} went from {seen} to {now} (observed at "
+                                   f"{seen_t:.3f}, then {t:.3f}); a consumer committed {now}")
+                else:
+                    violations.add("committed offset lost",
+                                   f"partition {p} went from {seen} to {now} (observed at "
+                                   f"{seen_t:.3f}, then {t:.3f}); no consumer committed it")
         for p, o in offsets.items():
-            if o is not None and o >= 0 and o >= high.get(p, (-1, 0))[0]:
-                high[p] = (o, t)
+            if o is not None and o >= 0:
+                prev[p] = (o, t)
+                if o >= high.get(p, (-1, 0))[0]:
+                    high[p] = (o, t)
+    # An acknowledged commit must show in the next observation sent after its acknowledgement,
+    # unless a later acknowledged commit changed it (that one is then what is checked).
     for t, p, o, name in commits:
-        later = [offs for ot, offs in observations if ot > t]
-        for offs in later:
-            now = offs.get(p)
-            if now is None or now < o:
-                violations.add("acknowledged commit lost",
-                               f"{name}'s commit of {p}@{o} (acked at {t:.3f}) not in a later "
-                               f"observation ({now})")
-                break
+        nxt = next((offs for ot, offs in observations if ot > t), None)
+        if nxt is None:
+            continue
+        now = nxt.get(p)
+        superseded = any(cp == p and ct > t and co == now for ct, cp, co, _n in commits)
+        if (now is None or now < o) and not superseded:
+            violations.add("acknowledged commit lost",
+                           f"{name}'s commit of {p}@{o} (acked at {t:.3f}) not in the next "
+                           f"observation ({now})")
     for p, (o, _t) in sorted(high.items()):
         if p in hws and o > hws[p]:
             violations.add("commit beyond the log", f"committed offset {o} of partition {p} beyond its final high "

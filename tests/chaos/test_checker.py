@@ -113,16 +113,40 @@ class CheckerTest(unittest.TestCase):
         self.h.consumer.append({"ev": "read", "p": 0, "o": 0, "v": "s1:p0:2", "t": 1.0})
         self.assertTrue(any("final read has s1:p0:0" in v for v in self.h.write()["examples"]))
 
+    def test_consumer_rewind_below_commit(self):
+        for o in (0, 1, 2):
+            self.h.consumer.append({"ev": "read", "p": 0, "o": o, "v": f"s1:p0:{2 * o}",
+                                    "t": 1.0 + o})
+        self.h.consumer.append({"ev": "commit", "p": 0, "o": 3, "t": 4.0})
+        self.h.consumer.append({"ev": "read", "p": 0, "o": 2, "v": "s1:p0:4", "t": 5.0})
+        self.h.consumer.append({"ev": "read", "p": 0, "o": 0, "v": "s1:p0:0", "t": 7.0})
+        self.h.committed = {0: 3}
+        r = self.h.write()
+        self.assertEqual(r["violation_counts"],
+                         {"consumer rewound below the committed offset": 1}, r["examples"])
+
     def test_committed_offset_backwards(self):
         self.h.monitor.append({"ev": "committed", "sent": 1.0, "offsets": {"0": 3}})
         self.h.monitor.append({"ev": "committed", "sent": 2.0, "offsets": {"0": 2}})
         self.h.committed = {0: 3}
-        self.assertTrue(any("went from 3 to 2" in v for v in self.h.write()["examples"]))
+        r = self.h.write()
+        self.assertTrue(any(v.startswith("committed offset lost:") and "went from 3 to 2" in v
+                            for v in r["examples"]), r["examples"])
+
+    def test_committed_offset_rewound_by_consumer(self):
+        self.h.consumer.append({"ev": "commit", "p": 0, "o": 3, "t": 0.5})
+        self.h.monitor.append({"ev": "committed", "sent": 1.0, "offsets": {"0": 3}})
+        self.h.consumer.append({"ev": "commit", "p": 0, "o": 1, "t": 1.5})
+        self.h.monitor.append({"ev": "committed", "sent": 2.0, "offsets": {"0": 1}})
+        self.h.committed = {0: 3}
+        r = self.h.write()
+        self.assertEqual(r["violation_counts"], {"committed offset rewound by a consumer": 1})
 
     def test_committed_offset_vanishes(self):
         self.h.monitor.append({"ev": "committed", "sent": 1.0, "offsets": {"0": 3}})
         self.h.committed = {}
-        self.assertTrue(any("went from 3 to None" in v for v in self.h.write()["examples"]))
+        self.assertTrue(any("went from 3 to None" in v and v.startswith("committed offset lost")
+                            for v in self.h.write()["examples"]))
 
     def test_acked_commit_lost(self):
         self.h.consumer.append({"ev": "commit", "p": 1, "o": 3, "t": 5.0})
