@@ -262,6 +262,7 @@ class Run:
         self.group = f"chaos-group-{seed}"
         self.clients = []
         self.faults_done = 0
+        self.replicas = {}
 
     def client(self, name, role, *extra):
         path = os.path.join(self.out, f"{name}.jsonl")
@@ -503,8 +504,8 @@ class Run:
             f"{len(schedule)} faults: " + "; ".join(f"{f['at']}s {describe(f)} {f['dur']}s"
                                                     for f in schedule))
         self.start_cluster()
-        replicas = self.create_topic()
-        log(f"cluster serving; replicas {replicas}")
+        self.replicas = self.create_topic()
+        log(f"cluster serving; replicas {self.replicas}")
         for i in range(self.args.producers):
             self.client(f"producer-{i}", "produce", "--id", f"p{i}",
                         "--rate", str(self.args.rate))
@@ -546,6 +547,42 @@ class Run:
         return serve
 
 
+def replica_digests(cluster, topic, partitions, hws):
+    """Per partition and node, the SHA-256 of the record batches below the final high watermark
+    as the node's own segment files hold them (Kafka's layout: <topic>-<p>/<base>.log, v2
+    batches back to back; a tail of zeros or a torn batch ends a file), and the offset the
+    covered batches reach. Read with the cluster stopped. A node without the directory holds
+    nothing (its digest is that of no bytes)."""
+    import hashlib
+    import struct
+    out = {}
+    for p in range(partitions):
+        hw = hws.get(p, 0)
+        out[p] = {}
+        for n in NODES:
+            d = os.path.join(cluster.data_dir(n), f"{topic}-{p}")
+            digest = hashlib.sha256()
+            reached = 0
+            names = sorted(f for f in os.listdir(d) if f.endswith(".log")) \
+                if os.path.isdir(d) else []
+            for name in names:
+                with open(os.path.join(d, name), "rb") as f:
+                    data = f.read()
+                pos = 0
+                while pos + 27 <= len(data):
+                    base, length = struct.unpack_from(">qi", data, pos)
+                    if length <= 0 or pos + 12 + length > len(data) or data[pos + 16] != 2:
+                        break
+                    last = base + struct.unpack_from(">i", data, pos + 23)[0]
+                    if last >= hw:
+                        break
+                    digest.update(data[pos:pos + 12 + length])
+                    reached = last + 1
+                    pos += 12 + length
+            out[p][n] = {"sha256": digest.hexdigest(), "reached": reached}
+    return out
+
+
 def run_once(args, hosts, cluster, seed, results_root):
     out = os.path.join(results_root, f"seed-{seed}")
     shutil.rmtree(out, ignore_errors=True)
@@ -558,6 +595,14 @@ def run_once(args, hosts, cluster, seed, results_root):
     finally:
         run.kill_clients()
         cluster.stop_all(graceful_s=5)
+    final_path = os.path.join(out, "final.json")
+    with open(final_path) as f:
+        final = json.load(f)
+    hws = {int(p): hw for p, hw in final["high_watermarks"].items()}
+    final["replica_digests"] = replica_digests(cluster, run.topic, args.partitions, hws)
+    final["replicas"] = run.replicas
+    with open(final_path, "w") as f:
+        json.dump(final, f)
     result = checker.check(out)
     return out, run.faults_done, result
 

@@ -9,7 +9,9 @@ Files in a run directory:
   consumer-*.jsonl   read (partition, offset, payload) and acked commit events
   monitor.jsonl      committed offsets of the group, polled through the admin API
   final.json         {"partitions": {p: [[offset, payload], ...]}, "high_watermarks": {p: hw},
-                      "committed": {p: offset}} read after every fault healed
+                      "committed": {p: offset}, "replicas": {p: [node, ...]},
+                      "replica_digests": {p: {node: {"sha256", "reached"}}}} read after
+                      every fault healed (the digests from each node's own segment files)
   serve.json         {"seconds": s, "bound": b, "ok": bool} time to serve after the last heal
 
 What is checked (a message is identified by its unique payload "<run>:<producer>:<seq>"):
@@ -26,7 +28,8 @@ What is checked (a message is identified by its unique payload "<run>:<producer>
               committed offsets going backwards between two observations (told apart: a
               consumer committed the lower offset itself, or none did), a commit the
               coordinator acknowledged missing from the next observation, a committed offset
-              vanishing or beyond the final high watermark; a consumer going back to read
+              vanishing or beyond the final high watermark; replicas of a partition not
+              byte-identical below the final high watermark; a consumer going back to read
               a partition below the offset the group had committed (its position was reset
               rather than resumed); no acknowledged message at all in
               some partition (a run that proves nothing); the cluster not serving again within
@@ -246,6 +249,22 @@ def check(run_dir, min_acked_per_partition=1):
         if p in hws and o > hws[p]:
             violations.add("commit beyond the log", f"committed offset {o} of partition {p} beyond its final high "
                               f"watermark {hws[p]}")
+
+    # -- replicas ---------------------------------------------------------------------------
+    # Every replica of a partition holds the same bytes below the final high watermark (the
+    # harness read each node's segment files with the cluster stopped).
+    digests = final.get("replica_digests")
+    replicas = final.get("replicas") or {}
+    if digests is not None:
+        for p, per_node in sorted(digests.items(), key=lambda item: int(item[0])):
+            nodes = replicas.get(str(p), replicas.get(p)) or [int(n) for n in per_node]
+            seen = {(per_node[str(n)]["sha256"], per_node[str(n)]["reached"])
+                    for n in nodes if str(n) in per_node}
+            if len(seen) > 1:
+                desc = ", ".join(f"node {n} up to {per_node[str(n)]['reached']}"
+                                 for n in nodes if str(n) in per_node)
+                violations.add("replicas differ",
+                               f"partition {p} (high watermark {hws.get(int(p))}): {desc}")
 
     # -- progress and availability ------------------------------------------------------------
     per_partition = defaultdict(int)

@@ -51,6 +51,7 @@ class History:
                  "high_watermarks": {p: (max(o for o, _ in r) + 1 if r else 0)
                                      for p, r in self.final.items()},
                  "committed": self.committed, "committed_at": self.tick()}
+        final.update(getattr(self, "extra", {}))
         with open(os.path.join(self.dir, "final.json"), "w") as f:
             json.dump(final, f)
         with open(os.path.join(self.dir, "serve.json"), "w") as f:
@@ -168,6 +169,13 @@ class CheckerTest(unittest.TestCase):
         self.h.consumer.append({"ev": "read", "p": 0, "o": 0, "v": "s1:p0:0", "t": 1.0,
                                 "corrupt": True})
         self.assertTrue(any(v.startswith("corrupt value:") for v in self.h.write()["examples"]))
+
+    def test_replicas_differ(self):
+        self.h.extra = {"replicas": {"0": [1, 2]}, "replica_digests": {
+            "0": {"1": {"sha256": "aa", "reached": 3}, "2": {"sha256": "bb", "reached": 3}},
+            "1": {"1": {"sha256": "cc", "reached": 3}, "2": {"sha256": "cc", "reached": 3}}}}
+        r = self.h.write()
+        self.assertEqual(r["violation_counts"], {"replicas differ": 1}, r["examples"])
 
     def test_not_serving(self):
         self.h.serve = {"ok": False, "seconds": None, "bound": 30, "why": "no leader"}
