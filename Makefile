@@ -136,4 +136,4 @@ chaos-short: deps
 	$(CARGO) build --release --bin ringbroker
 	python3 -m unittest tests/chaos/test_checker.py
 	python3 tests/chaos/chaos.py --broker-bin $(CHAOS_BIN) --runs $(CHAOS_SHORT_RUNS) \
-	  --duration 25 $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(CHAOS_ARGS)
+	  --duration 20 $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(CHAOS_ARGS)

@@ -727,6 +727,7 @@ def main():
             viol += result["violations"]
             bad = result["lost"] or result["duplicated"] or result["violations"]
             log(f"run seed {s}: {done} faults, sent {result['sent']}, acked {result['acked']}, "
+                f"failed {result['failed']}, {result['fatal']} fatal producer errors, "
                 f"read {result['read']}, {result['commits']} commits, "
                 f"{len(result['lost'])} lost, {len(result['duplicated'])} duplicated, "
                 f"{result['violations']} violations" + (f"; history in {out}" if bad else ""))

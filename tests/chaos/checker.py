@@ -33,7 +33,8 @@ What is checked (a message is identified by its unique payload "<run>:<producer>
               a partition below the offset the group had committed (its position was reset
               rather than resumed); no acknowledged message at all in
               some partition (a run that proves nothing); the cluster not serving again within
-              its bound.
+              its bound; a client that did not stop cleanly when asked (crashed, or hung
+              and was killed).
 """
 
 import glob
@@ -105,6 +106,7 @@ def check(run_dir, min_acked_per_partition=1):
     sent = set()
     acks = []  # (producer file, gen, seq, p, o, payload)
     ack_at = {}
+    failed = fatal = 0
     for path in sorted(glob.glob(os.path.join(run_dir, "producer-*.jsonl"))):
         name = os.path.basename(path)
         for ev in _events(path):
@@ -112,6 +114,21 @@ def check(run_dir, min_acked_per_partition=1):
                 sent.add(ev["v"])
             elif ev["ev"] == "ack":
                 acks.append((name, ev.get("gen", 0), ev["seq"], ev["p"], ev["o"], ev["v"]))
+            elif ev["ev"] == "fail":
+                failed += 1
+            elif ev["ev"] == "fatal":
+                fatal += 1
+
+    # Every client stopped when asked (its last event): one that crashed, or hung past its
+    # bound and was killed, leaves a history that proves less than it seems to.
+    for path in sorted(glob.glob(os.path.join(run_dir, "*.jsonl"))):
+        last = None
+        for ev in _events(path):
+            last = ev
+        if last is None or last["ev"] != "stopped":
+            violations.add("client did not stop cleanly",
+                           f"{os.path.basename(path)} ends with {last and last['ev']} (see "
+                           f"its .stderr)")
     lost = []
     for name, gen, seq, p, o, v in acks:
         key = (p, o)
@@ -288,6 +305,8 @@ def check(run_dir, min_acked_per_partition=1):
     return {
         "sent": len(sent),
         "acked": len(acks),
+        "failed": failed,
+        "fatal": fatal,
         "read": reads,
         "commits": len(commits),
         "observations": len(observations),

@@ -47,6 +47,8 @@ class History:
             with open(os.path.join(self.dir, f"{name}.jsonl"), "w") as f:
                 for ev in events:
                     f.write(json.dumps(ev) + "\n")
+                if not (name == "consumer-0" and getattr(self, "consumer_died", False)):
+                    f.write(json.dumps({"ev": "stopped", "t": self.tick()}) + "\n")
         final = {"partitions": {p: sorted(r) for p, r in self.final.items()},
                  "high_watermarks": {p: (max(o for o, _ in r) + 1 if r else 0)
                                      for p, r in self.final.items()},
@@ -176,6 +178,11 @@ class CheckerTest(unittest.TestCase):
             "1": {"1": {"sha256": "cc", "reached": 3}, "2": {"sha256": "cc", "reached": 3}}}}
         r = self.h.write()
         self.assertEqual(r["violation_counts"], {"replicas differ": 1}, r["examples"])
+
+    def test_client_died(self):
+        self.h.consumer_died = True
+        r = self.h.write()
+        self.assertEqual(r["violation_counts"], {"client did not stop cleanly": 1}, r["examples"])
 
     def test_not_serving(self):
         self.h.serve = {"ok": False, "seconds": None, "bound": 30, "why": "no leader"}
