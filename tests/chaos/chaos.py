@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checker  # noqa: E402
 import infra  # noqa: E402
 from kafka_raw import describe_quorum  # noqa: E402
-from workload import parse_value  # noqa: E402
+from workload import admin_client, committed_offsets, parse_value  # noqa: E402
 
 NODES = (1, 2, 3)
 CLIENT_PORT = 9092
@@ -392,7 +392,7 @@ class Run:
     def probe(self, attempt):
         """None when every partition takes an acks=all write and the group coordinator
         answers; else why not."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, Producer
+        from confluent_kafka import Producer
         from confluent_kafka.admin import AdminClient
         admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap(),
                              "socket.timeout.ms": 2000, "log_level": 4})
@@ -417,9 +417,11 @@ class Run:
         if left or failures:
             return f"probe writes failed: {failures or left}"
         try:
-            admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(self.group)],
-                request_timeout=3)[self.group].result(timeout=4)
+            group_admin = admin_client(self.cluster.bootstrap())
+            try:
+                committed_offsets(group_admin, self.group, self.topic)
+            finally:
+                group_admin.close()
         except Exception as err:  # noqa: BLE001
             return f"group coordinator: {err}"
         return None
@@ -439,18 +441,15 @@ class Run:
     # Final read ------------------------------------------------------------------------------
 
     def final_read(self):
-        from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions,
-                                     TopicPartition)
-        from confluent_kafka.admin import AdminClient
-        admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap()})
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
         committed = None
         committed_at = time.time()
         try:
-            res = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(self.group)],
-                request_timeout=5)[self.group].result(timeout=6)
-            committed = {tp.partition: tp.offset for tp in res.topic_partitions
-                         if tp.topic == self.topic and tp.error is None}
+            group_admin = admin_client(self.cluster.bootstrap())
+            try:
+                committed = committed_offsets(group_admin, self.group, self.topic)
+            finally:
+                group_admin.close()
         except Exception as err:  # noqa: BLE001
             log(f"final committed offsets unavailable: {err}")
         consumer = Consumer({"bootstrap.servers": self.cluster.bootstrap(),

@@ -248,24 +248,40 @@ def consume_kafka_python(args, hist):
     hist.write(ev="stopped")
 
 
-def monitor(args, hist):
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import AdminClient
+def committed_offsets(admin, group, topic):
+    """{partition: committed offset} of the group for the topic, through kafka-python's admin
+    client (OffsetFetch). confluent-kafka's list_consumer_group_offsets is not used: under
+    broker timeouts librdkafka 2.16 aborted the process on an internal assertion
+    (rd_kafka_enq_once_del_source_return: eonce->refcnt > 0)."""
+    result = admin.list_group_offsets({group: None})[group]
+    return {tp.partition: om.offset for tp, om in result.items() if tp.topic == topic}
 
-    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 3000})
+
+def admin_client(bootstrap):
+    from kafka import KafkaAdminClient
+    return KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000,
+                            client_id="chaos-monitor")
+
+
+def monitor(args, hist):
+    admin = None
     while not stopping:
         started = time.time()
         try:
-            future = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(args.group)], request_timeout=3)[args.group]
-            result = future.result(timeout=4)
-            offsets = {tp.partition: tp.offset for tp in result.topic_partitions
-                       if tp.topic == args.topic and tp.error is None}
+            if admin is None:
+                admin = admin_client(args.bootstrap)
+            offsets = committed_offsets(admin, args.group, args.topic)
             # The observation's time is when the request was sent: every commit acked before
             # then must be visible in it.
             hist.write(ev="committed", sent=started, offsets=offsets)
         except Exception as err:  # noqa: BLE001 - unreachable cluster during faults
             hist.write(ev="error", err=str(err)[:200])
+            if admin is not None:
+                try:
+                    admin.close()
+                except Exception:  # noqa: BLE001 - a broken client is dropped
+                    pass
+                admin = None
         time.sleep(0.5)
     hist.write(ev="stopped")
 
