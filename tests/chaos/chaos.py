@@ -725,7 +725,8 @@ def main():
             dup += len(result["duplicated"])
             viol += result["violations"]
             bad = result["lost"] or result["duplicated"] or result["violations"]
-            log(f"run seed {s}: {done} faults, sent {result['sent']}, acked {result['acked']}, "
+            log(f"run seed {s}: {done} faults, sent {result['sent']}, acked {result['acked']} "
+                f"({result['acked_without_offset']} without an offset), "
                 f"failed {result['failed']}, {result['fatal']} fatal producer errors, "
                 f"read {result['read']}, {result['commits']} commits, "
                 f"{len(result['lost'])} lost, {len(result['duplicated'])} duplicated, "

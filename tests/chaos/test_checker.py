@@ -90,6 +90,16 @@ class CheckerTest(unittest.TestCase):
         self.h.produce(6, 0, 3, final=False)
         self.assertEqual(self.h.write()["lost"], ["s1:p0:6"])
 
+    def test_ack_without_offset_checked_for_presence(self):
+        self.h.producer.append({"ev": "send", "seq": 6, "p": 0, "v": "s1:p0:6", "t": 1.0})
+        self.h.producer.append({"ev": "ack", "seq": 6, "p": 0, "o": None, "v": "s1:p0:6",
+                                "t": 2.0})
+        r = self.h.write()
+        self.assertEqual((r["lost"], r["acked_without_offset"]), (["s1:p0:6"], 1))
+        self.h.final[0].append([3, "s1:p0:6"])
+        r = self.h.write()
+        self.assertEqual((r["lost"], r["violations"]), ([], 0))
+
     def test_duplicate(self):
         v = self.h.produce(6, 0, 3)
         self.h.final[0].append([4, v])
