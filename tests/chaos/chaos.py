@@ -507,7 +507,7 @@ class Run:
         log(f"cluster serving; replicas {self.replicas}")
         for i in range(self.args.producers):
             self.client(f"producer-{i}", "produce", "--id", f"p{i}",
-                        "--rate", str(self.args.rate))
+                        "--rate", str(self.args.rate), "--flush-s", "10")
         self.client("consumer-0", "consume", "--id", "c0", "--client", "confluent")
         self.client("consumer-1", "consume", "--id", "c1", "--client", "kafka-python")
         self.client("monitor", "monitor")
