@@ -120,7 +120,8 @@ fuzz: fuzz-mutation fuzz-libfuzzer
 # CHAOS_SEED replays a run (seeds CHAOS_SEED, CHAOS_SEED+1, ... for CHAOS_RUNS runs);
 # CHAOS_ARGS passes more flags (`tests/chaos/chaos.py --help`: --rf, --min-isr, --faults, ...).
 # Not in `make test` yet: until partitions replicate (issue 15), RF=3 topics keep data on the
-# leader alone, so the leader-killing faults lose acknowledged writes.
+# leader alone, so the defaults (min.insync.replicas=2) refuse every acks=all write and a leader
+# that loses its disk loses acknowledged writes.
 CHAOS_RUNS ?= 50
 CHAOS_SEED ?=
 CHAOS_ARGS ?=
