@@ -16,8 +16,15 @@
 //!    local end of the same epoch (KIP-101, KIP-279), asking again with an older epoch while
 //!    the epochs disagree. A log without epochs is cut at its high watermark, as Kafka did
 //!    before KIP-101.
-//! 2. One Fetch (sessionless, `replica_id` = this broker) names every partition at its log
-//!    end; the leader holds it up to `replica.fetch.wait.max.ms` when it has nothing new.
+//! 2. One Fetch (`replica_id` = this broker) asks for every partition at its log end; the
+//!    leader holds it up to `replica.fetch.wait.max.ms` when it has nothing new. It runs in an
+//!    incremental fetch session (KIP-227), one per fetcher and connection: the first fetch is
+//!    full and opens the session; later ones name only the partitions whose fetch offset,
+//!    epoch or bounds changed (and forget those no longer fetched), and the leader answers only
+//!    the partitions with news, while it keeps counting every partition of the session as
+//!    fetched at its last offset. A session the leader no longer knows
+//!    (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, or a new connection) starts
+//!    over with a full fetch; a leader with no room for a session answers every fetch in full.
 //! 3. Each partition's answer: records are appended as the leader wrote them
 //!    (`OpenPartition::append_replica`: offsets, epochs and producer state kept) and the
 //!    leader's high watermark becomes this replica's bound; OFFSET_OUT_OF_RANGE below the
@@ -25,10 +32,6 @@
 //!    (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, unknown partition)
 //!    parks the partition for `replica.fetch.backoff.ms`: the image will move it. A broken
 //!    connection or a timeout drops the connection and waits the backoff.
-//!
-//! Departure: Kafka's followers use one incremental fetch session (KIP-227) per leader; this
-//! fetcher sends full fetches. The leader serves sessions; using one here is a later step
-//! (it saves request bytes for followers of thousands of partitions).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -62,6 +65,21 @@ const EPOCH_VERSION: i16 = 4;
 /// Rounds of OffsetForLeaderEpoch before giving up on finding the divergence point (then the
 /// log is cut at its high watermark).
 const DIVERGENCE_ROUNDS_MAX: usize = 16;
+
+/// What one partition's entry in the fetch session says: (fetch offset, leader epoch, log
+/// start offset).
+type SessionEntry = (i64, i32, i64);
+
+/// The incremental fetch session with the leader, as this follower last left it.
+#[derive(Debug, Default)]
+struct Session {
+    /// 0 until the leader gave one.
+    id: i32,
+    /// The epoch of the next incremental fetch.
+    epoch: i32,
+    /// What the session holds for each partition.
+    sent: BTreeMap<(String, i32), SessionEntry>,
+}
 
 /// One followed partition.
 #[derive(Debug)]
@@ -145,6 +163,7 @@ impl Fetcher {
 /// The fetcher's task: rounds until stopped or the shard drains.
 async fn run<H: ReplicationHost>(host: Rc<H>, fetcher: Weak<Fetcher>) {
     let mut client: Option<BrokerClient> = None;
+    let mut session = Session::default();
     loop {
         let Some(this) = fetcher.upgrade() else { return };
         if this.stopped.get() || host.is_draining() {
@@ -192,6 +211,7 @@ async fn run<H: ReplicationHost>(host: Rc<H>, fetcher: Weak<Fetcher>) {
                 Ok(connected) => {
                     debug!(leader, %addr, "connected to the leader");
                     client = Some(connected);
+                    session = Session::default();
                 }
                 Err(err) => {
                     debug!(leader, %err, "cannot reach the leader");
@@ -206,7 +226,7 @@ async fn run<H: ReplicationHost>(host: Rc<H>, fetcher: Weak<Fetcher>) {
         let connection = client.as_mut().expect("connected above");
         let round = async {
             truncate_diverged(&*host, &this, connection).await?;
-            fetch_once(&*host, &this, connection).await
+            fetch_once(&*host, &this, connection, &mut session).await
         };
         if let Err(err) = round.await {
             debug!(leader = this.leader, %err, "fetch from the leader failed; reconnecting");
@@ -349,65 +369,116 @@ async fn fetch_once<H: ReplicationHost>(
     host: &H,
     fetcher: &Fetcher,
     client: &mut BrokerClient,
+    session: &mut Session,
 ) -> Result<(), ClientError> {
     let settings = host.replication().settings();
     let now = Instant::now();
-    // The partitions to fetch, grouped by topic.
-    let mut wanted: BTreeMap<String, Vec<(i32, i64, i32, i64)>> = BTreeMap::new();
-    for ((topic, partition), f) in fetcher.partitions.borrow_mut().iter_mut() {
+    // What the session should hold now: every partition not parked or truncating.
+    let mut wanted: BTreeMap<(String, i32), SessionEntry> = BTreeMap::new();
+    for (key, f) in fetcher.partitions.borrow_mut().iter_mut() {
         if f.truncate_first || f.parked_until.is_some_and(|t| t > now) {
             continue;
         }
         f.parked_until = None;
         let log = &f.replica.open.log;
-        wanted.entry(topic.clone()).or_default().push((
-            *partition,
-            log.log_end_offset(),
-            f.leader_epoch,
-            log.log_start_offset(),
-        ));
+        wanted.insert(
+            key.clone(),
+            (log.log_end_offset(), f.leader_epoch, log.log_start_offset()),
+        );
     }
     if wanted.is_empty() {
         return Ok(());
     }
-    let topics = wanted
-        .iter()
+    let incremental = session.id != 0;
+    // A full fetch names everything; an incremental one what changed, and forgets the rest.
+    let mut named: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for ((topic, partition), &(offset, epoch, log_start)) in &wanted {
+        let key = (topic.clone(), *partition);
+        if incremental && session.sent.get(&key) == Some(&(offset, epoch, log_start)) {
+            continue;
+        }
+        named.entry(topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(*partition)
+                .with_fetch_offset(offset)
+                .with_current_leader_epoch(epoch)
+                .with_log_start_offset(log_start)
+                .with_partition_max_bytes(settings.fetch_max_bytes),
+        );
+    }
+    let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    if incremental {
+        for (topic, partition) in session.sent.keys() {
+            if !wanted.contains_key(&(topic.clone(), *partition)) {
+                forgotten.entry(topic).or_default().push(*partition);
+            }
+        }
+    }
+    let topic_name = |topic: &str| TopicName(StrBytes::from_string(topic.to_string()));
+    let topics = named
+        .into_iter()
         .map(|(topic, partitions)| {
             FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.clone())))
-                .with_partitions(
-                    partitions
-                        .iter()
-                        .map(|&(partition, offset, epoch, log_start)| {
-                            FetchPartition::default()
-                                .with_partition(partition)
-                                .with_fetch_offset(offset)
-                                .with_current_leader_epoch(epoch)
-                                .with_log_start_offset(log_start)
-                                .with_partition_max_bytes(settings.fetch_max_bytes)
-                        })
-                        .collect(),
-                )
+                .with_topic(topic_name(topic))
+                .with_partitions(partitions)
         })
         .collect();
+    let forgotten_topics = forgotten
+        .into_iter()
+        .map(|(topic, partitions)| {
+            ForgottenTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let (session_id, session_epoch) = if incremental {
+        (session.id, session.epoch)
+    } else {
+        (0, 0)
+    };
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(host.replication().node_id()))
         .with_max_wait_ms(settings.fetch_wait_max_ms)
         .with_min_bytes(1)
         .with_max_bytes(settings.fetch_response_max_bytes)
         .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
+        .with_session_id(session_id)
+        .with_session_epoch(session_epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten_topics);
     let deadline = Duration::from_millis(
         settings.fetch_wait_max_ms.max(0) as u64 + REPLICA_CONNECT_TIMEOUT_MS * 3,
     );
     let response = client.call(&request, FETCH_VERSION, deadline).await?;
+    let session_lost = [
+        ResponseError::FetchSessionIdNotFound.code(),
+        ResponseError::InvalidFetchSessionEpoch.code(),
+    ];
+    if session_lost.contains(&response.error_code) {
+        debug!(leader = fetcher.leader, code = response.error_code,
+            "the leader dropped the fetch session; starting over");
+        *session = Session::default();
+        return Ok(());
+    }
     if response.error_code != 0 {
         return Err(ClientError::Protocol {
             addr: client.addr(),
             why: format!("fetch refused with error {}", response.error_code),
         });
+    }
+    if incremental {
+        session.epoch = if session.epoch == i32::MAX {
+            1
+        } else {
+            session.epoch + 1
+        };
+        session.sent = wanted;
+    } else if response.session_id != 0 {
+        *session = Session {
+            id: response.session_id,
+            epoch: 1,
+            sent: wanted,
+        };
     }
     for topic in response.responses {
         let name = topic.topic.0.to_string();
