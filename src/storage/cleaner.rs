@@ -437,6 +437,8 @@ impl Cleaner {
         cleanable_end: i64,
         stats: &mut CleanStats,
     ) -> StorageResult<i64> {
+        // Taken before anything is read: a truncation after it voids the pass's swaps.
+        let truncations = log.truncation_count();
         let segments: Vec<ClosedSegment> = log
             .closed_segments()
             .into_iter()
@@ -504,7 +506,7 @@ impl Cleaner {
         for group in group_segments(&to_clean, segment_bytes) {
             let base = group[0].base_offset;
             let group_end = group.last().expect("non-empty group").next_base;
-            let mut writer = log.create_cleaned(base).await?;
+            let mut writer = log.create_cleaned(base, truncations).await?;
             let mut failed = None;
             'group: for seg in &group {
                 let mut position = 0;

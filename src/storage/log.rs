@@ -244,6 +244,8 @@ struct LogInner {
     replica_permit: glommio::sync::Semaphore,
     /// A truncation is running: appends wait before staging.
     truncating: Cell<bool>,
+    /// Truncations run since open (the cleaner refuses a swap across one).
+    truncations: Cell<u64>,
     /// The visible high watermark moved, a flush finished, a truncation ended, or the log
     /// closed.
     data_event: Event,
@@ -473,6 +475,7 @@ impl PartitionLog {
             epoch_file_permit: glommio::sync::Semaphore::new(1),
             replica_permit: glommio::sync::Semaphore::new(1),
             truncating: Cell::new(false),
+            truncations: Cell::new(0),
             data_event: Event::default(),
             writer_event: Event::default(),
             closed: Cell::new(false),

@@ -181,6 +181,7 @@ impl PartitionLog {
             .await
             .map_err(|_| StorageError::Closed)?;
         inner.truncating.set(true);
+        inner.truncations.set(inner.truncations.get() + 1);
         let _guard = TruncatingGuard(inner);
         inner.wait_writer_idle().await;
         if inner.closed.get() {
@@ -372,6 +373,7 @@ impl PartitionLog {
             .await
             .map_err(|_| StorageError::Closed)?;
         inner.truncating.set(true);
+        inner.truncations.set(inner.truncations.get() + 1);
         let _guard = TruncatingGuard(inner);
         inner.wait_writer_idle().await;
         if inner.closed.get() {
