@@ -547,7 +547,35 @@ fn a_cleaner_swap_across_a_truncation_is_refused() {
         log.truncate_to(bases[2] + 1).await.unwrap();
         assert_eq!(log.truncation_count(), truncations + 1);
         assert!(!log.replace_segments(&[bases[0]], cleaned).await.unwrap());
-        assert_eq!(all_batches(&log).await, batches[..(bases[2] / 3) as usize].to_vec());
+        assert_eq!(
+            all_batches(&log).await,
+            batches[..(bases[2] / 3) as usize].to_vec()
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_keeps_what_is_above_the_high_watermark() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = filled(&dir.path().join("t-0"), 80, 80).await;
+        let bases = log.segment_bases();
+        let mut config = log.config();
+        config.retention_bytes = 1;
+        config.retention_ms = -1;
+        log.set_config(config);
+        log.set_replicated_high_watermark(Some(bases[1]));
+        assert_eq!(
+            log.apply_retention(0).await.unwrap(),
+            1,
+            "only the segment below it"
+        );
+        assert_eq!(log.log_start_offset(), bases[1]);
+        assert_eq!(log.epoch_entries(), vec![(3, bases[1])]);
+        log.set_replicated_high_watermark(None);
+        assert_eq!(log.apply_retention(0).await.unwrap(), bases.len() - 2);
+        assert_eq!(log.segment_count(), 1);
         log.close().await.unwrap();
     });
 }

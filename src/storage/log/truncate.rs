@@ -212,7 +212,7 @@ impl PartitionLog {
         };
         let mut found = None;
         if let Some(file) = &file {
-            scan(file, from, limit, None, |position, h, _| {
+            let (_, why) = scan(file, from, limit, None, |position, h, _| {
                 if h.last_offset() >= offset {
                     found = Some((position, h.base_offset.get()));
                     return false;
@@ -220,6 +220,11 @@ impl PartitionLog {
                 true
             })
             .await?;
+            if !matches!(why, ScanEnd::Limit | ScanEnd::Stopped) {
+                return Err(StorageError::CorruptMessage(
+                    "segment does not scan cleanly; not truncating it",
+                ));
+            }
         }
         let (cut, first_removed) = match found {
             Some((0, base)) => (
