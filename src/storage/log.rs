@@ -266,6 +266,9 @@ struct LogInner {
     truncating: Cell<bool>,
     /// Truncations run since open (the cleaner refuses a swap across one).
     truncations: Cell<u64>,
+    /// The running truncation has changed the in-memory state: if it fails now, the log
+    /// closes (the next open recovers from what is on disk).
+    truncation_dirty: Cell<bool>,
     /// The visible high watermark moved, a flush finished, a truncation ended, or the log
     /// closed.
     data_event: Event,
@@ -500,6 +503,7 @@ impl PartitionLog {
             replica_permit: glommio::sync::Semaphore::new(1),
             truncating: Cell::new(false),
             truncations: Cell::new(0),
+            truncation_dirty: Cell::new(false),
             data_event: Event::default(),
             writer_event: Event::default(),
             closed: Cell::new(false),
@@ -1200,6 +1204,8 @@ impl PartitionLog {
         inner.closed.set(true);
         inner.writer_event.notify_all();
         inner.data_event.notify_all();
+        // A truncation, retention pass or swap in progress finishes first.
+        let _permit = inner.segments_permit.acquire_permit(1).await;
         let task = inner.writer.borrow_mut().take();
         if let Some(task) = task {
             task.await;

@@ -15,7 +15,13 @@
 //! rewritten without the entries past the cut, its `.index`/`.timeindex` removed (the last
 //! segment is always recovered by a full scan, and a stale index must never be trusted once
 //! the segment is closed again), the directory synced, and the file cut at the batch's
-//! position and fdatasynced. A full restart writes the log start checkpoint first.
+//! position and fdatasynced. A full restart writes the log start checkpoint first. An I/O error
+//! after the in-memory state began to change closes the log (operations then fail with
+//! `StorageError::Closed`); the next open recovers a valid prefix from the disk. `close` waits
+//! for a truncation in progress.
+//!
+//! Cost: the new active segment is recovered by a full scan (one sequential read of at most
+//! `segment.bytes`), which rebuilds its indexes, time bounds and tail page exactly.
 
 use super::*;
 use crate::storage::txn_index;
@@ -53,8 +59,26 @@ impl LogInner {
             .await
     }
 
+    /// Ends a truncation: a failure after the in-memory state changed closes the log, whose
+    /// next open recovers a valid prefix from the disk (see the module header).
+    fn after_truncation(&self, result: StorageResult<()>) -> StorageResult<()> {
+        if let Err(err) = &result
+            && self.truncation_dirty.get()
+            && !self.closed.get()
+        {
+            tracing::error!(dir = %self.dir.display(), %err,
+                "truncation failed half way; the log is closed until it is opened again");
+            self.closed.set(true);
+            self.writer_event.notify_all();
+            self.data_event.notify_all();
+        }
+        self.truncation_dirty.set(false);
+        result
+    }
+
     /// Lowers the durable end (and a replication bound above it) to `end`.
     fn lower_ends(&self, end: i64) {
+        self.truncation_dirty.set(true);
         if self.durable_end.get() > end {
             self.durable_end.set(end);
         }
@@ -93,6 +117,7 @@ impl LogInner {
     async fn restart_at(&self, offset: i64) -> StorageResult<()> {
         // First, so that a crash at any later point reopens at or before `offset`.
         write_file_atomic(&self.dir, CHECKPOINT_FILE, offset.to_string().as_bytes()).await?;
+        self.truncation_dirty.set(true);
         let removed: Vec<Segment> = {
             let mut st = self.state.borrow_mut();
             let removed = std::mem::take(&mut st.segments).into_values().collect();
@@ -183,6 +208,13 @@ impl PartitionLog {
         inner.truncating.set(true);
         inner.truncations.set(inner.truncations.get() + 1);
         let _guard = TruncatingGuard(inner);
+        let result = self.cut_at(offset).await;
+        inner.after_truncation(result)
+    }
+
+    /// `truncate_to` once the permits are held.
+    async fn cut_at(&self, offset: i64) -> StorageResult<()> {
+        let inner = &*self.inner;
         inner.wait_writer_idle().await;
         if inner.closed.get() {
             return Err(StorageError::Closed);
@@ -384,6 +416,7 @@ impl PartitionLog {
         if inner.closed.get() {
             return Err(StorageError::Closed);
         }
-        inner.restart_at(offset).await
+        let result = inner.restart_at(offset).await;
+        inner.after_truncation(result)
     }
 }
