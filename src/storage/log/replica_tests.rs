@@ -579,3 +579,40 @@ fn retention_keeps_what_is_above_the_high_watermark() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn replica_batches_may_leave_gaps_as_a_compacted_leader_does() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f-0");
+        let log = PartitionLog::open_with(&path, small_config(), env(0))
+            .await
+            .unwrap();
+        let at = |base: i64| {
+            let mut b = build_test_batch(2, 100, base, 1);
+            batch::patch_base_offset(&mut b, base);
+            b
+        };
+        // A gap inside the active segment, then one past its 32-bit range while it is empty.
+        let far = (1i64 << 33) + 5;
+        log.append_replica(Bytes::from(at(10))).await.unwrap();
+        log.append_replica(Bytes::from(at(20))).await.unwrap();
+        assert_eq!(log.log_end_offset(), 22);
+        log.truncate_fully_and_start_at(22).await.unwrap();
+        let info = log.append_replica(Bytes::from(at(far))).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (far, far + 1));
+        assert_eq!(log.segment_bases(), vec![far]);
+        let mut two = at(far + 2);
+        two.extend_from_slice(&at(far + 100));
+        log.append_replica(Bytes::from(two)).await.unwrap();
+        let expected = vec![at(far), at(far + 2), at(far + 100)];
+        assert_eq!(all_batches(&log).await, expected);
+        log.close().await.unwrap();
+        let log = PartitionLog::open_with(&path, small_config(), env(0))
+            .await
+            .unwrap();
+        assert_eq!(log.log_end_offset(), far + 102);
+        assert_eq!(all_batches(&log).await, expected);
+        log.close().await.unwrap();
+    });
+}

@@ -91,6 +91,21 @@ impl LogInner {
                 // A replica's new segment is named by its first batch, as the leader's is.
                 let base = first_offset_in;
                 st.segments.insert(base, Segment::new(base));
+            } else if active.size_bytes == 0
+                && end_offset_in - 1 - active.base_offset > u32::MAX as i64
+            {
+                // A replica append more than 2^32 offsets past an empty active segment (a
+                // compacted leader's gap): the empty segment is re-based at the batch, its
+                // empty file (if any) removed.
+                let old = active.base_offset;
+                let had_file = active.file.is_some();
+                st.segments.remove(&old);
+                st.staging = None;
+                if had_file {
+                    let _ = std::fs::remove_file(segment_path(&self.dir, old, "log"));
+                }
+                st.segments
+                    .insert(first_offset_in, Segment::new(first_offset_in));
             }
         }
         let LogState {
