@@ -321,6 +321,8 @@ fn truncate_mid_segment_at_a_boundary_and_across_segments() {
         assert!(bases.len() >= 4, "{bases:?}");
         assert_eq!(log.epoch_entries(), vec![(3, 0), (5, 300)]);
         log.set_replicated_high_watermark(Some(330));
+        let cleaner_checkpoint = path.join(crate::storage::cleaner::CHECKPOINT_FILE);
+        std::fs::write(&cleaner_checkpoint, "330").unwrap();
 
         // Mid-segment, inside a batch of the active segment's predecessor: the batch goes whole.
         let inside = bases[bases.len() - 2] + 7;
@@ -328,6 +330,11 @@ fn truncate_mid_segment_at_a_boundary_and_across_segments() {
         log.truncate_to(inside).await.unwrap();
         assert_eq!(log.log_end_offset(), cut);
         assert_eq!((log.durable_end(), log.high_watermark()), (cut, cut));
+        assert_eq!(
+            std::fs::read_to_string(&cleaner_checkpoint).unwrap(),
+            cut.to_string(),
+            "what comes after the cut is dirty"
+        );
         assert_eq!(log.segment_bases(), bases[..bases.len() - 1].to_vec());
         assert_eq!(log_files(&path), log.segment_bases());
         assert_eq!(

@@ -136,8 +136,26 @@ impl LogInner {
         if self.epochs.borrow_mut().clear() {
             self.persist_epochs().await?;
         }
+        self.lower_cleaner_checkpoint(offset).await?;
         tracing::info!(dir = %self.dir.display(), offset, "log truncated fully");
         Ok(())
+    }
+
+    /// Lowers the cleaner's first dirty offset (`cleaner-offset.checkpoint`) to `end` if it is
+    /// above it, so what is appended after the cut gets cleaned (Kafka truncates the cleaner
+    /// checkpoint with the log).
+    async fn lower_cleaner_checkpoint(&self, end: i64) -> StorageResult<()> {
+        let name = crate::storage::cleaner::CHECKPOINT_FILE;
+        let current = read_small_file(&self.dir.join(name))
+            .await?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.trim().parse::<i64>().ok());
+        match current {
+            Some(first_dirty) if first_dirty > end => {
+                write_file_atomic(&self.dir, name, end.to_string().as_bytes()).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Rewrites segment `base`'s `.txnindex` without the aborted transactions whose markers
@@ -377,6 +395,7 @@ impl PartitionLog {
         if inner.epochs.borrow_mut().truncate_from_end(new_end) {
             inner.persist_epochs().await?;
         }
+        inner.lower_cleaner_checkpoint(new_end).await?;
         tracing::info!(dir = %inner.dir.display(), offset, new_end, "log truncated");
         Ok(())
     }
