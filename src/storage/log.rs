@@ -14,9 +14,10 @@
 //! into the current *staging* buffer, an aligned DMA buffer that starts with the partial tail
 //! page of the log. The writer task takes the whole staging buffer, writes it with one direct
 //! write (padded with zeros to the page end), then fdatasyncs (policy `EveryAppend`), and only
-//! then moves the durable end (and with it the high watermark) and resolves the appends. Everything staged while a write or
-//! fdatasync was in flight goes out in the next write and shares the next fdatasync. Because
-//! one writer issues one write at a time, rewrites of the tail page land in order.
+//! then moves the durable end (and with it the high watermark) and resolves the appends.
+//! Everything staged while a write or fdatasync was in flight goes out in the next write and
+//! shares the next fdatasync. Because one writer issues one write at a time, rewrites of the
+//! tail page land in order.
 //!
 //! Failures: if a write or fdatasync fails (disk full, EIO), every staged append fails with
 //! `StorageError::Io`, the in-memory state (offsets, indexes, cache) is rolled back to the
@@ -34,8 +35,8 @@
 //!
 //! Replication hooks: `append_replica` appends a follower's fetched batches byte for byte
 //! (offsets, leader epochs and timestamps as the leader wrote them) through the same staging,
-//! group commit and rollback, refusing batches that overlap the log
-//! (`StorageError::NonContiguous`). Leader epochs live in the `epoch_cache`, persisted as
+//! group commit and rollback, refusing batches that overlap the log or go back
+//! (`StorageError::NonContiguous`; gaps, as a compacted leader's batches leave, are kept). Leader epochs live in the `epoch_cache`, persisted as
 //! `leader-epoch-checkpoint`: `set_leader_epoch` starts an epoch at the log end and makes
 //! `append` stamp it into every batch (header bytes 12..16, outside the CRC; before any call
 //! the field stays as the producer wrote it); `epoch_end_offset` answers OffsetsForLeaderEpoch.

@@ -612,13 +612,31 @@ fn replica_batches_may_leave_gaps_as_a_compacted_leader_does() {
         let mut two = at(far + 2);
         two.extend_from_slice(&at(far + 100));
         log.append_replica(Bytes::from(two)).await.unwrap();
-        let expected = vec![at(far), at(far + 2), at(far + 100)];
+        let mut expected = vec![at(far), at(far + 2), at(far + 100)];
+        // Past the range of a non-empty active segment: it is sealed, a new one starts.
+        let farther = far + (1i64 << 33);
+        log.append_replica(Bytes::from(at(farther))).await.unwrap();
+        expected.push(at(farther));
+        assert_eq!(log.segment_bases(), vec![far, farther]);
+        // A gap across a size roll, and a failed write there: rolled back, then written.
+        let big = |base: i64| {
+            let mut b = build_test_batch(1, 12_000, base, 2);
+            batch::patch_base_offset(&mut b, base);
+            b
+        };
+        log.append_replica(Bytes::from(big(farther + 10))).await.unwrap();
+        expected.push(big(farther + 10));
+        log.inject_write_faults(1);
+        assert!(log.append_replica(Bytes::from(big(farther + 50))).await.is_err());
+        assert_eq!(log.log_end_offset(), farther + 11);
+        log.append_replica(Bytes::from(big(farther + 50))).await.unwrap();
+        expected.push(big(farther + 50));
         assert_eq!(all_batches(&log).await, expected);
         log.close().await.unwrap();
         let log = PartitionLog::open_with(&path, small_config(), env(0))
             .await
             .unwrap();
-        assert_eq!(log.log_end_offset(), far + 102);
+        assert_eq!(log.log_end_offset(), farther + 51);
         assert_eq!(all_batches(&log).await, expected);
         log.close().await.unwrap();
     });
