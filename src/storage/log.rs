@@ -474,7 +474,10 @@ impl PartitionLog {
         // truncateFromEnd at load); the first kept entry starts at the log start.
         let mut epochs_changed = epochs.truncate_from_end(next_offset);
         epochs_changed |= epochs.truncate_from_start(log_start_offset);
-        if (epochs_changed || (rebuild && next_offset > first_base))
+        // A rebuild that found no epoch (a log whose producers left the field at -1, as the
+        // Java client does) writes nothing: the next open's rebuild costs one page read per
+        // closed segment, less than a checkpoint write for every partition at start.
+        if (epochs_changed || (rebuild && !epochs.is_empty()))
             && let Err(err) =
                 write_file_atomic(dir, epoch_cache::CHECKPOINT_FILE, &epochs.encode()).await
         {

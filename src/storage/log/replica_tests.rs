@@ -624,12 +624,20 @@ fn replica_batches_may_leave_gaps_as_a_compacted_leader_does() {
             batch::patch_base_offset(&mut b, base);
             b
         };
-        log.append_replica(Bytes::from(big(farther + 10))).await.unwrap();
+        log.append_replica(Bytes::from(big(farther + 10)))
+            .await
+            .unwrap();
         expected.push(big(farther + 10));
         log.inject_write_faults(1);
-        assert!(log.append_replica(Bytes::from(big(farther + 50))).await.is_err());
+        assert!(
+            log.append_replica(Bytes::from(big(farther + 50)))
+                .await
+                .is_err()
+        );
         assert_eq!(log.log_end_offset(), farther + 11);
-        log.append_replica(Bytes::from(big(farther + 50))).await.unwrap();
+        log.append_replica(Bytes::from(big(farther + 50)))
+            .await
+            .unwrap();
         expected.push(big(farther + 50));
         assert_eq!(all_batches(&log).await, expected);
         log.close().await.unwrap();
@@ -639,5 +647,32 @@ fn replica_batches_may_leave_gaps_as_a_compacted_leader_does() {
         assert_eq!(log.log_end_offset(), farther + 51);
         assert_eq!(all_batches(&log).await, expected);
         log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_log_without_epochs_writes_no_checkpoint() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let log = PartitionLog::open_with(&path, small_config(), env(0))
+            .await
+            .unwrap();
+        for i in 0..30 {
+            let mut b = build_test_batch(2, 900, i, 1);
+            batch::patch_leader_epoch(&mut b, -1);
+            log.append(Bytes::from(b)).await.unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        log.close().await.unwrap();
+        for _ in 0..2 {
+            let log = PartitionLog::open_with(&path, small_config(), env(0))
+                .await
+                .unwrap();
+            assert_eq!(log.latest_epoch(), None);
+            assert_eq!(log.epoch_end_offset(0), (-1, -1));
+            log.close().await.unwrap();
+            assert!(!path.join(epoch_cache::CHECKPOINT_FILE).exists());
+        }
     });
 }
