@@ -59,7 +59,8 @@ use crate::storage::txn_index;
 use offset_map::OffsetMap;
 use records::RecordView;
 
-const CHECKPOINT_FILE: &str = "cleaner-offset.checkpoint";
+/// The first dirty offset, per partition directory (a truncation lowers it, `log/truncate.rs`).
+pub(crate) const CHECKPOINT_FILE: &str = "cleaner-offset.checkpoint";
 
 /// The broker settings of the cleaner, as one shard's share.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,6 +153,9 @@ pub struct CleanPlan {
 #[derive(Debug, Default, Clone, Copy)]
 struct PartitionState {
     first_dirty_offset: i64,
+    /// The log's `truncation_count` when this was read: a truncation since (which may lower
+    /// the checkpoint) makes the state be read again.
+    truncations: u64,
     /// The earliest delete horizon among the batches the last cleaning kept.
     next_horizon_ms: Option<i64>,
 }
@@ -258,9 +262,12 @@ impl Cleaner {
     }
 
     async fn partition_state(&self, log: &PartitionLog) -> StorageResult<PartitionState> {
-        if let Some(state) = self.state.borrow().get(&state_key(log)) {
+        if let Some(state) = self.state.borrow().get(&state_key(log))
+            && state.truncations == log.truncation_count()
+        {
             return Ok(*state);
         }
+        let truncations = log.truncation_count();
         let first_dirty_offset = read_small_file(&log.dir().join(CHECKPOINT_FILE))
             .await?
             .and_then(|b| String::from_utf8(b).ok())
@@ -268,6 +275,7 @@ impl Cleaner {
             .unwrap_or(0);
         let state = PartitionState {
             first_dirty_offset,
+            truncations,
             next_horizon_ms: None,
         };
         self.state.borrow_mut().insert(state_key(log), state);
@@ -341,6 +349,7 @@ impl Cleaner {
         facts: &PartitionFacts,
         now_ms: i64,
     ) -> StorageResult<Option<CleanStats>> {
+        let truncations = log.truncation_count();
         let Some(plan) = self.plan(log, facts, now_ms).await? else {
             return Ok(None);
         };
@@ -362,6 +371,11 @@ impl Cleaner {
                 )
                 .await?;
             stats.passes += 1;
+            if log.truncation_count() != truncations {
+                // The log was cut under the pass (its swaps were refused): its checkpoint is
+                // the truncation's to lower, not this pass's to raise.
+                break;
+            }
             write_file_atomic(log.dir(), CHECKPOINT_FILE, end.to_string().as_bytes()).await?;
             if let Some(state) = self.state.borrow_mut().get_mut(&state_key(log)) {
                 state.first_dirty_offset = end;
@@ -437,6 +451,8 @@ impl Cleaner {
         cleanable_end: i64,
         stats: &mut CleanStats,
     ) -> StorageResult<i64> {
+        // Taken before anything is read: a truncation after it voids the pass's swaps.
+        let truncations = log.truncation_count();
         let segments: Vec<ClosedSegment> = log
             .closed_segments()
             .into_iter()
@@ -504,7 +520,7 @@ impl Cleaner {
         for group in group_segments(&to_clean, segment_bytes) {
             let base = group[0].base_offset;
             let group_end = group.last().expect("non-empty group").next_base;
-            let mut writer = log.create_cleaned(base).await?;
+            let mut writer = log.create_cleaned(base, truncations).await?;
             let mut failed = None;
             'group: for seg in &group {
                 let mut position = 0;

@@ -21,7 +21,8 @@ pub enum StorageError {
     /// A batch is larger than `max.message.bytes`. Kafka: `MESSAGE_TOO_LARGE` (10).
     #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {max_bytes}")]
     MessageTooLarge { size_bytes: u64, max_bytes: u32 },
-    /// Read or delete at an offset outside `[log_start_offset, high_watermark]`.
+    /// Read at an offset outside `[log_start_offset, durable end]` (then `high_watermark`
+    /// holds the durable end), or delete outside `[log_start_offset, high_watermark]`.
     /// Kafka: `OFFSET_OUT_OF_RANGE` (1).
     #[error("offset {offset} out of range [{log_start_offset}, {high_watermark}]")]
     OffsetOutOfRange {

@@ -14,14 +14,35 @@
 //! into the current *staging* buffer, an aligned DMA buffer that starts with the partial tail
 //! page of the log. The writer task takes the whole staging buffer, writes it with one direct
 //! write (padded with zeros to the page end), then fdatasyncs (policy `EveryAppend`), and only
-//! then moves the high watermark and resolves the appends. Everything staged while a write or
-//! fdatasync was in flight goes out in the next write and shares the next fdatasync. Because
-//! one writer issues one write at a time, rewrites of the tail page land in order.
+//! then moves the durable end (and with it the high watermark) and resolves the appends.
+//! Everything staged while a write or fdatasync was in flight goes out in the next write and
+//! shares the next fdatasync. Because one writer issues one write at a time, rewrites of the
+//! tail page land in order.
 //!
 //! Failures: if a write or fdatasync fails (disk full, EIO), every staged append fails with
 //! `StorageError::Io`, the in-memory state (offsets, indexes, cache) is rolled back to the
-//! last durable batch, and the next append rewrites from there. Nothing after the high
-//! watermark is ever visible to readers.
+//! last durable batch, and the next append rewrites from there. Nothing after the durable
+//! end is ever visible to readers.
+//!
+//! Two ends: the *durable end* (`durable_end`) is where written and durable data ends; the
+//! *high watermark* (`high_watermark`) is what consumers may read, min(durable end, the bound
+//! the replication layer sets with `set_replicated_high_watermark`, the minimum over the
+//! ISR). Without a bound (every single-replica partition) the two are the same. `read` and
+//! `read_below` stop at the high watermark; `read_replica` (a follower's fetch, the producer
+//! state replay) at the durable end; an offset past the durable end is out of range, one
+//! between the two ends gets an empty answer (as Kafka answers a consumer between its high
+//! watermark and log end). Retention only deletes segments wholly below the high watermark.
+//!
+//! Replication hooks: `append_replica` appends a follower's fetched batches byte for byte
+//! (offsets, leader epochs and timestamps as the leader wrote them) through the same staging,
+//! group commit and rollback, refusing batches that overlap the log or go back
+//! (`StorageError::NonContiguous`; gaps, as a compacted leader's batches leave, are kept). Leader epochs live in the `epoch_cache`, persisted as
+//! `leader-epoch-checkpoint`: `set_leader_epoch` starts an epoch at the log end and makes
+//! `append` stamp it into every batch (header bytes 12..16, outside the CRC; before any call
+//! the field stays as the producer wrote it); `epoch_end_offset` answers OffsetsForLeaderEpoch.
+//! A missing checkpoint is rebuilt at open from the batches (all of the last segment, the
+//! first batch of each closed one). `truncate_to` and `truncate_fully_and_start_at`
+//! (`log/truncate.rs`) cut the log back at a batch boundary, or restart it empty, crash-safely.
 //!
 //! Space: the active segment's file is reserved (fallocate, file size included) ahead of the
 //! tail by a task on the background queue, in steps that grow with what the segment has taken
@@ -244,6 +265,11 @@ struct LogInner {
     replica_permit: glommio::sync::Semaphore,
     /// A truncation is running: appends wait before staging.
     truncating: Cell<bool>,
+    /// Truncations run since open (the cleaner refuses a swap across one).
+    truncations: Cell<u64>,
+    /// The running truncation has changed the in-memory state: if it fails now, the log
+    /// closes (the next open recovers from what is on disk).
+    truncation_dirty: Cell<bool>,
     /// The visible high watermark moved, a flush finished, a truncation ended, or the log
     /// closed.
     data_event: Event,
@@ -448,8 +474,15 @@ impl PartitionLog {
         // truncateFromEnd at load); the first kept entry starts at the log start.
         let mut epochs_changed = epochs.truncate_from_end(next_offset);
         epochs_changed |= epochs.truncate_from_start(log_start_offset);
-        if epochs_changed || (rebuild && next_offset > first_base) {
-            write_file_atomic(dir, epoch_cache::CHECKPOINT_FILE, &epochs.encode()).await?;
+        // A rebuild that found no epoch (a log whose producers left the field at -1, as the
+        // Java client does) writes nothing: the next open's rebuild costs one page read per
+        // closed segment, less than a checkpoint write for every partition at start.
+        if (epochs_changed || (rebuild && !epochs.is_empty()))
+            && let Err(err) =
+                write_file_atomic(dir, epoch_cache::CHECKPOINT_FILE, &epochs.encode()).await
+        {
+            // The cache in memory is right; the next open rebuilds or trims it again.
+            tracing::warn!(dir = %dir.display(), %err, "could not write leader-epoch-checkpoint");
         }
         let cache = env.cache.clone();
         let inner = Rc::new(LogInner {
@@ -473,6 +506,8 @@ impl PartitionLog {
             epoch_file_permit: glommio::sync::Semaphore::new(1),
             replica_permit: glommio::sync::Semaphore::new(1),
             truncating: Cell::new(false),
+            truncations: Cell::new(0),
+            truncation_dirty: Cell::new(false),
             data_event: Event::default(),
             writer_event: Event::default(),
             closed: Cell::new(false),
@@ -1096,13 +1131,16 @@ impl PartitionLog {
         let removed: Vec<Segment> = {
             let mut st = inner.state.borrow_mut();
             let lso = inner.log_start_offset.get();
+            let high_watermark = inner.visible_high_watermark();
             let mut bases = Vec::new();
             let keys: Vec<i64> = st.segments.keys().copied().collect();
             for (i, base) in keys.iter().enumerate() {
                 let Some(next) = keys.get(i + 1) else { break };
                 let seg = &st.segments[base];
-                // Only whole, finalized, closed segments go; the active one always stays.
-                if !seg.sealed || !seg.finalized {
+                // Only whole, finalized, closed segments go; the active one always stays. As in
+                // Kafka, only segments wholly below the high watermark (so never data the
+                // followers may still need; for a single replica every closed segment is).
+                if !seg.sealed || !seg.finalized || *next > high_watermark {
                     break;
                 }
                 if *next <= lso || doomed(seg, lso) {
@@ -1170,6 +1208,8 @@ impl PartitionLog {
         inner.closed.set(true);
         inner.writer_event.notify_all();
         inner.data_event.notify_all();
+        // A truncation, retention pass or swap in progress finishes first.
+        let _permit = inner.segments_permit.acquire_permit(1).await;
         let task = inner.writer.borrow_mut().take();
         if let Some(task) = task {
             task.await;

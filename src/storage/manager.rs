@@ -1240,6 +1240,117 @@ mod tests {
         });
     }
 
+    /// As `replicate`, but only the batches that start below `end`.
+    async fn replicate_until(leader: &Rc<OpenPartition>, follower: &Rc<OpenPartition>, end: i64) {
+        let mut offset = follower.log.log_end_offset();
+        while offset < end {
+            let chunk = leader.log.read_replica(offset, 1).await.unwrap().to_vec();
+            let header = BatchHeader::view(&chunk).unwrap();
+            if header.base_offset.get() >= end {
+                break;
+            }
+            let size = header.size_bytes() as usize;
+            let info = follower
+                .append_replica(Bytes::copy_from_slice(&chunk[..size]))
+                .await
+                .unwrap();
+            offset = info.last_offset + 1;
+        }
+    }
+
+    #[test]
+    fn truncation_rebuilds_the_producer_state_for_the_new_end() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let leader = open(&tmp.path().join("l-0"), 4096).await;
+            let follower = open(&tmp.path().join("f-0"), 4096).await;
+            leader.log.set_leader_epoch(1).await.unwrap();
+            for i in 0..30 {
+                append(&leader, batch(5, i, 1, false)).await; // 0..=29
+            }
+            assert_eq!(append(&leader, batch(7, 0, 2, true)).await, 30); // 30..=31
+            append(&leader, batch(5, 30, 1, false)).await; // 32
+            assert_eq!(leader.write_marker(7, 0, ABORT).await.unwrap(), 33);
+            for i in 31..40 {
+                append(&leader, batch(5, i, 1, false)).await; // 34..=42
+            }
+            replicate(&leader, &follower).await;
+            // Snapshots on the follower, one above the cut to come.
+            // (A background snapshot started by a roll may hold the writer: try again.)
+            for _ in 0..200 {
+                follower.snapshot_if_due(true).await;
+                if follower.snapshot_offset.get() == 43 {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(follower.snapshot_offset.get(), 43);
+            assert_eq!(
+                std::fs::read(
+                    follower
+                        .dir
+                        .join(txn_index::file_name(follower.log.segment_bounds(33).0))
+                )
+                .map(|b| txn_index::decode(&b).len())
+                .unwrap(),
+                1
+            );
+
+            // Cut between the transactional batch and its abort marker.
+            follower.truncate_to(33).await.unwrap();
+            assert_eq!(follower.log.log_end_offset(), 33);
+            assert!(snapshot_offsets(&follower.dir).iter().all(|&o| o <= 33));
+            let reference = open(&tmp.path().join("r-0"), 4096).await;
+            replicate_until(&leader, &reference, 33).await;
+            assert_eq!(producer_view(&follower), producer_view(&reference));
+            assert_eq!(
+                follower.last_stable_offset(),
+                30,
+                "the transaction is open again"
+            );
+            assert!(
+                follower
+                    .producers
+                    .borrow()
+                    .aborted_between(0, i64::MAX)
+                    .is_empty()
+            );
+            // The segment's transaction index lost the abort past the cut.
+            let base = follower.log.segment_bounds(32).0;
+            assert!(
+                std::fs::read(follower.dir.join(txn_index::file_name(base)))
+                    .map(|b| txn_index::decode(&b).is_empty())
+                    .unwrap_or(true)
+            );
+            // Fetching again from the leader brings back the same state.
+            replicate(&leader, &follower).await;
+            assert_eq!(producer_view(&follower), producer_view(&leader));
+            // A cut at 20: the same as a log that only ever had 0..20.
+            follower.truncate_to(20).await.unwrap();
+            let reference20 = open(&tmp.path().join("r20-0"), 4096).await;
+            replicate_until(&leader, &reference20, 20).await;
+            assert_eq!(producer_view(&follower), producer_view(&reference20));
+            // The state survives a reopen.
+            let before = producer_view(&follower);
+            follower.log.close().await.unwrap();
+            let follower = open(&tmp.path().join("f-0"), 4096).await;
+            assert_eq!(producer_view(&follower), before);
+
+            // Restarted empty at the leader's end: no producers, no snapshots.
+            follower.truncate_fully_and_start_at(43).await.unwrap();
+            assert!(follower.producers.borrow().is_empty());
+            assert!(snapshot_offsets(&follower.dir).is_empty());
+            assert_eq!(follower.log.log_start_offset(), 43);
+            follower.log.close().await.unwrap();
+            let follower = open(&tmp.path().join("f-0"), 4096).await;
+            assert!(follower.producers.borrow().is_empty());
+            assert_eq!(follower.log.log_end_offset(), 43);
+            for p in [&follower, &leader, &reference, &reference20] {
+                p.log.close().await.unwrap();
+            }
+        });
+    }
+
     #[test]
     fn snapshots_follow_segment_rolls() {
         run(|| async {

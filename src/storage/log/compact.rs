@@ -80,12 +80,16 @@ pub struct CleanedWriter {
     len: usize,
     buf_position: u64,
     index_interval_bytes: u64,
+    /// The log's truncation count the cleaner's reads started from (`truncation_count`);
+    /// the swap is refused if a truncation ran since.
+    truncations: u64,
 }
 
 /// A cleaned segment written whole, ready to be swapped in.
 #[derive(Debug)]
 pub struct CleanedSegment {
     segment: Segment,
+    truncations: u64,
 }
 
 impl CleanedSegment {
@@ -106,6 +110,12 @@ impl PartitionLog {
     /// The partition's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// How many truncations (`truncate_to`, `truncate_fully_and_start_at`) ran on this open
+    /// log: the cleaner takes it before reading and hands it to `create_cleaned`.
+    pub fn truncation_count(&self) -> u64 {
+        self.inner.truncations.get()
     }
 
     /// Tells this open log from an earlier one of the same directory (a topic deleted and
@@ -172,8 +182,13 @@ impl PartitionLog {
     }
 
     /// Starts the cleaned segment that will replace a group starting at `base` (a closed
-    /// segment's base offset).
-    pub async fn create_cleaned(&self, base: i64) -> StorageResult<CleanedWriter> {
+    /// segment's base offset). `truncations` is `truncation_count()` as it was when the
+    /// cleaner first looked at the segments: if a truncation ran since, the swap is refused.
+    pub async fn create_cleaned(
+        &self,
+        base: i64,
+        truncations: u64,
+    ) -> StorageResult<CleanedWriter> {
         let file = open_log_file(&cleaned_path(&self.inner.dir, base, "log"), true).await?;
         Ok(CleanedWriter {
             dir: self.inner.dir.clone(),
@@ -183,13 +198,15 @@ impl PartitionLog {
             len: 0,
             buf_position: 0,
             index_interval_bytes: u64::from(self.inner.config.get().index_interval_bytes),
+            truncations,
         })
     }
 
     /// Replaces the closed segments `old_bases` (consecutive, the first equal to the cleaned
     /// segment's base) by `cleaned`, crash-safely (see the module header), and drops the shard
     /// cache's entries for their offsets. Returns false, and deletes the cleaned files, if the
-    /// old segments changed meanwhile (deleted by retention, say).
+    /// old segments changed meanwhile (deleted by retention, say, or a truncation ran: the
+    /// cleaner may have read data it cut, as Kafka aborts cleaning around a truncation).
     pub async fn replace_segments(
         &self,
         old_bases: &[i64],
@@ -214,7 +231,7 @@ impl PartitionLog {
                 Some(*b) != last && st.segments.get(b).is_some_and(|s| s.sealed && s.finalized)
             })
         };
-        if !still_there || inner.closed.get() {
+        if !still_there || inner.closed.get() || cleaned.truncations != inner.truncations.get() {
             remove_cleaned(&inner.dir, base);
             return Ok(false);
         }
@@ -354,6 +371,7 @@ impl CleanedWriter {
         write_file_atomic(&self.dir, &name("txnindex"), txn_index).await?;
         Ok(CleanedSegment {
             segment: self.segment,
+            truncations: self.truncations,
         })
     }
 

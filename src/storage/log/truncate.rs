@@ -15,7 +15,13 @@
 //! rewritten without the entries past the cut, its `.index`/`.timeindex` removed (the last
 //! segment is always recovered by a full scan, and a stale index must never be trusted once
 //! the segment is closed again), the directory synced, and the file cut at the batch's
-//! position and fdatasynced. A full restart writes the log start checkpoint first.
+//! position and fdatasynced. A full restart writes the log start checkpoint first. An I/O error
+//! after the in-memory state began to change closes the log (operations then fail with
+//! `StorageError::Closed`); the next open recovers a valid prefix from the disk. `close` waits
+//! for a truncation in progress.
+//!
+//! Cost: the new active segment is recovered by a full scan (one sequential read of at most
+//! `segment.bytes`), which rebuilds its indexes, time bounds and tail page exactly.
 
 use super::*;
 use crate::storage::txn_index;
@@ -53,8 +59,26 @@ impl LogInner {
             .await
     }
 
+    /// Ends a truncation: a failure after the in-memory state changed closes the log, whose
+    /// next open recovers a valid prefix from the disk (see the module header).
+    fn after_truncation(&self, result: StorageResult<()>) -> StorageResult<()> {
+        if let Err(err) = &result
+            && self.truncation_dirty.get()
+            && !self.closed.get()
+        {
+            tracing::error!(dir = %self.dir.display(), %err,
+                "truncation failed half way; the log is closed until it is opened again");
+            self.closed.set(true);
+            self.writer_event.notify_all();
+            self.data_event.notify_all();
+        }
+        self.truncation_dirty.set(false);
+        result
+    }
+
     /// Lowers the durable end (and a replication bound above it) to `end`.
     fn lower_ends(&self, end: i64) {
+        self.truncation_dirty.set(true);
         if self.durable_end.get() > end {
             self.durable_end.set(end);
         }
@@ -93,6 +117,7 @@ impl LogInner {
     async fn restart_at(&self, offset: i64) -> StorageResult<()> {
         // First, so that a crash at any later point reopens at or before `offset`.
         write_file_atomic(&self.dir, CHECKPOINT_FILE, offset.to_string().as_bytes()).await?;
+        self.truncation_dirty.set(true);
         let removed: Vec<Segment> = {
             let mut st = self.state.borrow_mut();
             let removed = std::mem::take(&mut st.segments).into_values().collect();
@@ -111,8 +136,26 @@ impl LogInner {
         if self.epochs.borrow_mut().clear() {
             self.persist_epochs().await?;
         }
+        self.lower_cleaner_checkpoint(offset).await?;
         tracing::info!(dir = %self.dir.display(), offset, "log truncated fully");
         Ok(())
+    }
+
+    /// Lowers the cleaner's first dirty offset (`cleaner-offset.checkpoint`) to `end` if it is
+    /// above it, so what is appended after the cut gets cleaned (Kafka truncates the cleaner
+    /// checkpoint with the log).
+    async fn lower_cleaner_checkpoint(&self, end: i64) -> StorageResult<()> {
+        let name = crate::storage::cleaner::CHECKPOINT_FILE;
+        let current = read_small_file(&self.dir.join(name))
+            .await?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.trim().parse::<i64>().ok());
+        match current {
+            Some(first_dirty) if first_dirty > end => {
+                write_file_atomic(&self.dir, name, end.to_string().as_bytes()).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Rewrites segment `base`'s `.txnindex` without the aborted transactions whose markers
@@ -181,7 +224,15 @@ impl PartitionLog {
             .await
             .map_err(|_| StorageError::Closed)?;
         inner.truncating.set(true);
+        inner.truncations.set(inner.truncations.get() + 1);
         let _guard = TruncatingGuard(inner);
+        let result = self.cut_at(offset).await;
+        inner.after_truncation(result)
+    }
+
+    /// `truncate_to` once the permits are held.
+    async fn cut_at(&self, offset: i64) -> StorageResult<()> {
+        let inner = &*self.inner;
         inner.wait_writer_idle().await;
         if inner.closed.get() {
             return Err(StorageError::Closed);
@@ -211,7 +262,7 @@ impl PartitionLog {
         };
         let mut found = None;
         if let Some(file) = &file {
-            scan(file, from, limit, None, |position, h, _| {
+            let (_, why) = scan(file, from, limit, None, |position, h, _| {
                 if h.last_offset() >= offset {
                     found = Some((position, h.base_offset.get()));
                     return false;
@@ -219,6 +270,11 @@ impl PartitionLog {
                 true
             })
             .await?;
+            if !matches!(why, ScanEnd::Limit | ScanEnd::Stopped) {
+                return Err(StorageError::CorruptMessage(
+                    "segment does not scan cleanly; not truncating it",
+                ));
+            }
         }
         let (cut, first_removed) = match found {
             Some((0, base)) => (
@@ -339,6 +395,7 @@ impl PartitionLog {
         if inner.epochs.borrow_mut().truncate_from_end(new_end) {
             inner.persist_epochs().await?;
         }
+        inner.lower_cleaner_checkpoint(new_end).await?;
         tracing::info!(dir = %inner.dir.display(), offset, new_end, "log truncated");
         Ok(())
     }
@@ -372,11 +429,13 @@ impl PartitionLog {
             .await
             .map_err(|_| StorageError::Closed)?;
         inner.truncating.set(true);
+        inner.truncations.set(inner.truncations.get() + 1);
         let _guard = TruncatingGuard(inner);
         inner.wait_writer_idle().await;
         if inner.closed.get() {
             return Err(StorageError::Closed);
         }
-        inner.restart_at(offset).await
+        let result = inner.restart_at(offset).await;
+        inner.after_truncation(result)
     }
 }

@@ -59,6 +59,9 @@ impl LogInner {
             });
         }
         let now = now_ms();
+        if replica && end_offset_in - 1 - st.next_offset > u32::MAX as i64 {
+            self.jump_gap(st, first_offset_in)?;
+        }
         // Roll by size, age, or relative offset overflow. Age is measured as Kafka does: the
         // incoming batch's timestamp minus the first batch's, or wall time since creation.
         {
@@ -88,8 +91,9 @@ impl LogInner {
                 // budget (the file is cut to its size when the segment is finalized).
                 active.grant = None;
                 active.seal_time_index();
-                // A replica's new segment is named by its first batch, as the leader's is.
-                let base = first_offset_in;
+                // Named by the log end (a replica's batches may start later, past a compacted
+                // leader's gap), so a failed write rolls back to the durable end as ever.
+                let base = st.next_offset;
                 st.segments.insert(base, Segment::new(base));
             }
         }
@@ -239,6 +243,42 @@ impl LogInner {
             },
             outcome,
         ))
+    }
+}
+
+impl LogInner {
+    /// A replica append whose batches end more than 2^32 offsets past the log end (a
+    /// compacted leader's gap no segment starting at the log end can hold): once nothing is
+    /// in flight, the log end and the durable end move to `first` (no offset between exists
+    /// anywhere) and a new segment starts there; an empty active segment is replaced (its
+    /// empty file removed), a non-empty one sealed as by a roll. With writes in flight the
+    /// append is refused as `Overloaded` (retriable).
+    fn jump_gap(&self, st: &mut LogState, first: i64) -> StorageResult<()> {
+        let idle = st.queued.is_empty()
+            && st.staging.as_ref().is_none_or(|s| !s.has_data())
+            && self.durable_end.get() == st.next_offset;
+        if !idle {
+            return Err(StorageError::Overloaded {
+                staged_bytes: st.staged_bytes,
+            });
+        }
+        let (&old, active) = st.segments.iter_mut().next_back().expect("active segment");
+        if active.size_bytes == 0 {
+            let had_file = active.file.is_some();
+            st.segments.remove(&old);
+            if had_file {
+                let _ = std::fs::remove_file(segment_path(&self.dir, old, "log"));
+            }
+        } else {
+            active.sealed = true;
+            active.grant = None;
+            active.seal_time_index();
+        }
+        st.staging = None;
+        st.segments.insert(first, Segment::new(first));
+        st.next_offset = first;
+        self.durable_end.set(first);
+        Ok(())
     }
 }
 
