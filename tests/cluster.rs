@@ -264,10 +264,12 @@ fn three_nodes_share_topics_fail_over_and_catch_up() {
             "three distinct replicas: {replicas:?}"
         );
         assert_eq!(*leader, replicas[0], "the preferred replica leads");
+        let mut in_sync = isr.clone();
+        in_sync.sort_unstable();
         assert_eq!(
-            isr,
-            &vec![*leader],
-            "followers hold no data until replication lands"
+            in_sync,
+            vec![1, 2, 3],
+            "a new partition's replicas are all in sync"
         );
         *leaders.entry(*leader).or_insert(0) += 1;
     }
@@ -534,4 +536,83 @@ fn a_data_dir_of_another_node_or_quorum_is_refused_at_start() {
         }
     }
     fails_at_start(&dir, &args, "cluster");
+}
+
+/// Controlled shutdown (Kafka's BrokerHeartbeat `wantShutDown`): a broker given SIGTERM first
+/// asks the controller to move its leaderships to other in-sync replicas and take it out of
+/// the ISRs, then stops. Checked on a topic with replication factor 3 (every partition moves
+/// and the broker leaves every ISR, well before its session would have expired) and one with a
+/// single replica on that broker (kept: no one else can lead it); the broker's log says so.
+#[test]
+fn sigterm_moves_leaderships_away_before_the_broker_stops() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("three brokers register");
+    create_topic(&bootstrap, "handover", 6, 3).expect("created");
+    let views = eventually(Duration::from_secs(20), || {
+        let (_, topics) = metadata(&bootstrap)?;
+        let partitions = topics.get("handover")?.clone();
+        partitions
+            .iter()
+            .all(|(leader, _, isr)| *leader >= 0 && isr.len() == 3)
+            .then_some(partitions)
+    })
+    .expect("every replica is in sync");
+    let victim = views[0].0;
+    // A partition only the victim holds: it keeps it through the controlled shutdown.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let assignment: &[&[i32]] = &[&[victim]];
+    let solo = NewTopic::new("solo", 1, TopicReplication::Variable(assignment));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let created = block(admin.create_topics(&[solo], &options)).expect("answered");
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let mut node = cluster.nodes.remove(&victim).unwrap();
+    let survivors = cluster.bootstrap();
+    let signalled = Instant::now();
+    node.signal("TERM");
+    let moved = eventually(Duration::from_secs(10), || {
+        let (_, topics) = metadata(&survivors)?;
+        let partitions = topics.get("handover")?.clone();
+        partitions
+            .iter()
+            .all(|(leader, _, isr)| *leader >= 0 && *leader != victim && !isr.contains(&victim))
+            .then_some(partitions)
+    });
+    let moved_after = signalled.elapsed();
+    assert!(
+        moved.is_some(),
+        "broker {victim}'s leaderships move away; its log:\n{}",
+        node.log().join("\n")
+    );
+    // Before the victim's session ends: the controlled shutdown moved them, not fencing.
+    assert!(
+        moved_after < Duration::from_millis(SESSION_TIMEOUT_MS),
+        "moved only after {moved_after:?}"
+    );
+    eventually(Duration::from_secs(20), || {
+        (!node.is_running()).then_some(())
+    })
+    .expect("the broker exits after its controlled shutdown");
+    let log = node.log();
+    let done = log
+        .iter()
+        .find(|l| l.contains("controlled shutdown done"))
+        .unwrap_or_else(|| panic!("no controlled shutdown line:\n{}", log.join("\n")));
+    assert!(done.contains("kept_leaderships=1"), "{done}");
+    let moving = log
+        .iter()
+        .position(|l| l.contains("controlled shutdown: moving leaderships away"));
+    let draining = log.iter().position(|l| l.contains("draining connections"));
+    assert!(
+        moving.is_some() && moving < draining,
+        "the controlled shutdown comes before the drain:\n{}",
+        log.join("\n")
+    );
 }

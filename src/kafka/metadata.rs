@@ -546,7 +546,7 @@ mod tests {
         let p0 = &partitions[0];
         assert_eq!((p0.error_code, p0.leader_id.0, p0.leader_epoch), (0, 1, 0));
         assert_eq!(ids(&p0.replica_nodes), vec![1, 2, 3]);
-        assert_eq!(ids(&p0.isr_nodes), vec![1]);
+        assert_eq!(ids(&p0.isr_nodes), vec![1, 2, 3]);
         assert_eq!(ids(&p0.offline_replicas), vec![3]);
         let p1 = &partitions[1];
         assert_eq!((p1.error_code, p1.leader_id.0, p1.leader_epoch), (0, 2, 5));

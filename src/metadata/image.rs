@@ -74,12 +74,12 @@ pub struct BrokerImage {
 }
 
 impl PartitionState {
-    /// A new partition on `replicas`, led by the first. Until replication lands (issue 15) the
-    /// followers hold no data, so the ISR is the leader alone.
+    /// A new partition on `replicas`, led by the first, every replica in sync (all are empty),
+    /// as Kafka creates one.
     pub fn led_by_first(replicas: Vec<i32>) -> PartitionState {
         let leader = replicas.first().copied().unwrap_or(-1);
         PartitionState {
-            isr: vec![leader],
+            isr: replicas.clone(),
             replicas,
             leader,
             leader_epoch: 0,
