@@ -615,4 +615,99 @@ fn sigterm_moves_leaderships_away_before_the_broker_stops() {
         "the controlled shutdown comes before the drain:\n{}",
         log.join("\n")
     );
+
+    // ElectLeaders through confluent-kafka's AdminClient, with the broker gone. Once its
+    // session ends, "solo" (its only replica is that broker) has no leader.
+    eventually(Duration::from_secs(15), || {
+        let (_, topics) = metadata(&survivors)?;
+        (topics.get("solo")?[0].0 == -1).then_some(())
+    })
+    .expect("solo loses its leader when the broker is fenced");
+    let answers = elect_leaders(
+        &survivors,
+        &[
+            ("PREFERRED", None),
+            (
+                "PREFERRED",
+                Some(
+                    "handover:0,handover:1,handover:2,handover:3,handover:4,handover:5,handover:99",
+                ),
+            ),
+            ("UNCLEAN", Some("solo:0,handover:0")),
+        ],
+    );
+    // Every partition: only those whose election was needed are answered; the ones the
+    // stopped broker prefers cannot get it back.
+    let mut every: Vec<String> = views
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, replicas, _))| replicas[0] == victim)
+        .map(|(p, _)| format!("handover:{p}=PREFERRED_LEADER_NOT_AVAILABLE"))
+        .collect();
+    every.push("solo:0=PREFERRED_LEADER_NOT_AVAILABLE".to_string());
+    assert_eq!(answers[0], every, "{answers:?}");
+    let named: Vec<String> = views
+        .iter()
+        .enumerate()
+        .map(|(p, (_, replicas, _))| {
+            let code = if replicas[0] == victim {
+                "PREFERRED_LEADER_NOT_AVAILABLE"
+            } else {
+                "ELECTION_NOT_NEEDED"
+            };
+            format!("handover:{p}={code}")
+        })
+        .chain(["handover:99=UNKNOWN_TOPIC_OR_PART".to_string()])
+        .collect();
+    assert_eq!(answers[1], named, "{answers:?}");
+    assert_eq!(
+        answers[2],
+        vec![
+            "handover:0=ELECTION_NOT_NEEDED".to_string(),
+            "solo:0=ELIGIBLE_LEADERS_NOT_AVAILABLE".to_string()
+        ],
+        "{answers:?}"
+    );
+}
+
+/// Runs confluent-kafka's `AdminClient.elect_leaders` once per `(election type, partitions)`
+/// (`None`: every partition; else `topic:partition,...`); each answer is its
+/// `topic:partition=ERROR` lines, sorted.
+fn elect_leaders(bootstrap: &str, calls: &[(&str, Option<&str>)]) -> Vec<Vec<String>> {
+    let script = r#"
+import sys
+from confluent_kafka import TopicPartition, ElectionType, KafkaException
+from confluent_kafka.admin import AdminClient
+a = AdminClient({'bootstrap.servers': sys.argv[1]})
+kind = ElectionType[sys.argv[2]]
+parts = None
+if sys.argv[3] != '-':
+    parts = [TopicPartition(t, int(p)) for t, p in (x.split(':') for x in sys.argv[3].split(','))]
+try:
+    # (confluent-kafka 2.16 fails on any keyword argument here: its binding mis-parses them.)
+    result = a.elect_leaders(kind, parts).result(timeout=30)
+except KafkaException as e:
+    print('request=' + e.args[0].name())
+    sys.exit(0)
+for tp, err in result.items():
+    print('%s:%d=%s' % (tp.topic, tp.partition, err.name() if err else 'NONE'))
+"#;
+    calls
+        .iter()
+        .map(|(kind, partitions)| {
+            let (status, out, err) = run_bounded(
+                "python3",
+                &["-c", script, bootstrap, kind, partitions.unwrap_or("-")],
+                Duration::from_secs(40),
+            );
+            assert!(status.success(), "elect_leaders: {err}");
+            let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+            lines.sort_unstable_by_key(|l| {
+                let (tp, _) = l.split_once('=').unwrap_or((l, ""));
+                let (t, p) = tp.split_once(':').unwrap_or((tp, "0"));
+                (t.to_string(), p.parse::<i32>().unwrap_or(0))
+            });
+            lines
+        })
+        .collect()
 }

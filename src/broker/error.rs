@@ -41,6 +41,9 @@ pub fn metadata_error_code(err: &MetadataError) -> i16 {
         MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        MetadataError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        MetadataError::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+        MetadataError::EligibleLeadersNotAvailable(_) => ResponseError::EligibleLeadersNotAvailable,
     };
     kind.code()
 }
