@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use support::{Broker, run_bounded};
@@ -667,6 +669,80 @@ fn sigterm_moves_leaderships_away_before_the_broker_stops() {
             "solo:0=ELIGIBLE_LEADERS_NOT_AVAILABLE".to_string()
         ],
         "{answers:?}"
+    );
+
+    // Internal topics want offsets.topic.replication.factor and
+    // transaction.state.log.replication.factor (3) live brokers: with two, FindCoordinator is
+    // COORDINATOR_NOT_AVAILABLE, as in Kafka, and nothing is created.
+    let survivor = cluster.nodes.values().next().unwrap().addr;
+    let find = |addr| {
+        let mut client = support::RawClient::connect(addr);
+        [(0i8, "g-internal"), (1i8, "tx-internal")].map(|(key_type, key)| {
+            let request = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_key_type(key_type);
+            let response: FindCoordinatorResponse =
+                client.call(ApiKey::FindCoordinator, 3, &request);
+            response.error_code
+        })
+    };
+    assert_eq!(find(survivor), [15, 15], "COORDINATOR_NOT_AVAILABLE");
+    let internal = |bootstrap: &str| -> Option<BTreeMap<String, Vec<usize>>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .ok()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        Some(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name().starts_with("__"))
+                .map(|t| {
+                    let replicas = t.partitions().iter().map(|p| p.replicas().len()).collect();
+                    (t.name().to_string(), replicas)
+                })
+                .collect(),
+        )
+    };
+    assert_eq!(internal(&survivors), Some(BTreeMap::new()));
+    // The third broker back: both are created with three replicas each.
+    drop(node);
+    cluster.start_node(victim);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("the broker comes back");
+    eventually(Duration::from_secs(10), || {
+        (find(cluster.nodes[&victim].addr) == [0, 0]).then_some(())
+    })
+    .expect("the coordinators are found once three brokers are live");
+    let topics = internal(&bootstrap).unwrap();
+    assert_eq!(topics.len(), 2, "{topics:?}");
+    for (name, replicas) in &topics {
+        assert!(
+            !replicas.is_empty() && replicas.iter().all(|n| *n == 3),
+            "{name}: {replicas:?}"
+        );
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let described = block(admin.describe_configs(
+        &[ResourceSpecifier::Topic("__transaction_state")],
+        &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+    ))
+    .unwrap();
+    let config = described[0].as_ref().expect("described");
+    let min_isr = config
+        .get("min.insync.replicas")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        min_isr.as_deref(),
+        Some("2"),
+        "transaction.state.log.min.isr"
     );
 }
 
