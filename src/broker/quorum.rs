@@ -208,6 +208,7 @@ pub fn start(
         rack: context.config.quorum.rack.clone(),
         session_timeout_ms: context.config.quorum.session_timeout_ms,
         heartbeat_interval_ms: context.config.quorum.heartbeat_interval_ms,
+        leader_balance: membership::LeaderBalance::of(&context.config),
     };
     glommio::spawn_local_into(membership::run(metadata, settings), context.queues.requests)
         .map_err(|err| err.to_string())?
