@@ -588,6 +588,7 @@ fn sigterm_moves_leaderships_away_before_the_broker_stops() {
             .then_some(partitions)
     });
     let moved_after = signalled.elapsed();
+    eprintln!("leaderships moved away {moved_after:?} after SIGTERM (as clients see it)");
     assert!(
         moved.is_some(),
         "broker {victim}'s leaderships move away; its log:\n{}",

@@ -220,8 +220,9 @@ pub fn start(
 /// Controlled shutdown (Kafka's BrokerHeartbeat `wantShutDown`), on shard 0 before the drain:
 /// asks the controller quorum to move this broker's leaderships to other in-sync replicas and
 /// take it out of the ISRs (`ShutdownBroker`), and waits, up to `CONTROLLED_SHUTDOWN_WAIT`,
-/// until this node's image has the change. A lone node, an unregistered or fenced broker, or
-/// an unreachable quorum goes on with the shutdown at once (one line says so).
+/// until this node's image has the change. A lone node goes on at once; so do an unregistered
+/// or fenced broker and a quorum that refuses or does not answer in time, with one line saying
+/// so.
 pub async fn controlled_shutdown(context: &Rc<ShardContext>) {
     let Some(metadata) = context
         .controller
