@@ -101,6 +101,10 @@ pub const QUORUM_INFLIGHT_APPENDS_MAX: usize = 256;
 /// without bound.
 pub const QUORUM_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// The most preferred elections one leader balance check asks for (Kafka's KRaft controller
+/// bounds them alike); the next check does the rest.
+pub const LEADER_BALANCE_ELECTIONS_MAX: usize = 1_000;
+
 /// How long a metadata change waits to commit through the quorum before its request is
 /// answered REQUEST_TIMED_OUT (the change may still commit).
 pub const QUORUM_COMMIT_TIMEOUT_MS: u64 = 10_000;

@@ -15,8 +15,9 @@
 //!
 //! Shutdown: a thread waits for SIGINT or SIGTERM and forwards it to shard 0 over a channel
 //! (so does `RunningBroker::shutdown`); shard 0 waits on that channel from glommio's blocking
-//! pool, then sends `Drain` to every shard (itself included) and, once all are drained, `Stop`.
-//! A second signal during the drain exits at once.
+//! pool, then (in a cluster) makes a controlled shutdown (`broker::quorum::controlled_shutdown`:
+//! its leaderships move away, bounded to a few seconds), sends `Drain` to every shard (itself
+//! included) and, once all are drained, `Stop`. A second signal during these exits at once.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -626,6 +627,7 @@ async fn shutdown_on_request(context: Rc<ShardContext>, stop_requests: mpsc::Rec
     let _ = glommio::executor()
         .spawn_blocking(move || stop_requests.recv())
         .await;
+    crate::broker::quorum::controlled_shutdown(&context).await;
     info!("draining connections");
     shutdown_all(&context).await;
 }

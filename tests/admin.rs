@@ -686,3 +686,88 @@ print(json.dumps({'before': before, 'after': int(time.time() * 1000), 'open': op
         "TOPIC_AUTHORIZATION_FAILED"
     );
 }
+
+/// ElectLeaders on a lone node, as a one-broker Kafka answers: every partition is led by its
+/// only replica, its preferred one, so no election is needed (confluent-kafka's
+/// `AdminClient.elect_leaders`); unknown partitions are UNKNOWN_TOPIC_OR_PARTITION; without ALTER
+/// on the cluster, CLUSTER_AUTHORIZATION_FAILED for the request and each partition.
+#[test]
+fn elect_leaders_on_a_lone_node_is_never_needed() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use support::run_bounded;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[]);
+    let created = block(admin(&broker).create_topics(
+        &[NewTopic::new("lone", 2, TopicReplication::Fixed(1))],
+        &options(),
+    ))
+    .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let script = r#"
+import sys
+from confluent_kafka import TopicPartition, ElectionType
+from confluent_kafka.admin import AdminClient
+a = AdminClient({'bootstrap.servers': sys.argv[1]})
+asked = [TopicPartition('lone', 0), TopicPartition('lone', 1), TopicPartition('lone', 7),
+         TopicPartition('nope', 0)]
+for kind, parts in [(ElectionType.PREFERRED, asked), (ElectionType.UNCLEAN, asked[:1]),
+                    (ElectionType.PREFERRED, None)]:
+    result = a.elect_leaders(kind, parts).result(timeout=30)
+    print(kind.name, sorted('%s:%d=%s' % (tp.topic, tp.partition, e.name() if e else 'NONE')
+                            for tp, e in result.items()))
+"#;
+    let (status, out, err) = run_bounded(
+        "python3",
+        &["-c", script, &broker.bootstrap()],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "PREFERRED ['lone:0=ELECTION_NOT_NEEDED', 'lone:1=ELECTION_NOT_NEEDED', \
+             'lone:7=UNKNOWN_TOPIC_OR_PART', 'nope:0=UNKNOWN_TOPIC_OR_PART']",
+            "UNCLEAN ['lone:0=ELECTION_NOT_NEEDED']",
+            "PREFERRED []",
+        ],
+        "{out}"
+    );
+    drop(broker);
+
+    // With an authorizer and no ACL for the anonymous principal: refused.
+    let authorized = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        authorized.path(),
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        ],
+    );
+    let mut client = support::RawClient::connect(broker.addr);
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_static_str("lone")))
+                .with_partitions(vec![0, 1]),
+        ]));
+    let response: ElectLeadersResponse = client.call(ApiKey::ElectLeaders, 2, &request);
+    assert_eq!(response.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+    let codes: Vec<i16> = response.replica_election_results[0]
+        .partition_result
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![31, 31]);
+    // An election type Kafka does not have: INVALID_REQUEST (v1 and later carry the type).
+    drop(client);
+    drop(broker);
+    let broker = Broker::start_in(authorized.path(), &[]);
+    let mut client = support::RawClient::connect(broker.addr);
+    let response: ElectLeadersResponse =
+        client.call(ApiKey::ElectLeaders, 1, &request.with_election_type(5));
+    assert_eq!(response.error_code, 42, "INVALID_REQUEST");
+}

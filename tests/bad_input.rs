@@ -200,7 +200,14 @@ fn counts_larger_than_their_bytes_close_only_their_connection() {
     }
     legacy_fetch.extend_from_slice(&i32::MAX.to_be_bytes()); // topics
 
+    let mut elect_leaders = vec![0u8]; // election type
+    elect_leaders.extend(uvarint(u32::MAX)); // topic partitions
+
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "ElectLeaders v2 claiming 2^32 topics",
+            raw_frame(ApiKey::ElectLeaders, 2, true, &elect_leaders),
+        ),
         (
             "ListOffsets v5 claiming 2^31 topics",
             raw_frame(ApiKey::ListOffsets, 5, false, &list_offsets),

@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use support::{Broker, run_bounded};
@@ -269,7 +271,11 @@ fn three_nodes_share_topics_fail_over_and_catch_up() {
         assert_eq!(*leader, replicas[0], "the preferred replica leads");
         let mut in_sync = isr.clone();
         in_sync.sort_unstable();
-        assert_eq!(in_sync, vec![1, 2, 3], "a new partition's replicas are all in sync");
+        assert_eq!(
+            in_sync,
+            vec![1, 2, 3],
+            "a new partition's replicas are all in sync"
+        );
         *leaders.entry(*leader).or_insert(0) += 1;
     }
     assert_eq!(
@@ -658,7 +664,14 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/failover.py");
     let mut producer = KillOnDrop(
         Command::new("python3")
-            .args([script, "produce", &bootstrap, "durable", "40000", &acked_path])
+            .args([
+                script,
+                "produce",
+                &bootstrap,
+                "durable",
+                "40000",
+                &acked_path,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -697,14 +710,20 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
             }
             Err(_) => break,
         }
-        assert!(started.elapsed() < Duration::from_secs(240), "the producer is stuck");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the producer is stuck"
+        );
     }
     let status = support::wait_bounded(&mut producer.0, Duration::from_secs(30));
     let mut err = String::new();
     use std::io::Read;
     let _ = producer.0.stderr.take().unwrap().read_to_string(&mut err);
     assert!(status.success(), "producer: {err}");
-    assert!(!cluster.nodes.contains_key(&victim), "the kill happened mid-stream");
+    assert!(
+        !cluster.nodes.contains_key(&victim),
+        "the kill happened mid-stream"
+    );
     let summary = summary.expect("the producer reports");
     eprintln!("producer: {summary}");
 
@@ -796,4 +815,253 @@ print(out[0] if out else 'NONE')
     cluster.start_node(follower);
     fully_replicated(&survivors, "strict", Duration::from_secs(30)).expect("back in the ISR");
     assert_eq!(produce("all", &survivors), "OK");
+}
+
+/// Controlled shutdown (Kafka's BrokerHeartbeat `wantShutDown`): a broker given SIGTERM first
+/// asks the controller to move its leaderships to other in-sync replicas and take it out of
+/// the ISRs, then stops. Checked on a topic with replication factor 3 (every partition moves
+/// and the broker leaves every ISR, well before its session would have expired) and one with a
+/// single replica on that broker (kept: no one else can lead it); the broker's log says so.
+#[test]
+fn sigterm_moves_leaderships_away_before_the_broker_stops() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("three brokers register");
+    create_topic(&bootstrap, "handover", 6, 3).expect("created");
+    let views = eventually(Duration::from_secs(20), || {
+        let (_, topics) = metadata(&bootstrap)?;
+        let partitions = topics.get("handover")?.clone();
+        partitions
+            .iter()
+            .all(|(leader, _, isr)| *leader >= 0 && isr.len() == 3)
+            .then_some(partitions)
+    })
+    .expect("every replica is in sync");
+    let victim = views[0].0;
+    // A partition only the victim holds: it keeps it through the controlled shutdown.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let assignment: &[&[i32]] = &[&[victim]];
+    let solo = NewTopic::new("solo", 1, TopicReplication::Variable(assignment));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let created = block(admin.create_topics(&[solo], &options)).expect("answered");
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let mut node = cluster.nodes.remove(&victim).unwrap();
+    let survivors = cluster.bootstrap();
+    let signalled = Instant::now();
+    node.signal("TERM");
+    let moved = eventually(Duration::from_secs(10), || {
+        let (_, topics) = metadata(&survivors)?;
+        let partitions = topics.get("handover")?.clone();
+        partitions
+            .iter()
+            .all(|(leader, _, isr)| *leader >= 0 && *leader != victim && !isr.contains(&victim))
+            .then_some(partitions)
+    });
+    let moved_after = signalled.elapsed();
+    eprintln!("leaderships moved away {moved_after:?} after SIGTERM (as clients see it)");
+    assert!(
+        moved.is_some(),
+        "broker {victim}'s leaderships move away; its log:\n{}",
+        node.log().join("\n")
+    );
+    // Before the victim's session ends: the controlled shutdown moved them, not fencing.
+    assert!(
+        moved_after < Duration::from_millis(SESSION_TIMEOUT_MS),
+        "moved only after {moved_after:?}"
+    );
+    eventually(Duration::from_secs(20), || {
+        (!node.is_running()).then_some(())
+    })
+    .expect("the broker exits after its controlled shutdown");
+    let log = node.log();
+    let done = log
+        .iter()
+        .find(|l| l.contains("controlled shutdown done"))
+        .unwrap_or_else(|| panic!("no controlled shutdown line:\n{}", log.join("\n")));
+    assert!(done.contains("kept_leaderships=1"), "{done}");
+    let moving = log
+        .iter()
+        .position(|l| l.contains("controlled shutdown: moving leaderships away"));
+    let draining = log.iter().position(|l| l.contains("draining connections"));
+    assert!(
+        moving.is_some() && moving < draining,
+        "the controlled shutdown comes before the drain:\n{}",
+        log.join("\n")
+    );
+
+    // ElectLeaders through confluent-kafka's AdminClient, with the broker gone. Once its
+    // session ends, "solo" (its only replica is that broker) has no leader.
+    eventually(Duration::from_secs(15), || {
+        let (_, topics) = metadata(&survivors)?;
+        (topics.get("solo")?[0].0 == -1).then_some(())
+    })
+    .expect("solo loses its leader when the broker is fenced");
+    let answers = elect_leaders(
+        &survivors,
+        &[
+            ("PREFERRED", None),
+            (
+                "PREFERRED",
+                Some(
+                    "handover:0,handover:1,handover:2,handover:3,handover:4,handover:5,handover:99",
+                ),
+            ),
+            ("UNCLEAN", Some("solo:0,handover:0")),
+        ],
+    );
+    // Every partition: only those whose election was needed are answered; the ones the
+    // stopped broker prefers cannot get it back.
+    let mut every: Vec<String> = views
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, replicas, _))| replicas[0] == victim)
+        .map(|(p, _)| format!("handover:{p}=PREFERRED_LEADER_NOT_AVAILABLE"))
+        .collect();
+    every.push("solo:0=PREFERRED_LEADER_NOT_AVAILABLE".to_string());
+    assert_eq!(answers[0], every, "{answers:?}");
+    let named: Vec<String> = views
+        .iter()
+        .enumerate()
+        .map(|(p, (_, replicas, _))| {
+            let code = if replicas[0] == victim {
+                "PREFERRED_LEADER_NOT_AVAILABLE"
+            } else {
+                "ELECTION_NOT_NEEDED"
+            };
+            format!("handover:{p}={code}")
+        })
+        .chain(["handover:99=UNKNOWN_TOPIC_OR_PART".to_string()])
+        .collect();
+    assert_eq!(answers[1], named, "{answers:?}");
+    assert_eq!(
+        answers[2],
+        vec![
+            "handover:0=ELECTION_NOT_NEEDED".to_string(),
+            "solo:0=ELIGIBLE_LEADERS_NOT_AVAILABLE".to_string()
+        ],
+        "{answers:?}"
+    );
+
+    // Internal topics want offsets.topic.replication.factor and
+    // transaction.state.log.replication.factor (3) live brokers: with two, FindCoordinator is
+    // COORDINATOR_NOT_AVAILABLE, as in Kafka, and nothing is created.
+    let survivor = cluster.nodes.values().next().unwrap().addr;
+    let find = |addr| {
+        let mut client = support::RawClient::connect(addr);
+        [(0i8, "g-internal"), (1i8, "tx-internal")].map(|(key_type, key)| {
+            let request = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_key_type(key_type);
+            let response: FindCoordinatorResponse =
+                client.call(ApiKey::FindCoordinator, 3, &request);
+            response.error_code
+        })
+    };
+    assert_eq!(find(survivor), [15, 15], "COORDINATOR_NOT_AVAILABLE");
+    let internal = |bootstrap: &str| -> Option<BTreeMap<String, Vec<usize>>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .ok()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        Some(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name().starts_with("__"))
+                .map(|t| {
+                    let replicas = t.partitions().iter().map(|p| p.replicas().len()).collect();
+                    (t.name().to_string(), replicas)
+                })
+                .collect(),
+        )
+    };
+    assert_eq!(internal(&survivors), Some(BTreeMap::new()));
+    // The third broker back: both are created with three replicas each.
+    drop(node);
+    cluster.start_node(victim);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("the broker comes back");
+    eventually(Duration::from_secs(10), || {
+        (find(cluster.nodes[&victim].addr) == [0, 0]).then_some(())
+    })
+    .expect("the coordinators are found once three brokers are live");
+    let topics = internal(&bootstrap).unwrap();
+    assert_eq!(topics.len(), 2, "{topics:?}");
+    for (name, replicas) in &topics {
+        assert!(
+            !replicas.is_empty() && replicas.iter().all(|n| *n == 3),
+            "{name}: {replicas:?}"
+        );
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let described = block(admin.describe_configs(
+        &[ResourceSpecifier::Topic("__transaction_state")],
+        &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+    ))
+    .unwrap();
+    let config = described[0].as_ref().expect("described");
+    let min_isr = config
+        .get("min.insync.replicas")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        min_isr.as_deref(),
+        Some("2"),
+        "transaction.state.log.min.isr"
+    );
+}
+
+/// Runs confluent-kafka's `AdminClient.elect_leaders` once per `(election type, partitions)`
+/// (`None`: every partition; else `topic:partition,...`); each answer is its
+/// `topic:partition=ERROR` lines, sorted.
+fn elect_leaders(bootstrap: &str, calls: &[(&str, Option<&str>)]) -> Vec<Vec<String>> {
+    let script = r#"
+import sys
+from confluent_kafka import TopicPartition, ElectionType, KafkaException
+from confluent_kafka.admin import AdminClient
+a = AdminClient({'bootstrap.servers': sys.argv[1]})
+kind = ElectionType[sys.argv[2]]
+parts = None
+if sys.argv[3] != '-':
+    parts = [TopicPartition(t, int(p)) for t, p in (x.split(':') for x in sys.argv[3].split(','))]
+try:
+    # (confluent-kafka 2.16 fails on any keyword argument here: its binding mis-parses them.)
+    result = a.elect_leaders(kind, parts).result(timeout=30)
+except KafkaException as e:
+    print('request=' + e.args[0].name())
+    sys.exit(0)
+for tp, err in result.items():
+    print('%s:%d=%s' % (tp.topic, tp.partition, err.name() if err else 'NONE'))
+"#;
+    calls
+        .iter()
+        .map(|(kind, partitions)| {
+            let (status, out, err) = run_bounded(
+                "python3",
+                &["-c", script, bootstrap, kind, partitions.unwrap_or("-")],
+                Duration::from_secs(40),
+            );
+            assert!(status.success(), "elect_leaders: {err}");
+            let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+            lines.sort_unstable_by_key(|l| {
+                let (tp, _) = l.split_once('=').unwrap_or((l, ""));
+                let (t, p) = tp.split_once(':').unwrap_or((tp, "0"));
+                (t.to_string(), p.parse::<i32>().unwrap_or(0))
+            });
+            lines
+        })
+        .collect()
 }

@@ -10,8 +10,8 @@
 use kafka_protocol::ResponseError;
 
 use crate::metadata::{ControllerCallError, MetadataError};
-use crate::runtime::RouterError;
 use crate::replication::ReplicationError;
+use crate::runtime::RouterError;
 use crate::storage::StorageError;
 use crate::storage::manager::{AppendError, PartitionError};
 use crate::storage::producer_state::ProducerError;
@@ -42,6 +42,9 @@ pub fn metadata_error_code(err: &MetadataError) -> i16 {
         MetadataError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         MetadataError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         MetadataError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        MetadataError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        MetadataError::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+        MetadataError::EligibleLeadersNotAvailable(_) => ResponseError::EligibleLeadersNotAvailable,
     };
     kind.code()
 }

@@ -18,7 +18,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tracing::info;
+use futures::future::{self, Either};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::broker::{ShardContext, ShardPost};
@@ -31,6 +32,10 @@ use crate::metadata::controller::PlanSettings;
 use crate::metadata::membership::{self, MembershipSettings};
 use crate::metadata::quorum::{ReplicatedMetadata, snapshot_image};
 use crate::metadata::store::METADATA_DIR;
+
+/// How long a controlled shutdown waits for the controller to move this broker's leaderships
+/// before the broker stops anyway.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Election timeout in ticks: the tick is a tenth of `controller.quorum.election.timeout.ms`.
 const ELECTION_TICKS: usize = 10;
@@ -203,10 +208,72 @@ pub fn start(
         rack: context.config.quorum.rack.clone(),
         session_timeout_ms: context.config.quorum.session_timeout_ms,
         heartbeat_interval_ms: context.config.quorum.heartbeat_interval_ms,
+        leader_balance: membership::LeaderBalance::of(&context.config),
     };
     glommio::spawn_local_into(membership::run(metadata, settings), context.queues.requests)
         .map_err(|err| err.to_string())?
         .detach();
     info!(addr = %parts.listen, "controller listener bound");
     Ok(())
+}
+
+/// Controlled shutdown (Kafka's BrokerHeartbeat `wantShutDown`), on shard 0 before the drain:
+/// asks the controller quorum to move this broker's leaderships to other in-sync replicas and
+/// take it out of the ISRs (`ShutdownBroker`), and waits, up to `CONTROLLED_SHUTDOWN_WAIT`,
+/// until this node's image has the change. A lone node goes on at once; so do an unregistered
+/// or fenced broker and a quorum that refuses or does not answer in time, with one line saying
+/// so.
+pub async fn controlled_shutdown(context: &Rc<ShardContext>) {
+    let Some(metadata) = context
+        .controller
+        .as_ref()
+        .and_then(|c| c.quorum().cloned())
+    else {
+        return;
+    };
+    let id = context.identity.node_id;
+    let Some(epoch) = metadata
+        .image()
+        .brokers
+        .get(&id)
+        .filter(|b| !b.fenced && b.incarnation == metadata.incarnation())
+        .map(|b| b.epoch)
+    else {
+        info!("controlled shutdown skipped: this broker is not serving in the cluster");
+        return;
+    };
+    info!(
+        node = id,
+        epoch, "controlled shutdown: moving leaderships away"
+    );
+    let request = crate::metadata::ControllerRequest::ShutdownBroker { id, epoch };
+    let asked = Box::pin(metadata.submit(request));
+    let timer = Box::pin(glommio::timer::sleep(CONTROLLED_SHUTDOWN_WAIT));
+    match future::select(asked, timer).await {
+        Either::Left((crate::metadata::ControllerResponse::Altered(Ok(())), _)) => {
+            let image = metadata.image();
+            let kept = image
+                .topics
+                .values()
+                .flat_map(|t| t.placement.iter())
+                .filter(|p| p.leader == id)
+                .count();
+            info!(
+                node = id,
+                kept_leaderships = kept,
+                "controlled shutdown done (partitions kept have no other in-sync replica)"
+            );
+        }
+        Either::Left((answer, _)) => {
+            warn!(
+                ?answer,
+                "controlled shutdown refused; shutting down without it"
+            )
+        }
+        Either::Right(_) => warn!(
+            wait_ms = CONTROLLED_SHUTDOWN_WAIT.as_millis() as u64,
+            "controlled shutdown: the controller quorum did not answer in time; shutting down \
+             without it"
+        ),
+    }
 }

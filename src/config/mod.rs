@@ -385,6 +385,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Partitions of __consumer_offsets when it is created; once it exists its own count is used.",
     ),
     def(
+        "offsets.topic.replication.factor",
+        "3",
+        ValueKind::Short {
+            min: 1,
+            max: i16::MAX as i64,
+        },
+        "Replicas of each __consumer_offsets partition under a controller quorum; its creation (and so every group) waits until that many brokers are live. A lone node holds one replica.",
+    ),
+    def(
         "offsets.retention.minutes",
         "10080",
         ValueKind::Int {
@@ -410,6 +419,24 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
             max: limits::TOPIC_PARTITIONS_MAX as i64,
         },
         "Partitions of __transaction_state, used when the broker creates it on first use.",
+    ),
+    def(
+        "transaction.state.log.replication.factor",
+        "3",
+        ValueKind::Short {
+            min: 1,
+            max: i16::MAX as i64,
+        },
+        "Replicas of each __transaction_state partition under a controller quorum; its creation (and so every transactional producer) waits until that many brokers are live. A lone node holds one replica.",
+    ),
+    def(
+        "transaction.state.log.min.isr",
+        "2",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "min.insync.replicas of __transaction_state when it is created under a controller quorum (a lone node's copy has no other replica and sets none).",
     ),
     def(
         "transaction.max.timeout.ms",
@@ -491,6 +518,30 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "false",
         ValueKind::Bool,
         "Whether a partition with no live in-sync replica may be led by a live replica out of sync (records may be lost).",
+    ),
+    def(
+        "auto.leader.rebalance.enable",
+        "true",
+        ValueKind::Bool,
+        "Under a controller quorum: the active controller moves leaderships back to preferred replicas (the first of each partition) every leader.imbalance.check.interval.seconds.",
+    ),
+    def(
+        "leader.imbalance.check.interval.seconds",
+        "300",
+        ValueKind::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        "How often the active controller checks the leader balance.",
+    ),
+    def(
+        "leader.imbalance.per.broker.percentage",
+        "10",
+        ValueKind::Int {
+            min: 0,
+            max: INT_MAX,
+        },
+        "Share of a broker's preferred partitions that others may lead before the balance check moves them back to it.",
     ),
     def(
         "min.insync.replicas",
@@ -868,6 +919,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The replication factor of an internal topic (`offsets.topic.replication.factor`,
+    /// `transaction.state.log.replication.factor`: Kafka's default 3) under a controller
+    /// quorum, where its creation fails (INVALID_REPLICATION_FACTOR, and the coordinator APIs
+    /// answer COORDINATOR_NOT_AVAILABLE) until that many brokers are live, as in Kafka; 1 on a
+    /// lone node, which holds every partition's only replica.
+    pub fn internal_replication_factor(&self, key: &str) -> i16 {
+        if self.quorum.voters.is_empty() {
+            1
+        } else {
+            self.int(key, 3) as i16
+        }
+    }
+
     /// An integer setting's value from `entries`, or `default` when it is absent or not an
     /// integer (values are checked when the configuration is built).
     pub fn int(&self, key: &str, default: i64) -> i64 {

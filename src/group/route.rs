@@ -2,9 +2,10 @@
 //!
 //! Owner: called by the group API handlers on the shard that holds the client's connection.
 //! `__consumer_offsets` is created through the controller the first time any group request
-//! needs it (`offsets.topic.num.partitions` partitions, 50 by default, `cleanup.policy=compact`),
-//! as Kafka creates it on first use. From then on the topic's own partition count places the
-//! groups, so changing the setting later moves no group.
+//! needs it (`offsets.topic.num.partitions` partitions, 50 by default, `cleanup.policy=compact`,
+//! `offsets.topic.replication.factor` replicas under a quorum), as Kafka creates it on first
+//! use. From then on the topic's own partition count places the groups, so changing the setting
+//! later moves no group.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -28,7 +29,9 @@ pub async fn ensure_offsets_topic(context: &Rc<ShardContext>) -> Result<(), i16>
         name: OFFSETS_TOPIC.to_string(),
         partitions: context.groups.settings().offsets_topic_num_partitions,
         configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-        replication_factor: context.config.default_replication_factor,
+        replication_factor: context
+            .config
+            .internal_replication_factor("offsets.topic.replication.factor"),
         ..NewTopic::default()
     };
     let request = ControllerRequest::CreateTopics {

@@ -30,10 +30,10 @@ use crate::kafka::{
     add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_acls,
     create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
     describe_acls, describe_cluster, describe_configs, describe_groups, describe_log_dirs,
-    describe_producers, describe_quorum, describe_transactions, end_txn, fetch, find_coordinator,
-    heartbeat, init_producer_id, join_group, leave_group, legacy_versions, list_groups,
-    list_offsets, list_transactions, metadata, offset_commit, offset_delete, offset_fetch,
-    offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
+    describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, fetch,
+    find_coordinator, heartbeat, init_producer_id, join_group, leave_group, legacy_versions,
+    list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
+    offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
 };
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -106,6 +106,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     create_topics::HANDLER,
     delete_topics::HANDLER,
     create_partitions::HANDLER,
+    elect_leaders::HANDLER,
     describe_configs::HANDLER,
     describe_log_dirs::HANDLER,
     describe_producers::HANDLER,
@@ -328,6 +329,7 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         ApiKey::CreateTopics => drop_ok(request.decode::<CreateTopicsRequest>()),
         ApiKey::DeleteTopics => drop_ok(request.decode::<DeleteTopicsRequest>()),
         ApiKey::CreatePartitions => drop_ok(request.decode::<CreatePartitionsRequest>()),
+        ApiKey::ElectLeaders => drop_ok(request.decode::<ElectLeadersRequest>()),
         ApiKey::DescribeConfigs => drop_ok(request.decode::<DescribeConfigsRequest>()),
         ApiKey::AlterConfigs => drop_ok(request.decode::<AlterConfigsRequest>()),
         ApiKey::IncrementalAlterConfigs => {

@@ -26,6 +26,7 @@ pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod dispatch;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod fetch_session;

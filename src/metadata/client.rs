@@ -15,6 +15,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::limits::PRODUCER_ID_BLOCK_SIZE;
+use crate::metadata::controller::ElectionResults;
 use crate::metadata::image::PartitionState;
 use crate::metadata::{ControllerRequest, ControllerResponse, MetadataError, TopicImage};
 use crate::runtime::RouterError;
@@ -110,6 +111,24 @@ pub async fn call_controller(
 ) -> Result<ControllerResults, ControllerCallError> {
     match link.ask_controller(request).await? {
         ControllerResponse::Results(results) => Ok(results),
+        other => Err(ControllerCallError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Asks the controller for leader elections (`ControllerRequest::ElectLeaders`): per topic,
+/// each partition's outcome. An `Err` is a failure of the whole request.
+pub async fn elect_leaders(
+    link: &impl ControllerLink,
+    unclean: bool,
+    partitions: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<ElectionResults, ControllerCallError> {
+    let request = ControllerRequest::ElectLeaders {
+        unclean,
+        partitions,
+    };
+    match link.ask_controller(request).await? {
+        ControllerResponse::Elected(Ok(results)) => Ok(results),
+        ControllerResponse::Elected(Err(err)) => Err(ControllerCallError::Refused(err)),
         other => Err(ControllerCallError::Unexpected(format!("{other:?}"))),
     }
 }

@@ -187,6 +187,17 @@ pub enum ControllerRequest {
         /// The ISR it wants: replicas of the partition, itself included.
         new_isr: Vec<i32>,
     },
+    /// Leader elections asked for (Kafka's ElectLeaders). Preferred: a partition's first
+    /// replica takes over when it is live and in sync. Unclean: a partition no live in-sync
+    /// replica leads gets its first live in-sync replica, else its first live replica (the
+    /// ISR becomes that replica alone).
+    ElectLeaders {
+        /// Kafka's election type 1 (unclean) rather than 0 (preferred).
+        unclean: bool,
+        /// `(topic, partitions)`; `None` means every partition, and then partitions whose
+        /// election was not needed are left out of the answer.
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// Change one topic's config overrides.
     AlterTopicConfigs {
         /// The topic.
@@ -214,9 +225,14 @@ pub enum ControllerResponse {
     AclsDeleted(Result<Vec<Vec<AclBinding>>, MetadataError>),
     /// Answer to `AlterPartition`: the partition's state after the change.
     PartitionAltered(Result<PartitionState, MetadataError>),
+    /// Answer to `ElectLeaders`: per topic, each partition's outcome.
+    Elected(Result<ElectionResults, MetadataError>),
     /// The request reached a shard that is not the controller.
     NotController,
 }
+
+/// `ElectLeaders`' outcomes: per topic, `(partition, outcome)` in request order.
+pub type ElectionResults = Vec<(String, Vec<(i32, Result<(), MetadataError>)>)>;
 
 /// Why a metadata change was refused. Mapped to Kafka error codes in `broker::error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -281,6 +297,16 @@ pub enum MetadataError {
     /// (INELIGIBLE_REPLICA).
     #[error("{0}")]
     IneligibleReplica(String),
+    /// The partition already has the leader the election would give it (ELECTION_NOT_NEEDED).
+    #[error("Leader election not needed for topic partition.")]
+    ElectionNotNeeded,
+    /// A preferred election whose preferred replica is not live and in sync
+    /// (PREFERRED_LEADER_NOT_AVAILABLE).
+    #[error("{0}")]
+    PreferredLeaderNotAvailable(String),
+    /// An unclean election with no live replica (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    #[error("{0}")]
+    EligibleLeadersNotAvailable(String),
 }
 
 /// How this controller makes a change durable.
@@ -494,6 +520,7 @@ impl ControllerResponse {
             ControllerResponse::PartitionAltered(_) => {
                 ControllerResponse::PartitionAltered(Err(err))
             }
+            ControllerResponse::Elected(_) => ControllerResponse::Elected(Err(err)),
             ControllerResponse::NotController => ControllerResponse::NotController,
         }
     }
@@ -513,6 +540,7 @@ pub fn refusal(request: &ControllerRequest, err: MetadataError) -> ControllerRes
         ControllerRequest::AlterPartition { .. } => {
             return ControllerResponse::PartitionAltered(Err(err));
         }
+        ControllerRequest::ElectLeaders { .. } => return ControllerResponse::Elected(Err(err)),
         ControllerRequest::AlterBrokerConfigs { .. }
         | ControllerRequest::CreateAcls { .. }
         | ControllerRequest::RegisterBroker { .. }
@@ -816,6 +844,10 @@ impl Plan {
                 (leader_epoch, partition_epoch),
                 new_isr,
             )),
+            ControllerRequest::ElectLeaders {
+                unclean,
+                partitions,
+            } => ControllerResponse::Elected(Ok(self.elect_requested(unclean, partitions))),
             ControllerRequest::AlterTopicConfigs {
                 name,
                 ops,
@@ -1014,6 +1046,125 @@ impl Plan {
                 state,
             });
         }
+    }
+
+    /// ElectLeaders: Kafka's `ReplicationControlManager.electLeaders`, partition by partition.
+    fn elect_requested(
+        &mut self,
+        unclean: bool,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> ElectionResults {
+        let Some(partitions) = partitions else {
+            let every: Vec<(String, i32)> = self
+                .image
+                .topics
+                .values()
+                .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+                .collect();
+            let mut results: ElectionResults = Vec::new();
+            for (name, partition) in every {
+                let outcome = self.elect_one(unclean, &name, partition);
+                if outcome == Err(MetadataError::ElectionNotNeeded) {
+                    continue;
+                }
+                match results.last_mut() {
+                    Some((last, items)) if *last == name => items.push((partition, outcome)),
+                    _ => results.push((name, vec![(partition, outcome)])),
+                }
+            }
+            return results;
+        };
+        partitions
+            .into_iter()
+            .map(|(name, ids)| {
+                let outcomes = ids
+                    .into_iter()
+                    .map(|p| (p, self.elect_one(unclean, &name, p)))
+                    .collect();
+                (name, outcomes)
+            })
+            .collect()
+    }
+
+    /// One partition's election (Kafka's `electLeader`). A lone node's partitions are led by
+    /// their only replica, which is also the preferred one: no election is ever needed.
+    fn elect_one(
+        &mut self,
+        unclean: bool,
+        name: &str,
+        partition: i32,
+    ) -> Result<(), MetadataError> {
+        let topic = self
+            .image
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        if partition < 0 || partition >= topic.partitions {
+            return Err(MetadataError::UnknownTopic(format!("{name}-{partition}")));
+        }
+        let topic_id = topic.id;
+        let Some(state) = topic.partition_state(partition).cloned() else {
+            return Err(MetadataError::ElectionNotNeeded);
+        };
+        let at = format!("{name}-{partition}");
+        let preferred = state.replicas.first().copied().unwrap_or(-1);
+        let mut next = state.clone();
+        if unclean {
+            if state.leader >= 0 {
+                return Err(MetadataError::ElectionNotNeeded);
+            }
+            let clean = state
+                .replicas
+                .iter()
+                .copied()
+                .find(|id| self.may_lead(&state, *id));
+            let live = state.replicas.iter().copied().find(|id| {
+                self.image
+                    .brokers
+                    .get(id)
+                    .is_some_and(|b| !b.fenced && !b.shutting_down)
+            });
+            match (clean, live) {
+                (Some(leader), _) => next.leader = leader,
+                (None, Some(leader)) => {
+                    warn!(
+                        topic = %name,
+                        partition,
+                        leader,
+                        isr = ?state.isr,
+                        "unclean leader election asked for: no in-sync replica is live; \
+                         records only the old ISR held may be lost"
+                    );
+                    next.leader = leader;
+                    next.isr = vec![leader];
+                }
+                (None, None) => {
+                    return Err(MetadataError::EligibleLeadersNotAvailable(format!(
+                        "{at}: none of the replicas {:?} is live",
+                        state.replicas
+                    )));
+                }
+            }
+        } else {
+            if state.leader == preferred {
+                return Err(MetadataError::ElectionNotNeeded);
+            }
+            if !self.may_lead(&state, preferred) {
+                return Err(MetadataError::PreferredLeaderNotAvailable(format!(
+                    "{at}: the preferred leader {preferred} is not live and in sync (ISR {:?})",
+                    state.isr
+                )));
+            }
+            next.leader = preferred;
+        }
+        next.leader_epoch += 1;
+        next.partition_epoch += 1;
+        self.stage(MetadataRecord::PartitionChanged {
+            name: name.to_string(),
+            id: topic_id,
+            partition,
+            state: next,
+        });
+        Ok(())
     }
 
     /// Whether `id` may lead a partition in `state`: registered, not fenced, not shutting
@@ -1679,5 +1830,164 @@ mod tests {
             execute(&image, stale, &quorum()).response,
             ControllerResponse::Altered(Err(MetadataError::StaleBrokerEpoch(_)))
         ));
+    }
+
+    fn elect(unclean: bool, partitions: Option<Vec<(&str, Vec<i32>)>>) -> ControllerRequest {
+        ControllerRequest::ElectLeaders {
+            unclean,
+            partitions: partitions.map(|list| {
+                list.into_iter()
+                    .map(|(name, ids)| (name.to_string(), ids))
+                    .collect()
+            }),
+        }
+    }
+
+    fn elected(outcome: &Outcome) -> ElectionResults {
+        match &outcome.response {
+            ControllerResponse::Elected(Ok(results)) => results.clone(),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_to_a_live_in_sync_first_replica() {
+        let image = image_with(vec![
+            // 1 is preferred, in sync and live: it takes over.
+            state(&[1, 2, 3], &[1, 2, 3], 2),
+            // Already led by its preferred replica.
+            state(&[2, 1], &[2, 1], 2),
+            // The preferred replica 3 is out of the ISR.
+            state(&[3, 1], &[1], 1),
+            // The preferred replica 4 is fenced.
+            state(&[4, 1], &[4, 1], 1),
+        ]);
+        let outcome = execute(
+            &image,
+            elect(false, Some(vec![("t", vec![0, 1, 2, 3, 7])])),
+            &quorum(),
+        );
+        let results = elected(&outcome);
+        assert_eq!(results.len(), 1);
+        let codes: Vec<_> = results[0].1.iter().map(|(p, r)| (*p, r.clone())).collect();
+        assert_eq!(codes[0], (0, Ok(())));
+        assert_eq!(codes[1], (1, Err(MetadataError::ElectionNotNeeded)));
+        assert!(matches!(
+            codes[2].1,
+            Err(MetadataError::PreferredLeaderNotAvailable(_))
+        ));
+        assert!(matches!(
+            codes[3].1,
+            Err(MetadataError::PreferredLeaderNotAvailable(_))
+        ));
+        assert!(matches!(codes[4].1, Err(MetadataError::UnknownTopic(_))));
+        let after = partitions(&outcome.image);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!((after[0].leader_epoch, after[0].partition_epoch), (4, 6));
+        assert_eq!(after[1..], partitions(&image)[1..]);
+        assert_eq!(outcome.records.len(), 1);
+        // A broker in controlled shutdown is not eligible either.
+        let mut closing = image.clone();
+        closing.brokers.get_mut(&1).unwrap().shutting_down = true;
+        let outcome = execute(
+            &closing,
+            elect(false, Some(vec![("t", vec![0])])),
+            &quorum(),
+        );
+        assert!(matches!(
+            elected(&outcome)[0].1[0].1,
+            Err(MetadataError::PreferredLeaderNotAvailable(_))
+        ));
+        assert!(outcome.records.is_empty());
+        // An unknown topic is UNKNOWN_TOPIC_OR_PARTITION for each of its partitions.
+        let outcome = execute(
+            &image,
+            elect(false, Some(vec![("nope", vec![0, 1])])),
+            &quorum(),
+        );
+        let results = elected(&outcome);
+        assert_eq!(results[0].0, "nope");
+        assert!(
+            results[0]
+                .1
+                .iter()
+                .all(|(_, r)| matches!(r, Err(MetadataError::UnknownTopic(_))))
+        );
+    }
+
+    #[test]
+    fn every_partition_answers_only_where_an_election_was_needed() {
+        let image = image_with(vec![
+            state(&[1, 2, 3], &[1, 2, 3], 2),
+            state(&[2, 1], &[2, 1], 2),
+            state(&[3, 1], &[1], 1),
+        ]);
+        let outcome = execute(&image, elect(false, None), &quorum());
+        let results = elected(&outcome);
+        assert_eq!(results.len(), 1);
+        let partitions_answered: Vec<i32> = results[0].1.iter().map(|(p, _)| *p).collect();
+        assert_eq!(partitions_answered, vec![0, 2]);
+        assert_eq!(outcome.records.len(), 1);
+        // An empty list asks for nothing.
+        let outcome = execute(&outcome.image, elect(false, Some(vec![])), &quorum());
+        assert!(elected(&outcome).is_empty());
+    }
+
+    #[test]
+    fn unclean_election_asked_for_elects_only_leaderless_partitions() {
+        let mut image = image_with(vec![
+            // Led: not needed.
+            state(&[1, 2], &[1, 2], 1),
+            // Leaderless, its only in-sync replica 3 fenced: 2 (first live replica) leads alone.
+            state(&[3, 2, 1], &[3], -1),
+            // Leaderless and every replica fenced.
+            state(&[3, 4], &[3], -1),
+        ]);
+        image.brokers.get_mut(&3).unwrap().fenced = true;
+        let outcome = execute(
+            &image,
+            elect(true, Some(vec![("t", vec![0, 1, 2])])),
+            &quorum(),
+        );
+        let results = &elected(&outcome)[0].1;
+        assert_eq!(results[0].1, Err(MetadataError::ElectionNotNeeded));
+        assert_eq!(results[1].1, Ok(()));
+        assert!(matches!(
+            results[2].1,
+            Err(MetadataError::EligibleLeadersNotAvailable(_))
+        ));
+        let after = partitions(&outcome.image);
+        assert_eq!((after[1].leader, after[1].isr.clone()), (2, vec![2]));
+        assert_eq!((after[1].leader_epoch, after[1].partition_epoch), (4, 6));
+        assert_eq!(outcome.records.len(), 1);
+    }
+
+    #[test]
+    fn a_lone_node_never_needs_an_election() {
+        let mut image = MetadataImage::empty();
+        image.topics.insert(
+            "t".to_string(),
+            TopicImage {
+                name: "t".to_string(),
+                id: TOPIC_ID,
+                partitions: 2,
+                configs: BTreeMap::new(),
+                placement: Vec::new(),
+            },
+        );
+        for unclean in [false, true] {
+            let outcome = execute(
+                &image,
+                elect(unclean, Some(vec![("t", vec![0, 1, 2])])),
+                &Mode::Lone,
+            );
+            let results = &elected(&outcome)[0].1;
+            assert_eq!(results[0].1, Err(MetadataError::ElectionNotNeeded));
+            assert_eq!(results[1].1, Err(MetadataError::ElectionNotNeeded));
+            assert!(matches!(results[2].1, Err(MetadataError::UnknownTopic(_))));
+            assert!(outcome.records.is_empty());
+            let outcome = execute(&image, elect(unclean, None), &Mode::Lone);
+            assert!(elected(&outcome).is_empty());
+        }
     }
 }

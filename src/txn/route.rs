@@ -66,11 +66,18 @@ pub async fn ensure_txn_topic(context: &Rc<ShardContext>) -> Result<(), TxnError
     if context.image().topic(TRANSACTION_STATE_TOPIC).is_some() {
         return Ok(());
     }
+    let mut configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    if context.clustered() {
+        let min_isr = context.config.int("transaction.state.log.min.isr", 2);
+        configs.insert("min.insync.replicas".to_string(), min_isr.to_string());
+    }
     let topic = NewTopic {
         name: TRANSACTION_STATE_TOPIC.to_string(),
         partitions: configured_partitions(context),
-        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-        replication_factor: context.config.default_replication_factor,
+        configs,
+        replication_factor: context
+            .config
+            .internal_replication_factor("transaction.state.log.replication.factor"),
         ..NewTopic::default()
     };
     let request = ControllerRequest::CreateTopics {

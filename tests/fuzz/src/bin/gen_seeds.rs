@@ -191,6 +191,7 @@ fn main() -> std::io::Result<()> {
                 }
                 ApiKey::DeleteTopics => default!(DeleteTopicsRequest),
                 ApiKey::CreatePartitions => default!(CreatePartitionsRequest),
+                ApiKey::ElectLeaders => default!(ElectLeadersRequest),
                 ApiKey::DescribeConfigs => default!(DescribeConfigsRequest),
                 ApiKey::AlterConfigs => default!(AlterConfigsRequest),
                 ApiKey::IncrementalAlterConfigs => default!(IncrementalAlterConfigsRequest),
