@@ -675,7 +675,8 @@ impl Plan {
                 port,
                 rack,
             } => {
-                let epoch = self.image.brokers.get(&id).map_or(1, |b| b.epoch + 1);
+                let previous = self.image.brokers.get(&id).map(|b| b.epoch);
+                let epoch = previous.map_or(1, |e| e + 1);
                 let registered_index = match self.mode {
                     Mode::Quorum { entry_index, .. } => entry_index,
                     Mode::Lone => 0,
@@ -693,6 +694,16 @@ impl Plan {
                         registered_index,
                     },
                 });
+                // A broker registering again was restarted: if it did not shut down cleanly
+                // its session may not have run out yet, and the image still has it leading and
+                // in sync, though its log may have lost what it had not synced or (a replaced
+                // disk) everything. As Kafka's controller handles an unclean shutdown
+                // (KIP-966), it leaves the ISRs (but the last member's place) and its
+                // leaderships move to live in-sync replicas now, in the same change; it rejoins
+                // the ISRs by fetching, like any follower.
+                if previous.is_some() {
+                    self.elect_leaders(Some(id));
+                }
                 ControllerResponse::Altered(Ok(()))
             }
             ControllerRequest::FenceBroker { id, epoch } => {
@@ -1699,6 +1710,32 @@ mod tests {
         assert_eq!(again[0], after[0]);
         assert_eq!(again[1], after[1]);
         assert_eq!(outcome.records.len(), 2);
+    }
+
+    #[test]
+    fn a_broker_registering_again_leaves_the_isrs_and_leads_nothing_until_it_catches_up() {
+        // Broker 1 restarted before its session ran out (SIGKILL, or a replaced disk): the
+        // image still has it leading and in sync.
+        let image = image_with(vec![
+            state(&[1, 2, 3], &[1, 2, 3], 1),
+            state(&[2, 1, 3], &[2, 1, 3], 2),
+            state(&[1, 2], &[1], 1),
+        ]);
+        let register = ControllerRequest::RegisterBroker {
+            id: 1,
+            incarnation: Uuid::from_u128(77),
+            host: "h".to_string(),
+            port: 1,
+            rack: None,
+        };
+        let outcome = execute(&image, register, &quorum());
+        let after = partitions(&outcome.image);
+        assert!(outcome.image.brokers[&1].fenced);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (2, vec![2, 3]));
+        assert_eq!(after[0].leader_epoch, 4, "a new leader epoch");
+        assert_eq!((after[1].leader, after[1].isr.clone()), (2, vec![2, 3]));
+        // Its only in-sync replica: kept in the ISR, no leader until it is unfenced.
+        assert_eq!((after[2].leader, after[2].isr.clone()), (-1, vec![1]));
     }
 
     #[test]
