@@ -64,8 +64,14 @@ pub struct LeaderState {
     pub min_insync: usize,
     /// The high watermark last computed (what readers see, before the log's own bound).
     pub high_watermark: i64,
+    /// After a refused or failed proposal, no other before this time (ms): a follower that
+    /// may not join (fenced) would otherwise be proposed again at each of its fetches.
+    retry_after_ms: i64,
     followers: BTreeMap<i32, FollowerProgress>,
 }
+
+/// How long a leader waits after a refused ISR change before it proposes one again.
+pub const ISR_RETRY_BACKOFF_MS: i64 = 1_000;
 
 impl LeaderState {
     /// The state of a broker that has just become leader at `leader_epoch` with its log ending
@@ -109,6 +115,7 @@ impl LeaderState {
             epoch_start_offset: log_end,
             min_insync: min_insync.max(1),
             high_watermark: high_watermark.min(log_end),
+            retry_after_ms: 0,
             followers,
         }
     }
@@ -221,7 +228,7 @@ impl LeaderState {
     /// the members not caught up for `lag_ms`, or with the followers that reached the high
     /// watermark and this epoch's start. Shrinks are proposed before expansions.
     pub fn isr_change(&self, now_ms: i64, lag_ms: i64) -> Option<Vec<i32>> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || now_ms < self.retry_after_ms {
             return None;
         }
         let lagging: Vec<i32> = self
@@ -273,9 +280,11 @@ impl LeaderState {
         self.pending = Some(PendingIsr { isr });
     }
 
-    /// The proposal failed or was refused: a later check may propose again.
-    pub fn proposal_failed(&mut self) {
+    /// The proposal failed or was refused at `now_ms`: a check from
+    /// `ISR_RETRY_BACKOFF_MS` later may propose again.
+    pub fn proposal_failed(&mut self, now_ms: i64) {
         self.pending = None;
+        self.retry_after_ms = now_ms + ISR_RETRY_BACKOFF_MS;
     }
 }
 
@@ -344,16 +353,21 @@ mod tests {
         assert_eq!(state.isr_change(2_100, 1_000), Some(vec![1, 2]));
         state.propose(vec![1, 2]);
         assert_eq!(state.isr_change(2_100, 1_000), None, "one change at a time");
+        state.proposal_failed(2_100);
+        assert_eq!(state.isr_change(2_500, 1_000), None, "backing off after a refusal");
+        state.follower_fetched(2, 100, 100, 3_000);
+        assert_eq!(state.isr_change(3_100, 1_000), Some(vec![1, 2]));
+        state.propose(vec![1, 2]);
         state.committed(4, vec![1, 2, 3], vec![1, 2]);
         assert_eq!(state.update_high_watermark(100), Some(100));
         // Follower 3 catches up: one fetch at the old end, then one at the end it saw.
-        state.follower_fetched(3, 90, 100, 2_200);
-        assert_eq!(state.isr_change(2_200, 1_000), None);
-        state.follower_fetched(3, 100, 100, 2_300);
-        assert_eq!(state.isr_change(2_300, 1_000), Some(vec![1, 2, 3]));
+        state.follower_fetched(3, 90, 100, 3_700);
+        assert_eq!(state.isr_change(3_700, 1_000), None);
+        state.follower_fetched(3, 100, 100, 3_800);
+        assert_eq!(state.isr_change(3_800, 1_000), Some(vec![1, 2, 3]));
         state.propose(vec![1, 2, 3]);
         // While the expansion is in flight the joining member holds the high watermark.
-        state.follower_fetched(2, 130, 130, 2_400);
+        state.follower_fetched(2, 130, 130, 3_900);
         assert_eq!(state.update_high_watermark(130), Some(100));
     }
 

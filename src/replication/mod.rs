@@ -585,7 +585,7 @@ fn propose_isr<H: ReplicationHost>(host: &Rc<H>, replica: Rc<Replica>, isr: Vec<
                 warn!(topic = %replica.topic, partition = replica.partition, %err,
                     "ISR change not made");
                 if let Role::Leader(leader) = &mut *replica.role.borrow_mut() {
-                    leader.proposal_failed();
+                    leader.proposal_failed(now_ms());
                 }
             }
         }
