@@ -204,10 +204,14 @@ fn answer(
 ) -> HandlerOutcome {
     let version = request.version();
     let image = context.image();
+    let node_id = context.identity.node_id;
     let view = ClusterView {
         image: &image,
-        node_id: context.identity.node_id,
+        node_id,
         clustered: context.clustered(),
+        serving: image.brokers.get(&node_id).is_some_and(|b| {
+            !b.fenced && b.incarnation == crate::metadata::quorum::process_incarnation()
+        }),
         version,
     };
     let include_topic_operations = version >= 8 && body.include_topic_authorized_operations;
@@ -346,6 +350,10 @@ struct ClusterView<'a> {
     node_id: i32,
     /// In a controller quorum (else a lone node, which leads everything).
     clustered: bool,
+    /// Under a quorum: this process is registered and unfenced in the image. Until then the
+    /// image may be one from before a restart (leaders and ISRs long changed), so no broker
+    /// is listed and clients ask another one, as in the node's first second.
+    serving: bool,
     /// The request's version.
     version: i16,
 }
@@ -353,6 +361,9 @@ struct ClusterView<'a> {
 impl ClusterView<'_> {
     /// The brokers: every live one under a quorum, else this node at its advertised address.
     fn brokers(&self, host: &str, port: u16) -> Vec<MetadataResponseBroker> {
+        if self.clustered && !self.serving {
+            return Vec::new();
+        }
         if !self.clustered {
             return vec![
                 MetadataResponseBroker::default()
@@ -522,6 +533,7 @@ mod tests {
             image: &image,
             node_id: 1,
             clustered: true,
+            serving: true,
             version: 12,
         };
         let decoded = round_trip(&view, 2);
@@ -566,6 +578,7 @@ mod tests {
             image: &image,
             node_id: 2,
             clustered: true,
+            serving: true,
             version: 0,
         };
         let decoded = round_trip(&view, -1);
@@ -584,6 +597,7 @@ mod tests {
             image: &image,
             node_id: 4,
             clustered: false,
+            serving: true,
             version: 12,
         };
         let decoded = round_trip(&view, 4);
