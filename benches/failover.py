@@ -9,8 +9,9 @@ Starts three combined-mode nodes on 127.0.0.1 (ephemeral ports, temporary data d
 sharing a core on a 2-core host), creates a topic of 6 partitions with replication factor 3 and
 min.insync.replicas=2, and runs an idempotent acks=all confluent-kafka producer at --rate
 messages/s. Each round waits a seeded 2-5 s, SIGKILLs the broker leading most partitions, and
-measures from the kill to the first acknowledged write on every partition that broker led (the
-producer keeps sending; librdkafka retries on the new leader), then restarts the node and waits
+measures from the kill to the acknowledgement of the first message sent after it on every
+partition that broker led (the producer keeps sending; librdkafka retries on the new leader),
+then restarts the node and waits
 until every ISR is whole again. Prints one line per round and, at the end, the p50 and max of
 the failover times. Every process it starts is killed on exit, also on failure.
 """
@@ -164,8 +165,9 @@ def main():
 
         def done(err, msg):
             if err is None:
+                sent = float(msg.value().split(b" ")[1])
                 with lock:
-                    acks.append((time.time(), msg.partition()))
+                    acks.append((time.time(), msg.partition(), sent))
 
         i = 0
         start = time.time()
@@ -177,7 +179,8 @@ def main():
                 p.poll(0)
                 continue
             try:
-                p.produce(topic, key=b"k%d" % i, value=b"m%d" % i, on_delivery=done)
+                p.produce(topic, key=b"k%d" % i, value=b"m%d %.6f" % (i, time.time()),
+                          on_delivery=done)
                 i += 1
             except BufferError:
                 p.poll(0.01)
@@ -207,8 +210,8 @@ def main():
             while waiting and time.time() < bound:
                 time.sleep(0.02)
                 with lock:
-                    for t, p in acks[-5000:]:
-                        if t > killed_at and p in waiting:
+                    for t, p, sent in acks[-5000:]:
+                        if sent > killed_at and p in waiting:
                             first[p] = t
                             waiting.discard(p)
             if waiting:
