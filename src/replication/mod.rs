@@ -31,7 +31,7 @@ pub mod follower;
 pub mod leader;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -171,6 +171,9 @@ pub struct ReplicaManager {
     fetchers: RefCell<BTreeMap<i32, Rc<Fetcher>>>,
     isr_shrinks: Cell<u64>,
     isr_expands: Cell<u64>,
+    /// One sync at a time: two would both see a replica not yet leading (its epoch is being
+    /// recorded, an await) and both take the role.
+    sync_permit: glommio::sync::Semaphore,
 }
 
 impl ReplicaManager {
@@ -183,6 +186,7 @@ impl ReplicaManager {
             fetchers: RefCell::default(),
             isr_shrinks: Cell::new(0),
             isr_expands: Cell::new(0),
+            sync_permit: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -233,6 +237,10 @@ impl ReplicaManager {
     /// Sets every replica's role from the host's current image: see the module documentation.
     pub async fn sync_with_image<H: ReplicationHost>(host: &Rc<H>) {
         let manager = host.replication();
+        let Ok(_permit) = manager.sync_permit.acquire_permit(1).await else {
+            return;
+        };
+        // The newest image, read once this sync has its turn.
         let image = host.current_image();
         let me = manager.me;
         // Until this process's own registration is in the image and unfenced, the image may
@@ -241,7 +249,7 @@ impl ReplicaManager {
             .brokers
             .get(&me)
             .is_some_and(|b| !b.fenced && b.incarnation == process_incarnation());
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for meta in image.topics.values() {
             for (index, state) in meta.placement.iter().enumerate() {
                 let partition = index as i32;
@@ -251,7 +259,7 @@ impl ReplicaManager {
                     continue;
                 }
                 let key = (meta.name.clone(), partition);
-                seen.push(key.clone());
+                seen.insert(key.clone());
                 let existing = manager
                     .get(&meta.name, partition)
                     .filter(|r| r.topic_id == meta.id);
