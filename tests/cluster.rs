@@ -269,7 +269,11 @@ fn three_nodes_share_topics_fail_over_and_catch_up() {
         assert_eq!(*leader, replicas[0], "the preferred replica leads");
         let mut in_sync = isr.clone();
         in_sync.sort_unstable();
-        assert_eq!(in_sync, vec![1, 2, 3], "a new partition's replicas are all in sync");
+        assert_eq!(
+            in_sync,
+            vec![1, 2, 3],
+            "a new partition's replicas are all in sync"
+        );
         *leaders.entry(*leader).or_insert(0) += 1;
     }
     assert_eq!(
@@ -658,7 +662,14 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/failover.py");
     let mut producer = KillOnDrop(
         Command::new("python3")
-            .args([script, "produce", &bootstrap, "durable", "40000", &acked_path])
+            .args([
+                script,
+                "produce",
+                &bootstrap,
+                "durable",
+                "40000",
+                &acked_path,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -697,14 +708,20 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
             }
             Err(_) => break,
         }
-        assert!(started.elapsed() < Duration::from_secs(240), "the producer is stuck");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the producer is stuck"
+        );
     }
     let status = support::wait_bounded(&mut producer.0, Duration::from_secs(30));
     let mut err = String::new();
     use std::io::Read;
     let _ = producer.0.stderr.take().unwrap().read_to_string(&mut err);
     assert!(status.success(), "producer: {err}");
-    assert!(!cluster.nodes.contains_key(&victim), "the kill happened mid-stream");
+    assert!(
+        !cluster.nodes.contains_key(&victim),
+        "the kill happened mid-stream"
+    );
     let summary = summary.expect("the producer reports");
     eprintln!("producer: {summary}");
 

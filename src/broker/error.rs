@@ -10,8 +10,8 @@
 use kafka_protocol::ResponseError;
 
 use crate::metadata::{ControllerCallError, MetadataError};
-use crate::runtime::RouterError;
 use crate::replication::ReplicationError;
+use crate::runtime::RouterError;
 use crate::storage::StorageError;
 use crate::storage::manager::{AppendError, PartitionError};
 use crate::storage::producer_state::ProducerError;

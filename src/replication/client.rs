@@ -143,9 +143,7 @@ impl BrokerClient {
             Ok(Bytes::from(payload))
         };
         let payload = match glommio::timer::timeout(deadline, async {
-            exchange
-                .await
-                .map_err(glommio::GlommioError::IoError)
+            exchange.await.map_err(glommio::GlommioError::IoError)
         })
         .await
         {

@@ -42,9 +42,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, info, warn};
 
@@ -146,7 +144,9 @@ impl Fetcher {
 async fn run<H: ReplicationHost>(host: Rc<H>, fetcher: Weak<Fetcher>) {
     let mut client: Option<BrokerClient> = None;
     loop {
-        let Some(this) = fetcher.upgrade() else { return };
+        let Some(this) = fetcher.upgrade() else {
+            return;
+        };
         if this.stopped.get() || host.is_draining() {
             return;
         }
@@ -166,7 +166,8 @@ async fn run<H: ReplicationHost>(host: Rc<H>, fetcher: Weak<Fetcher>) {
                 .values()
                 .filter_map(|f| f.parked_until)
                 .min();
-            let wait = next_due.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+            let wait =
+                next_due.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
             let seen = this.generation.get();
             let _ = glommio::timer::timeout(wait.max(Duration::from_millis(1)), async {
                 this.wake
@@ -312,7 +313,9 @@ async fn divergence_point<H: ReplicationHost>(
             .flat_map(|t| t.partitions.iter())
             .find(|p| p.partition == replica.partition)
         else {
-            return Ok(Divergence::Refused(ResponseError::UnknownServerError.code()));
+            return Ok(Divergence::Refused(
+                ResponseError::UnknownServerError.code(),
+            ));
         };
         if answer.error_code != 0 {
             return Ok(Divergence::Refused(answer.error_code));
@@ -498,11 +501,7 @@ async fn apply_answer<H: ReplicationHost>(
 fn whole_batches(records: Bytes) -> Bytes {
     let mut end = 0usize;
     while records.len() >= end + 12 {
-        let length = i32::from_be_bytes(
-            records[end + 8..end + 12]
-                .try_into()
-                .expect("four bytes"),
-        );
+        let length = i32::from_be_bytes(records[end + 8..end + 12].try_into().expect("four bytes"));
         if length < 0 {
             break;
         }

@@ -284,7 +284,17 @@ mod tests {
     use super::*;
 
     fn leader(isr: &[i32], min_insync: usize) -> LeaderState {
-        LeaderState::new(1, 5, 3, vec![1, 2, 3], isr.to_vec(), 100, 90, min_insync, 1_000)
+        LeaderState::new(
+            1,
+            5,
+            3,
+            vec![1, 2, 3],
+            isr.to_vec(),
+            100,
+            90,
+            min_insync,
+            1_000,
+        )
     }
 
     #[test]

@@ -85,8 +85,9 @@ impl ReplicationSettings {
         let response_bound = crate::limits::REPLICA_RESPONSE_BYTES_MAX as i64 - 1024 * 1024;
         ReplicationSettings {
             lag_time_max_ms: config.int("replica.lag.time.max.ms", 30_000).max(1),
-            fetch_wait_max_ms: config.int("replica.fetch.wait.max.ms", 500).clamp(0, 30_000)
-                as i32,
+            fetch_wait_max_ms: config
+                .int("replica.fetch.wait.max.ms", 500)
+                .clamp(0, 30_000) as i32,
             fetch_max_bytes: config
                 .int("replica.fetch.max.bytes", 1 << 20)
                 .clamp(1, response_bound) as i32,
@@ -219,7 +220,8 @@ impl ReplicaManager {
         for meta in image.topics.values() {
             for (index, state) in meta.placement.iter().enumerate() {
                 let partition = index as i32;
-                if !state.replicas.contains(&me) || !host.partition_manager().owns(&meta.name, partition)
+                if !state.replicas.contains(&me)
+                    || !host.partition_manager().owns(&meta.name, partition)
                 {
                     continue;
                 }
