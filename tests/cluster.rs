@@ -353,9 +353,9 @@ print(n)
     assert!(status.success(), "kafka-python group: {err}");
     assert_eq!(out.trim(), "300");
 
-    // A transaction over partitions led by three brokers cannot get its markers written
-    // (WriteTxnMarkers between brokers is not served yet): refused up front, never a commit
-    // that leaves partitions stuck behind an open transaction.
+    // A transaction over partitions led by three brokers commits: the coordinator writes the
+    // markers of the partitions led elsewhere with WriteTxnMarkers, and a read_committed
+    // consumer sees every partition's record.
     let script = r#"
 import sys
 from confluent_kafka import Producer, KafkaException
@@ -363,7 +363,7 @@ p = Producer({'bootstrap.servers': sys.argv[1], 'transactional.id': 'spanning'})
 p.init_transactions(20)
 p.begin_transaction()
 for i in range(6):
-    p.produce('replicated', b'v', partition=i)
+    p.produce('replicated', ('span-%d' % i).encode(), partition=i)
 try:
     p.commit_transaction(20)
     print('committed')
@@ -376,7 +376,29 @@ except KafkaException as e:
         Duration::from_secs(60),
     );
     assert!(status.success(), "confluent-kafka transaction: {err}");
-    assert_eq!(out.trim(), "INVALID_TXN_STATE", "{out}");
+    assert_eq!(out.trim(), "committed", "{out}");
+    let (status, out, err) = run_bounded(
+        "kcat",
+        &[
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "replicated",
+            "-e",
+            "-q",
+            "-X",
+            "isolation.level=read_committed",
+            "-f",
+            "%p %s\\n",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat read_committed: {err}");
+    let mut spanning: Vec<&str> = out.lines().filter(|l| l.contains("span-")).collect();
+    spanning.sort_unstable();
+    let want: Vec<String> = (0..6).map(|i| format!("{i} span-{i}")).collect();
+    assert_eq!(spanning, want, "{out}");
 
     // Kill the active controller: another is elected within twice the election timeout
     // (measured from when the survivors notice: the kill itself is instantaneous) and topic
@@ -813,4 +835,332 @@ print(out[0] if out else 'NONE')
     cluster.start_node(follower);
     fully_replicated(&survivors, "strict", Duration::from_secs(30)).expect("back in the ISR");
     assert_eq!(produce("all", &survivors), "OK");
+}
+
+// ---- Coordinators follow leadership (issue 15): groups and transactions across brokers ----
+
+/// A cluster like `Cluster::start`, each node started with `extra` settings on top.
+fn start_cluster_with(ids: &[i32], extra: &[&str]) -> Cluster {
+    let ports = free_ports(ids.len() * 2);
+    let mut cluster = Cluster {
+        ports: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    *id,
+                    Ports {
+                        client: ports[2 * i],
+                        controller: ports[2 * i + 1],
+                    },
+                )
+            })
+            .collect(),
+        dirs: ids
+            .iter()
+            .map(|id| (*id, tempfile::tempdir().unwrap()))
+            .collect(),
+        nodes: BTreeMap::new(),
+    };
+    for id in ids {
+        let mut args = cluster.args(*id);
+        for kv in extra {
+            args.push("--set".to_string());
+            args.push(kv.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let listen = format!("127.0.0.1:{}", cluster.ports[id].client);
+        let node = Broker::start_at(cluster.dirs[id].path(), &listen, &args);
+        cluster.nodes.insert(*id, node);
+    }
+    cluster
+}
+
+/// FindCoordinator v4 through `addr` for `key` (key type 0: a group, 1: a transactional id):
+/// the coordinator's node id, once one is named without error.
+fn find_coordinator(addr: &str, key_type: i8, key: &str) -> Option<i32> {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut client = support::RawClient::connect(addr);
+    let mut request = FindCoordinatorRequest::default();
+    request.key_type = key_type;
+    request.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
+    let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &request);
+    let found = response.coordinators.first()?;
+    (found.error_code == 0 && found.node_id >= 0).then_some(found.node_id)
+}
+
+/// The consume-transform-produce loop and the plain group of the acceptance test: see the
+/// test. Prints progress lines, and at the end the checks' outcome ("OK ..." or what failed).
+const EOS_SCRIPT: &str = r#"
+import sys, time
+from confluent_kafka import Consumer, Producer, KafkaException, TopicPartition
+boot, src, dst, n, eos_id, plain_id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+deadline = time.time() + 50
+def consumer(group, extra={}):
+    conf = {'bootstrap.servers': boot, 'group.id': group, 'auto.offset.reset': 'earliest',
+            'enable.auto.commit': False, 'session.timeout.ms': 10000}
+    conf.update(extra)
+    c = Consumer(conf)
+    c.subscribe([src])
+    return c
+plain = consumer(plain_id)
+eos = consumer(eos_id, {'isolation.level': 'read_committed'})
+p = Producer({'bootstrap.servers': boot, 'transactional.id': eos_id, 'transaction.timeout.ms': 30000})
+p.init_transactions(30)
+# What each group committed successfully, per partition: never to be seen going back.
+done = {plain_id: {}, eos_id: {}}
+problems = []
+def check_committed(c, group):
+    parts = [TopicPartition(src, i) for i in range(6)]
+    try:
+        got = c.committed(parts, timeout=10)
+    except KafkaException:
+        return None
+    total = 0
+    for tp in got:
+        seen = done[group].get(tp.partition, -1001)
+        if tp.offset >= 0:
+            total += tp.offset
+        if tp.offset < seen and not (tp.offset < 0 and seen < 0):
+            problems.append('%s partition %d committed %d, was %d' % (group, tp.partition, tp.offset, seen))
+    return total
+def rewind(c):
+    parts = c.assignment()
+    if not parts:
+        return
+    for tp in c.committed(parts, timeout=10):
+        c.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+plain_total = eos_total = 0
+rounds = 0
+while time.time() < deadline and (plain_total < n or eos_total < n):
+    rounds += 1
+    if plain_total < n:
+        msgs = [m for m in plain.consume(num_messages=25, timeout=0.3) if not m.error()]
+        if msgs:
+            try:
+                parts = plain.commit(asynchronous=False)
+                for tp in parts:
+                    if tp.error is None:
+                        done[plain_id][tp.partition] = max(done[plain_id].get(tp.partition, -1), tp.offset)
+            except KafkaException as e:
+                print('plain commit failed:', e.args[0].name(), flush=True)
+                rewind(plain)
+    if eos_total < n:
+        msgs = [m for m in eos.consume(num_messages=25, timeout=0.3) if not m.error()]
+        if msgs:
+            try:
+                p.begin_transaction()
+                for m in msgs:
+                    p.produce(dst, m.value(), partition=m.partition())
+                positions = [tp for tp in eos.position(eos.assignment()) if tp.offset >= 0]
+                p.send_offsets_to_transaction(positions, eos.consumer_group_metadata(), 30)
+                while True:
+                    try:
+                        p.commit_transaction(30)
+                        break
+                    except KafkaException as e:
+                        if e.args[0].retriable():
+                            continue
+                        raise
+                for tp in positions:
+                    done[eos_id][tp.partition] = max(done[eos_id].get(tp.partition, -1), tp.offset)
+            except KafkaException as e:
+                err = e.args[0]
+                print('transaction failed:', err.name(), 'abortable', err.txn_requires_abort(), flush=True)
+                if err.fatal():
+                    print('FATAL', err.name(), flush=True)
+                    sys.exit(3)
+                while True:
+                    try:
+                        p.abort_transaction(30)
+                        break
+                    except KafkaException as e:
+                        if e.args[0].retriable() and time.time() < deadline:
+                            continue
+                        print('FATAL abort', e.args[0].name(), flush=True)
+                        sys.exit(3)
+                rewind(eos)
+    t = check_committed(plain, plain_id)
+    plain_total = t if t is not None else plain_total
+    t = check_committed(eos, eos_id)
+    eos_total = t if t is not None else eos_total
+    print('progress', plain_total, eos_total, flush=True)
+    time.sleep(0.05)
+plain.close()
+eos.close()
+# Topic B read with read_committed: every input value exactly once.
+reader = Consumer({'bootstrap.servers': boot, 'group.id': 'reader-' + eos_id, 'auto.offset.reset': 'earliest',
+                   'enable.auto.commit': False, 'isolation.level': 'read_committed'})
+parts = [TopicPartition(dst, i, 0) for i in range(6)]
+reader.assign(parts)
+ends = {i: reader.get_watermark_offsets(TopicPartition(dst, i), timeout=10)[1] for i in range(6)}
+values = []
+quiet = time.time() + 15
+while time.time() < quiet:
+    m = reader.poll(0.5)
+    if m is None or m.error():
+        pos = {tp.partition: tp.offset for tp in reader.position(parts)}
+        if all(pos[i] >= ends[i] for i in range(6)):
+            break
+        continue
+    values.append(m.value().decode())
+reader.close()
+want = sorted('v%d' % i for i in range(n))
+dupes = len(values) - len(set(values))
+missing = len(set(want) - set(values))
+print('RESULT plain=%d eos=%d output=%d dupes=%d missing=%d problems=%s' % (plain_total, eos_total, len(values), dupes, missing, problems), flush=True)
+if plain_total == n and eos_total == n and sorted(values) == want and not problems:
+    print('OK', flush=True)
+"#;
+
+#[test]
+fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
+    // The internal topics with three replicas (default.replication.factor: the broker creates
+    // them with it).
+    let mut cluster = start_cluster_with(&[1, 2, 3], &["default.replication.factor=3"]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    for topic in ["eos-in", "eos-out"] {
+        create_topic_with(&bootstrap, topic, 6, 3, &[("min.insync.replicas", "2")])
+            .expect("topic created");
+    }
+    let n = 600;
+    let input: String = (0..n).map(|i| format!("v{i}\n")).collect();
+    let (status, _, err) = support::run_bounded_with_input(
+        "kcat",
+        &["-b", &bootstrap, "-P", "-t", "eos-in", "-X", "acks=all"],
+        &input,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat produce: {err}");
+
+    // Ids whose group and transaction coordinators are on one broker, and a plain group there
+    // too (FindCoordinator creates the internal topics on first use).
+    let node1 = cluster.nodes[&1].bootstrap();
+    let coordinator_of = |key_type: i8, key: &str| {
+        eventually(Duration::from_secs(20), || {
+            find_coordinator(&node1, key_type, key)
+        })
+        .unwrap_or_else(|| panic!("a coordinator for {key}"))
+    };
+    let (eos_id, target) = (0..40)
+        .map(|i| format!("eos-{i}"))
+        .find_map(|id| {
+            let group = coordinator_of(0, &id);
+            (group == coordinator_of(1, &id)).then_some((id, group))
+        })
+        .expect("an id whose two coordinators share a broker");
+    let plain_id = (0..40)
+        .map(|i| format!("plain-{i}"))
+        .find(|id| coordinator_of(0, id) == target)
+        .expect("a group coordinated there");
+    eprintln!("coordinators of {eos_id} and {plain_id} on broker {target}");
+    // The internal partitions are fully replicated before the kill (else their leadership
+    // could not move to an in-sync replica).
+    for internal in ["__consumer_offsets", "__transaction_state"] {
+        let replicated = eventually(Duration::from_secs(20), || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .ok()?;
+            let md = consumer
+                .fetch_metadata(Some(internal), Duration::from_secs(5))
+                .ok()?;
+            let topic = md.topics().first()?;
+            (!topic.partitions().is_empty()
+                && topic
+                    .partitions()
+                    .iter()
+                    .all(|p| p.replicas().len() == 3 && p.isr().len() == 3))
+            .then_some(())
+        });
+        assert!(
+            replicated.is_some(),
+            "{internal} has three in-sync replicas"
+        );
+    }
+
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            EOS_SCRIPT,
+            &bootstrap,
+            "eos-in",
+            "eos-out",
+            &n.to_string(),
+            &eos_id,
+            &plain_id,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let errors = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut all);
+        all
+    });
+    // Mid-stream (a third of the input through both loops), SIGKILL the coordinators' broker.
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    let mut killed = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let progress: Vec<i64> = line
+            .strip_prefix("progress ")
+            .map(|rest| rest.split(' ').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_default();
+        seen.push(line);
+        if let [plain, eos] = progress[..]
+            && plain >= n / 3
+            && eos >= n / 3
+        {
+            cluster.nodes.remove(&target).unwrap().stop_with("KILL");
+            eprintln!("killed broker {target} at {plain} / {eos} of {n}");
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the loops did not get a third through: {seen:#?}");
+    let status = support::wait_bounded(&mut child.0, Duration::from_secs(75));
+    let _ = reader.join();
+    seen.extend(lines_rx.try_iter());
+    let errors = errors.join().unwrap_or_default();
+    let tail: Vec<&String> = seen.iter().rev().take(15).collect();
+    assert!(
+        status.success(),
+        "the loops failed ({status:?}): {tail:#?}\n{errors}"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("OK"),
+        "offsets or exactly-once output not intact: {tail:#?}\n{errors}"
+    );
+    // The survivors coordinate both now.
+    let survivor = cluster.nodes.values().next().unwrap().bootstrap();
+    let moved = find_coordinator(&survivor, 1, &eos_id);
+    assert!(
+        moved.is_some_and(|id| id != target),
+        "the transaction coordinator moved: {moved:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The owner half of the data plane: serving a request's partitions on the shard that owns them
-//! (Produce, Fetch and its long poll, ListOffsets, DeleteRecords, transaction markers). The
+//! (Produce, Fetch and its long poll, ListOffsets, DeleteRecords, transaction markers: those are
+//! written by the leading replica only and acknowledged once the ISR holds them). The
 //! front half, which scatters a request to the owners, is `kafka::scatter`.
 //!
 //! Owner: the `serve_*` functions run on the shard that owns the partitions (`shard_for`),

@@ -2,7 +2,12 @@
 //! whose `__consumer_offsets` partition this shard owns.
 //!
 //! Owner: one `GroupCoordinator` per shard, in its `ShardContext`; it only ever serves groups
-//! that hash to a `__consumer_offsets` partition this shard owns (others get NOT_COORDINATOR).
+//! that hash to a `__consumer_offsets` partition this shard owns and, under a quorum, this
+//! broker leads (others get NOT_COORDINATOR). A partition is in memory at the leader epoch it
+//! was loaded at: when this broker stops leading it there, its groups are unloaded
+//! (`follow_leadership` after each image, and any request for it), and a new epoch replays
+//! it. Writes go through `broker::coordinator_log`: only at the loaded epoch, acknowledged
+//! once the ISR holds them (`offsets.commit.timeout.ms`).
 //! All state is in `RefCell`s, borrowed only between `.await`s.
 //!
 //! The protocol is Kafka's classic one. States: Empty, PreparingRebalance, CompletingRebalance,

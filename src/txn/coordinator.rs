@@ -2,8 +2,18 @@
 //! `__transaction_state` partition this shard owns.
 //!
 //! Owner: one `TxnCoordinator` per shard, in its `ShardContext`; it only serves ids that hash to
-//! a `__transaction_state` partition this shard owns (others get NOT_COORDINATOR). All state is
-//! in `RefCell`s, borrowed only between `.await`s.
+//! a `__transaction_state` partition this shard owns and, under a quorum, this broker leads
+//! (others get NOT_COORDINATOR). All state is in `RefCell`s, borrowed only between `.await`s.
+//!
+//! Leadership (Kafka's onElection/onResignation): a partition is loaded at the leader epoch this
+//! broker leads it at, which is also the coordinator epoch its markers carry; it is unloaded
+//! when the broker stops leading it at that epoch (`follow_leadership`, after every image's
+//! replica roles, and on any request), and loaded again at a new epoch. Its state writes go
+//! through `broker::coordinator_log` (only at the loaded epoch, acks=all within
+//! `request.timeout.ms`). Markers of partitions this broker leads go to their owner shards;
+//! those led by other brokers go in one WriteTxnMarkers per broker (`replication::client`),
+//! retried against the leader the current image names; completion tasks stop when the
+//! partition is no longer loaded at their epoch (the next coordinator resends).
 //!
 //! States and transitions are Kafka's (KIP-98): InitProducerId moves an id to Empty with a
 //! bumped epoch (a new producer id when the epoch is exhausted); AddPartitionsToTxn and
@@ -18,7 +28,8 @@
 //! CONCURRENT_TRANSACTIONS. EndTxn is answered once PrepareCommit/PrepareAbort is durable;
 //! the markers (`ShardRequest::WriteTxnMarkers`, grouped per owner shard) and the Complete
 //! record follow in a task of their own, retried with backoff until they succeed or the shard
-//! drains (a restart resends them).
+//! drains or the coordinator loses the partition (a restart or the next coordinator resends
+//! them).
 //!
 //! Lifecycle: a partition is loaded (replayed from its log start to its high watermark) by the
 //! first request for one of its ids, or by the maintenance task that every shard runs
