@@ -888,7 +888,7 @@ fn find_coordinator(addr: &str, key_type: i8, key: &str) -> Option<i32> {
     request.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
     let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &request);
     let found = response.coordinators.first()?;
-    (found.error_code == 0 && found.node_id >= 0).then_some(found.node_id)
+    (found.error_code == 0 && found.node_id.0 >= 0).then_some(found.node_id.0)
 }
 
 /// The consume-transform-produce loop and the plain group of the acceptance test: see the
@@ -1147,6 +1147,11 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
     seen.extend(lines_rx.try_iter());
     let errors = errors.join().unwrap_or_default();
     let tail: Vec<&String> = seen.iter().rev().take(15).collect();
+    if let Some(result) = seen.iter().find(|l| l.starts_with("RESULT")) {
+        eprintln!("{result}");
+    }
+    let retried = seen.iter().filter(|l| l.contains("failed")).count();
+    eprintln!("{retried} commits or transactions failed and were retried across the failover");
     assert!(
         status.success(),
         "the loops failed ({status:?}): {tail:#?}\n{errors}"
