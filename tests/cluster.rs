@@ -1169,3 +1169,94 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
         "the transaction coordinator moved: {moved:?}"
     );
 }
+
+/// One WriteTxnMarkers v1 through `addr`: an abort (or commit) marker of `producer_id` on
+/// `topic`-`partition`; the partition's error code.
+fn write_txn_marker(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    commit: bool,
+) -> i16 {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let mut marker_topic = WritableTxnMarkerTopic::default();
+    marker_topic.name = TopicName(StrBytes::from_string(topic.to_string()));
+    marker_topic.partition_indexes = vec![partition];
+    let mut marker = WritableTxnMarker::default();
+    marker.producer_id = ProducerId(producer_id);
+    marker.producer_epoch = 0;
+    marker.transaction_result = commit;
+    marker.coordinator_epoch = 0;
+    marker.topics = vec![marker_topic];
+    let mut request = WriteTxnMarkersRequest::default();
+    request.markers = vec![marker];
+    let mut client = support::RawClient::connect(addr.parse().unwrap());
+    let response: WriteTxnMarkersResponse = client.call(ApiKey::WriteTxnMarkers, 1, &request);
+    assert_eq!(response.markers.len(), 1);
+    let result = &response.markers[0];
+    assert_eq!(result.producer_id.0, producer_id);
+    assert_eq!(result.topics[0].name.0.as_str(), topic);
+    assert_eq!(result.topics[0].partitions[0].partition_index, partition);
+    result.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn write_txn_markers_checks_its_caller_the_partition_and_its_leader() {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    // A lone node with an authorizer and no ACLs: ANONYMOUS may not CLUSTER_ACTION.
+    let dir = tempfile::tempdir().unwrap();
+    let secured = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        ],
+    );
+    assert_eq!(
+        write_txn_marker(&secured.bootstrap(), "any", 0, 1, false),
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    drop(secured);
+
+    let cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    create_topic(&bootstrap, "marked", 3, 3).expect("created");
+    let partitions = fully_replicated(&bootstrap, "marked", Duration::from_secs(20))
+        .expect("the topic is replicated");
+    let (leader, _, _) = partitions[0];
+    let on_leader = cluster.nodes[&leader].bootstrap();
+    let (other, _) = cluster.nodes.iter().find(|(id, _)| **id != leader).unwrap();
+    let on_follower = cluster.nodes[other].bootstrap();
+    assert_eq!(
+        write_txn_marker(&on_leader, "no-such-topic", 0, 1, false),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        write_txn_marker(&on_leader, "marked", 7, 1, false),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        write_txn_marker(&on_follower, "marked", 0, 1, false),
+        NOT_LEADER_OR_FOLLOWER
+    );
+    // On the leader an abort marker of a producer is written (as Kafka writes one with no
+    // open transaction) once the ISR holds it: the high watermark passes it on every replica.
+    assert_eq!(write_txn_marker(&on_leader, "marked", 0, 77, false), 0);
+    let moved = eventually(Duration::from_secs(10), || {
+        (high_watermark(&on_leader, "marked", 0)? == 1).then_some(())
+    });
+    assert!(moved.is_some(), "the marker is below the high watermark");
+}
