@@ -896,7 +896,7 @@ fn find_coordinator(addr: &str, key_type: i8, key: &str) -> Option<i32> {
 const EOS_SCRIPT: &str = r#"
 import sys, time
 from confluent_kafka import Consumer, Producer, KafkaException, TopicPartition
-boot, src, dst, n, eos_id, plain_id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+boot, src, dst, n, eos_id, plain_id, txn_id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
 deadline = time.time() + 50
 def consumer(group, extra={}):
     conf = {'bootstrap.servers': boot, 'group.id': group, 'auto.offset.reset': 'earliest',
@@ -907,7 +907,7 @@ def consumer(group, extra={}):
     return c
 plain = consumer(plain_id)
 eos = consumer(eos_id, {'isolation.level': 'read_committed'})
-p = Producer({'bootstrap.servers': boot, 'transactional.id': eos_id, 'transaction.timeout.ms': 30000})
+p = Producer({'bootstrap.servers': boot, 'transactional.id': txn_id, 'transaction.timeout.ms': 30000})
 p.init_transactions(30)
 # What each group committed successfully, per partition: never to be seen going back.
 done = {plain_id: {}, eos_id: {}}
@@ -1015,6 +1015,13 @@ if plain_total == n and eos_total == n and sorted(values) == want and not proble
     print('OK', flush=True)
 "#;
 
+/// Issue 15's acceptance for the coordinators: a plain consumer group (commits after every
+/// batch) and a confluent-kafka consume-transform-produce loop (read_committed consumer,
+/// transactional producer, offsets sent to the transaction) over topics of 6 partitions with
+/// replication factor 3, while the broker coordinating both groups and the transactional id
+/// gets SIGKILL a third of the way through. Committed offsets never go back past what was
+/// committed, both groups end at the topic's end, and the output topic read with
+/// read_committed holds every input record exactly once.
 #[test]
 fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
     // The internal topics with three replicas (default.replication.factor: the broker creates
@@ -1039,8 +1046,9 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
     );
     assert!(status.success(), "kcat produce: {err}");
 
-    // Ids whose group and transaction coordinators are on one broker, and a plain group there
-    // too (FindCoordinator creates the internal topics on first use).
+    // A group for the loop, a transactional id and a plain group whose coordinators are all
+    // on one broker (FindCoordinator creates the internal topics on first use; the two topics'
+    // placements start at random brokers, so the ids differ).
     let node1 = cluster.nodes[&1].bootstrap();
     let coordinator_of = |key_type: i8, key: &str| {
         eventually(Duration::from_secs(20), || {
@@ -1048,18 +1056,17 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
         })
         .unwrap_or_else(|| panic!("a coordinator for {key}"))
     };
-    let (eos_id, target) = (0..40)
-        .map(|i| format!("eos-{i}"))
-        .find_map(|id| {
-            let group = coordinator_of(0, &id);
-            (group == coordinator_of(1, &id)).then_some((id, group))
-        })
-        .expect("an id whose two coordinators share a broker");
+    let eos_id = "eos-group".to_string();
+    let target = coordinator_of(0, &eos_id);
+    let txn_id = (0..40)
+        .map(|i| format!("eos-txn-{i}"))
+        .find(|id| coordinator_of(1, id) == target)
+        .expect("a transactional id coordinated there");
     let plain_id = (0..40)
         .map(|i| format!("plain-{i}"))
         .find(|id| coordinator_of(0, id) == target)
         .expect("a group coordinated there");
-    eprintln!("coordinators of {eos_id} and {plain_id} on broker {target}");
+    eprintln!("coordinators of {eos_id}, {txn_id} and {plain_id} on broker {target}");
     // The internal partitions are fully replicated before the kill (else their leadership
     // could not move to an in-sync replica).
     for internal in ["__consumer_offsets", "__transaction_state"] {
@@ -1095,6 +1102,7 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
             &n.to_string(),
             &eos_id,
             &plain_id,
+            &txn_id,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1163,7 +1171,7 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
     );
     // The survivors coordinate both now.
     let survivor = cluster.nodes.values().next().unwrap().bootstrap();
-    let moved = find_coordinator(&survivor, 1, &eos_id);
+    let moved = find_coordinator(&survivor, 1, &txn_id);
     assert!(
         moved.is_some_and(|id| id != target),
         "the transaction coordinator moved: {moved:?}"
