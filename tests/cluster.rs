@@ -961,7 +961,7 @@ while time.time() < deadline and (plain_total < n or eos_total < n):
                         p.commit_transaction(30)
                         break
                     except KafkaException as e:
-                        if e.args[0].retriable():
+                        if e.args[0].retriable() and time.time() < deadline:
                             continue
                         raise
                 for tp in positions:
@@ -1024,6 +1024,25 @@ if plain_total == n and eos_total == n and sorted(values) == want and not proble
 /// read_committed holds every input record exactly once.
 #[test]
 fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
+    coordinators_lost_mid_stream(CoordinatorLoss::Kill);
+}
+
+/// The same with the coordinators' broker frozen (SIGSTOP) until the cluster has fenced it and
+/// moved its leaderships, then resumed (SIGCONT): a zombie coordinator, whose writes in flight
+/// when it froze must not be acknowledged unless its ISR holds them, and which must give up
+/// its partitions once it sees it no longer leads them.
+#[test]
+fn a_group_and_a_transactional_loop_survive_a_frozen_coordinator() {
+    coordinators_lost_mid_stream(CoordinatorLoss::Freeze);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CoordinatorLoss {
+    Kill,
+    Freeze,
+}
+
+fn coordinators_lost_mid_stream(loss: CoordinatorLoss) {
     // The internal topics with three replicas (default.replication.factor: the broker creates
     // them with it).
     let mut cluster = start_cluster_with(&[1, 2, 3], &["default.replication.factor=3"]);
@@ -1143,8 +1162,19 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
             && plain >= n / 3
             && eos >= n / 3
         {
-            cluster.nodes.remove(&target).unwrap().stop_with("KILL");
-            eprintln!("killed broker {target} at {plain} / {eos} of {n}");
+            match loss {
+                CoordinatorLoss::Kill => {
+                    cluster.nodes.remove(&target).unwrap().stop_with("KILL");
+                }
+                CoordinatorLoss::Freeze => {
+                    let node = &cluster.nodes[&target];
+                    node.signal("STOP");
+                    // Fenced past its session, its partitions led by the others meanwhile.
+                    std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS + 1_000));
+                    node.signal("CONT");
+                }
+            }
+            eprintln!("{loss:?} broker {target} at {plain} / {eos} of {n}");
             killed = true;
             break;
         }
@@ -1169,8 +1199,25 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
         Some("OK"),
         "offsets or exactly-once output not intact: {tail:#?}\n{errors}"
     );
+    // A resumed coordinator gave its partitions up when it saw it no longer led them.
+    if loss == CoordinatorLoss::Freeze {
+        let node = &cluster.nodes[&target];
+        for topic in ["__consumer_offsets", "__transaction_state"] {
+            let line = format!("unloaded {topic} partition");
+            let unloaded = eventually(Duration::from_secs(10), || {
+                node.log().iter().any(|l| l.contains(&line)).then_some(())
+            });
+            assert!(unloaded.is_some(), "broker {target} never logged {line:?}");
+        }
+    }
     // The survivors coordinate both now.
-    let survivor = cluster.nodes.values().next().unwrap().bootstrap();
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|(id, _)| **id != target)
+        .unwrap()
+        .1
+        .bootstrap();
     let moved = find_coordinator(&survivor, 1, &txn_id);
     assert!(
         moved.is_some_and(|id| id != target),
