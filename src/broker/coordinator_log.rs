@@ -136,3 +136,33 @@ pub async fn append(
         .await?;
     Ok(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_leadership_means_not_coordinator() {
+        let lost = [
+            CoordinatorLogError::NotLeader {
+                topic: "__consumer_offsets",
+                partition: 3,
+                epoch: 2,
+            },
+            CoordinatorLogError::Replication(ReplicationError::NotLeader),
+            CoordinatorLogError::Replication(ReplicationError::NotFollower(2)),
+        ];
+        assert!(lost.iter().all(CoordinatorLogError::lost_leadership));
+        let retriable = [
+            CoordinatorLogError::NotEnoughReplicas { insync: 1, min: 2 },
+            CoordinatorLogError::Replication(ReplicationError::NotEnoughReplicasAfterAppend {
+                insync: 1,
+                min: 2,
+            }),
+            CoordinatorLogError::Replication(ReplicationError::Timeout(5000)),
+            CoordinatorLogError::Open("gone".to_string()),
+            CoordinatorLogError::Append("disk".to_string()),
+        ];
+        assert!(!retriable.iter().any(CoordinatorLogError::lost_leadership));
+    }
+}
