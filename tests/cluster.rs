@@ -355,9 +355,9 @@ print(n)
     assert!(status.success(), "kafka-python group: {err}");
     assert_eq!(out.trim(), "300");
 
-    // A transaction over partitions led by three brokers cannot get its markers written
-    // (WriteTxnMarkers between brokers is not served yet): refused up front, never a commit
-    // that leaves partitions stuck behind an open transaction.
+    // A transaction over partitions led by three brokers commits: the coordinator writes the
+    // markers of the partitions led elsewhere with WriteTxnMarkers, and a read_committed
+    // consumer sees every partition's record.
     let script = r#"
 import sys
 from confluent_kafka import Producer, KafkaException
@@ -365,7 +365,7 @@ p = Producer({'bootstrap.servers': sys.argv[1], 'transactional.id': 'spanning'})
 p.init_transactions(20)
 p.begin_transaction()
 for i in range(6):
-    p.produce('replicated', b'v', partition=i)
+    p.produce('replicated', ('span-%d' % i).encode(), partition=i)
 try:
     p.commit_transaction(20)
     print('committed')
@@ -378,7 +378,29 @@ except KafkaException as e:
         Duration::from_secs(60),
     );
     assert!(status.success(), "confluent-kafka transaction: {err}");
-    assert_eq!(out.trim(), "INVALID_TXN_STATE", "{out}");
+    assert_eq!(out.trim(), "committed", "{out}");
+    let (status, out, err) = run_bounded(
+        "kcat",
+        &[
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "replicated",
+            "-e",
+            "-q",
+            "-X",
+            "isolation.level=read_committed",
+            "-f",
+            "%p %s\\n",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat read_committed: {err}");
+    let mut spanning: Vec<&str> = out.lines().filter(|l| l.contains("span-")).collect();
+    spanning.sort_unstable();
+    let want: Vec<String> = (0..6).map(|i| format!("{i} span-{i}")).collect();
+    assert_eq!(spanning, want, "{out}");
 
     // Kill the active controller: another is elected within twice the election timeout
     // (measured from when the survivors notice: the kill itself is instantaneous) and topic
@@ -1162,4 +1184,492 @@ fn a_rolling_restart_under_load_loses_nothing() {
     );
     assert!(status.success(), "check: {out} {err}");
     eprintln!("check: {out}");
+}
+
+// ---- Coordinators follow leadership (issue 15): groups and transactions across brokers ----
+
+/// A cluster like `Cluster::start`, each node started with `extra` settings on top.
+fn start_cluster_with(ids: &[i32], extra: &[&str]) -> Cluster {
+    let ports = free_ports(ids.len() * 2);
+    let mut cluster = Cluster {
+        ports: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                (
+                    *id,
+                    Ports {
+                        client: ports[2 * i],
+                        controller: ports[2 * i + 1],
+                    },
+                )
+            })
+            .collect(),
+        dirs: ids
+            .iter()
+            .map(|id| (*id, tempfile::tempdir().unwrap()))
+            .collect(),
+        nodes: BTreeMap::new(),
+    };
+    for id in ids {
+        let mut args = cluster.args(*id);
+        for kv in extra {
+            args.push("--set".to_string());
+            args.push(kv.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let listen = format!("127.0.0.1:{}", cluster.ports[id].client);
+        let node = Broker::start_at(cluster.dirs[id].path(), &listen, &args);
+        cluster.nodes.insert(*id, node);
+    }
+    cluster
+}
+
+/// FindCoordinator v4 through `addr` for `key` (key type 0: a group, 1: a transactional id):
+/// the coordinator's node id, once one is named without error.
+fn find_coordinator(addr: &str, key_type: i8, key: &str) -> Option<i32> {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut client = support::RawClient::connect(addr);
+    let mut request = FindCoordinatorRequest::default();
+    request.key_type = key_type;
+    request.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
+    let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &request);
+    let found = response.coordinators.first()?;
+    (found.error_code == 0 && found.node_id.0 >= 0).then_some(found.node_id.0)
+}
+
+/// The consume-transform-produce loop and the plain group of the acceptance test: see the
+/// test. Prints progress lines, and at the end the checks' outcome ("OK ..." or what failed).
+const EOS_SCRIPT: &str = r#"
+import sys, time
+from confluent_kafka import Consumer, Producer, KafkaException, TopicPartition
+boot, src, dst, n, eos_id, plain_id, txn_id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
+deadline = time.time() + 50
+def consumer(group, extra={}):
+    conf = {'bootstrap.servers': boot, 'group.id': group, 'auto.offset.reset': 'earliest',
+            'enable.auto.commit': False, 'session.timeout.ms': 10000}
+    conf.update(extra)
+    c = Consumer(conf)
+    c.subscribe([src])
+    return c
+plain = consumer(plain_id)
+eos = consumer(eos_id, {'isolation.level': 'read_committed'})
+p = Producer({'bootstrap.servers': boot, 'transactional.id': txn_id, 'transaction.timeout.ms': 30000})
+p.init_transactions(30)
+# What each group committed successfully, per partition: never to be seen going back.
+done = {plain_id: {}, eos_id: {}}
+problems = []
+def check_committed(c, group):
+    parts = [TopicPartition(src, i) for i in range(6)]
+    try:
+        got = c.committed(parts, timeout=10)
+    except KafkaException:
+        return None
+    total = 0
+    for tp in got:
+        seen = done[group].get(tp.partition, -1001)
+        if tp.offset >= 0:
+            total += tp.offset
+        if tp.offset < seen and not (tp.offset < 0 and seen < 0):
+            problems.append('%s partition %d committed %d, was %d' % (group, tp.partition, tp.offset, seen))
+    return total
+def rewind(c):
+    # Back to the committed offsets after an abort; False (retried next round) if they
+    # cannot be read now, e.g. while the coordinator moves.
+    try:
+        parts = c.assignment()
+        if parts:
+            for tp in c.committed(parts, timeout=10):
+                c.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+        return True
+    except KafkaException as e:
+        print('rewind failed:', e.args[0].name(), flush=True)
+        return False
+eos_rewind = False
+plain_total = eos_total = 0
+rounds = 0
+while time.time() < deadline and (plain_total < n or eos_total < n):
+    rounds += 1
+    if plain_total < n:
+        msgs = [m for m in plain.consume(num_messages=25, timeout=0.3) if not m.error()]
+        if msgs:
+            try:
+                parts = plain.commit(asynchronous=False)
+                for tp in parts:
+                    if tp.error is None:
+                        done[plain_id][tp.partition] = max(done[plain_id].get(tp.partition, -1), tp.offset)
+            except KafkaException as e:
+                # The next commit covers these records too.
+                print('plain commit failed:', e.args[0].name(), flush=True)
+    if eos_rewind:
+        eos_rewind = not rewind(eos)
+    if eos_total < n and not eos_rewind:
+        msgs = [m for m in eos.consume(num_messages=25, timeout=0.3) if not m.error()]
+        if msgs:
+            try:
+                p.begin_transaction()
+                for m in msgs:
+                    p.produce(dst, m.value(), partition=m.partition())
+                positions = [tp for tp in eos.position(eos.assignment()) if tp.offset >= 0]
+                p.send_offsets_to_transaction(positions, eos.consumer_group_metadata(), 30)
+                while True:
+                    try:
+                        p.commit_transaction(30)
+                        break
+                    except KafkaException as e:
+                        if e.args[0].retriable() and time.time() < deadline:
+                            continue
+                        raise
+                for tp in positions:
+                    done[eos_id][tp.partition] = max(done[eos_id].get(tp.partition, -1), tp.offset)
+            except KafkaException as e:
+                err = e.args[0]
+                print('transaction failed:', err.name(), 'abortable', err.txn_requires_abort(), flush=True)
+                if err.fatal():
+                    print('FATAL', err.name(), flush=True)
+                    sys.exit(3)
+                while True:
+                    try:
+                        p.abort_transaction(30)
+                        break
+                    except KafkaException as e:
+                        if e.args[0].retriable() and time.time() < deadline:
+                            continue
+                        print('FATAL abort', e.args[0].name(), flush=True)
+                        sys.exit(3)
+                eos_rewind = not rewind(eos)
+    t = check_committed(plain, plain_id)
+    plain_total = t if t is not None else plain_total
+    t = check_committed(eos, eos_id)
+    eos_total = t if t is not None else eos_total
+    print('progress', plain_total, eos_total, flush=True)
+    time.sleep(0.05)
+plain.close()
+eos.close()
+# Topic B read with read_committed: every input value exactly once.
+reader = Consumer({'bootstrap.servers': boot, 'group.id': 'reader-' + eos_id, 'auto.offset.reset': 'earliest',
+                   'enable.auto.commit': False, 'isolation.level': 'read_committed'})
+parts = [TopicPartition(dst, i, 0) for i in range(6)]
+reader.assign(parts)
+ends = {i: reader.get_watermark_offsets(TopicPartition(dst, i), timeout=10)[1] for i in range(6)}
+values = []
+quiet = time.time() + 15
+while time.time() < quiet:
+    m = reader.poll(0.5)
+    if m is None or m.error():
+        pos = {tp.partition: tp.offset for tp in reader.position(parts)}
+        if all(pos[i] >= ends[i] for i in range(6)):
+            break
+        continue
+    values.append(m.value().decode())
+reader.close()
+want = sorted('v%d' % i for i in range(n))
+dupes = len(values) - len(set(values))
+missing = len(set(want) - set(values))
+print('RESULT plain=%d eos=%d output=%d dupes=%d missing=%d problems=%s' % (plain_total, eos_total, len(values), dupes, missing, problems), flush=True)
+if plain_total == n and eos_total == n and sorted(values) == want and not problems:
+    print('OK', flush=True)
+"#;
+
+/// Issue 15's acceptance for the coordinators: a plain consumer group (commits after every
+/// batch) and a confluent-kafka consume-transform-produce loop (read_committed consumer,
+/// transactional producer, offsets sent to the transaction) over topics of 6 partitions with
+/// replication factor 3, while the broker coordinating both groups and the transactional id
+/// gets SIGKILL a third of the way through. Committed offsets never go back past what was
+/// committed, both groups end at the topic's end, and the output topic read with
+/// read_committed holds every input record exactly once.
+#[test]
+fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
+    coordinators_lost_mid_stream(CoordinatorLoss::Kill);
+}
+
+/// The same with the coordinators' broker frozen (SIGSTOP) until the cluster has fenced it and
+/// moved its leaderships, then resumed (SIGCONT): a zombie coordinator, whose writes in flight
+/// when it froze must not be acknowledged unless its ISR holds them, and which must give up
+/// its partitions once it sees it no longer leads them.
+#[test]
+fn a_group_and_a_transactional_loop_survive_a_frozen_coordinator() {
+    coordinators_lost_mid_stream(CoordinatorLoss::Freeze);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CoordinatorLoss {
+    Kill,
+    Freeze,
+}
+
+fn coordinators_lost_mid_stream(loss: CoordinatorLoss) {
+    // The internal topics with three replicas (default.replication.factor: the broker creates
+    // them with it).
+    let mut cluster = start_cluster_with(&[1, 2, 3], &["default.replication.factor=3"]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    for topic in ["eos-in", "eos-out"] {
+        create_topic_with(&bootstrap, topic, 6, 3, &[("min.insync.replicas", "2")])
+            .expect("topic created");
+    }
+    let n = 600;
+    let input: String = (0..n).map(|i| format!("v{i}\n")).collect();
+    let (status, _, err) = support::run_bounded_with_input(
+        "kcat",
+        &["-b", &bootstrap, "-P", "-t", "eos-in", "-X", "acks=all"],
+        &input,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat produce: {err}");
+
+    // A group for the loop, a transactional id and a plain group whose coordinators are all
+    // on one broker (FindCoordinator creates the internal topics on first use; the two topics'
+    // placements start at random brokers, so the ids differ).
+    let node1 = cluster.nodes[&1].bootstrap();
+    let coordinator_of = |key_type: i8, key: &str| {
+        eventually(Duration::from_secs(20), || {
+            find_coordinator(&node1, key_type, key)
+        })
+        .unwrap_or_else(|| panic!("a coordinator for {key}"))
+    };
+    let eos_id = "eos-group".to_string();
+    let target = coordinator_of(0, &eos_id);
+    let txn_id = (0..40)
+        .map(|i| format!("eos-txn-{i}"))
+        .find(|id| coordinator_of(1, id) == target)
+        .expect("a transactional id coordinated there");
+    let plain_id = (0..40)
+        .map(|i| format!("plain-{i}"))
+        .find(|id| coordinator_of(0, id) == target)
+        .expect("a group coordinated there");
+    eprintln!("coordinators of {eos_id}, {txn_id} and {plain_id} on broker {target}");
+    // The internal partitions are fully replicated before the kill (else their leadership
+    // could not move to an in-sync replica).
+    for internal in ["__consumer_offsets", "__transaction_state"] {
+        let replicated = eventually(Duration::from_secs(20), || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .ok()?;
+            let md = consumer
+                .fetch_metadata(Some(internal), Duration::from_secs(5))
+                .ok()?;
+            let topic = md.topics().first()?;
+            (!topic.partitions().is_empty()
+                && topic
+                    .partitions()
+                    .iter()
+                    .all(|p| p.replicas().len() == 3 && p.isr().len() == 3))
+            .then_some(())
+        });
+        assert!(
+            replicated.is_some(),
+            "{internal} has three in-sync replicas"
+        );
+    }
+
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            EOS_SCRIPT,
+            &bootstrap,
+            "eos-in",
+            "eos-out",
+            &n.to_string(),
+            &eos_id,
+            &plain_id,
+            &txn_id,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let errors = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut all);
+        all
+    });
+    // Mid-stream (a third of the input through both loops), SIGKILL the coordinators' broker.
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    let mut killed = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let progress: Vec<i64> = line
+            .strip_prefix("progress ")
+            .map(|rest| rest.split(' ').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_default();
+        seen.push(line);
+        if let [plain, eos] = progress[..]
+            && plain >= n / 3
+            && eos >= n / 3
+        {
+            match loss {
+                CoordinatorLoss::Kill => {
+                    cluster.nodes.remove(&target).unwrap().stop_with("KILL");
+                }
+                CoordinatorLoss::Freeze => {
+                    let node = &cluster.nodes[&target];
+                    node.signal("STOP");
+                    // Fenced past its session, its partitions led by the others meanwhile.
+                    std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS + 1_000));
+                    node.signal("CONT");
+                }
+            }
+            eprintln!("{loss:?} broker {target} at {plain} / {eos} of {n}");
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the loops did not get a third through: {seen:#?}");
+    let status = support::wait_bounded(&mut child.0, Duration::from_secs(75));
+    let _ = reader.join();
+    seen.extend(lines_rx.try_iter());
+    let errors = errors.join().unwrap_or_default();
+    let tail: Vec<&String> = seen.iter().rev().take(15).collect();
+    if let Some(result) = seen.iter().find(|l| l.starts_with("RESULT")) {
+        eprintln!("{result}");
+    }
+    let retried = seen.iter().filter(|l| l.contains("failed")).count();
+    eprintln!("{retried} commits or transactions failed and were retried across the failover");
+    assert!(
+        status.success(),
+        "the loops failed ({status:?}): {tail:#?}\n{errors}"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("OK"),
+        "offsets or exactly-once output not intact: {tail:#?}\n{errors}"
+    );
+    // A resumed coordinator gave its partitions up when it saw it no longer led them.
+    if loss == CoordinatorLoss::Freeze {
+        let node = &cluster.nodes[&target];
+        for topic in ["__consumer_offsets", "__transaction_state"] {
+            let line = format!("unloaded {topic} partition");
+            let unloaded = eventually(Duration::from_secs(10), || {
+                node.log().iter().any(|l| l.contains(&line)).then_some(())
+            });
+            assert!(unloaded.is_some(), "broker {target} never logged {line:?}");
+        }
+    }
+    // The survivors coordinate both now.
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|(id, _)| **id != target)
+        .unwrap()
+        .1
+        .bootstrap();
+    let moved = find_coordinator(&survivor, 1, &txn_id);
+    assert!(
+        moved.is_some_and(|id| id != target),
+        "the transaction coordinator moved: {moved:?}"
+    );
+}
+
+/// One WriteTxnMarkers v1 through `addr`: an abort (or commit) marker of `producer_id` on
+/// `topic`-`partition`; the partition's error code.
+fn write_txn_marker(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    commit: bool,
+) -> i16 {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let mut marker_topic = WritableTxnMarkerTopic::default();
+    marker_topic.name = TopicName(StrBytes::from_string(topic.to_string()));
+    marker_topic.partition_indexes = vec![partition];
+    let mut marker = WritableTxnMarker::default();
+    marker.producer_id = ProducerId(producer_id);
+    marker.producer_epoch = 0;
+    marker.transaction_result = commit;
+    marker.coordinator_epoch = 0;
+    marker.topics = vec![marker_topic];
+    let mut request = WriteTxnMarkersRequest::default();
+    request.markers = vec![marker];
+    let mut client = support::RawClient::connect(addr.parse().unwrap());
+    let response: WriteTxnMarkersResponse = client.call(ApiKey::WriteTxnMarkers, 1, &request);
+    assert_eq!(response.markers.len(), 1);
+    let result = &response.markers[0];
+    assert_eq!(result.producer_id.0, producer_id);
+    assert_eq!(result.topics[0].name.0.as_str(), topic);
+    assert_eq!(result.topics[0].partitions[0].partition_index, partition);
+    result.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn write_txn_markers_checks_its_caller_the_partition_and_its_leader() {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    // A lone node with an authorizer and no ACLs: ANONYMOUS may not CLUSTER_ACTION.
+    let dir = tempfile::tempdir().unwrap();
+    let secured = Broker::start_in(
+        dir.path(),
+        &[
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        ],
+    );
+    assert_eq!(
+        write_txn_marker(&secured.bootstrap(), "any", 0, 1, false),
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    drop(secured);
+
+    let cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    create_topic(&bootstrap, "marked", 3, 3).expect("created");
+    let partitions = fully_replicated(&bootstrap, "marked", Duration::from_secs(20))
+        .expect("the topic is replicated");
+    let (leader, _, _) = partitions[0];
+    let on_leader = cluster.nodes[&leader].bootstrap();
+    let (other, _) = cluster.nodes.iter().find(|(id, _)| **id != leader).unwrap();
+    let on_follower = cluster.nodes[other].bootstrap();
+    assert_eq!(
+        write_txn_marker(&on_leader, "no-such-topic", 0, 1, false),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        write_txn_marker(&on_leader, "marked", 7, 1, false),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        write_txn_marker(&on_follower, "marked", 0, 1, false),
+        NOT_LEADER_OR_FOLLOWER
+    );
+    // On the leader an abort marker of a producer is written (as Kafka writes one with no
+    // open transaction) once the ISR holds it: the high watermark passes it on every replica.
+    assert_eq!(write_txn_marker(&on_leader, "marked", 0, 77, false), 0);
+    let moved = eventually(Duration::from_secs(10), || {
+        (high_watermark(&on_leader, "marked", 0)? == 1).then_some(())
+    });
+    assert!(moved.is_some(), "the marker is below the high watermark");
 }

@@ -19,6 +19,7 @@
 //! shard) and reach most of what the context owns (partitions, image, router, config). Cutting
 //! that edge means giving each coordinator a narrow handle of its own instead of the context.
 
+pub mod coordinator_log;
 pub mod error;
 pub mod metrics_http;
 pub mod owner;
@@ -193,6 +194,9 @@ impl ShardContext {
                 context.partitions.sync_with_image(latest).await;
                 if context.clustered() {
                     crate::replication::ReplicaManager::sync_with_image(&context).await;
+                    // The coordinators follow their internal partitions' leadership.
+                    crate::group::coordinator::follow_leadership(&context);
+                    crate::txn::coordinator::follow_leadership(&context);
                 }
             },
             self.queues.background,

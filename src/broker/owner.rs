@@ -1,5 +1,6 @@
 //! The owner half of the data plane: serving a request's partitions on the shard that owns them
-//! (Produce, Fetch and its long poll, ListOffsets, DeleteRecords, transaction markers). The
+//! (Produce, Fetch and its long poll, ListOffsets, DeleteRecords, transaction markers: those are
+//! written by the leading replica only and acknowledged once the ISR holds them). The
 //! front half, which scatters a request to the owners, is `kafka::scatter`.
 //!
 //! Owner: the `serve_*` functions run on the shard that owns the partitions (`shard_for`),
@@ -777,11 +778,23 @@ pub async fn serve_delete(context: &ShardContext, items: Vec<DeleteItem>) -> Vec
 /// producer's transactional offset commits held by the group coordinator there (they become
 /// committed offsets, or are dropped). Answers one Kafka error code per item.
 pub async fn serve_txn_markers(context: &Rc<ShardContext>, items: Vec<TxnMarkerItem>) -> Vec<i16> {
+    // Kafka appends markers with acks=all within `request.timeout.ms`.
+    let timeout =
+        Duration::from_millis(context.config.int("request.timeout.ms", 30_000).max(1) as u64);
     let writes = items.into_iter().map(|item| async move {
         let partition = match open(context, &item.topic, item.partition).await {
             Ok(partition) => partition,
             Err(code) => return code,
         };
+        // Under a quorum only the leading replica appends (as for Produce).
+        if context.clustered()
+            && context
+                .replication
+                .get(&item.topic, item.partition)
+                .is_none_or(|r| r.led_epoch().is_none())
+        {
+            return ResponseError::NotLeaderOrFollower.code();
+        }
         let marker = ControlMarker {
             commit: item.commit,
             coordinator_epoch: item.coordinator_epoch,
@@ -790,7 +803,15 @@ pub async fn serve_txn_markers(context: &Rc<ShardContext>, items: Vec<TxnMarkerI
             .write_marker(item.producer_id, item.producer_epoch, marker)
             .await
         {
-            Ok(_) => {
+            Ok(offset) => {
+                // acks=all: the ISR holds the marker before it counts as written.
+                if let Err(err) = context
+                    .replication
+                    .wait_replicated(&item.topic, item.partition, offset + 1, timeout)
+                    .await
+                {
+                    return error::replication_error_code(&err);
+                }
                 if item.topic == crate::group::OFFSETS_TOPIC {
                     crate::group::coordinator::complete_transaction(
                         context,

@@ -412,6 +412,24 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "How often each shard looks for expired committed offsets.",
     ),
     def(
+        "offsets.commit.timeout.ms",
+        "5000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "How long an offset commit (or group metadata write) waits for the __consumer_offsets ISR to hold it; then COORDINATOR_NOT_AVAILABLE.",
+    ),
+    def(
+        "request.timeout.ms",
+        "30000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "How long transaction state writes and transaction markers wait for their partition's ISR, and the deadline of WriteTxnMarkers sent to other brokers.",
+    ),
+    def(
         "transaction.state.log.num.partitions",
         "50",
         ValueKind::Int {

@@ -2,7 +2,12 @@
 //! whose `__consumer_offsets` partition this shard owns.
 //!
 //! Owner: one `GroupCoordinator` per shard, in its `ShardContext`; it only ever serves groups
-//! that hash to a `__consumer_offsets` partition this shard owns (others get NOT_COORDINATOR).
+//! that hash to a `__consumer_offsets` partition this shard owns and, under a quorum, this
+//! broker leads (others get NOT_COORDINATOR). A partition is in memory at the leader epoch it
+//! was loaded at: when this broker stops leading it there, its groups are unloaded
+//! (`follow_leadership` after each image, and any request for it), and a new epoch replays
+//! it. Writes go through `broker::coordinator_log`: only at the loaded epoch, acknowledged
+//! once the ISR holds them (`offsets.commit.timeout.ms`).
 //! All state is in `RefCell`s, borrowed only between `.await`s.
 //!
 //! The protocol is Kafka's classic one. States: Empty, PreparingRebalance, CompletingRebalance,
@@ -72,7 +77,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::broker::ShardContext;
+use crate::broker::{ShardContext, coordinator_log};
 use crate::group::records::{
     self, GroupValue, OffsetValue, OffsetsRecord, ScanEvent, StoredMember,
 };
@@ -125,6 +130,8 @@ pub struct GroupSettings {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// `offsets.commit.timeout.ms`: how long a write to `__consumer_offsets` waits for its ISR.
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl GroupSettings {
@@ -144,6 +151,7 @@ impl GroupSettings {
             offsets_retention_check_interval_ms: config
                 .int("offsets.retention.check.interval.ms", 600_000)
                 .max(1) as u64,
+            offsets_commit_timeout_ms: config.int("offsets.commit.timeout.ms", 5000).max(1) as u64,
         }
     }
 }
@@ -404,7 +412,9 @@ impl Group {
 pub struct GroupCoordinator {
     settings: GroupSettings,
     groups: RefCell<HashMap<String, Group>>,
-    loaded: RefCell<HashSet<i32>>,
+    /// The `__consumer_offsets` partitions in memory, with the leader epoch they were loaded
+    /// at (0 on a lone node).
+    loaded: RefCell<HashMap<i32, i32>>,
     load_permit: Semaphore,
     member_ids: Cell<u64>,
 }
@@ -417,7 +427,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             settings: GroupSettings::from_config(config),
             groups: RefCell::new(HashMap::new()),
-            loaded: RefCell::new(HashSet::new()),
+            loaded: RefCell::new(HashMap::new()),
             load_permit: Semaphore::new(1),
             member_ids: Cell::new(0),
         }
@@ -560,11 +570,13 @@ async fn load_partition(context: &Ctx, partition: i32) -> Result<(), i16> {
             code(ResponseError::CoordinatorNotAvailable)
         })?;
     let log = &open.log;
-    let end = log.high_watermark();
+    // Up to the durable end, as Kafka loads to the log end: a new leader's whole log is
+    // committed (followers truncate to it), even before its high watermark has caught up.
+    let end = log.durable_end();
     let mut offset = log.log_start_offset();
     let mut scan = records::Scan::default();
     while offset < end {
-        let slice = log.read(offset, 1 << 20).await.map_err(|err| {
+        let slice = log.read_replica(offset, 1 << 20).await.map_err(|err| {
             warn!(partition, offset, %err, "cannot read __consumer_offsets");
             code(ResponseError::CoordinatorLoadInProgress)
         })?;
@@ -692,20 +704,26 @@ async fn write_as(
     if batch.is_empty() {
         return Ok(());
     }
-    let image = context.image();
-    let open = context
-        .partitions
-        .get(&image, OFFSETS_TOPIC, partition)
-        .await
-        .map_err(|err| {
-            warn!(partition, %err, "cannot open __consumer_offsets partition");
-            code(ResponseError::CoordinatorNotAvailable)
-        })?;
+    // Only at the epoch the partition is in memory at: what was loaded is what is written on.
+    let Some(epoch) = context.groups.loaded.borrow().get(&partition).copied() else {
+        return Err(code(ResponseError::NotCoordinator));
+    };
     let bytes = records::build_batch_as(&batch, now_ms(), transaction);
-    open.log.append(bytes).await.map(|_| ()).map_err(|err| {
-        warn!(partition, %err, "__consumer_offsets append failed");
-        code(ResponseError::CoordinatorNotAvailable)
-    })
+    let timeout = Duration::from_millis(context.groups.settings.offsets_commit_timeout_ms);
+    match coordinator_log::append(context, OFFSETS_TOPIC, partition, epoch, bytes, timeout).await {
+        Ok(_) => Ok(()),
+        // Kafka's mapping (offsets.commit.required.acks=-1): a lost leadership is
+        // NOT_COORDINATOR, too few replicas or no acknowledgement in time
+        // COORDINATOR_NOT_AVAILABLE; the client retries either.
+        Err(err) if err.lost_leadership() => {
+            debug!(partition, %err, "__consumer_offsets write refused");
+            Err(code(ResponseError::NotCoordinator))
+        }
+        Err(err) => {
+            warn!(partition, %err, "__consumer_offsets write not acknowledged");
+            Err(code(ResponseError::CoordinatorNotAvailable))
+        }
+    }
 }
 
 fn group_record(group: &Group) -> (Bytes, Option<Bytes>) {
@@ -851,9 +869,19 @@ fn owned_offsets_partitions(context: &Ctx) -> Vec<i32> {
         .collect()
 }
 
-/// Replays partition `partition` of `__consumer_offsets` unless it is already in memory.
+/// Replays partition `partition` of `__consumer_offsets` unless it is already in memory at
+/// the leader epoch this broker leads it at. Kafka's onElection and onResignation, done when
+/// the partition is needed (and, for resignations, by `follow_leadership` when the image
+/// changes): a partition this broker does not lead is unloaded and answers NOT_COORDINATOR; one
+/// led at another epoch than it was loaded at is unloaded and replayed (as a follower meanwhile
+/// this broker appended records it has not seen).
 async fn ensure_loaded(context: &Ctx, partition: i32) -> Result<(), i16> {
-    if context.groups.loaded.borrow().contains(&partition) {
+    let leading = || coordinator_log::led_epoch(context, OFFSETS_TOPIC, partition);
+    let Some(epoch) = leading() else {
+        unload_partition(context, partition);
+        return Err(code(ResponseError::NotCoordinator));
+    };
+    if context.groups.loaded.borrow().get(&partition) == Some(&epoch) {
         return Ok(());
     }
     let _permit = context
@@ -862,10 +890,84 @@ async fn ensure_loaded(context: &Ctx, partition: i32) -> Result<(), i16> {
         .acquire_permit(1)
         .await
         .map_err(|_| code(ResponseError::CoordinatorNotAvailable))?;
-    if context.groups.loaded.borrow().contains(&partition) {
-        return Ok(());
+    let Some(epoch) = leading() else {
+        unload_partition(context, partition);
+        return Err(code(ResponseError::NotCoordinator));
+    };
+    match context.groups.loaded.borrow().get(&partition) {
+        Some(&loaded) if loaded == epoch => return Ok(()),
+        _ => {}
     }
-    load_partition(context, partition).await?;
-    context.groups.loaded.borrow_mut().insert(partition);
+    unload_partition(context, partition);
+    let loaded = load_partition(context, partition).await;
+    if let Err(e) = loaded {
+        unload_partition(context, partition);
+        return Err(e);
+    }
+    // Leadership may have moved while the log was read.
+    if leading() != Some(epoch) {
+        unload_partition(context, partition);
+        return Err(code(ResponseError::NotCoordinator));
+    }
+    context.groups.loaded.borrow_mut().insert(partition, epoch);
     Ok(())
+}
+
+/// Drops partition `partition`'s groups from memory (Kafka's onResignation): members waiting
+/// for a join or sync answer get NOT_COORDINATOR and find the new coordinator.
+fn unload_partition(context: &Ctx, partition: i32) {
+    let was_loaded = context
+        .groups
+        .loaded
+        .borrow_mut()
+        .remove(&partition)
+        .is_some();
+    let mut groups = context.groups.groups.borrow_mut();
+    let ids: Vec<String> = groups
+        .keys()
+        .filter(|id| group_partition(context, id) == partition)
+        .cloned()
+        .collect();
+    if !was_loaded && ids.is_empty() {
+        return;
+    }
+    for id in &ids {
+        if let Some(mut group) = groups.remove(id) {
+            for member in group.members.values_mut() {
+                if let Some(tx) = member.awaiting_join.take() {
+                    let _ = tx.send(membership::join_error(
+                        &member.id,
+                        code(ResponseError::NotCoordinator),
+                    ));
+                }
+                if let Some(tx) = member.awaiting_sync.take() {
+                    let _ = tx.send(membership::sync_error(code(ResponseError::NotCoordinator)));
+                }
+            }
+        }
+    }
+    info!(
+        partition,
+        groups = ids.len(),
+        "unloaded __consumer_offsets partition"
+    );
+}
+
+/// Unloads, on this shard, every `__consumer_offsets` partition in memory that this broker no
+/// longer leads at the epoch it was loaded at. Called after the shard's replicas took the
+/// roles of a new metadata image; loading again is left to the next request.
+pub fn follow_leadership(context: &Ctx) {
+    let stale: Vec<i32> = context
+        .groups
+        .loaded
+        .borrow()
+        .iter()
+        .filter(|&(&p, &epoch)| {
+            coordinator_log::led_epoch(context, OFFSETS_TOPIC, p) != Some(epoch)
+        })
+        .map(|(&p, _)| p)
+        .collect();
+    for partition in stale {
+        unload_partition(context, partition);
+    }
 }

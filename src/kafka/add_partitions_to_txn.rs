@@ -5,10 +5,8 @@
 //! partition count) are answered UNKNOWN_TOPIC_OR_PARTITION and every other partition
 //! OPERATION_NOT_ATTEMPTED, without asking the coordinator, as Kafka does. Otherwise the
 //! partitions go to the coordinator shard of the transactional id (`txn::route`) and each gets
-//! its answer. Under a controller quorum a partition led by another broker than the
-//! coordinator's is INVALID_TXN_STATE: its markers could not be written (WriteTxnMarkers
-//! between brokers is not served yet), so a transaction may span only the partitions the
-//! coordinator's broker leads.
+//! its answer. Under a controller quorum a transaction may span partitions led by any broker:
+//! the coordinator sends the markers of those led elsewhere with WriteTxnMarkers.
 //!
 //! With an authorizer (`crate::acl`), as Kafka: without WRITE on the transactional id every
 //! partition gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED; partitions of topics the client may not
@@ -62,7 +60,6 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
         return respond_each(&request, &body, |_, _| code);
     }
     let image = context.image();
-    let me = context.identity.node_id;
     // Per partition: `Some(code)` for one refused before the coordinator is asked.
     let refusal = |topic: &str, partition: i32| -> Option<i16> {
         if !context.authorize(session, operation::WRITE, resource_type::TOPIC, topic) {
@@ -72,21 +69,6 @@ async fn serve(context: Rc<ShardContext>, request: Request) -> HandlerOutcome {
             .is_some_and(|m| (0..m.partitions).contains(&partition))
         {
             Some(ResponseError::UnknownTopicOrPartition.code())
-        } else if context.clustered()
-            && image
-                .topic(topic)
-                .is_some_and(|m| m.leader_of(partition, me) != me)
-        {
-            // The coordinator writes commit and abort markers only on the partitions its own
-            // broker leads (WriteTxnMarkers to other brokers is not served yet): a partition
-            // led elsewhere would never get its marker, so it is refused, not accepted.
-            tracing::warn!(
-                topic,
-                partition,
-                "AddPartitionsToTxn: partition led by another broker refused \
-                 (transactions across brokers are not served yet)"
-            );
-            Some(ResponseError::InvalidTxnState.code())
         } else {
             None
         }

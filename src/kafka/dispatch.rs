@@ -34,6 +34,7 @@ use crate::kafka::{
     find_coordinator, heartbeat, init_producer_id, join_group, leave_group, legacy_versions,
     list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
     offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
+    write_txn_markers,
 };
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -134,6 +135,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     txn_offset_commit::HANDLER,
     describe_transactions::HANDLER,
     list_transactions::HANDLER,
+    write_txn_markers::HANDLER,
 ];
 
 /// The handler for `key`, if the broker serves that API.
@@ -359,6 +361,7 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         ApiKey::TxnOffsetCommit => drop_ok(request.decode::<TxnOffsetCommitRequest>()),
         ApiKey::DescribeTransactions => drop_ok(request.decode::<DescribeTransactionsRequest>()),
         ApiKey::ListTransactions => drop_ok(request.decode::<ListTransactionsRequest>()),
+        ApiKey::WriteTxnMarkers => drop_ok(request.decode::<WriteTxnMarkersRequest>()),
         other => Err(HandlerOutcome::Close(format!(
             "{other:?} has no decoder in dispatch::decode_body"
         ))),
@@ -443,6 +446,7 @@ mod tests {
         default_frames_decode::<JoinGroupRequest>(ApiKey::JoinGroup);
         default_frames_decode::<TxnOffsetCommitRequest>(ApiKey::TxnOffsetCommit);
         default_frames_decode::<ApiVersionsRequest>(ApiKey::ApiVersions);
+        default_frames_decode::<WriteTxnMarkersRequest>(ApiKey::WriteTxnMarkers);
     }
 
     #[test]

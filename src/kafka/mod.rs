@@ -42,6 +42,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod scatter;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 pub mod delete_groups;
 pub mod describe_groups;

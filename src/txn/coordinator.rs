@@ -2,8 +2,18 @@
 //! `__transaction_state` partition this shard owns.
 //!
 //! Owner: one `TxnCoordinator` per shard, in its `ShardContext`; it only serves ids that hash to
-//! a `__transaction_state` partition this shard owns (others get NOT_COORDINATOR). All state is
-//! in `RefCell`s, borrowed only between `.await`s.
+//! a `__transaction_state` partition this shard owns and, under a quorum, this broker leads
+//! (others get NOT_COORDINATOR). All state is in `RefCell`s, borrowed only between `.await`s.
+//!
+//! Leadership (Kafka's onElection/onResignation): a partition is loaded at the leader epoch this
+//! broker leads it at, which is also the coordinator epoch its markers carry; it is unloaded
+//! when the broker stops leading it at that epoch (`follow_leadership`, after every image's
+//! replica roles, and on any request), and loaded again at a new epoch. Its state writes go
+//! through `broker::coordinator_log` (only at the loaded epoch, acks=all within
+//! `request.timeout.ms`). Markers of partitions this broker leads go to their owner shards;
+//! those led by other brokers go in one WriteTxnMarkers per broker (`replication::client`),
+//! retried against the leader the current image names; completion tasks stop when the
+//! partition is no longer loaded at their epoch (the next coordinator resends).
 //!
 //! States and transitions are Kafka's (KIP-98): InitProducerId moves an id to Empty with a
 //! bumped epoch (a new producer id when the epoch is exhausted); AddPartitionsToTxn and
@@ -18,7 +28,8 @@
 //! CONCURRENT_TRANSACTIONS. EndTxn is answered once PrepareCommit/PrepareAbort is durable;
 //! the markers (`ShardRequest::WriteTxnMarkers`, grouped per owner shard) and the Complete
 //! record follow in a task of their own, retried with backoff until they succeed or the shard
-//! drains (a restart resends them).
+//! drains or the coordinator loses the partition (a restart or the next coordinator resends
+//! them).
 //!
 //! Lifecycle: a partition is loaded (replayed from its log start to its high watermark) by the
 //! first request for one of its ids, or by the maintenance task that every shard runs
@@ -32,6 +43,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,10 +52,17 @@ use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+use kafka_protocol::protocol::StrBytes;
+
 use crate::broker::owner::TxnMarkerItem;
-use crate::broker::{ShardContext, ShardRequest, ShardResponse};
+use crate::broker::{ShardContext, ShardRequest, ShardResponse, coordinator_log};
 use crate::group::records::{build_batch, walk_batches};
 use crate::limits;
+use crate::replication::client::BrokerClient;
 use crate::runtime::{ShardId, shard_for};
 use crate::txn::records::{self, TxnValue};
 use crate::txn::route::txn_partition;
@@ -57,9 +76,11 @@ type Ctx = Rc<ShardContext>;
 /// (Kafka's `isProducerEpochExhausted`, which keeps one epoch for the fencing bump).
 const EPOCH_EXHAUSTED: i16 = i16::MAX - 1;
 
-/// The coordinator epoch markers carry. There is one broker and the coordinator of a partition
-/// never moves to another broker, so it is constant.
-pub const COORDINATOR_EPOCH: i32 = 0;
+/// How long a connection to another broker may take to open, for its markers.
+const MARKER_CONNECT_TIMEOUT_MS: u64 = 3_000;
+
+/// The WriteTxnMarkers version sent to other brokers (the one every Kafka since 2.x serves).
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 
 /// First and longest wait between retries of markers or of a Complete record.
 const RETRY_BACKOFF_MS: (u64, u64) = (50, 2_000);
@@ -85,6 +106,9 @@ pub struct TxnSettings {
     pub abort_interval_ms: u64,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
     pub expiry_interval_ms: u64,
+    /// `request.timeout.ms`: how long a state write or a marker waits for its ISR, and the
+    /// deadline of a WriteTxnMarkers sent to another broker.
+    pub request_timeout_ms: u64,
 }
 
 impl TxnSettings {
@@ -104,6 +128,7 @@ impl TxnSettings {
                     3_600_000,
                 )
                 .max(1) as u64,
+            request_timeout_ms: config.int("request.timeout.ms", 30_000).max(1) as u64,
         }
     }
 }
@@ -185,10 +210,12 @@ impl TxnMetadata {
     }
 }
 
+/// A `__transaction_state` partition's standing on this shard, with the leader epoch this
+/// broker leads it at (0 on a lone node): also the coordinator epoch its markers carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LoadState {
-    Loading,
-    Loaded,
+    Loading(i32),
+    Loaded(i32),
 }
 
 /// See the module documentation.
@@ -197,6 +224,8 @@ pub struct TxnCoordinator {
     settings: TxnSettings,
     txns: RefCell<HashMap<String, TxnMetadata>>,
     partitions: RefCell<HashMap<i32, LoadState>>,
+    /// Connections to other brokers for their markers, by broker id (taken out while in use).
+    clients: RefCell<HashMap<i32, BrokerClient>>,
 }
 
 impl TxnCoordinator {
@@ -206,6 +235,7 @@ impl TxnCoordinator {
             settings: TxnSettings::from_config(config),
             txns: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
+            clients: RefCell::new(HashMap::new()),
         }
     }
 
@@ -283,33 +313,138 @@ async fn prepare(context: &Ctx, transactional_id: &str) -> Result<i32, TxnError>
     Ok(partition)
 }
 
-/// Loads `partition` unless it is loaded; LOAD_IN_PROGRESS while another task loads it.
-async fn ensure_loaded(context: &Ctx, partition: i32) -> Result<(), TxnError> {
-    {
-        let mut states = context.txns.partitions.borrow_mut();
-        match states.get(&partition) {
-            Some(LoadState::Loaded) => return Ok(()),
-            Some(LoadState::Loading) => return Err(TxnError::LoadInProgress),
-            None => {
-                states.insert(partition, LoadState::Loading);
-            }
-        }
+/// The leader epoch this broker leads `partition` of `__transaction_state` at, if it does.
+fn leading(context: &Ctx, partition: i32) -> Option<i32> {
+    coordinator_log::led_epoch(context, TRANSACTION_STATE_TOPIC, partition)
+}
+
+/// The epoch `partition` is loaded at, if it is loaded.
+fn loaded_epoch(context: &Ctx, partition: i32) -> Option<i32> {
+    match context.txns.partitions.borrow().get(&partition) {
+        Some(LoadState::Loaded(epoch)) => Some(*epoch),
+        _ => None,
     }
-    match load_partition(context, partition).await {
-        Ok(to_complete) => {
+}
+
+/// Loads `partition` unless it is loaded at the leader epoch this broker leads it at (Kafka's
+/// onElection; a partition led at another epoch than it was loaded at is unloaded and
+/// replayed); LOAD_IN_PROGRESS while another task loads it; NOT_COORDINATOR, and unloaded,
+/// when this broker does not lead it.
+async fn ensure_loaded(context: &Ctx, partition: i32) -> Result<(), TxnError> {
+    let Some(epoch) = leading(context, partition) else {
+        unload_partition(context, partition);
+        return Err(TxnError::NotCoordinator);
+    };
+    let state = context.txns.partitions.borrow().get(&partition).copied();
+    match state {
+        Some(LoadState::Loaded(loaded)) if loaded == epoch => return Ok(()),
+        Some(LoadState::Loading(_)) => return Err(TxnError::LoadInProgress),
+        Some(LoadState::Loaded(_)) => unload_partition(context, partition),
+        None => {}
+    }
+    context
+        .txns
+        .partitions
+        .borrow_mut()
+        .insert(partition, LoadState::Loading(epoch));
+    let result = load_partition(context, partition).await;
+    let still_leading = leading(context, partition) == Some(epoch);
+    match result {
+        Ok(loaded) if still_leading => {
+            let mut to_complete = Vec::new();
+            {
+                let mut txns = context.txns.txns.borrow_mut();
+                txns.retain(|id, _| txn_partition(context, id) != partition);
+                for (id, metadata) in loaded {
+                    if matches!(
+                        metadata.state,
+                        TxnState::PrepareCommit | TxnState::PrepareAbort
+                    ) {
+                        to_complete.push(id.clone());
+                    }
+                    if txns.len() < limits::TRANSACTIONAL_IDS_PER_SHARD_MAX {
+                        txns.insert(id, metadata);
+                    }
+                }
+            }
             context
                 .txns
                 .partitions
                 .borrow_mut()
-                .insert(partition, LoadState::Loaded);
+                .insert(partition, LoadState::Loaded(epoch));
+            info!(
+                partition,
+                coordinator_epoch = epoch,
+                resend = to_complete.len(),
+                "coordinating the transactional ids of __transaction_state partition"
+            );
             for id in to_complete {
                 spawn_completion(context, partition, id);
             }
             Ok(())
         }
+        Ok(_) => {
+            context.txns.partitions.borrow_mut().remove(&partition);
+            Err(TxnError::NotCoordinator)
+        }
         Err(err) => {
             context.txns.partitions.borrow_mut().remove(&partition);
             Err(err)
+        }
+    }
+}
+
+/// Drops `partition`'s transactional ids from memory (Kafka's onResignation); their
+/// completion tasks see it and stop.
+fn unload_partition(context: &Ctx, partition: i32) {
+    let was = context.txns.partitions.borrow_mut().remove(&partition);
+    if !matches!(was, Some(LoadState::Loaded(_))) {
+        if let Some(loading) = was {
+            // A load in progress finishes on its own; keep its marker in place.
+            context
+                .txns
+                .partitions
+                .borrow_mut()
+                .insert(partition, loading);
+        }
+        return;
+    }
+    let mut txns = context.txns.txns.borrow_mut();
+    let before = txns.len();
+    txns.retain(|id, _| txn_partition(context, id) != partition);
+    info!(
+        partition,
+        ids = before - txns.len(),
+        "unloaded __transaction_state partition"
+    );
+}
+
+/// Called after the shard's replicas took the roles of a new metadata image: unloads the
+/// partitions this broker no longer leads at the epoch they were loaded at, and loads (in a
+/// task) those it leads now, resending the markers of their prepared transactions.
+pub fn follow_leadership(context: &Ctx) {
+    let stale: Vec<i32> = context
+        .txns
+        .partitions
+        .borrow()
+        .iter()
+        .filter_map(|(&p, state)| match state {
+            LoadState::Loaded(epoch) if leading(context, p) != Some(*epoch) => Some(p),
+            _ => None,
+        })
+        .collect();
+    for partition in stale {
+        unload_partition(context, partition);
+    }
+    let newly_led = owned_partitions(context).into_iter().any(|p| {
+        leading(context, p).is_some() && !context.txns.partitions.borrow().contains_key(&p)
+    });
+    if newly_led {
+        let ctx = context.clone();
+        if let Ok(task) =
+            glommio::spawn_local_into(async move { load_all(&ctx).await }, context.queues.requests)
+        {
+            task.detach();
         }
     }
 }
@@ -329,18 +464,23 @@ async fn open_state_partition(
         })
 }
 
-/// Replays `partition` into memory; returns the ids whose markers must be (re)sent.
-async fn load_partition(context: &Ctx, partition: i32) -> Result<Vec<String>, TxnError> {
+/// Replays `partition`: the state of each of its transactional ids.
+async fn load_partition(
+    context: &Ctx,
+    partition: i32,
+) -> Result<Vec<(String, TxnMetadata)>, TxnError> {
     let open = open_state_partition(context, partition).await?;
     let log = &open.log;
-    let end = log.high_watermark();
+    // Up to the durable end, as Kafka loads to the log end: a new leader's whole log is
+    // committed (followers truncate to it), even before its high watermark has caught up.
+    let end = log.durable_end();
     let mut offset = log.log_start_offset();
     let mut skipped = 0usize;
     let mut undecodable = 0usize;
     let mut loaded: HashMap<String, Option<TxnValue>> = HashMap::new();
     let mut count = 0usize;
     while offset < end {
-        let slice = log.read(offset, 1 << 20).await.map_err(|err| {
+        let slice = log.read_replica(offset, 1 << 20).await.map_err(|err| {
             warn!(partition, offset, %err, "cannot read __transaction_state");
             TxnError::LoadInProgress
         })?;
@@ -369,31 +509,24 @@ async fn load_partition(context: &Ctx, partition: i32) -> Result<Vec<String>, Tx
             _ => break,
         }
     }
-    let mut to_complete = Vec::new();
-    let mut txns = context.txns.txns.borrow_mut();
-    txns.retain(|id, _| txn_partition(context, id) != partition);
+    let mut out = Vec::new();
     for (id, value) in loaded {
         let Some(value) = value else { continue };
         let metadata = TxnMetadata::from_value(value);
         match metadata.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort => to_complete.push(id.clone()),
             // Never written by this broker; a fence that did not reach PrepareAbort left the
             // transaction Ongoing, which the timeout aborts.
             TxnState::PrepareEpochFence | TxnState::Dead => continue,
-            _ => {}
-        }
-        if txns.len() < limits::TRANSACTIONAL_IDS_PER_SHARD_MAX {
-            txns.insert(id, metadata);
+            _ => out.push((id, metadata)),
         }
     }
     info!(
         partition,
         records = count,
         skipped = skipped + undecodable,
-        resend = to_complete.len(),
         "loaded __transaction_state partition"
     );
-    Ok(to_complete)
+    Ok(out)
 }
 
 /// Appends one state record (`None`: a tombstone) of `transactional_id` to `partition` and
@@ -404,16 +537,37 @@ async fn write_state(
     transactional_id: &str,
     value: Option<TxnValue>,
 ) -> Result<(), TxnError> {
-    let open = open_state_partition(context, partition).await?;
+    let Some(epoch) = loaded_epoch(context, partition) else {
+        return Err(TxnError::NotCoordinator);
+    };
     let record: (Bytes, Option<Bytes>) = (
         records::txn_key(transactional_id),
         value.as_ref().map(records::txn_value),
     );
     let batch = build_batch(&[record], now_ms());
-    open.log.append(batch).await.map(|_| ()).map_err(|err| {
-        warn!(partition, %err, "__transaction_state append failed");
-        TxnError::NotAvailable
-    })
+    let timeout = Duration::from_millis(context.txns.settings.request_timeout_ms);
+    match coordinator_log::append(
+        context,
+        TRANSACTION_STATE_TOPIC,
+        partition,
+        epoch,
+        batch,
+        timeout,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        // Kafka's mapping (TransactionStateManager): a lost leadership is NOT_COORDINATOR, too
+        // few replicas or no acknowledgement in time COORDINATOR_NOT_AVAILABLE.
+        Err(err) if err.lost_leadership() => {
+            debug!(partition, %err, "__transaction_state write refused");
+            Err(TxnError::NotCoordinator)
+        }
+        Err(err) => {
+            warn!(partition, %err, "__transaction_state write not acknowledged");
+            Err(TxnError::NotAvailable)
+        }
+    }
 }
 
 /// Writes `next` as the new state of `transactional_id` (whose entry is marked pending by the
@@ -719,11 +873,15 @@ async fn fence_and_abort(
     Ok(())
 }
 
-/// Sends the markers of a prepared transaction and writes its Complete state, in a task.
+/// Sends the markers of a prepared transaction and writes its Complete state, in a task, at
+/// the coordinator epoch `partition` is loaded at (none: the next coordinator does it).
 fn spawn_completion(context: &Ctx, partition: i32, transactional_id: String) {
+    let Some(epoch) = loaded_epoch(context, partition) else {
+        return;
+    };
     let ctx = context.clone();
     let spawned = glommio::spawn_local_into(
-        async move { complete(&ctx, partition, &transactional_id).await },
+        async move { complete(&ctx, partition, epoch, &transactional_id).await },
         context.queues.requests,
     );
     match spawned {
@@ -741,7 +899,10 @@ async fn back_off(context: &Ctx, backoff: &mut u64) -> bool {
     context.sleep_unless_draining(wait).await
 }
 
-async fn complete(context: &Ctx, partition: i32, transactional_id: &str) {
+async fn complete(context: &Ctx, partition: i32, coordinator_epoch: i32, transactional_id: &str) {
+    // Kafka's TransactionMarkerChannelManager: markers are retried until written, or until
+    // this broker no longer coordinates the id at this epoch (the next coordinator resends).
+    let coordinating = || loaded_epoch(context, partition) == Some(coordinator_epoch);
     let Some((producer_id, epoch, commit, partitions)) = ({
         let txns = context.txns.txns.borrow();
         txns.get(transactional_id).and_then(|m| {
@@ -762,8 +923,14 @@ async fn complete(context: &Ctx, partition: i32, transactional_id: &str) {
     };
     let mut remaining = partitions;
     let mut backoff = RETRY_BACKOFF_MS.0;
-    while !remaining.is_empty() {
-        remaining = send_markers(context, producer_id, epoch, commit, remaining).await;
+    while !remaining.is_empty() && coordinating() {
+        let marker = Marker {
+            producer_id,
+            producer_epoch: epoch,
+            coordinator_epoch,
+            commit,
+        };
+        remaining = send_markers(context, marker, remaining).await;
         if remaining.is_empty() || !back_off(context, &mut backoff).await {
             break;
         }
@@ -772,12 +939,16 @@ async fn complete(context: &Ctx, partition: i32, transactional_id: &str) {
         warn!(
             transactional_id,
             partitions = remaining.len(),
-            "markers not written before shutdown; they are resent after the restart"
+            "markers not all written before shutdown or a coordinator move; the next \
+             coordinator of the id resends them"
         );
         return;
     }
     let mut backoff = RETRY_BACKOFF_MS.0;
     loop {
+        if !coordinating() {
+            return;
+        }
         let next = {
             let mut txns = context.txns.txns.borrow_mut();
             let Some(m) = txns.get_mut(transactional_id) else {
@@ -819,27 +990,59 @@ async fn complete(context: &Ctx, partition: i32, transactional_id: &str) {
     }
 }
 
-/// Sends one round of markers; returns the partitions that must be retried.
-async fn send_markers(
-    context: &Ctx,
+/// The marker of one transaction completion.
+#[derive(Debug, Clone, Copy)]
+struct Marker {
     producer_id: i64,
     producer_epoch: i16,
+    coordinator_epoch: i32,
     commit: bool,
+}
+
+/// Sends one round of markers: those of partitions this broker leads to their owner shards,
+/// the others with one WriteTxnMarkers per leading broker (leaders as the current image names
+/// them, so a retry goes to the new leader). Returns the partitions that must be retried.
+async fn send_markers(
+    context: &Ctx,
+    marker: Marker,
     partitions: Vec<(String, i32)>,
 ) -> Vec<(String, i32)> {
+    let image = context.image();
+    let me = context.identity.node_id;
     let mut by_owner: BTreeMap<ShardId, Vec<TxnMarkerItem>> = BTreeMap::new();
+    let mut by_broker: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+    let mut retry = Vec::new();
     for (topic, partition) in partitions {
-        let owner = shard_for(&topic, partition, context.shard_count);
-        by_owner.entry(owner).or_default().push(TxnMarkerItem {
-            topic,
-            partition,
-            producer_id,
-            producer_epoch,
-            coordinator_epoch: COORDINATOR_EPOCH,
-            commit,
-        });
+        let Some(meta) = image
+            .topic(&topic)
+            .filter(|t| (0..t.partitions).contains(&partition))
+        else {
+            // The topic was deleted: nothing is left to mark (Kafka drops it too).
+            debug!(topic = %topic, partition, "marker for a deleted partition dropped");
+            continue;
+        };
+        let leader = meta.leader_of(partition, me);
+        if leader == me {
+            let owner = shard_for(&topic, partition, context.shard_count);
+            by_owner.entry(owner).or_default().push(TxnMarkerItem {
+                topic,
+                partition,
+                producer_id: marker.producer_id,
+                producer_epoch: marker.producer_epoch,
+                coordinator_epoch: marker.coordinator_epoch,
+                commit: marker.commit,
+            });
+        } else if leader >= 0 {
+            by_broker
+                .entry(leader)
+                .or_default()
+                .push((topic, partition));
+        } else {
+            // No leader now: retried once the image names one.
+            retry.push((topic, partition));
+        }
     }
-    let calls = by_owner.into_iter().map(|(owner, items)| async move {
+    let local = by_owner.into_iter().map(|(owner, items)| async move {
         let answer = context
             .router
             .call(owner, ShardRequest::WriteTxnMarkers(items.clone()))
@@ -855,33 +1058,146 @@ async fn send_markers(
                 vec![ResponseError::NotLeaderOrFollower.code(); items.len()]
             }
         };
-        (items, codes)
+        items
+            .into_iter()
+            .map(|i| (i.topic, i.partition))
+            .zip(codes)
+            .collect::<Vec<_>>()
     });
-    let image = context.image();
-    let mut retry = Vec::new();
-    for (items, codes) in join_all(calls).await {
-        for (item, code) in items.into_iter().zip(codes) {
-            if code == 0 {
-                continue;
-            }
-            let exists = image
-                .topic(&item.topic)
-                .is_some_and(|t| (0..t.partitions).contains(&item.partition));
-            if !exists {
-                // The topic was deleted: nothing is left to mark (Kafka drops it too).
-                debug!(topic = %item.topic, partition = item.partition, "marker for a deleted partition dropped");
-            } else if code == ResponseError::InvalidProducerEpoch.code()
-                || code == ResponseError::ProducerFenced.code()
-            {
-                // A newer epoch of the producer has already ended its transaction there.
-                warn!(topic = %item.topic, partition = item.partition, producer_id, code, "marker refused as stale");
-            } else {
-                debug!(topic = %item.topic, partition = item.partition, code, "marker will be retried");
-                retry.push((item.topic, item.partition));
-            }
+    let remote = by_broker
+        .into_iter()
+        .map(|(broker, items)| send_to_broker(context, broker, marker, items));
+    let (local, remote) = futures::join!(join_all(local), join_all(remote));
+    for ((topic, partition), code) in local.into_iter().chain(remote).flatten() {
+        if code == 0 {
+            continue;
+        }
+        if code == ResponseError::InvalidProducerEpoch.code()
+            || code == ResponseError::ProducerFenced.code()
+            || code == ResponseError::TransactionCoordinatorFenced.code()
+        {
+            // A newer epoch of the producer (or a newer coordinator) has already ended the
+            // transaction there.
+            warn!(topic = %topic, partition, producer_id = marker.producer_id, code,
+                "marker refused as stale");
+        } else if code == ResponseError::UnknownTopicOrPartition.code()
+            && !image
+                .topic(&topic)
+                .is_some_and(|t| (0..t.partitions).contains(&partition))
+        {
+            debug!(topic = %topic, partition, "marker for a deleted partition dropped");
+        } else {
+            debug!(topic = %topic, partition, code, "marker will be retried");
+            retry.push((topic, partition));
         }
     }
     retry
+}
+
+/// One WriteTxnMarkers to broker `broker` for `partitions` (the leader there): each
+/// partition's error code, connection failures counting as NOT_LEADER_OR_FOLLOWER (retried
+/// after the leader is looked up again).
+async fn send_to_broker(
+    context: &Ctx,
+    broker: i32,
+    marker: Marker,
+    partitions: Vec<(String, i32)>,
+) -> Vec<((String, i32), i16)> {
+    let failed = |partitions: Vec<(String, i32)>| {
+        partitions
+            .into_iter()
+            .map(|p| (p, ResponseError::NotLeaderOrFollower.code()))
+            .collect::<Vec<_>>()
+    };
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in &partitions {
+        by_topic.entry(topic).or_default().push(*partition);
+    }
+    let request = crate::msg!(WriteTxnMarkersRequest {
+        markers: vec![crate::msg!(WritableTxnMarker {
+            producer_id: ProducerId(marker.producer_id),
+            producer_epoch: marker.producer_epoch,
+            transaction_result: marker.commit,
+            coordinator_epoch: marker.coordinator_epoch,
+            topics: by_topic
+                .into_iter()
+                .map(
+                    |(name, partition_indexes)| crate::msg!(WritableTxnMarkerTopic {
+                        name: TopicName(StrBytes::from_string(name.to_string())),
+                        partition_indexes
+                    })
+                )
+                .collect()
+        })]
+    });
+    let taken = context.txns.clients.borrow_mut().remove(&broker);
+    let mut client = match taken {
+        Some(client) => client,
+        None => {
+            let Some(addr) = broker_addr(context, broker) else {
+                debug!(
+                    broker,
+                    "no address for the broker leading marker partitions"
+                );
+                return failed(partitions);
+            };
+            let name = format!("ringbroker-txn-coordinator-{}", context.identity.node_id);
+            let bound = Duration::from_millis(MARKER_CONNECT_TIMEOUT_MS);
+            match BrokerClient::connect(addr, name, bound).await {
+                Ok(client) => client,
+                Err(err) => {
+                    debug!(broker, %err, "cannot reach the broker for its markers");
+                    return failed(partitions);
+                }
+            }
+        }
+    };
+    // The other broker waits up to its request.timeout.ms for its ISR; a margin on top.
+    let deadline = Duration::from_millis(context.txns.settings.request_timeout_ms + 5_000);
+    let response = match client
+        .call(&request, WRITE_TXN_MARKERS_VERSION, deadline)
+        .await
+    {
+        Ok(response) => response,
+        Err(err) => {
+            debug!(broker, %err, "WriteTxnMarkers to another broker failed");
+            return failed(partitions);
+        }
+    };
+    context.txns.clients.borrow_mut().insert(broker, client);
+    let mut codes: HashMap<(String, i32), i16> = HashMap::new();
+    for result in response
+        .markers
+        .iter()
+        .filter(|m| m.producer_id.0 == marker.producer_id)
+    {
+        for topic in &result.topics {
+            for p in &topic.partitions {
+                codes.insert((topic.name.0.to_string(), p.partition_index), p.error_code);
+            }
+        }
+    }
+    partitions
+        .into_iter()
+        .map(|p| {
+            // A partition the answer leaves out is retried.
+            let code = codes
+                .get(&p)
+                .copied()
+                .unwrap_or(ResponseError::UnknownServerError.code());
+            (p, code)
+        })
+        .collect()
+}
+
+/// The client address of broker `id` in the current image.
+fn broker_addr(context: &Ctx, id: i32) -> Option<SocketAddr> {
+    let image = context.image();
+    let broker = image.brokers.get(&id)?;
+    (broker.host.as_str(), broker.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()
 }
 
 async fn describe(context: &Ctx, transactional_id: &str) -> Result<TxnDescription, TxnError> {
@@ -913,6 +1229,7 @@ async fn load_all(context: &Ctx) {
     for partition in owned_partitions(context) {
         if let Err(err) = ensure_loaded(context, partition).await
             && err != TxnError::LoadInProgress
+            && err != TxnError::NotCoordinator
         {
             warn!(partition, %err, "cannot load __transaction_state partition");
         }

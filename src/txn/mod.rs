@@ -12,7 +12,8 @@
 //! The partition side of a transaction (transactional batches, the last stable offset, the
 //! aborted-transaction index, read_committed fetches) lives with the partitions
 //! (`storage::producer_state`, `broker::owner`); the coordinator reaches it with
-//! `ShardRequest::WriteTxnMarkers`, which appends the commit or abort control batch.
+//! `ShardRequest::WriteTxnMarkers`, which appends the commit or abort control batch, and the
+//! partitions led by other brokers with WriteTxnMarkers (API 27) to those brokers.
 //!
 //! Lifecycle: see `coordinator`.
 //!

@@ -8,7 +8,7 @@
 
 use super::*;
 
-fn join_error(member_id: &str, error: i16) -> JoinGroupResponse {
+pub(super) fn join_error(member_id: &str, error: i16) -> JoinGroupResponse {
     crate::msg!(JoinGroupResponse {
         error_code: error,
         generation_id: -1,
@@ -45,7 +45,7 @@ fn join_answer(group: &Group, member: &Member, with_members: bool) -> JoinGroupR
     })
 }
 
-fn sync_error(error: i16) -> SyncGroupResponse {
+pub(super) fn sync_error(error: i16) -> SyncGroupResponse {
     crate::msg!(SyncGroupResponse { error_code: error })
 }
 
