@@ -1109,7 +1109,14 @@ fn a_rolling_restart_under_load_loses_nothing() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/failover.py");
     let mut producer = KillOnDrop(
         Command::new("python3")
-            .args([script, "produce", &bootstrap, "rolling", "60000", &acked_path])
+            .args([
+                script,
+                "produce",
+                &bootstrap,
+                "rolling",
+                "60000",
+                &acked_path,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1174,7 +1181,10 @@ fn a_rolling_restart_under_load_loses_nothing() {
     assert!(status.success(), "producer exit: {status:?}");
     eprintln!("producer: {summary}");
     let counts: serde_json::Value = serde_json::from_str(&summary).expect("one JSON line");
-    assert_eq!(counts["acked"], 60000, "every message acknowledged: {summary}");
+    assert_eq!(
+        counts["acked"], 60000,
+        "every message acknowledged: {summary}"
+    );
     assert_eq!(counts["failed"], 0, "no delivery failed: {summary}");
     let bootstrap = cluster.bootstrap();
     let (status, out, err) = run_bounded(

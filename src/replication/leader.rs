@@ -354,7 +354,11 @@ mod tests {
         state.propose(vec![1, 2]);
         assert_eq!(state.isr_change(2_100, 1_000), None, "one change at a time");
         state.proposal_failed(2_100);
-        assert_eq!(state.isr_change(2_500, 1_000), None, "backing off after a refusal");
+        assert_eq!(
+            state.isr_change(2_500, 1_000),
+            None,
+            "backing off after a refusal"
+        );
         state.follower_fetched(2, 100, 100, 3_000);
         assert_eq!(state.isr_change(3_100, 1_000), Some(vec![1, 2]));
         state.propose(vec![1, 2]);
