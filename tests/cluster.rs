@@ -1256,7 +1256,7 @@ const EOS_SCRIPT: &str = r#"
 import sys, time
 from confluent_kafka import Consumer, Producer, KafkaException, TopicPartition
 boot, src, dst, n, eos_id, plain_id, txn_id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
-deadline = time.time() + 50
+deadline = time.time() + 80
 def consumer(group, extra={}):
     conf = {'bootstrap.servers': boot, 'group.id': group, 'auto.offset.reset': 'earliest',
             'enable.auto.commit': False, 'session.timeout.ms': 10000}
@@ -1548,7 +1548,7 @@ fn coordinators_lost_mid_stream(loss: CoordinatorLoss) {
         }
     }
     assert!(killed, "the loops did not get a third through: {seen:#?}");
-    let status = support::wait_bounded(&mut child.0, Duration::from_secs(75));
+    let status = support::wait_bounded(&mut child.0, Duration::from_secs(130));
     let _ = reader.join();
     seen.extend(lines_rx.try_iter());
     let errors = errors.join().unwrap_or_default();
