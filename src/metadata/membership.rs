@@ -12,7 +12,11 @@
 //!   incarnation, so a registration of an earlier process is never unfenced);
 //! - on the active controller (the quorum leader), each unfenced broker past
 //!   `broker.session.timeout.ms` without a word is fenced (`FenceBroker`), which moves its
-//!   leaderships in the same committed change (`controller::Plan::elect_leaders`);
+//!   leaderships in the same committed change (`controller::Plan::elect_leaders`). The fence
+//!   is bound to the Raft term it was decided in (`submit_as_leader`): a leader that was frozen
+//!   or cut off, and so heard from nobody, decides to fence everyone the moment it runs again;
+//!   those fences are void once a newer term exists, instead of being committed by the new
+//!   leader;
 //! - on the active controller, with `auto.leader.rebalance.enable`, every
 //!   `leader.imbalance.check.interval.seconds`: leaderships go back to preferred replicas
 //!   (`preferred_elections`, then an `ElectLeaders` of type preferred).
@@ -206,7 +210,7 @@ pub async fn run(metadata: Rc<ReplicatedMetadata>, settings: MembershipSettings)
             && Instant::now() >= due
         {
             next_balance = Some(Instant::now() + balance.interval);
-            balance_leaders(&metadata, &image, balance).await;
+            balance_leaders(&metadata, &image, balance, status.term).await;
         }
         for broker in image.brokers.values().filter(|b| !b.fenced) {
             if broker.id == settings.node_id {
@@ -230,7 +234,11 @@ pub async fn run(metadata: Rc<ReplicatedMetadata>, settings: MembershipSettings)
                 id: broker.id,
                 epoch: broker.epoch,
             };
-            if let ControllerResponse::Altered(Err(err)) = metadata.submit(request).await {
+            // Decided on this leader's view of its peers: void unless it still leads when
+            // the fence commits (a leader frozen or cut off sees everyone as silent).
+            if let ControllerResponse::Altered(Err(err)) =
+                metadata.submit_as_leader(request, status.term).await
+            {
                 warn!(broker = broker.id, %err, "membership change not committed; retrying");
             }
         }
@@ -243,6 +251,7 @@ async fn balance_leaders(
     metadata: &ReplicatedMetadata,
     image: &MetadataImage,
     balance: LeaderBalance,
+    term: u64,
 ) {
     let partitions = preferred_elections(
         image,
@@ -257,7 +266,7 @@ async fn balance_leaders(
         unclean: false,
         partitions: Some(partitions),
     };
-    match metadata.submit(request).await {
+    match metadata.submit_as_leader(request, term).await {
         ControllerResponse::Elected(Ok(results)) => {
             let elected = results
                 .iter()

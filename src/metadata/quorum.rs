@@ -60,6 +60,13 @@ struct Command {
     /// The proposing node's settings the plan depends on.
     #[serde(default)]
     settings: PlanSettings,
+    /// For a decision only the active controller may make (fencing a broker past its session,
+    /// a leader balance), the Raft term it was made as leader in: the command is carried out
+    /// only if it commits in that term, i.e. its proposer still led when it was appended. A
+    /// node that stopped leading (frozen, cut off) decides on what it last saw; without this
+    /// its decision, forwarded to the new leader, would be committed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leader_term: Option<u64>,
 }
 
 type Waiter = oneshot::Sender<(ControllerResponse, i64)>;
@@ -190,6 +197,25 @@ impl ReplicatedMetadata {
     /// Proposes `request` and answers once this node applied it (and every shard has the
     /// image it made), within `QUORUM_COMMIT_TIMEOUT_MS`.
     pub async fn submit(&self, request: ControllerRequest) -> ControllerResponse {
+        self.submit_in(request, None).await
+    }
+
+    /// `submit` for a decision this node made as the quorum leader of `term` (from a
+    /// `QuorumStatus` that named it leader): refused with NOT_CONTROLLER, on every node alike,
+    /// unless it commits in `term`.
+    pub async fn submit_as_leader(
+        &self,
+        request: ControllerRequest,
+        term: u64,
+    ) -> ControllerResponse {
+        self.submit_in(request, Some(term)).await
+    }
+
+    async fn submit_in(
+        &self,
+        request: ControllerRequest,
+        leader_term: Option<u64>,
+    ) -> ControllerResponse {
         if validate_only(&request) {
             let mode = Mode::Quorum {
                 entry_index: self.applied_index.get() + 1,
@@ -211,6 +237,7 @@ impl ReplicatedMetadata {
             request_id,
             request: request.clone(),
             settings: self.settings.borrow().clone(),
+            leader_term,
         };
         let data = match serde_json::to_vec(&command) {
             Ok(data) => data,
@@ -282,6 +309,36 @@ impl ReplicatedMetadata {
                         entry_index: entry.index,
                         settings: command.settings,
                     };
+                    if let Some(term) = command.leader_term
+                        && term != entry.term
+                    {
+                        // Every node sees the same entry term, so every node refuses alike.
+                        info!(
+                            index = entry.index,
+                            decided_in = term,
+                            committed_in = entry.term,
+                            request = ?command.request,
+                            "metadata change refused: decided by the quorum leader of an earlier term"
+                        );
+                        if command.origin == self.node_id
+                            && command.incarnation == self.incarnation
+                            && let Some(waiter) =
+                                self.waiters.borrow_mut().remove(&command.request_id)
+                        {
+                            let response = refusal(
+                                &command.request,
+                                MetadataError::StaleController(format!(
+                                    "decided by the quorum leader of term {term}, committed in term {}",
+                                    entry.term
+                                )),
+                            );
+                            let _ = waiter.send((response, image.offset));
+                        }
+                        self.applied_index.set(entry.index);
+                        self.entries_since_snapshot
+                            .set(self.entries_since_snapshot.get() + 1);
+                        continue;
+                    }
                     let outcome = execute(&image, command.request, &mode);
                     for (offset, record) in &outcome.records {
                         info!(
@@ -354,6 +411,7 @@ mod tests {
             request_id: index,
             request,
             settings: PlanSettings::default(),
+            leader_term: None,
         };
         Entry {
             index,
@@ -435,6 +493,35 @@ mod tests {
                     assert_eq!((state.leader, state.leader_epoch), (state.replicas[0], 0));
                 }
             }
+        });
+    }
+
+    /// A fence decided by the leader of term 1 (a leader that was frozen, and so heard from
+    /// nobody) is void when it commits in term 2, on every node; the same fence committed in
+    /// the term it was decided in is carried out.
+    #[test]
+    fn a_fence_decided_in_an_earlier_term_changes_nothing() {
+        run(|| async {
+            let fence_in = |index: u64, decided: u64, committed: u64| {
+                let mut e = entry(index, 9, ControllerRequest::FenceBroker { id: 3, epoch: 1 });
+                let mut command: Command = serde_json::from_slice(&e.data).unwrap();
+                command.leader_term = Some(decided);
+                e.data = Bytes::from(serde_json::to_vec(&command).unwrap());
+                e.term = committed;
+                e
+            };
+            let machine = ReplicatedMetadata::open(1, MetadataImage::empty(), 0);
+            machine.apply(None, &history());
+            let before = machine.image();
+            assert!(!before.brokers[&3].fenced);
+            machine.apply(None, &[fence_in(9, 1, 2)]);
+            assert_eq!(*machine.image(), *before, "a stale leader's fence is void");
+            assert_eq!(machine.applied_index(), 9);
+            machine.apply(None, &[fence_in(10, 2, 2)]);
+            assert!(
+                machine.image().brokers[&3].fenced,
+                "the current leader's fence holds"
+            );
         });
     }
 
