@@ -209,9 +209,10 @@ fn answer(
         image: &image,
         node_id,
         clustered: context.clustered(),
-        serving: image.brokers.get(&node_id).is_some_and(|b| {
-            !b.fenced && b.incarnation == crate::metadata::quorum::process_incarnation()
-        }),
+        current: image
+            .brokers
+            .get(&node_id)
+            .is_some_and(|b| b.incarnation == crate::metadata::quorum::process_incarnation()),
         version,
     };
     let include_topic_operations = version >= 8 && body.include_topic_authorized_operations;
@@ -350,10 +351,14 @@ struct ClusterView<'a> {
     node_id: i32,
     /// In a controller quorum (else a lone node, which leads everything).
     clustered: bool,
-    /// Under a quorum: this process is registered and unfenced in the image. Until then the
-    /// image may be one from before a restart (leaders and ISRs long changed), so no broker
-    /// is listed and clients ask another one, as in the node's first second.
-    serving: bool,
+    /// Under a quorum: this process is registered in the image (fenced or not). Until then the
+    /// image may be one from before a restart (leaders and ISRs long changed): the brokers
+    /// are listed but no partition has a leader, so clients ask again (and ask others).
+    /// A broker fenced while it runs (its session lapsed) answers from its image, as Kafka's
+    /// metadata cache does. The broker list is never emptied: librdkafka (2.10 on) drops every
+    /// broker a Metadata answer leaves out, its group coordinator with them, and a consumer
+    /// that asked a just-resumed, still fenced broker stalled for minutes.
+    current: bool,
     /// The request's version.
     version: i16,
 }
@@ -361,9 +366,6 @@ struct ClusterView<'a> {
 impl ClusterView<'_> {
     /// The brokers: every live one under a quorum, else this node at its advertised address.
     fn brokers(&self, host: &str, port: u16) -> Vec<MetadataResponseBroker> {
-        if self.clustered && !self.serving {
-            return Vec::new();
-        }
         if !self.clustered {
             return vec![
                 MetadataResponseBroker::default()
@@ -420,6 +422,14 @@ impl ClusterView<'_> {
             }
         };
         let live = |id: &&i32| self.image.is_live(**id);
+        if !self.current {
+            return partition
+                .with_error_code(ResponseError::LeaderNotAvailable.code())
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr));
+        }
         let offline: Vec<i32> = state
             .replicas
             .iter()
@@ -533,7 +543,7 @@ mod tests {
             image: &image,
             node_id: 1,
             clustered: true,
-            serving: true,
+            current: true,
             version: 12,
         };
         let decoded = round_trip(&view, 2);
@@ -571,6 +581,34 @@ mod tests {
         assert_eq!(ids(&p2.offline_replicas), vec![3]);
     }
 
+    /// A broker fenced while it runs (3 in this image) lists the live brokers and the leaders
+    /// it knows; one whose process is not registered yet (a restart) lists the brokers too,
+    /// but no leader from its old image. Neither answers with no brokers.
+    #[test]
+    fn a_fenced_or_restarting_broker_still_lists_the_live_brokers() {
+        let image = three_broker_image();
+        for current in [true, false] {
+            let view = ClusterView {
+                image: &image,
+                node_id: 3,
+                clustered: true,
+                current,
+                version: 12,
+            };
+            let decoded = round_trip(&view, 2);
+            let brokers: Vec<i32> = decoded.brokers.iter().map(|b| b.node_id.0).collect();
+            assert_eq!(brokers, vec![1, 2], "current {current}");
+            let p0 = &decoded.topics[0].partitions[0];
+            if current {
+                assert_eq!((p0.error_code, p0.leader_id.0), (0, 1));
+            } else {
+                assert_eq!(p0.error_code, ResponseError::LeaderNotAvailable.code());
+                assert_eq!((p0.leader_id.0, p0.leader_epoch), (-1, -1));
+                assert_eq!(ids(&p0.replica_nodes), vec![1, 2, 3]);
+            }
+        }
+    }
+
     #[test]
     fn quorum_metadata_v0_keeps_only_live_replicas() {
         let image = three_broker_image();
@@ -578,7 +616,7 @@ mod tests {
             image: &image,
             node_id: 2,
             clustered: true,
-            serving: true,
+            current: true,
             version: 0,
         };
         let decoded = round_trip(&view, -1);
@@ -597,7 +635,7 @@ mod tests {
             image: &image,
             node_id: 4,
             clustered: false,
-            serving: true,
+            current: true,
             version: 12,
         };
         let decoded = round_trip(&view, 4);
