@@ -710,9 +710,10 @@ impl Plan {
                 // its session may not have run out yet, and the image still has it leading and
                 // in sync, though its log may have lost what it had not synced or (a replaced
                 // disk) everything. As Kafka's controller handles an unclean shutdown
-                // (KIP-966), it leaves the ISRs (but the last member's place) and its
-                // leaderships move to live in-sync replicas now, in the same change; it rejoins
-                // the ISRs by fetching, like any follower.
+                // (KIP-966), it leaves the ISRs and the eligible leader replicas (but where it
+                // is the only member of both) and its leaderships move to live in-sync or
+                // eligible replicas now, in the same change; it rejoins the ISRs by fetching,
+                // like any follower.
                 if previous.is_some() {
                     self.elect_leaders(Some(Departure::UncleanRestart(id)));
                 }
