@@ -1712,8 +1712,7 @@ fn an_eligible_leader_replica_leads_when_the_last_in_sync_replica_loses_its_disk
         metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
     })
     .expect("three brokers register");
-    create_topic_with(&bootstrap, "elr", 1, 2, &[("min.insync.replicas", "2")])
-        .expect("created");
+    create_topic_with(&bootstrap, "elr", 1, 2, &[("min.insync.replicas", "2")]).expect("created");
     let views = fully_replicated(&bootstrap, "elr", Duration::from_secs(20))
         .expect("the follower joins the ISR");
     let (leader, replicas, _) = views[0].clone();
@@ -1740,7 +1739,11 @@ print(len(ok), len(failed), ' '.join(sorted(set(failed))))
         Duration::from_secs(90),
     );
     assert!(status.success(), "producer: {err}");
-    assert_eq!(out.trim(), format!("{SENT} 0"), "every message acknowledged");
+    assert_eq!(
+        out.trim(),
+        format!("{SENT} 0"),
+        "every message acknowledged"
+    );
 
     // Freeze the follower until the ISR is the leader alone and the follower is fenced.
     cluster.nodes[&follower].signal("STOP");
@@ -1782,7 +1785,10 @@ print(len(ok), len(failed), ' '.join(sorted(set(failed))))
     // And it stays so: the eligible replica is waited for.
     std::thread::sleep(Duration::from_secs(2));
     let (_, topics) = metadata(&live).expect("metadata");
-    assert_eq!(topics["elr"][0].0, -1, "no leader without the eligible replica");
+    assert_eq!(
+        topics["elr"][0].0, -1,
+        "no leader without the eligible replica"
+    );
 
     // The follower is back: it leads, with every acknowledged record.
     cluster.nodes[&follower].signal("CONT");
@@ -1803,11 +1809,22 @@ print(len(ok), len(failed), ' '.join(sorted(set(failed))))
     let read = eventually(Duration::from_secs(30), || {
         let (_, out, _) = run_bounded(
             "kcat",
-            &["-C", "-b", &bootstrap, "-t", "elr", "-p", "0", "-o", "beginning", "-e", "-q"],
+            &[
+                "-C",
+                "-b",
+                &bootstrap,
+                "-t",
+                "elr",
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+            ],
             Duration::from_secs(20),
         );
-        let values: std::collections::BTreeSet<String> =
-            out.lines().map(str::to_string).collect();
+        let values: std::collections::BTreeSet<String> = out.lines().map(str::to_string).collect();
         (values.len() >= SENT).then_some(values)
     })
     .unwrap_or_else(|| panic!("every acknowledged message is read back from {follower}"));
