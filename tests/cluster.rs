@@ -1693,3 +1693,142 @@ fn write_txn_markers_checks_its_caller_the_partition_and_its_leader() {
     });
     assert!(moved.is_some(), "the marker is below the high watermark");
 }
+
+/// KIP-966's eligible leader replicas, the "last replica standing" loss: a topic with
+/// replication factor 2 and min.insync.replicas=2. An idempotent acks=all producer writes; the
+/// follower F is frozen (SIGSTOP) until the ISR is the leader L alone (F is then an eligible
+/// leader replica: it left while the ISR was below min.insync.replicas, so it holds every
+/// acknowledged record); L loses its disk (SIGKILL, its partition directory deleted) and
+/// restarts. Without the ELR, L stayed the ISR's last member and led again with an empty log;
+/// now its registration takes it out of the ISR, the partition has no leader while only L is
+/// live, and F leads once it is back. Every acknowledged message is read back, and L catches up
+/// from F. (Replication factor 2: with three voters, two replicas out at once would also take
+/// the metadata quorum's majority.)
+#[test]
+fn an_eligible_leader_replica_leads_when_the_last_in_sync_replica_loses_its_disk() {
+    let mut cluster = Cluster::start(&[1, 2, 3]);
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    })
+    .expect("three brokers register");
+    create_topic_with(&bootstrap, "elr", 1, 2, &[("min.insync.replicas", "2")]).expect("created");
+    let views = fully_replicated(&bootstrap, "elr", Duration::from_secs(20))
+        .expect("the follower joins the ISR");
+    let (leader, replicas, _) = views[0].clone();
+    let follower = *replicas.iter().find(|id| **id != leader).unwrap();
+    let produce = r#"
+import sys
+from confluent_kafka import Producer
+p = Producer({'bootstrap.servers': sys.argv[1], 'acks': 'all', 'enable.idempotence': True,
+              'message.timeout.ms': 20000, 'linger.ms': 5})
+ok, failed = [], []
+def done(err, msg):
+    (failed if err else ok).append(err.name() if err else msg.value().decode())
+for i in range(int(sys.argv[2])):
+    p.produce('elr', ('m-%d' % i).encode(), on_delivery=done)
+    if i % 50 == 49:
+        p.flush(20)
+p.flush(30)
+print(len(ok), len(failed), ' '.join(sorted(set(failed))))
+"#;
+    const SENT: usize = 400;
+    let (status, out, err) = run_bounded(
+        "python3",
+        &["-c", produce, &bootstrap, &SENT.to_string()],
+        Duration::from_secs(90),
+    );
+    assert!(status.success(), "producer: {err}");
+    assert_eq!(
+        out.trim(),
+        format!("{SENT} 0"),
+        "every message acknowledged"
+    );
+
+    // Freeze the follower until the ISR is the leader alone and the follower is fenced.
+    cluster.nodes[&follower].signal("STOP");
+    let others = |cluster: &Cluster, skip: &[i32]| -> String {
+        cluster
+            .nodes
+            .iter()
+            .filter(|(id, _)| !skip.contains(id))
+            .map(|(_, n)| n.bootstrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let live = others(&cluster, &[follower]);
+    eventually(Duration::from_secs(30), || {
+        let (brokers, topics) = metadata(&live)?;
+        let (_, _, isr) = topics.get("elr")?[0].clone();
+        (isr == vec![leader] && !brokers.contains(&follower)).then_some(())
+    })
+    .expect("the frozen follower leaves the ISR and is fenced");
+
+    // The leader, the only in-sync replica, loses its disk and comes back.
+    cluster.nodes.remove(&leader).unwrap().stop_with("KILL");
+    let wiped = cluster.dir(leader).join("elr-0");
+    std::fs::remove_dir_all(&wiped).expect("the leader's partition directory exists");
+    cluster.start_node(leader);
+    let live = others(&cluster, &[follower]);
+    eventually(Duration::from_secs(30), || {
+        let (brokers, topics) = metadata(&live)?;
+        let (elected, _, isr) = topics.get("elr")?[0].clone();
+        (brokers.contains(&leader) && elected == -1 && isr.is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the restarted leader is unfenced but neither in sync nor leading: {:?}; its log:\n{}",
+            metadata(&live),
+            cluster.nodes[&leader].log().join("\n")
+        )
+    });
+    // And it stays so: the eligible replica is waited for.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, topics) = metadata(&live).expect("metadata");
+    assert_eq!(
+        topics["elr"][0].0, -1,
+        "no leader without the eligible replica"
+    );
+
+    // The follower is back: it leads, with every acknowledged record.
+    cluster.nodes[&follower].signal("CONT");
+    let bootstrap = cluster.bootstrap();
+    eventually(Duration::from_secs(30), || {
+        let (_, topics) = metadata(&live)?;
+        (topics.get("elr")?[0].0 == follower).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the eligible replica leads once back: {:?}; its log:\n{}",
+            metadata(&live),
+            cluster.nodes[&follower].log().join("\n")
+        )
+    });
+    // The wiped replica catches up and rejoins the ISR, so the high watermark moves again.
+    fully_replicated(&live, "elr", Duration::from_secs(60)).expect("the wiped replica rejoins");
+    let read = eventually(Duration::from_secs(30), || {
+        let (_, out, _) = run_bounded(
+            "kcat",
+            &[
+                "-C",
+                "-b",
+                &bootstrap,
+                "-t",
+                "elr",
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+            ],
+            Duration::from_secs(20),
+        );
+        let values: std::collections::BTreeSet<String> = out.lines().map(str::to_string).collect();
+        (values.len() >= SENT).then_some(values)
+    })
+    .unwrap_or_else(|| panic!("every acknowledged message is read back from {follower}"));
+    for i in 0..SENT {
+        assert!(read.contains(&format!("m-{i}")), "m-{i} lost");
+    }
+}

@@ -471,6 +471,10 @@ pub struct PlanSettings {
     /// `unclean.leader.election.enable` of the static configuration.
     #[serde(default)]
     pub unclean_leader_election_enable: bool,
+    /// `min.insync.replicas` of the static configuration (0, from a command written before
+    /// this field, counts as 1): where the eligible leader replicas start (KIP-966).
+    #[serde(default)]
+    pub min_insync_replicas: usize,
 }
 
 impl PlanSettings {
@@ -481,9 +485,17 @@ impl PlanSettings {
                 .entries
                 .get(UNCLEAN_KEY)
                 .is_some_and(|e| parse_bool(&e.value)),
+            min_insync_replicas: config
+                .entries
+                .get(MIN_ISR_KEY)
+                .and_then(|e| e.value.trim().parse().ok())
+                .unwrap_or(1),
         }
     }
 }
+
+/// Kafka's key for the ISR size acks=all needs, a topic config and a broker default.
+pub const MIN_ISR_KEY: &str = "min.insync.replicas";
 
 /// Kafka's key for unclean leader election, a topic config and a broker default.
 pub const UNCLEAN_KEY: &str = "unclean.leader.election.enable";
@@ -698,11 +710,12 @@ impl Plan {
                 // its session may not have run out yet, and the image still has it leading and
                 // in sync, though its log may have lost what it had not synced or (a replaced
                 // disk) everything. As Kafka's controller handles an unclean shutdown
-                // (KIP-966), it leaves the ISRs (but the last member's place) and its
-                // leaderships move to live in-sync replicas now, in the same change; it rejoins
-                // the ISRs by fetching, like any follower.
+                // (KIP-966), it leaves the ISRs and the eligible leader replicas (but where it
+                // is the only member of both) and its leaderships move to live in-sync or
+                // eligible replicas now, in the same change; it rejoins the ISRs by fetching,
+                // like any follower.
                 if previous.is_some() {
-                    self.elect_leaders(Some(id));
+                    self.elect_leaders(Some(Departure::UncleanRestart(id)));
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -714,7 +727,7 @@ impl Plan {
                     .is_some_and(|b| b.epoch == epoch && !b.fenced)
                 {
                     self.stage(MetadataRecord::BrokerFenced { id, epoch });
-                    self.elect_leaders(Some(id));
+                    self.elect_leaders(Some(Departure::Fenced(id)));
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -738,7 +751,7 @@ impl Plan {
                     if !broker.shutting_down {
                         self.stage(MetadataRecord::BrokerShuttingDown { id, epoch });
                     }
-                    self.elect_leaders(Some(id));
+                    self.elect_leaders(Some(Departure::ShuttingDown(id)));
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -974,7 +987,11 @@ impl Plan {
             return Ok(state);
         }
         let mut next = state;
+        let (elr, last_known_elr) =
+            eligible_leaders(&next, &new_isr, None, self.min_insync(&topic));
         next.isr = new_isr;
+        next.elr = elr;
+        next.last_known_elr = last_known_elr;
         next.partition_epoch += 1;
         self.stage(MetadataRecord::PartitionChanged {
             name: topic.name.clone(),
@@ -985,36 +1002,75 @@ impl Plan {
         Ok(next)
     }
 
-    /// Kafka's partition change rules after a broker event, for every partition: `leaving`
-    /// (a broker fenced or shutting down) leaves each ISR it is in unless it is the last
-    /// member; a partition whose leader may not lead (fenced, shutting down, or out of the ISR)
-    /// gets the first replica, in replica order, that is live, not shutting down and in the
-    /// ISR. With none, a leader that is still live keeps the partition and its ISR (a broker
-    /// shutting down that is the only in-sync replica), else unclean election picks the first live replica
-    /// where the topic allows it (the ISR becomes that replica), else the partition has no
-    /// leader. A new leader bumps the leader epoch; any change bumps the partition epoch.
-    fn elect_leaders(&mut self, leaving: Option<i32>) {
+    /// Kafka's partition change rules (its `PartitionChangeBuilder` with eligible leader
+    /// replicas, KIP-966) after a broker event or a config change, for every partition.
+    ///
+    /// - The ISR wanted: a broker fenced or shutting down leaves every ISR it is in, the last
+    ///   member's place included; a broker registering again after an unclean shutdown leaves
+    ///   every ISR and ELR, unless it is the only member of both (then it keeps its place, as
+    ///   Kafka's last-known-leader rule would elect it: the partition has no other replica
+    ///   known to hold its records).
+    /// - The ELR (`eligible_leaders`): at or above `min.insync.replicas` it is empty; below,
+    ///   replicas leaving the ISR join it (but the one that restarted uncleanly).
+    /// - The leader: the current one if it may still lead; else the first replica, in
+    ///   replica order, that is live (not fenced, not shutting down) and in the ISR, or in the
+    ///   ELR when the ISR is empty (it then becomes the ISR alone and leaves the ELR). With
+    ///   none, a leader that is still live keeps the partition as it was (a broker shutting
+    ///   down that is the only in-sync replica); else unclean election picks the first live
+    ///   replica where the topic allows it (the ISR becomes that replica, the ELR is cleared);
+    ///   else the partition has no leader.
+    ///
+    /// A new leader bumps the leader epoch; any change bumps the partition epoch.
+    fn elect_leaders(&mut self, departure: Option<Departure>) {
         let mut changes = Vec::new();
         for topic in self.image.topics.values() {
             let unclean = self.unclean_allowed(topic);
+            let min_isr = self.min_insync(topic);
             for (partition, state) in topic.placement.iter().enumerate() {
-                let mut next = state.clone();
-                if let Some(leaving) = leaving
-                    && next.isr.len() > 1
-                {
-                    next.isr.retain(|id| *id != leaving);
+                let mut target_isr = state.isr.clone();
+                let mut restarted = None;
+                match departure {
+                    Some(Departure::Fenced(id) | Departure::ShuttingDown(id)) => {
+                        target_isr.retain(|r| *r != id);
+                    }
+                    Some(Departure::UncleanRestart(id)) => {
+                        let only = state.isr.iter().chain(&state.elr).all(|r| *r == id);
+                        if !only {
+                            target_isr.retain(|r| *r != id);
+                            restarted = Some(id);
+                        }
+                    }
+                    None => {}
                 }
+                let (elr, last_known_elr) =
+                    eligible_leaders(state, &target_isr, restarted, min_isr);
+                let mut next = state.clone();
+                next.isr = target_isr;
+                next.elr = elr;
+                next.last_known_elr = last_known_elr;
                 if !self.may_lead(&next, next.leader) {
                     let clean = next
                         .replicas
                         .iter()
                         .copied()
-                        .find(|id| next.isr.contains(id) && self.may_lead(&next, *id));
+                        .find(|id| self.may_lead(&next, *id));
                     match clean {
-                        Some(leader) => next.leader = leader,
+                        Some(leader) => {
+                            if !next.isr.contains(&leader) {
+                                info!(
+                                    topic = %topic.name,
+                                    partition,
+                                    leader,
+                                    elr = ?next.elr,
+                                    "leader elected from the eligible leader replicas (KIP-966): \
+                                     the ISR is empty"
+                                );
+                            }
+                            take_leadership(&mut next, leader);
+                        }
                         // Still live (shutting down) and no one else can lead: it keeps the
                         // partition, and its place in the ISR.
-                        None if self.image.is_live(next.leader) => next.isr = state.isr.clone(),
+                        None if self.image.is_live(state.leader) => next = state.clone(),
                         None => {
                             let live = next.replicas.iter().copied().find(|id| {
                                 self.image
@@ -1029,11 +1085,12 @@ impl Plan {
                                         partition,
                                         leader,
                                         isr = ?state.isr,
-                                        "unclean leader election: no in-sync replica is live; \
-                                         records only the old ISR held may be lost"
+                                        elr = ?state.elr,
+                                        "unclean leader election: no in-sync or eligible \
+                                         replica is live; records only the old ISR held may be \
+                                         lost"
                                     );
-                                    next.leader = leader;
-                                    next.isr = vec![leader];
+                                    elect_uncleanly(&mut next, leader);
                                 }
                                 _ => next.leader = -1,
                             }
@@ -1135,7 +1192,7 @@ impl Plan {
                     .is_some_and(|b| !b.fenced && !b.shutting_down)
             });
             match (clean, live) {
-                (Some(leader), _) => next.leader = leader,
+                (Some(leader), _) => take_leadership(&mut next, leader),
                 (None, Some(leader)) => {
                     warn!(
                         topic = %name,
@@ -1145,8 +1202,7 @@ impl Plan {
                         "unclean leader election asked for: no in-sync replica is live; \
                          records only the old ISR held may be lost"
                     );
-                    next.leader = leader;
-                    next.isr = vec![leader];
+                    elect_uncleanly(&mut next, leader);
                 }
                 (None, None) => {
                     return Err(MetadataError::EligibleLeadersNotAvailable(format!(
@@ -1161,11 +1217,12 @@ impl Plan {
             }
             if !self.may_lead(&state, preferred) {
                 return Err(MetadataError::PreferredLeaderNotAvailable(format!(
-                    "{at}: the preferred leader {preferred} is not live and in sync (ISR {:?})",
-                    state.isr
+                    "{at}: the preferred leader {preferred} is not live and in sync (ISR {:?}, \
+                     ELR {:?})",
+                    state.isr, state.elr
                 )));
             }
-            next.leader = preferred;
+            take_leadership(&mut next, preferred);
         }
         next.leader_epoch += 1;
         next.partition_epoch += 1;
@@ -1178,15 +1235,31 @@ impl Plan {
         Ok(())
     }
 
-    /// Whether `id` may lead a partition in `state`: registered, not fenced, not shutting
-    /// down, and in the ISR.
+    /// Whether `id` may lead a partition in `state` (Kafka's `isValidNewLeader`): registered,
+    /// not fenced, not shutting down, and in the ISR, or in the ELR when the ISR is empty.
     fn may_lead(&self, state: &PartitionState, id: i32) -> bool {
-        state.isr.contains(&id)
+        (state.isr.contains(&id) || (state.isr.is_empty() && state.elr.contains(&id)))
             && self
                 .image
                 .brokers
                 .get(&id)
                 .is_some_and(|b| !b.fenced && !b.shutting_down)
+    }
+
+    /// `min.insync.replicas` of `topic`: its override, else the dynamic cluster-wide default,
+    /// else the proposing node's static setting; at least 1.
+    fn min_insync(&self, topic: &TopicImage) -> usize {
+        let fallback = match &self.mode {
+            Mode::Quorum { settings, .. } => settings.min_insync_replicas,
+            Mode::Lone => 1,
+        };
+        topic
+            .configs
+            .get(MIN_ISR_KEY)
+            .or_else(|| self.image.cluster_configs.get(MIN_ISR_KEY))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(fallback)
+            .max(1)
     }
 
     /// Whether `topic` allows unclean leader election (`unclean.leader.election.enable`): its
@@ -1202,6 +1275,69 @@ impl Plan {
             .or_else(|| self.image.cluster_configs.get(UNCLEAN_KEY))
             .map_or(settings.unclean_leader_election_enable, |v| parse_bool(v))
     }
+}
+
+/// A broker event that changes ISRs and leaderships.
+#[derive(Debug, Clone, Copy)]
+enum Departure {
+    /// Its session ran out.
+    Fenced(i32),
+    /// It began a controlled shutdown.
+    ShuttingDown(i32),
+    /// It registered again: it restarted, and (no clean-shutdown marker is kept) its log may
+    /// have lost what it held, so it may not lead from the ISR or the ELR until it has caught
+    /// up again (Kafka's unclean shutdown handling, KIP-966).
+    UncleanRestart(i32),
+}
+
+/// The ELR and LastKnownElr of `state` once its ISR is `target_isr` (Kafka's
+/// `maybePopulateTargetElr`): both empty while the ISR holds `min_isr` members; below, the
+/// ELR is the old ISR and ELR less the new ISR and less `restarted` (a broker that registered
+/// after an unclean shutdown), and the LastKnownElr gathers the members of either that are in
+/// none of these now. In replica order.
+fn eligible_leaders(
+    state: &PartitionState,
+    target_isr: &[i32],
+    restarted: Option<i32>,
+    min_isr: usize,
+) -> (Vec<i32>, Vec<i32>) {
+    if target_isr.len() >= min_isr {
+        return (Vec::new(), Vec::new());
+    }
+    let candidate = |id: &i32| state.isr.contains(id) || state.elr.contains(id);
+    let elr: Vec<i32> = state
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| candidate(id) && !target_isr.contains(id) && Some(*id) != restarted)
+        .collect();
+    let last_known_elr = state
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| candidate(id) || state.last_known_elr.contains(id))
+        .filter(|id| !target_isr.contains(id) && !elr.contains(id))
+        .collect();
+    (elr, last_known_elr)
+}
+
+/// `leader` takes over `state` in a clean election; one elected from the ELR (the ISR is
+/// empty) becomes the ISR alone and leaves the ELR.
+fn take_leadership(state: &mut PartitionState, leader: i32) {
+    if !state.isr.contains(&leader) {
+        state.isr = vec![leader];
+        state.elr.retain(|id| *id != leader);
+    }
+    state.leader = leader;
+}
+
+/// `leader`, in no ISR or ELR, takes over `state`: it is the ISR alone, and no other replica
+/// is known to hold what it holds (the ELR fields are cleared, as Kafka's unclean election).
+fn elect_uncleanly(state: &mut PartitionState, leader: i32) {
+    state.leader = leader;
+    state.isr = vec![leader];
+    state.elr.clear();
+    state.last_known_elr.clear();
 }
 
 /// Places `count` partitions from `first` over the image's live brokers.
@@ -1483,6 +1619,8 @@ mod tests {
             leader,
             leader_epoch: 3,
             partition_epoch: 5,
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         }
     }
 
@@ -1676,14 +1814,14 @@ mod tests {
     }
 
     #[test]
-    fn a_fenced_broker_leaves_every_isr_but_the_last_and_its_leaderships_move() {
+    fn a_fenced_broker_leaves_every_isr_and_its_leaderships_move() {
         let image = image_with(vec![
             // Led by 1: the new leader is the first live ISR member in replica order (2, though
             // 3 comes first in the ISR).
             state(&[1, 2, 3], &[1, 3, 2], 1),
             // A follower on 1: it leaves the ISR, the leader stays.
             state(&[2, 1, 3], &[2, 1, 3], 2),
-            // 1 is the only ISR member: the ISR keeps it, no leader.
+            // 1 is the only ISR member: the ISR is empty, 1 is an eligible leader, no leader.
             state(&[1, 2], &[1], 1),
             // Not on 1: untouched.
             state(&[2, 3], &[2, 3], 2),
@@ -1695,17 +1833,19 @@ mod tests {
         assert_eq!((after[0].leader_epoch, after[0].partition_epoch), (4, 6));
         assert_eq!((after[1].leader, after[1].isr.clone()), (2, vec![2, 3]));
         assert_eq!((after[1].leader_epoch, after[1].partition_epoch), (3, 6));
-        assert_eq!((after[2].leader, after[2].isr.clone()), (-1, vec![1]));
+        assert_eq!((after[2].leader, after[2].isr.clone()), (-1, vec![]));
+        assert_eq!(after[2].elr, vec![1]);
         assert_eq!((after[2].leader_epoch, after[2].partition_epoch), (4, 6));
         assert_eq!(after[3], state(&[2, 3], &[2, 3], 2));
         // One fence record and one change per changed partition.
         assert_eq!(outcome.records.len(), 4);
 
-        // Unfenced again: the leaderless partition whose ISR holds it is its again; the others
+        // Unfenced again: the leaderless partition whose ELR holds it is its again; the others
         // keep their leaders (1 must rejoin their ISRs through AlterPartition first).
         let outcome = execute(&outcome.image, unfence(1), &quorum());
         let again = partitions(&outcome.image);
         assert_eq!((again[2].leader, again[2].isr.clone()), (1, vec![1]));
+        assert!(again[2].elr.is_empty());
         assert_eq!((again[2].leader_epoch, again[2].partition_epoch), (5, 7));
         assert_eq!(again[0], after[0]);
         assert_eq!(again[1], after[1]);
@@ -1761,6 +1901,7 @@ mod tests {
             entry_index: 9,
             settings: PlanSettings {
                 unclean_leader_election_enable: enabled,
+                min_insync_replicas: 1,
             },
         }
     }
@@ -2026,5 +2167,238 @@ mod tests {
             let outcome = execute(&image, elect(unclean, None), &Mode::Lone);
             assert!(elected(&outcome).is_empty());
         }
+    }
+
+    fn quorum_min_isr(min_insync_replicas: usize) -> Mode {
+        Mode::Quorum {
+            entry_index: 9,
+            settings: PlanSettings {
+                unclean_leader_election_enable: false,
+                min_insync_replicas,
+            },
+        }
+    }
+
+    fn register(id: i32) -> ControllerRequest {
+        ControllerRequest::RegisterBroker {
+            id,
+            incarnation: Uuid::from_u128(100 + id as u128),
+            host: "h".to_string(),
+            port: 1,
+            rack: None,
+        }
+    }
+
+    /// `(leader, isr, elr, last_known_elr)` of partition 0.
+    fn elr_view(image: &MetadataImage) -> (i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+        let p = &partitions(image)[0];
+        (
+            p.leader,
+            p.isr.clone(),
+            p.elr.clone(),
+            p.last_known_elr.clone(),
+        )
+    }
+
+    #[test]
+    fn an_isr_shrinking_below_min_isr_moves_its_members_to_the_elr() {
+        let mode = quorum_min_isr(2);
+        let image = image_with(vec![state(&[1, 2, 3], &[1, 2, 3], 1)]);
+        // 3 leaves: the ISR is still at min.insync.replicas, no ELR.
+        let outcome = execute(&image, alter(1, (3, 5), &[1, 2]), &mode);
+        assert_eq!(elr_view(&outcome.image), (1, vec![1, 2], vec![], vec![]));
+        // 2 leaves: below it, 2 held everything below the (now frozen) high watermark.
+        let outcome = execute(&outcome.image, alter(1, (3, 6), &[1]), &mode);
+        let after = altered(&outcome).unwrap();
+        assert_eq!((after.isr.clone(), after.elr.clone()), (vec![1], vec![2]));
+        assert_eq!(
+            (after.leader_epoch, after.partition_epoch),
+            (3, 7),
+            "an ELR change bumps the partition epoch only"
+        );
+        // The same through fencing, with the topic's own min.insync.replicas.
+        let mut image = image_with(vec![state(&[1, 2, 3], &[1, 2], 1)]);
+        image
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert(MIN_ISR_KEY.to_string(), "2".to_string());
+        let outcome = execute(&image, fence(2), &quorum());
+        assert_eq!(elr_view(&outcome.image), (1, vec![1], vec![2], vec![]));
+    }
+
+    #[test]
+    fn a_fenced_elr_member_stays_eligible_and_leads_when_the_isr_is_empty() {
+        let mode = quorum_min_isr(2);
+        // 3 is out; 2 left the ISR below min ISR and is fenced since; 1 leads alone.
+        let mut one = state(&[1, 2, 3], &[1], 1);
+        one.elr = vec![2];
+        let mut image = image_with(vec![one]);
+        image.brokers.get_mut(&2).unwrap().fenced = true;
+        // 1 is fenced too: the ISR is empty, both are eligible, no one live may lead.
+        let outcome = execute(&image, fence(1), &mode);
+        assert_eq!(elr_view(&outcome.image), (-1, vec![], vec![1, 2], vec![]));
+        // 3 coming back (live, but neither in sync nor eligible) changes nothing.
+        let mut without_3 = outcome.image.clone();
+        without_3.brokers.get_mut(&3).unwrap().fenced = true;
+        let outcome_3 = execute(
+            &without_3,
+            ControllerRequest::UnfenceBroker {
+                id: 3,
+                epoch: 1,
+                incarnation: Uuid::from_u128(3),
+            },
+            &mode,
+        );
+        assert_eq!(elr_view(&outcome_3.image), (-1, vec![], vec![1, 2], vec![]));
+        // 2 is unfenced: a clean election from the ELR, 2 is the ISR alone.
+        let outcome = execute(&outcome.image, unfence(2), &mode);
+        let after = &partitions(&outcome.image)[0];
+        assert_eq!(elr_view(&outcome.image), (2, vec![2], vec![1], vec![]));
+        assert_eq!((after.leader_epoch, after.partition_epoch), (5, 7));
+    }
+
+    #[test]
+    fn elr_members_are_not_elected_while_the_isr_has_members() {
+        let mode = quorum_min_isr(2);
+        let mut one = state(&[2, 1, 3], &[1], 1);
+        one.elr = vec![2];
+        let mut image = image_with(vec![one]);
+        image.brokers.get_mut(&1).unwrap().fenced = true;
+        image.brokers.get_mut(&1).unwrap().epoch = 2;
+        // The leader's session had ended already, but its fence was stale; 2 is live and
+        // eligible, yet 1 is still in the ISR: no preferred election either.
+        let outcome = execute(&image, elect(false, Some(vec![("t", vec![0])])), &mode);
+        assert!(matches!(
+            elected(&outcome)[0].1[0].1,
+            Err(MetadataError::PreferredLeaderNotAvailable(_))
+        ));
+        // Once the ISR is empty, the preferred election may pick 2 from the ELR.
+        let mut empty = image.clone();
+        let p = &mut empty.topics.get_mut("t").unwrap().placement[0];
+        p.isr.clear();
+        p.elr = vec![1, 2];
+        p.leader = -1;
+        let outcome = execute(&empty, elect(false, Some(vec![("t", vec![0])])), &mode);
+        assert_eq!(elected(&outcome)[0].1[0].1, Ok(()));
+        assert_eq!(elr_view(&outcome.image), (2, vec![2], vec![1], vec![]));
+    }
+
+    #[test]
+    fn an_unclean_restart_leaves_the_isr_and_the_elr_unless_it_is_the_last() {
+        let mode = quorum_min_isr(2);
+        // 1 is fenced and eligible; 2, the only ISR member, restarts (its disk lost).
+        let mut one = state(&[2, 1, 3], &[2], 2);
+        one.elr = vec![1];
+        let mut image = image_with(vec![one.clone()]);
+        image.brokers.get_mut(&1).unwrap().fenced = true;
+        let outcome = execute(&image, register(2), &mode);
+        assert_eq!(elr_view(&outcome.image), (-1, vec![], vec![1], vec![2]));
+        assert_eq!(partitions(&outcome.image)[0].leader_epoch, 4);
+        // 2 is unfenced first: it is in neither set and unclean election is off, so the
+        // partition waits for its eligible replica.
+        let unfence_2 = ControllerRequest::UnfenceBroker {
+            id: 2,
+            epoch: 2,
+            incarnation: Uuid::from_u128(102),
+        };
+        let outcome_2 = execute(&outcome.image, unfence_2, &mode);
+        assert!(!outcome_2.image.brokers[&2].fenced);
+        assert_eq!(elr_view(&outcome_2.image), (-1, vec![], vec![1], vec![2]));
+        // 1 comes back: it leads from the ELR with every acknowledged record.
+        let outcome = execute(&outcome.image, unfence(1), &mode);
+        assert_eq!(elr_view(&outcome.image), (1, vec![1], vec![], vec![2]));
+
+        // An ELR member restarting leaves the ELR, into LastKnownElr.
+        let mut image = image_with(vec![one.clone()]);
+        image.brokers.get_mut(&1).unwrap().fenced = true;
+        let outcome = execute(&image, register(1), &mode);
+        assert_eq!(elr_view(&outcome.image), (2, vec![2], vec![], vec![1]));
+
+        // The only member of the ISR and the ELR keeps its place: no replica is known to
+        // hold more, and it leads again once caught up with the metadata.
+        let image = image_with(vec![state(&[1, 2, 3], &[1], 1)]);
+        let outcome = execute(&image, register(1), &mode);
+        assert_eq!(elr_view(&outcome.image), (-1, vec![1], vec![], vec![]));
+        let mut only_elr = state(&[1, 2, 3], &[], -1);
+        only_elr.elr = vec![1];
+        let image = image_with(vec![only_elr.clone()]);
+        let outcome = execute(&image, register(1), &mode);
+        assert_eq!(elr_view(&outcome.image), (-1, vec![], vec![1], vec![]));
+    }
+
+    #[test]
+    fn an_isr_expansion_takes_replicas_out_of_the_elr() {
+        let mode = quorum_min_isr(3);
+        let mut one = state(&[1, 2, 3], &[1], 1);
+        one.elr = vec![2, 3];
+        let image = image_with(vec![one]);
+        // 2 rejoins: still below 3, 2 is in sync now and no longer merely eligible.
+        let outcome = execute(&image, alter(1, (3, 5), &[1, 2]), &mode);
+        assert_eq!(elr_view(&outcome.image), (1, vec![1, 2], vec![3], vec![]));
+        // 3 rejoins: at min.insync.replicas, no ELR.
+        let outcome = execute(&outcome.image, alter(1, (3, 6), &[1, 2, 3]), &mode);
+        assert_eq!(elr_view(&outcome.image), (1, vec![1, 2, 3], vec![], vec![]));
+    }
+
+    #[test]
+    fn a_min_isr_change_recomputes_the_elr() {
+        let mut one = state(&[1, 2, 3, 4], &[1, 2], 1);
+        one.elr = vec![3];
+        one.last_known_elr = vec![4];
+        let image = image_with(vec![one.clone()]);
+        // min.insync.replicas 3 -> 2 on the topic: the ISR is at it, the ELR is cleared.
+        let mut at_three = image.clone();
+        at_three
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert(MIN_ISR_KEY.to_string(), "3".to_string());
+        let set = |value: &str| ControllerRequest::AlterTopicConfigs {
+            name: "t".to_string(),
+            ops: vec![ConfigOp::Set(MIN_ISR_KEY.to_string(), value.to_string())],
+            replace_all: false,
+            validate_only: false,
+        };
+        let outcome = execute(&at_three, set("2"), &quorum());
+        assert_eq!(elr_view(&outcome.image), (1, vec![1, 2], vec![], vec![]));
+        assert_eq!(partitions(&outcome.image)[0].partition_epoch, 6);
+        // Raised to 4: the ISR stays as it is and adds no one to the ELR.
+        let outcome = execute(&at_three, set("4"), &quorum());
+        assert_eq!(elr_view(&outcome.image), (1, vec![1, 2], vec![3], vec![4]));
+        // The cluster-wide default does the same for topics without an override.
+        let request = ControllerRequest::AlterBrokerConfigs {
+            per_node: false,
+            ops: vec![ConfigOp::Set(MIN_ISR_KEY.to_string(), "1".to_string())],
+            replace_all: false,
+            validate_only: false,
+        };
+        let outcome = execute(&image, request, &quorum_min_isr(3));
+        assert_eq!(elr_view(&outcome.image), (1, vec![1, 2], vec![], vec![]));
+    }
+
+    #[test]
+    fn an_unclean_election_clears_the_elr() {
+        let mut one = state(&[3, 2, 1], &[], -1);
+        one.elr = vec![3];
+        one.last_known_elr = vec![1];
+        let mut image = image_with(vec![one]);
+        image.brokers.get_mut(&3).unwrap().fenced = true;
+        let outcome = execute(&image, unfence(4), &quorum_unclean(true));
+        assert_eq!(elr_view(&outcome.image), (2, vec![2], vec![], vec![]));
+    }
+
+    #[test]
+    fn partition_states_written_before_the_elr_still_load() {
+        let old = r#"{"replicas":[1,2],"isr":[1],"leader":1,"leader_epoch":2,"partition_epoch":3}"#;
+        let state: PartitionState = serde_json::from_str(old).unwrap();
+        assert!(state.elr.is_empty() && state.last_known_elr.is_empty());
+        // And an empty ELR is not written, so the records keep their old shape.
+        assert_eq!(serde_json::to_string(&state).unwrap(), old);
+        let settings: PlanSettings =
+            serde_json::from_str(r#"{"unclean_leader_election_enable":true}"#).unwrap();
+        assert_eq!(settings.min_insync_replicas, 0);
     }
 }

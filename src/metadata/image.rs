@@ -45,6 +45,18 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped on every change of this state.
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): replicas out of the ISR that hold every record
+    /// below the high watermark, because they left it while the ISR was below
+    /// `min.insync.replicas` (the high watermark does not advance then). When the ISR is
+    /// empty one of them may lead, a clean election. Absent from metadata written before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
+    /// KIP-966's LastKnownElr: replicas that were in the ISR or the ELR since the ISR went
+    /// below `min.insync.replicas` and are in neither now (a broker that registered again
+    /// after an unclean shutdown); cleared when the ISR is back at `min.insync.replicas` or
+    /// after an unclean election. Kept for operators; no election reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_known_elr: Vec<i32>,
 }
 
 /// A broker registered with the controller quorum.
@@ -84,6 +96,8 @@ impl PartitionState {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
         }
     }
 }

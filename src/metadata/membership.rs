@@ -315,6 +315,8 @@ mod tests {
                 leader,
                 leader_epoch: 1,
                 partition_epoch: 1,
+                elr: Vec::new(),
+                last_known_elr: Vec::new(),
             })
             .collect();
         image.topics.insert(
