@@ -1261,10 +1261,12 @@ fn find_coordinator(addr: &str, key_type: i8, key: &str) -> Option<i32> {
 /// The consume-transform-produce loop and the plain group of the acceptance test: see the
 /// test. Prints progress lines, and at the end the checks' outcome ("OK ..." or what failed).
 const EOS_SCRIPT: &str = r#"
-import sys, time
+import faulthandler, sys, threading, time
 from confluent_kafka import Consumer, Producer, KafkaException, TopicPartition
 boot, src, dst, n, eos_id, plain_id, txn_id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
-deadline = time.time() + 80
+deadline = time.time() + 100
+# Where the script is if it outlives its own deadlines (the test kills it at 150 s).
+faulthandler.dump_traceback_later(135, exit=True)
 def consumer(group, extra={}):
     conf = {'bootstrap.servers': boot, 'group.id': group, 'auto.offset.reset': 'earliest',
             'enable.auto.commit': False, 'session.timeout.ms': 10000}
@@ -1272,10 +1274,39 @@ def consumer(group, extra={}):
     c = Consumer(conf)
     c.subscribe([src])
     return c
+def producer():
+    p = Producer({'bootstrap.servers': boot, 'transactional.id': txn_id, 'transaction.timeout.ms': 30000})
+    while True:
+        try:
+            p.init_transactions(30)
+            return p
+        except KafkaException as e:
+            if not e.args[0].retriable() or time.time() >= deadline:
+                raise
+class Hung(Exception):
+    pass
+def bounded(call, seconds):
+    # librdkafka 2.10 on drops a broker that a Metadata answer leaves out (a fenced one, as
+    # Kafka leaves it out too); when that broker was the group coordinator,
+    # send_offsets_to_transaction can block for good, past its own timeout (librdkafka issues
+    # 5511 and 5456, open). The application's way out is Kafka's: a new producer with the same
+    # transactional id fences the stuck one and aborts its transaction.
+    box = {}
+    def run():
+        try:
+            call()
+        except BaseException as e:
+            box['err'] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise Hung()
+    if 'err' in box:
+        raise box['err']
 plain = consumer(plain_id)
 eos = consumer(eos_id, {'isolation.level': 'read_committed'})
-p = Producer({'bootstrap.servers': boot, 'transactional.id': txn_id, 'transaction.timeout.ms': 30000})
-p.init_transactions(30)
+p = producer()
 # What each group committed successfully, per partition: never to be seen going back.
 done = {plain_id: {}, eos_id: {}}
 problems = []
@@ -1331,7 +1362,7 @@ while time.time() < deadline and (plain_total < n or eos_total < n):
                 for m in msgs:
                     p.produce(dst, m.value(), partition=m.partition())
                 positions = [tp for tp in eos.position(eos.assignment()) if tp.offset >= 0]
-                p.send_offsets_to_transaction(positions, eos.consumer_group_metadata(), 30)
+                bounded(lambda: p.send_offsets_to_transaction(positions, eos.consumer_group_metadata(), 30), 40)
                 while True:
                     try:
                         p.commit_transaction(30)
@@ -1342,6 +1373,10 @@ while time.time() < deadline and (plain_total < n or eos_total < n):
                         raise
                 for tp in positions:
                     done[eos_id][tp.partition] = max(done[eos_id].get(tp.partition, -1), tp.offset)
+            except Hung:
+                print('transaction failed: send_offsets_to_transaction hung (librdkafka 5511); a new producer takes over', flush=True)
+                p = producer()
+                eos_rewind = not rewind(eos)
             except KafkaException as e:
                 err = e.args[0]
                 print('transaction failed:', err.name(), 'abortable', err.txn_requires_abort(), flush=True)
@@ -1399,7 +1434,6 @@ if plain_total == n and eos_total == n and sorted(values) == want and not proble
 /// committed, both groups end at the topic's end, and the output topic read with
 /// read_committed holds every input record exactly once.
 #[test]
-#[ignore = "flaky: the client script sometimes stalls after its coordinators move (a real bug, not found yet; issue 15 note); run with `make test-coordinator-failover`"]
 fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
     coordinators_lost_mid_stream(CoordinatorLoss::Kill);
 }
@@ -1409,7 +1443,6 @@ fn a_group_and_a_transactional_loop_survive_their_coordinator_s_sigkill() {
 /// when it froze must not be acknowledged unless its ISR holds them, and which must give up
 /// its partitions once it sees it no longer leads them.
 #[test]
-#[ignore = "flaky: the client script sometimes stalls after its coordinators move (a real bug, not found yet; issue 15 note); run with `make test-coordinator-failover`"]
 fn a_group_and_a_transactional_loop_survive_a_frozen_coordinator() {
     coordinators_lost_mid_stream(CoordinatorLoss::Freeze);
 }
@@ -1558,7 +1591,7 @@ fn coordinators_lost_mid_stream(loss: CoordinatorLoss) {
         }
     }
     assert!(killed, "the loops did not get a third through: {seen:#?}");
-    let status = support::wait_bounded(&mut child.0, Duration::from_secs(130));
+    let status = support::wait_bounded(&mut child.0, Duration::from_secs(150));
     let _ = reader.join();
     seen.extend(lines_rx.try_iter());
     let errors = errors.join().unwrap_or_default();
