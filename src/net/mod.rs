@@ -7,3 +7,4 @@ pub mod admission;
 pub mod connection;
 pub mod frame;
 pub mod listener;
+pub mod tls;
