@@ -109,7 +109,7 @@ pub mod permission {
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 /// The wildcard resource name, host and principal name.
 pub const WILDCARD: &str = "*";
-/// The principal of every connection until SASL or TLS exist.
+/// The principal of a connection that has not authenticated (no client certificate).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 const WILDCARD_USER: &str = "User:*";
 

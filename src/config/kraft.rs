@@ -5,16 +5,19 @@
 //! Owner: `Config::build` on the main thread, before any shard starts. Pure: text in, a
 //! `Cluster` value or one `ConfigError` line out, naming the key.
 //!
-//! The shorthands stay: `listen` is the client listener's address and `advertised-listener`
-//! what clients are told; `listeners` / `advertised.listeners` set the same two (a `listen` or
-//! `advertised-listener` given as well wins, as a flag wins over a file) and add the
-//! `CONTROLLER` listener. Without quorum settings a node is broker and controller of itself
+//! `listeners` names the client listeners (several, each with its protocol from
+//! `listener.security.protocol.map` and its `advertised.listeners` entry) and the `CONTROLLER`
+//! listener. The shorthands stay: `listen` is the first client listener's address and
+//! `advertised-listener` what its clients are told (a `listen` or `advertised-listener` given
+//! as well wins, as a flag wins over a file). Without quorum settings a node is broker and controller of itself
 //! with its local metadata log, exactly as before. With `controller.quorum.voters`, every node
 //! is broker and voter (combined mode; dedicated controllers and brokers are refused, not yet
 //! served), its `node.id` must be a voter and its controller listener on its voter's port.
 //!
-//! Only PLAINTEXT listeners exist until TLS and SASL do (issue 17): another protocol in the
-//! map is refused with its listener named, rather than served in the clear.
+//! PLAINTEXT and SSL client listeners are served; SASL_PLAINTEXT and SASL_SSL are refused with
+//! the listener named until SASL exists (`SecurityProtocol` is the hook it plugs into), and so
+//! is a controller listener that is not PLAINTEXT. A quorum node serves one client listener,
+//! PLAINTEXT: brokers register one endpoint and reach each other in the clear.
 
 use std::collections::BTreeMap;
 
