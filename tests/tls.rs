@@ -710,3 +710,86 @@ fn bad_ssl_settings_stop_the_start_with_one_line_naming_the_key() {
         assert!(line.contains(part), "{setting}: {line}");
     }
 }
+
+const DESCRIBE: &str = r#"
+import sys, json
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+bootstrap, ca, cert, key = sys.argv[1:5]
+a = AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca,
+                 "ssl.certificate.location": cert, "ssl.key.location": key})
+resource = ConfigResource(ResourceType.BROKER, "0")
+configs = a.describe_configs([resource])[resource].result(30)
+out = {}
+for name in ("ssl.keystore.key", "ssl.keystore.certificate.chain", "ssl.truststore.certificates", "ssl.client.auth"):
+    entry = configs[name]
+    out[name] = {"value": entry.value, "sensitive": entry.is_sensitive}
+print(json.dumps(out))
+"#;
+
+#[test]
+fn inline_pem_stores_serve_mtls_and_are_described_as_sensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let read = |name: &str| std::fs::read_to_string(pki.dir.join(name)).unwrap();
+    let key = format!("listener.name.ssl.ssl.keystore.key={}", read("server.key"));
+    let chain = format!(
+        "listener.name.ssl.ssl.keystore.certificate.chain={}",
+        read("server.pem")
+    );
+    let trust = format!("ssl.truststore.certificates={}", read("ca.pem"));
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        data.path(),
+        &[
+            "--set",
+            "listeners=SSL://127.0.0.1:0",
+            "--set",
+            &key,
+            "--set",
+            &chain,
+            "--set",
+            &trust,
+            "--set",
+            "ssl.client.auth=required",
+        ],
+    );
+    // The one listener is SSL: `listen` is its address.
+    let (ok, out, err) = kcat_ssl(&pki, "ca", Some("alice"), broker.addr, &["-L"]);
+    assert!(
+        ok && out.contains(&format!("broker 0 at {}", broker.addr)),
+        "{out}{err}"
+    );
+    let bootstrap = broker.addr.to_string();
+    let (ok, out, err) = run_clean(
+        "python3",
+        &[
+            "-c",
+            DESCRIBE,
+            &bootstrap,
+            &pki.path("ca.pem"),
+            &pki.path("alice.pem"),
+            &pki.path("alice.key"),
+        ],
+        "",
+        Duration::from_secs(120),
+    );
+    assert!(ok, "{out}{err}");
+    let described: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    for secret in [
+        "ssl.keystore.key",
+        "ssl.keystore.certificate.chain",
+        "ssl.truststore.certificates",
+    ] {
+        assert_eq!(described[secret]["sensitive"], true, "{described}");
+        assert!(described[secret]["value"].is_null(), "{described}");
+    }
+    assert_eq!(described["ssl.client.auth"]["value"], "required");
+    assert!(
+        broker
+            .log()
+            .iter()
+            .all(|l| !l.contains("PRIVATE KEY") && !l.contains("BEGIN CERTIFICATE")),
+        "no key material in the log"
+    );
+}
