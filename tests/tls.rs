@@ -793,3 +793,76 @@ fn inline_pem_stores_serve_mtls_and_are_described_as_sensitive() {
         "no key material in the log"
     );
 }
+
+#[test]
+fn an_encrypted_pkcs8_key_is_read_with_ssl_key_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    openssl(
+        dir.path(),
+        &[
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-in",
+            "server.key",
+            "-out",
+            "server-encrypted.key",
+            "-passout",
+            "pass:s3cret-pw",
+        ],
+    );
+    let mut keystore = std::fs::read(dir.path().join("server-encrypted.key")).unwrap();
+    keystore.extend(std::fs::read(dir.path().join("server.pem")).unwrap());
+    std::fs::write(dir.path().join("encrypted-keystore.pem"), keystore).unwrap();
+    let location = format!(
+        "ssl.keystore.location={}",
+        pki.path("encrypted-keystore.pem")
+    );
+    // A wrong password stops the start, naming the setting and never the password.
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let (status, _, stderr) = run_bounded(
+        env!("CARGO_BIN_EXE_ringbroker"),
+        &[
+            "serve",
+            "--data-dir",
+            &data_dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--set",
+            "listeners=SSL://127.0.0.1:0",
+            "--set",
+            &location,
+            "--set",
+            "ssl.key.password=wrong-pw",
+        ],
+        BOUND,
+    );
+    assert!(!status.success());
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("ringbroker: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr}"));
+    assert!(
+        line.contains("'ssl.key.password'") && line.contains("cannot decrypt"),
+        "{line}"
+    );
+    assert!(!stderr.contains("wrong-pw"), "{stderr}");
+    // The right one serves.
+    let broker = Broker::start_in(
+        data.path(),
+        &[
+            "--set",
+            "listeners=SSL://127.0.0.1:0",
+            "--set",
+            &location,
+            "--set",
+            "ssl.key.password=s3cret-pw",
+        ],
+    );
+    let (ok, out, err) = kcat_ssl(&pki, "ca", None, broker.addr, &["-L"]);
+    assert!(ok && out.contains("broker 0 at"), "{out}{err}");
+    assert!(broker.log().iter().all(|l| !l.contains("s3cret-pw")));
+}

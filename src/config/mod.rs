@@ -256,7 +256,7 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "ssl.key.password",
         "",
         ValueKind::Password,
-        "Password of an encrypted private key; refused: encrypted PEM keys are not read (decrypt with openssl pkcs8).",
+        "Password of the encrypted (PKCS#8) private key of ssl.keystore.location or ssl.keystore.key.",
     ),
     def(
         "ssl.truststore.type",

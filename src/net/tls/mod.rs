@@ -15,10 +15,13 @@
 //! machine's offline build does not have. The principal mapping uses `regex`, already in the
 //! dependency tree.
 //!
-//! What is read: PEM key stores and trust stores, from files or inline. Refused with a line
-//! saying so: JKS and PKCS12 stores (no maintained pure-Rust reader of both; convert to PEM),
-//! encrypted private keys and `ssl.key.password`, TLS versions before 1.2, and cipher suites
-//! rustls does not implement. Nothing reloads a key store while the broker runs.
+//! What is read: PEM key stores and trust stores, from files or inline, the private key
+//! unencrypted or encrypted PKCS#8 with `ssl.key.password` (`pkcs8`, RustCrypto's pure-Rust
+//! PBES2 reader: PBKDF2 or scrypt with AES-CBC, what `openssl pkcs8 -topk8` writes). Refused
+//! with a line saying so: JKS and PKCS12 stores (no maintained pure-Rust reader of both;
+//! convert to PEM), OpenSSL's legacy encrypted keys (`Proc-Type: 4,ENCRYPTED`), TLS versions
+//! before 1.2, and cipher suites rustls does not implement. Nothing reloads a key store while
+//! the broker runs.
 
 pub mod principal;
 
@@ -218,12 +221,6 @@ fn keystore(
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String), TlsError> {
     check_pem_type(ssl, "ssl.keystore.type")?;
     let (password_key, password) = ssl.get("ssl.key.password");
-    if !password.is_empty() {
-        return Err(setting(
-            password_key,
-            "encrypted private keys are not read; decrypt the key (openssl pkcs8 -in key.pem -out plain.pem) and leave ssl.key.password unset",
-        ));
-    }
     let (location_key, location) = ssl.get("ssl.keystore.location");
     let (inline_key_key, inline_key) = ssl.get("ssl.keystore.key");
     let (chain_key, inline_chain) = ssl.get("ssl.keystore.certificate.chain");
@@ -268,16 +265,57 @@ fn keystore(
         }
     };
     let text = String::from_utf8_lossy(&key_pem);
-    if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(setting(
             key_setting,
-            "the private key is encrypted, which is not read; decrypt it (openssl pkcs8 -in key.pem -out plain.pem)",
+            "the private key is encrypted in OpenSSL's legacy format, which is not read; convert it to PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key8.pem)",
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|err| setting(key_setting, format!("no PEM private key ({err})")))?;
+    let key = match (encrypted_block(&text), password.is_empty()) {
+        (Some(block), false) => {
+            decrypt_key(block, password).map_err(|reason| setting(password_key, reason))?
+        }
+        (Some(_), true) => {
+            return Err(setting(
+                key_setting,
+                "the private key is encrypted: set ssl.key.password",
+            ));
+        }
+        (None, false) => {
+            return Err(setting(
+                password_key,
+                "is set, but the private key is not encrypted",
+            ));
+        }
+        (None, true) => PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|err| setting(key_setting, format!("no PEM private key ({err})")))?,
+    };
     let chain = certificates(chain_setting, &chain_pem)?;
     Ok((chain, key, key_setting.to_string()))
+}
+
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+
+/// The `ENCRYPTED PRIVATE KEY` PEM block of `text`, if it has one.
+fn encrypted_block(text: &str) -> Option<&str> {
+    let start = text.find(ENCRYPTED_BEGIN)?;
+    let end = text[start..].find(ENCRYPTED_END)? + start + ENCRYPTED_END.len();
+    Some(&text[start..end])
+}
+
+/// Decrypts an encrypted PKCS#8 key (PBES2: PBKDF2 or scrypt, AES-CBC), as Kafka reads PEM
+/// keys with `ssl.key.password`. The error never carries the password or the key.
+fn decrypt_key(block: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
+    use pkcs8::der::SecretDocument;
+    let (_, document) = SecretDocument::from_pem(block)
+        .map_err(|err| format!("the encrypted private key is not valid PEM ({err})"))?;
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(document.as_bytes())
+        .map_err(|err| format!("the encrypted private key is not PKCS#8 ({err})"))?;
+    let plain = info.decrypt(password.as_bytes()).map_err(|err| {
+        format!("cannot decrypt the private key (wrong password, or an unsupported cipher: {err})")
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
 }
 
 /// Every PEM certificate of `pem`; at least one.
@@ -450,9 +488,28 @@ mod tests {
                 "convert to PEM",
             ),
             (
-                vec![("ssl.key.password", "secret")],
+                vec![
+                    (
+                        "ssl.keystore.key",
+                        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                    ),
+                    ("ssl.keystore.certificate.chain", "x"),
+                    ("ssl.key.password", "secret"),
+                ],
                 "listener.name.ssl.ssl.key.password",
-                "encrypted private keys are not read",
+                "not encrypted",
+            ),
+            (
+                vec![
+                    (
+                        "ssl.keystore.key",
+                        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                    ),
+                    ("ssl.keystore.certificate.chain", "x"),
+                    ("ssl.key.password", "secret"),
+                ],
+                "listener.name.ssl.ssl.key.password",
+                "not valid PEM",
             ),
             (
                 vec![("ssl.cipher.suites", "TLS_RSA_WITH_AES_128_CBC_SHA")],
@@ -478,7 +535,7 @@ mod tests {
                     ("ssl.keystore.certificate.chain", "x"),
                 ],
                 "listener.name.ssl.ssl.keystore.key",
-                "encrypted",
+                "set ssl.key.password",
             ),
         ] {
             let err = error(&pairs);
