@@ -866,3 +866,74 @@ fn an_encrypted_pkcs8_key_is_read_with_ssl_key_password() {
     assert!(ok && out.contains("broker 0 at"), "{out}{err}");
     assert!(broker.log().iter().all(|l| !l.contains("s3cret-pw")));
 }
+
+const HANDSHAKE: &str = r#"
+import socket, ssl, sys, json
+host, port, ca, version = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+if version == "1.2":
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384")
+try:
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            print(json.dumps({"ok": True, "version": tls.version(), "cipher": tls.cipher()[0]}))
+except (ssl.SSLError, OSError) as err:
+    print(json.dumps({"ok": False, "error": str(err)}))
+"#;
+
+#[test]
+fn enabled_protocols_and_cipher_suites_are_what_a_client_can_negotiate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let broker = start(
+        &pki,
+        &[
+            "listener.name.ssl.ssl.enabled.protocols=TLSv1.3",
+            "listener.name.ssl.ssl.cipher.suites=TLS_CHACHA20_POLY1305_SHA256",
+        ],
+    );
+    let handshake = |broker: &TlsBroker, version: &str| -> serde_json::Value {
+        let port = broker.ssl.port().to_string();
+        let (ok, out, err) = run_clean(
+            "python3",
+            &[
+                "-c",
+                HANDSHAKE,
+                "127.0.0.1",
+                &port,
+                &pki.path("ca.pem"),
+                version,
+            ],
+            "",
+            BOUND,
+        );
+        assert!(ok, "{out}{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let tls13 = handshake(&broker, "1.3");
+    assert_eq!(tls13["ok"], true, "{tls13}");
+    assert_eq!(tls13["version"], "TLSv1.3", "{tls13}");
+    assert_eq!(tls13["cipher"], "TLS_CHACHA20_POLY1305_SHA256", "{tls13}");
+    let tls12 = handshake(&broker, "1.2");
+    assert_eq!(tls12["ok"], false, "TLS 1.2 is not enabled: {tls12}");
+    still_serves(&broker);
+    drop(broker);
+    // TLS 1.2 alone: a 1.2 client is served, with the one 1.2 suite allowed.
+    let broker = start(
+        &pki,
+        &[
+            "ssl.enabled.protocols=TLSv1.2",
+            "ssl.cipher.suites=TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ],
+    );
+    let tls12 = handshake(&broker, "1.2");
+    assert_eq!(tls12["ok"], true, "{tls12}");
+    assert_eq!(tls12["version"], "TLSv1.2", "{tls12}");
+    assert_eq!(tls12["cipher"], "ECDHE-ECDSA-AES256-GCM-SHA384", "{tls12}");
+    let tls13 = handshake(&broker, "1.3");
+    assert_eq!(
+        tls13["version"], "TLSv1.2",
+        "a client allowing 1.3 gets 1.2: {tls13}"
+    );
+}
