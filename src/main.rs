@@ -174,9 +174,15 @@ fn run(config: Config, cores: &[usize]) -> anyhow::Result<bool> {
         other => anyhow::Error::new(other).context("start failed"),
     })?;
     // Tests and scripts wait for this line to learn the bound port.
+    let listeners: Vec<String> = broker
+        .listeners
+        .iter()
+        .map(|(name, addr)| format!("{name}://{addr}"))
+        .collect();
     info!(
         listen = %broker.listen_addr,
         advertised = %broker.advertised,
+        listeners = %listeners.join(","),
         "ringbroker ready"
     );
     let clean = broker.wait();

@@ -92,6 +92,15 @@ pub enum StartError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// An SSL listener's `ssl.*` settings are refused (the line names the key).
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// The listener.
+        listener: String,
+        /// The refused setting.
+        #[source]
+        source: net::tls::TlsError,
+    },
 }
 
 /// What each executor needs to build its shard. Cloned into every executor thread.
@@ -154,6 +163,9 @@ pub struct RunningBroker {
     pub listen_addr: SocketAddr,
     /// What Metadata advertises.
     pub advertised: AdvertisedListener,
+    /// Every client listener: `NAME://host:port` bound, in `listeners` order (the first is
+    /// `listen_addr`).
+    pub listeners: Vec<(String, SocketAddr)>,
     handles: Vec<(usize, ExecutorJoinHandle<Result<(), String>>)>,
     stop_tx: mpsc::Sender<()>,
     watchdog: Watchdog,
@@ -222,19 +234,47 @@ pub fn start(
 ) -> Result<RunningBroker, StartError> {
     let metadata = metadata.into();
     assert!(!cores.is_empty(), "at least one core is selected");
-    let (listen_addr, port_holder) =
-        net::listener::reserve_port(spec.config.listen).map_err(|source| StartError::Bind {
-            addr: spec.config.listen,
-            source,
-        })?;
-    let advertised =
-        spec.config
-            .advertised_listener
-            .clone()
-            .unwrap_or_else(|| AdvertisedListener {
-                host: listen_addr.ip().to_string(),
-                port: listen_addr.port(),
-            });
+    // One port per client listener, reserved before any shard binds; the TLS side of each
+    // SSL listener built (and its key material checked) before any shard starts.
+    let mut port_holders = Vec::new();
+    let mut bound = Vec::with_capacity(spec.config.listeners.len());
+    let mut advertised_listeners = Vec::with_capacity(spec.config.listeners.len());
+    for (index, listener) in spec.config.listeners.iter().enumerate() {
+        let (addr, holder) =
+            net::listener::reserve_port(listener.addr).map_err(|source| StartError::Bind {
+                addr: listener.addr,
+                source,
+            })?;
+        port_holders.extend(holder);
+        let tls = match &listener.ssl {
+            Some(ssl) if listener.protocol.uses_tls() => Some(Arc::new(
+                net::tls::TlsListener::build(ssl, spec.config.ssl_handshake_timeout_ms).map_err(
+                    |source| StartError::Tls {
+                        listener: listener.name.clone(),
+                        source,
+                    },
+                )?,
+            )),
+            _ => None,
+        };
+        advertised_listeners.push(listener.advertised.clone().unwrap_or_else(|| {
+            AdvertisedListener {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }
+        }));
+        bound.push((
+            addr,
+            net::listener::ListenerPlace {
+                index,
+                name: listener.name.clone(),
+                protocol: listener.protocol,
+                tls,
+            },
+        ));
+    }
+    let listen_addr = bound[0].0;
+    let advertised = advertised_listeners[0].clone();
     // Shutdown requests (a signal, or `RunningBroker::shutdown`) reach shard 0 through this
     // channel; shard 0 waits on it from glommio's blocking pool.
     let (stop_tx, stop_requests) = mpsc::channel::<()>();
@@ -287,6 +327,8 @@ pub fn start(
         let ready_tx = ready_tx.clone();
         let controller_parts = controller_parts.clone();
         let advertised = advertised.clone();
+        let advertised_listeners = advertised_listeners.clone();
+        let listeners = bound.clone();
         let admission = admission.clone();
         let handle = executor::pinned_executor(core, spec.config.shard_spin_before_park_us)
             .spawn(move || async move {
@@ -295,6 +337,8 @@ pub fn start(
                     admission,
                     listen_addr,
                     advertised,
+                    advertised_listeners,
+                    listeners,
                     watch,
                 };
                 let result = run_shard(spec, place, mesh, controller_parts, ready_tx.clone()).await;
@@ -340,11 +384,15 @@ pub fn start(
             }
         }
     }
-    // Every shard has bound the port itself now; the placeholder socket can go.
-    drop(port_holder);
+    // Every shard has bound the ports itself now; the placeholder sockets can go.
+    drop(port_holders);
     Ok(RunningBroker {
         listen_addr,
         advertised,
+        listeners: bound
+            .iter()
+            .map(|(addr, place)| (place.name.clone(), *addr))
+            .collect(),
         handles,
         stop_tx,
         watchdog,
@@ -358,6 +406,8 @@ struct ShardPlace {
     admission: Arc<Admission>,
     listen_addr: SocketAddr,
     advertised: AdvertisedListener,
+    advertised_listeners: Vec<AdvertisedListener>,
+    listeners: Vec<(SocketAddr, net::listener::ListenerPlace)>,
     watch: ShardWatch,
 }
 
@@ -373,6 +423,8 @@ async fn run_shard(
         admission,
         listen_addr,
         advertised,
+        advertised_listeners,
+        listeners,
         mut watch,
     } = place;
     // First, from the root future (which glommio always polls): the watchdog's channel, so it
@@ -428,6 +480,7 @@ async fn run_shard(
         identity: spec.identity,
         listen_addr,
         advertised,
+        advertised_listeners,
         router: Router::new(id, shard_count, senders, weak.clone()),
         queues,
         controller,
@@ -508,15 +561,21 @@ async fn run_shard(
     if let Some((machine, parts)) = quorum {
         quorum::start(&context, machine, *parts)?;
     }
-    let listener =
-        net::listener::bind(listen_addr).map_err(|err| format!("binding {listen_addr}: {err}"))?;
-    info!(shard = %id, core, shards = shard_count, addr = %listen_addr, "shard started");
-    glommio::spawn_local_into(
-        net::listener::accept_loop(context.clone(), listener, admission),
-        queues.requests,
-    )
-    .map_err(|err| err.to_string())?
-    .detach();
+    for (addr, listener_place) in listeners {
+        let listener = net::listener::bind(addr).map_err(|err| format!("binding {addr}: {err}"))?;
+        info!(shard = %id, core, shards = shard_count, addr = %addr, listener = %listener_place.name, "shard started");
+        glommio::spawn_local_into(
+            net::listener::accept_loop(
+                context.clone(),
+                listener,
+                admission.clone(),
+                Rc::new(listener_place),
+            ),
+            queues.requests,
+        )
+        .map_err(|err| err.to_string())?
+        .detach();
+    }
     // The metrics endpoint is bound before the shard reports ready, so "ready" means every
     // listener the operator asked for is up.
     if id == ShardId::CONTROLLER

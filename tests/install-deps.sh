@@ -9,6 +9,8 @@ set -euo pipefail
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# tests/tls.rs makes its CA and certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need_apt+=(fonts-dejavu-core)
 # The chaos harness (tests/chaos/): namespaces and tbf (iproute2), cut links (nftables), the
 # loop-mounted data filesystems (e2fsprogs, mount), time namespaces (util-linux's unshare).

@@ -16,8 +16,9 @@
 //! (READ, WRITE, DELETE and ALTER imply DESCRIBE; ALTER_CONFIGS implies DESCRIBE_CONFIGS)
 //! allows. When no ACL at all matches the resource, `allow.everyone.if.no.acl.found` decides.
 //!
-//! Principals: without SASL or TLS every connection is `User:ANONYMOUS` from its peer address
-//! (`Session`); authentication will set the session's principal when it exists.
+//! Principals: a connection is `User:ANONYMOUS` from its peer address (`Session`) unless its
+//! listener authenticates it: on an SSL listener the client certificate's mapped subject
+//! (`net::tls`), set before its first request is dispatched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -108,7 +109,7 @@ pub mod permission {
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 /// The wildcard resource name, host and principal name.
 pub const WILDCARD: &str = "*";
-/// The principal of every connection until SASL or TLS exist.
+/// The principal of a connection that has not authenticated (no client certificate).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 const WILDCARD_USER: &str = "User:*";
 
@@ -119,6 +120,9 @@ pub struct Session {
     pub principal: String,
     /// The client's address, as ACL hosts name it.
     pub host: String,
+    /// The client listener the connection came in on (its index in `Config::listeners`):
+    /// Metadata answers with that listener's advertised address.
+    pub listener: usize,
 }
 
 impl Session {
@@ -127,6 +131,7 @@ impl Session {
         Session {
             principal: ANONYMOUS.to_string(),
             host: peer.map_or_else(|| WILDCARD.to_string(), |ip| ip.to_string()),
+            listener: 0,
         }
     }
 }

@@ -63,8 +63,10 @@ pub struct ShardContext {
     pub identity: NodeIdentity,
     /// The address the listener is bound to (the real port when `listen` asked for port 0).
     pub listen_addr: SocketAddr,
-    /// What Metadata advertises.
+    /// What Metadata advertises (for the first client listener).
     pub advertised: AdvertisedListener,
+    /// What each client listener advertises, by its index in `Config::listeners`.
+    pub advertised_listeners: Vec<AdvertisedListener>,
     /// Cross-shard calls.
     pub router: Router<ShardContext>,
     /// The task queues.
@@ -96,6 +98,13 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
+    /// What a client of `session`'s listener is told this broker's address is.
+    pub fn advertised_for(&self, session: &crate::acl::Session) -> &AdvertisedListener {
+        self.advertised_listeners
+            .get(session.listener)
+            .unwrap_or(&self.advertised)
+    }
+
     /// Whether `session` may perform `operation` on resource `name` of `resource_type` (codes
     /// of `crate::acl`). Always true when no authorizer is configured: one `None` test, no
     /// image access.

@@ -40,6 +40,9 @@ pub enum ValueKind {
     List(&'static [&'static str]),
     /// Free text, checked elsewhere (addresses, paths, filters).
     Text,
+    /// A secret (Kafka's PASSWORD: keys, key passwords): free text that DescribeConfigs
+    /// reports as sensitive, with a null value, and that no log line carries.
+    Password,
     /// A Kafka release or inter-broker protocol version as Kafka 3.9 parses one
     /// (`message.format.version`): `3.0`, `3.0-IV1`, `2.8.1`, `0.10.2`, ...
     KafkaVersion,
@@ -114,6 +117,7 @@ mod config_type {
     pub const LONG: i8 = 5;
     pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
+    pub const PASSWORD: i8 = 9;
 }
 
 impl ValueKind {
@@ -167,7 +171,7 @@ impl ValueKind {
                     ))
                 }
             }
-            ValueKind::Text => Ok(()),
+            ValueKind::Text | ValueKind::Password => Ok(()),
             ValueKind::KafkaVersion => {
                 if is_kafka_version(value) {
                     Ok(())
@@ -188,6 +192,7 @@ impl ValueKind {
             ValueKind::Bool => config_type::BOOLEAN,
             ValueKind::Choice(_) | ValueKind::Text | ValueKind::KafkaVersion => config_type::STRING,
             ValueKind::List(_) => config_type::LIST,
+            ValueKind::Password => config_type::PASSWORD,
         }
     }
 }

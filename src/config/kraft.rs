@@ -5,16 +5,19 @@
 //! Owner: `Config::build` on the main thread, before any shard starts. Pure: text in, a
 //! `Cluster` value or one `ConfigError` line out, naming the key.
 //!
-//! The shorthands stay: `listen` is the client listener's address and `advertised-listener`
-//! what clients are told; `listeners` / `advertised.listeners` set the same two (a `listen` or
-//! `advertised-listener` given as well wins, as a flag wins over a file) and add the
-//! `CONTROLLER` listener. Without quorum settings a node is broker and controller of itself
+//! `listeners` names the client listeners (several, each with its protocol from
+//! `listener.security.protocol.map` and its `advertised.listeners` entry) and the `CONTROLLER`
+//! listener. The shorthands stay: `listen` is the first client listener's address and
+//! `advertised-listener` what its clients are told (a `listen` or `advertised-listener` given
+//! as well wins, as a flag wins over a file). Without quorum settings a node is broker and controller of itself
 //! with its local metadata log, exactly as before. With `controller.quorum.voters`, every node
 //! is broker and voter (combined mode; dedicated controllers and brokers are refused, not yet
 //! served), its `node.id` must be a voter and its controller listener on its voter's port.
 //!
-//! Only PLAINTEXT listeners exist until TLS and SASL do (issue 17): another protocol in the
-//! map is refused with its listener named, rather than served in the clear.
+//! PLAINTEXT and SSL client listeners are served; SASL_PLAINTEXT and SASL_SSL are refused with
+//! the listener named until SASL exists (`SecurityProtocol` is the hook it plugs into), and so
+//! is a controller listener that is not PLAINTEXT. A quorum node serves one client listener,
+//! PLAINTEXT: brokers register one endpoint and reach each other in the clear.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +32,67 @@ pub struct NamedListener {
     pub host: String,
     /// Port.
     pub port: u16,
+}
+
+/// A listener's protocol (`listener.security.protocol.map`): what a connection on it speaks
+/// before its first Kafka request, and how its principal is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// Kafka frames in the clear; the principal is `User:ANONYMOUS`.
+    Plaintext,
+    /// TLS first (`net::tls`); the principal comes from the client certificate, if any.
+    Ssl,
+    /// SASL over plaintext: refused until SASL exists.
+    SaslPlaintext,
+    /// SASL over TLS: refused until SASL exists.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Parses Kafka's name (upper case).
+    pub fn parse(name: &str) -> Option<SecurityProtocol> {
+        Some(match name {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    /// Kafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether the connection starts with a TLS handshake.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the connection authenticates with SASL before its other requests.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// A client listener of `listeners`: its name and address, protocol and advertised address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientListener {
+    /// Name, host and port as `listeners` gives them.
+    pub listener: NamedListener,
+    /// Its protocol from `listener.security.protocol.map`.
+    pub protocol: SecurityProtocol,
+    /// Its `advertised.listeners` entry, if any.
+    pub advertised: Option<AdvertisedListener>,
 }
 
 /// One voter of `controller.quorum.voters` (`id@host:port`).
@@ -58,10 +122,11 @@ pub struct QuorumConfig {
     pub roles: Roles,
     /// The voters; empty means a lone node (its metadata log local, no controller listener).
     pub voters: Vec<Voter>,
-    /// The client listener from `listeners`, if `listeners` is set.
-    pub client_listener: Option<NamedListener>,
-    /// What `advertised.listeners` tells clients for the client listener, if set.
-    pub advertised_client: Option<AdvertisedListener>,
+    /// The client listeners of `listeners` in their order, each with its protocol and what
+    /// `advertised.listeners` tells its clients; empty when `listeners` is.
+    pub client_listeners: Vec<ClientListener>,
+    /// Without `listeners`: the one `advertised.listeners` entry, for `listen`.
+    pub listen_advertised: Option<AdvertisedListener>,
     /// The listener voters reach this node on (`controller.listener.names`), with voters.
     pub controller_listener: Option<NamedListener>,
     /// `controller.quorum.election.timeout.ms`.
@@ -100,40 +165,119 @@ impl QuorumConfig {
             .map(|n| n.trim().to_ascii_uppercase())
             .filter(|n| !n.is_empty())
             .collect();
-        for listener in listeners.iter().chain(&advertised) {
-            let protocol = protocols.get(&listener.name).ok_or_else(|| {
+        let protocol_of = |listener: &NamedListener| {
+            let text = protocols.get(&listener.name).ok_or_else(|| {
                 invalid(
                     "listener.security.protocol.map",
                     get("listener.security.protocol.map"),
                     format!("listener {} has no security protocol", listener.name),
                 )
             })?;
-            if protocol != "PLAINTEXT" {
+            Ok::<_, ConfigError>(
+                SecurityProtocol::parse(text).expect("the map holds only known protocols"),
+            )
+        };
+        let is_controller_name = |name: &str| controller_names.iter().any(|n| n == name);
+        let mut client_listeners: Vec<ClientListener> = Vec::new();
+        for listener in &listeners {
+            let protocol = protocol_of(listener)?;
+            if is_controller_name(&listener.name) {
+                if protocol != SecurityProtocol::Plaintext {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        get("listener.security.protocol.map"),
+                        format!(
+                            "the controller listener {} is {}; the quorum speaks PLAINTEXT only (TLS between voters is not done)",
+                            listener.name,
+                            protocol.name()
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if protocol.uses_sasl() {
                 return Err(invalid(
-                    "listeners",
-                    get("listeners"),
+                    "listener.security.protocol.map",
+                    get("listener.security.protocol.map"),
                     format!(
-                        "listener {} is {protocol}; only PLAINTEXT is served until TLS and SASL exist",
-                        listener.name
+                        "listener {} is {}; SASL is not served yet (PLAINTEXT and SSL are)",
+                        listener.name,
+                        protocol.name()
                     ),
                 ));
             }
+            client_listeners.push(ClientListener {
+                listener: listener.clone(),
+                protocol,
+                advertised: None,
+            });
         }
-        let is_controller_name = |name: &str| controller_names.iter().any(|n| n == name);
-        let mut clients = listeners.iter().filter(|l| !is_controller_name(&l.name));
-        let client_listener = clients.next().cloned();
-        if let Some(extra) = clients.next() {
-            return Err(invalid(
-                "listeners",
-                get("listeners"),
-                format!("one client listener is served; {} is a second", extra.name),
-            ));
+        // Without `listeners`, the one client listener is `listen` and one advertised entry
+        // (of any name) says what its clients are told.
+        let mut listen_advertised = None;
+        if listeners.is_empty() {
+            match advertised.as_slice() {
+                [] => {}
+                [one] => {
+                    check_advertised(&get, one)?;
+                    listen_advertised = Some(AdvertisedListener {
+                        host: one.host.clone(),
+                        port: one.port,
+                    });
+                }
+                _ => {
+                    return Err(invalid(
+                        "advertised.listeners",
+                        get("advertised.listeners"),
+                        "without listeners, one entry, for the listen address",
+                    ));
+                }
+            }
         }
-        if !roles.broker && client_listener.is_some() {
+        for entry in advertised.iter().filter(|_| !listeners.is_empty()) {
+            protocol_of(entry)?;
+            let Some(client) = client_listeners
+                .iter_mut()
+                .find(|c| c.listener.name == entry.name)
+            else {
+                return Err(invalid(
+                    "advertised.listeners",
+                    get("advertised.listeners"),
+                    format!("{} is not a client listener of listeners", entry.name),
+                ));
+            };
+            check_advertised(&get, entry)?;
+            client.advertised = Some(AdvertisedListener {
+                host: entry.host.clone(),
+                port: entry.port,
+            });
+        }
+        if !roles.broker && !client_listeners.is_empty() {
             return Err(invalid(
                 "listeners",
                 get("listeners"),
                 "a controller-only node has no client listener (process.roles=controller)",
+            ));
+        }
+        if !voters.is_empty() && client_listeners.len() > 1 {
+            return Err(invalid(
+                "listeners",
+                get("listeners"),
+                "a quorum node serves one client listener (broker registrations carry one endpoint)",
+            ));
+        }
+        if !voters.is_empty()
+            && let Some(client) = client_listeners.first()
+            && client.protocol != SecurityProtocol::Plaintext
+        {
+            return Err(invalid(
+                "listeners",
+                get("listeners"),
+                format!(
+                    "listener {} is {}: brokers of a quorum reach each other on the client listener, in PLAINTEXT only",
+                    client.listener.name,
+                    client.protocol.name()
+                ),
             ));
         }
         let controller_listener = listeners
@@ -143,40 +287,32 @@ impl QuorumConfig {
         let inter_broker = get("inter.broker.listener.name")
             .trim()
             .to_ascii_uppercase();
-        if !inter_broker.is_empty()
-            && client_listener
-                .as_ref()
-                .is_none_or(|client| client.name != inter_broker)
-        {
-            return Err(invalid(
-                "inter.broker.listener.name",
-                get("inter.broker.listener.name"),
-                "brokers reach each other on the client listener, which listeners names otherwise",
-            ));
-        }
-        let advertised_client = match advertised.as_slice() {
-            [] => None,
-            [one] if client_listener.as_ref().is_none_or(|c| c.name == one.name) => {
-                if one.host.is_empty() || one.port == 0 {
+        if !inter_broker.is_empty() {
+            let named = client_listeners
+                .iter()
+                .find(|client| client.listener.name == inter_broker);
+            match named {
+                None => {
                     return Err(invalid(
-                        "advertised.listeners",
-                        get("advertised.listeners"),
-                        "an advertised listener needs a host and a port",
+                        "inter.broker.listener.name",
+                        get("inter.broker.listener.name"),
+                        "brokers reach each other on a client listener, which listeners names otherwise",
                     ));
                 }
-                Some(AdvertisedListener {
-                    host: one.host.clone(),
-                    port: one.port,
-                })
+                Some(client) if client.protocol != SecurityProtocol::Plaintext => {
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        get("inter.broker.listener.name"),
+                        format!(
+                            "listener {} is {}; brokers reach each other in PLAINTEXT only",
+                            client.listener.name,
+                            client.protocol.name()
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
-            _ => {
-                return Err(invalid(
-                    "advertised.listeners",
-                    get("advertised.listeners"),
-                    "expected one entry, for the client listener",
-                ));
-            }
-        };
+        }
         if voters.is_empty() {
             // A lone node: its metadata log is local and nothing listens for voters.
             if !(roles.broker && roles.controller) {
@@ -250,8 +386,8 @@ impl QuorumConfig {
         Ok(QuorumConfig {
             roles,
             voters,
-            client_listener,
-            advertised_client,
+            client_listeners,
+            listen_advertised,
             controller_listener,
             election_timeout_ms,
             session_timeout_ms,
@@ -259,6 +395,23 @@ impl QuorumConfig {
             rack,
         })
     }
+}
+
+fn check_advertised<'a>(
+    get: &impl Fn(&str) -> &'a str,
+    entry: &NamedListener,
+) -> Result<(), ConfigError> {
+    if entry.host.is_empty() || entry.port == 0 {
+        return Err(invalid(
+            "advertised.listeners",
+            get("advertised.listeners"),
+            format!(
+                "the advertised listener {} needs a host and a port",
+                entry.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses `process.roles`.
@@ -507,20 +660,80 @@ mod tests {
                 "CONTROLLER has no security protocol",
             ),
             (
-                vec![("listeners", "SSL://:9093")],
-                "listeners",
-                "only PLAINTEXT",
+                vec![("listeners", "SASL_SSL://:9093")],
+                "listener.security.protocol.map",
+                "SASL is not served yet",
             ),
             (
                 vec![
-                    ("listeners", "PLAINTEXT://:9092,OTHER://:9094"),
+                    ("listeners", "PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093"),
+                    ("controller.quorum.voters", "0@127.0.0.1:9093"),
                     (
                         "listener.security.protocol.map",
-                        "PLAINTEXT:PLAINTEXT,OTHER:PLAINTEXT",
+                        "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+                    ),
+                ],
+                "listener.security.protocol.map",
+                "the quorum speaks PLAINTEXT only",
+            ),
+            (
+                vec![
+                    (
+                        "listeners",
+                        "PLAINTEXT://:9092,OTHER://:9094,CONTROLLER://127.0.0.1:9093",
+                    ),
+                    ("controller.quorum.voters", "0@127.0.0.1:9093"),
+                    (
+                        "listener.security.protocol.map",
+                        "PLAINTEXT:PLAINTEXT,OTHER:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     ),
                 ],
                 "listeners",
-                "one client listener",
+                "a quorum node serves one client listener",
+            ),
+            (
+                vec![
+                    ("listeners", "SSL://:9092,CONTROLLER://127.0.0.1:9093"),
+                    ("controller.quorum.voters", "0@127.0.0.1:9093"),
+                    (
+                        "listener.security.protocol.map",
+                        "SSL:SSL,CONTROLLER:PLAINTEXT",
+                    ),
+                ],
+                "listeners",
+                "in PLAINTEXT only",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092,SSL://:9093"),
+                    ("inter.broker.listener.name", "SSL"),
+                ],
+                "inter.broker.listener.name",
+                "PLAINTEXT only",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092"),
+                    ("advertised.listeners", "SSL://h:9093"),
+                ],
+                "advertised.listeners",
+                "SSL is not a client listener",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://:9092"),
+                    ("listener.name.plaintext.ssl.client.auth", "required"),
+                ],
+                "listener.name.plaintext.ssl.client.auth",
+                "not an SSL listener",
+            ),
+            (
+                vec![
+                    ("listeners", "SSL://:9093"),
+                    ("listener.name.ssl.ssl.client.auth", "maybe"),
+                ],
+                "listener.name.ssl.ssl.client.auth",
+                "expected one of none, requested, required",
             ),
             (
                 vec![("inter.broker.listener.name", "INTERNAL")],
@@ -535,6 +748,64 @@ mod tests {
                 "{pairs:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn several_client_listeners_each_with_protocol_and_advertised_address() {
+        let config = build(&[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19093,INTERNAL://127.0.0.1:19094",
+            ),
+            (
+                "advertised.listeners",
+                "SSL://kafka.example:9093,PLAINTEXT://kafka.example:9092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,SSL:SSL,INTERNAL:PLAINTEXT",
+            ),
+            ("ssl.client.auth", "requested"),
+            ("listener.name.ssl.ssl.keystore.location", "/etc/ks.pem"),
+        ])
+        .unwrap();
+        let names: Vec<(&str, SecurityProtocol, u16)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.protocol, l.addr.port()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("PLAINTEXT", SecurityProtocol::Plaintext, 19092),
+                ("SSL", SecurityProtocol::Ssl, 19093),
+                ("INTERNAL", SecurityProtocol::Plaintext, 19094),
+            ]
+        );
+        assert_eq!(
+            config.listeners[1].advertised.as_ref().unwrap().to_string(),
+            "kafka.example:9093"
+        );
+        assert!(config.listeners[2].advertised.is_none());
+        assert_eq!(config.listen.port(), 19092);
+        let ssl = config.listeners[1].ssl.as_ref().unwrap();
+        assert_eq!(ssl.get("ssl.client.auth"), ("ssl.client.auth", "requested"));
+        assert_eq!(
+            ssl.get("ssl.keystore.location"),
+            ("listener.name.ssl.ssl.keystore.location", "/etc/ks.pem")
+        );
+        assert!(config.listeners[0].ssl.is_none());
+        // The shorthand names the first listener, and wins.
+        let config = build(&[
+            (
+                "listeners",
+                "SSL://127.0.0.1:19093,PLAINTEXT://127.0.0.1:19092",
+            ),
+            ("listen", "127.0.0.1:2000"),
+        ])
+        .unwrap();
+        assert_eq!(config.listeners[0].name, "SSL");
+        assert_eq!(config.listeners[0].addr.port(), 2000);
     }
 
     #[test]

@@ -26,10 +26,13 @@ pub use kraft::QuorumConfig;
 
 pub mod kind;
 pub mod kraft;
+pub mod listener;
 pub mod properties;
 pub mod topic;
 
 pub use kind::ValueKind;
+pub use kraft::SecurityProtocol;
+pub use listener::{ListenerConfig, SslSettings};
 
 /// Where a configuration value came from, in Kafka's terms (DescribeConfigs `config_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,13 +202,13 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "listeners",
         "",
         ValueKind::Text,
-        "NAME://host:port list: the client listener (sets listen) and the controller listener; empty: listen alone.",
+        "NAME://host:port list: the client listeners (the first sets listen) and the controller listener; empty: listen alone, PLAINTEXT.",
     ),
     def(
         "advertised.listeners",
         "",
         ValueKind::Text,
-        "NAME://host:port list: what clients are told for the client listener (sets advertised-listener).",
+        "NAME://host:port list: what clients of each client listener are told (the first listener's sets advertised-listener).",
     ),
     def(
         "controller.listener.names",
@@ -217,13 +220,94 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "listener.security.protocol.map",
         "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
         ValueKind::Text,
-        "NAME:PROTOCOL for every listener; only PLAINTEXT is served until TLS and SASL exist.",
+        "NAME:PROTOCOL for every listener: PLAINTEXT or SSL (SASL_PLAINTEXT and SASL_SSL are refused until SASL exists).",
     ),
     def(
         "inter.broker.listener.name",
         "",
         ValueKind::Text,
         "The listener brokers use to reach each other; empty: the client listener.",
+    ),
+    def(
+        "ssl.keystore.type",
+        "PEM",
+        ValueKind::Text,
+        "Format of the key store of SSL listeners: PEM (Kafka's default JKS, and PKCS12, are refused: convert them to PEM).",
+    ),
+    def(
+        "ssl.keystore.location",
+        "",
+        ValueKind::Text,
+        "PEM file holding the private key and the certificate chain of SSL listeners.",
+    ),
+    def(
+        "ssl.keystore.key",
+        "",
+        ValueKind::Password,
+        "The private key in PEM, inline (instead of ssl.keystore.location).",
+    ),
+    def(
+        "ssl.keystore.certificate.chain",
+        "",
+        ValueKind::Password,
+        "The certificate chain in PEM, inline (with ssl.keystore.key).",
+    ),
+    def(
+        "ssl.key.password",
+        "",
+        ValueKind::Password,
+        "Password of the encrypted (PKCS#8) private key of ssl.keystore.location or ssl.keystore.key.",
+    ),
+    def(
+        "ssl.truststore.type",
+        "PEM",
+        ValueKind::Text,
+        "Format of the trust store (the CAs that sign client certificates): PEM.",
+    ),
+    def(
+        "ssl.truststore.location",
+        "",
+        ValueKind::Text,
+        "PEM file of the CA certificates client certificates are checked against.",
+    ),
+    def(
+        "ssl.truststore.certificates",
+        "",
+        ValueKind::Password,
+        "The CA certificates in PEM, inline (instead of ssl.truststore.location).",
+    ),
+    def(
+        "ssl.client.auth",
+        "none",
+        ValueKind::Choice(&["none", "requested", "required"]),
+        "Whether SSL listeners ask clients for a certificate: none, requested, required.",
+    ),
+    def(
+        "ssl.enabled.protocols",
+        "TLSv1.2,TLSv1.3",
+        ValueKind::Text,
+        "TLS versions SSL listeners accept (TLSv1.2, TLSv1.3).",
+    ),
+    def(
+        "ssl.cipher.suites",
+        "",
+        ValueKind::Text,
+        "Cipher suites by their Kafka (JSSE) names; empty: every suite rustls offers.",
+    ),
+    def(
+        "ssl.principal.mapping.rules",
+        "DEFAULT",
+        ValueKind::Text,
+        "Rules mapping a client certificate's subject DN to a principal name (RULE:pattern/replacement/[LU], DEFAULT).",
+    ),
+    def(
+        "ssl-handshake-timeout-ms",
+        "10000",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "How long a TLS handshake may take from the accept; past it the connection is closed.",
     ),
     def(
         "cores",
@@ -889,6 +973,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// What Metadata tells clients; `None` means the bound listen address.
     pub advertised_listener: Option<AdvertisedListener>,
+    /// Every client listener, in `listeners` order; the first is `listen` and
+    /// `advertised_listener` (one PLAINTEXT listener when `listeners` is empty).
+    pub listeners: Vec<ListenerConfig>,
+    /// How long a TLS handshake may take (`ssl-handshake-timeout-ms`).
+    pub ssl_handshake_timeout_ms: u64,
     /// Cores to run shards on; `None` means all online cores.
     pub cores: Option<Vec<usize>>,
     /// Kafka node id.
@@ -1009,7 +1098,16 @@ impl Config {
                 (def.name, entry)
             })
             .collect();
+        let mut overrides = Vec::new();
         for (key, value) in pairs {
+            if let Some(found) = listener::parse_override(key, value)? {
+                let def = config_def(found.setting).expect("SSL_SETTINGS are defined");
+                def.kind
+                    .check(value)
+                    .map_err(|reason| invalid(key, value, reason))?;
+                overrides.push(found);
+                continue;
+            }
             let key = canonical_key(key, value)?;
             let def = config_def(key).ok_or_else(|| ConfigError::UnknownKey {
                 key: key.to_string(),
@@ -1041,21 +1139,51 @@ impl Config {
         let mut listen = listen;
         let explicit = |key: &str| entries[key].source == ConfigSource::Static;
         let quorum = QuorumConfig::build(get, node_id)?;
-        if let Some(client) = &quorum.client_listener
-            && !explicit("listen")
-        {
-            let host = if client.host.is_empty() {
+        let mut listeners = Vec::with_capacity(quorum.client_listeners.len().max(1));
+        for client in &quorum.client_listeners {
+            let host = if client.listener.host.is_empty() {
                 "0.0.0.0"
             } else {
-                client.host.as_str()
+                client.listener.host.as_str()
             };
-            listen = parse_socket_addr("listeners", &format!("{host}:{}", client.port))?;
+            listeners.push(ListenerConfig {
+                name: client.listener.name.clone(),
+                addr: parse_socket_addr("listeners", &format!("{host}:{}", client.listener.port))?,
+                protocol: client.protocol,
+                advertised: client.advertised.clone(),
+                ssl: None,
+            });
         }
-        if let Some(advertised) = &quorum.advertised_client
-            && !explicit("advertised-listener")
-        {
-            advertised_listener = Some(advertised.clone());
+        if listeners.is_empty() {
+            listeners.push(ListenerConfig {
+                name: "PLAINTEXT".to_string(),
+                addr: listen,
+                protocol: SecurityProtocol::Plaintext,
+                advertised: quorum.listen_advertised.clone(),
+                ssl: None,
+            });
         }
+        // The shorthands name the first client listener, and win over `listeners`.
+        if explicit("listen") {
+            listeners[0].addr = listen;
+        }
+        if explicit("advertised-listener") {
+            listeners[0].advertised = advertised_listener.clone();
+        }
+        for listener in &mut listeners {
+            if listener.protocol.uses_tls() {
+                listener.ssl = Some(SslSettings::resolve(&listener.name, get, &overrides));
+            }
+        }
+        listener::check_overrides(&listeners, &overrides)?;
+        listen = listeners[0].addr;
+        advertised_listener = listeners[0].advertised.clone();
+        let ssl_handshake_timeout_ms = parse_int::<u64>(
+            "ssl-handshake-timeout-ms",
+            get("ssl-handshake-timeout-ms"),
+            1,
+            INT_MAX,
+        )?;
         let log_level = nonempty("log-level", get("log-level"))?.to_string();
         let log_format = match get("log-format") {
             "text" => LogFormat::Text,
@@ -1175,6 +1303,8 @@ impl Config {
             data_dir,
             listen,
             advertised_listener,
+            listeners,
+            ssl_handshake_timeout_ms,
             cores,
             node_id,
             log_level,

@@ -87,8 +87,8 @@ fn answer(context: &ShardContext, request: &Request, controller_id: i32) -> Hand
         vec![
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(context.identity.node_id))
-                .with_host(text(context.advertised.host.clone()))
-                .with_port(i32::from(context.advertised.port)),
+                .with_host(text(context.advertised_for(&request.session).host.clone()))
+                .with_port(i32::from(context.advertised_for(&request.session).port)),
         ]
     };
     response = response.with_brokers(brokers);

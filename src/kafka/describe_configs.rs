@@ -176,9 +176,13 @@ fn describe_broker(
         .filter(|(name, _)| wanted(name))
         .map(|(name, def)| {
             let (value, source) = effective(context, &broker, def);
+            // Secrets (Kafka's PASSWORD settings) are reported as sensitive, without a value.
+            let sensitive = matches!(def.kind, ValueKind::Password);
+            let value = value.filter(|_| !sensitive);
             let mut result = DescribeConfigsResourceResult::default()
                 .with_name(StrBytes::from_static_str(name))
                 .with_value(value.map(text))
+                .with_is_sensitive(sensitive)
                 .with_read_only(!topic::is_dynamic_broker_config(def.name))
                 .with_config_source(source.kafka_code())
                 .with_config_type(def.kind.kafka_type());
@@ -196,7 +200,11 @@ fn describe_broker(
                         } else {
                             found.name
                         };
-                        synonym(key, &found.value, found.source.kafka_code())
+                        let mut entry = synonym(key, &found.value, found.source.kafka_code());
+                        if sensitive {
+                            entry.value = None;
+                        }
+                        entry
                     })
                     .collect();
                 result = result.with_synonyms(synonyms);

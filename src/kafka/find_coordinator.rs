@@ -147,8 +147,8 @@ async fn lookup(
         return crate::msg!(Coordinator {
             key: key,
             node_id: BrokerId(context.identity.node_id),
-            host: StrBytes::from_string(context.advertised.host.clone()),
-            port: i32::from(context.advertised.port),
+            host: StrBytes::from_string(context.advertised_for(session).host.clone()),
+            port: i32::from(context.advertised_for(session).port),
             error_code: 0,
             error_message: None
         });

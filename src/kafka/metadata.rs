@@ -303,7 +303,10 @@ fn answer(
     };
 
     let mut response = MetadataResponse::default()
-        .with_brokers(view.brokers(&context.advertised.host, context.advertised.port))
+        .with_brokers({
+            let advertised = context.advertised_for(&request.session);
+            view.brokers(&advertised.host, advertised.port)
+        })
         .with_cluster_id(Some(StrBytes::from_string(
             context.identity.cluster_id.clone(),
         )))

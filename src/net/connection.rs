@@ -34,10 +34,9 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::io::{AsyncReadExt as _, WriteHalf};
+use futures::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, WriteHalf};
 use futures_lite::{AsyncWriteExt, future};
 use glommio::channels::local_channel::{self, LocalReceiver};
-use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -148,20 +147,23 @@ const CONNECTION_CLOCK_CHECK_MS_MAX: u64 = 1000;
 /// Serves `stream` until the peer closes it, a protocol error ends it, a bound is passed, or the
 /// shard drains. `_pass` is the connection's place in the broker's connection counts, given back
 /// when this returns.
-pub async fn serve(
+///
+/// `stream` is the accepted TCP stream itself on a PLAINTEXT listener, its TLS stream on an
+/// SSL one (`net::listener::open` did the handshake); each kind gets its own copy of this
+/// loop, so the plaintext path reads and writes the socket as directly as before. `session`
+/// carries the principal its listener authenticated, set once, before the first request.
+pub async fn serve<S>(
     context: Rc<ShardContext>,
-    stream: TcpStream,
+    stream: S,
+    peer: Option<SocketAddr>,
+    session: Session,
     memory: Option<RequestMemory>,
     _pass: ConnectionPass,
-) {
-    let peer = stream.peer_addr().ok();
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     context.metrics.connection_opened();
-    if let Err(err) = stream.set_nodelay(true) {
-        debug!(?peer, %err, "cannot set TCP_NODELAY");
-    }
-    // No SASL or TLS yet: every connection is anonymous. Authentication will set the principal
-    // here, once per connection, before the first request is dispatched.
-    let session = Rc::new(Session::anonymous(peer.map(|p| p.ip())));
+    let session = Rc::new(session);
     let (mut reader, writer) = stream.split();
     let (pending_tx, pending_rx) =
         local_channel::new_bounded::<PendingResponse>(limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
@@ -329,9 +331,9 @@ pub async fn serve(
     debug!(?peer, "connection closed");
 }
 
-async fn write_responses(
+async fn write_responses<S: AsyncWrite>(
     context: Rc<ShardContext>,
-    mut writer: WriteHalf<TcpStream>,
+    mut writer: WriteHalf<S>,
     pending: LocalReceiver<PendingResponse>,
     state: Rc<ConnectionState>,
     closed: Rc<ShutdownSignal>,
@@ -400,8 +402,8 @@ async fn write_responses(
 /// Writes one response frame: size, response header, body chunks. glommio's TCP stream has no
 /// vectored write, so small chunks are gathered into one buffer (one send) and only chunks of
 /// at least `RESPONSE_COALESCE_BYTES_MAX` (record data) are sent as they are, never copied.
-async fn write_response(
-    writer: &mut WriteHalf<TcpStream>,
+async fn write_response<S: AsyncWrite>(
+    writer: &mut WriteHalf<S>,
     response: ResponseFrame,
 ) -> std::io::Result<()> {
     let header_len = if response.flexible_header { 5 } else { 4 };

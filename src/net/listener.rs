@@ -8,6 +8,13 @@
 //!
 //! Port 0 (tests, ephemeral brokers) would give every shard a different port, so `main`
 //! reserves one port first with `reserve_port` and every shard binds that port.
+//!
+//! A broker has one or more client listeners (`listeners`); every shard binds each and runs
+//! one accept loop per listener. `open` turns an accepted socket into a served connection by
+//! its listener's `SecurityProtocol`: PLAINTEXT serves the socket at once; SSL first runs the
+//! TLS handshake (`net::tls`, bounded by `ssl-handshake-timeout-ms`) in the connection's own
+//! task, so a slow handshake never holds the accept loop, and takes the principal from the
+//! client certificate. SASL, when it exists, authenticates there too, before `serve`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,13 +24,16 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use glommio::sync::Semaphore;
 
-use crate::net::admission::{Admission, Refusal};
+use crate::acl::Session;
+use crate::config::SecurityProtocol;
+use crate::net::admission::{Admission, ConnectionPass, Refusal};
 use crate::net::connection;
 use crate::net::frame::RequestMemory;
+use crate::net::tls::TlsListener;
 
 /// How long start-up waits for a fixed port that something still listens on.
 const PORT_RELEASE_WAIT_MS: u64 = 10_000;
@@ -79,6 +89,20 @@ pub fn reserve_port(addr: SocketAddr) -> std::io::Result<(SocketAddr, Option<Soc
     Ok((addr, None))
 }
 
+/// One client listener as the shards serve it: its place in `Config::listeners` (which
+/// `Session::listener` carries, for the advertised address), name, protocol and TLS side.
+#[derive(Debug, Clone)]
+pub struct ListenerPlace {
+    /// Index in `Config::listeners`.
+    pub index: usize,
+    /// Its name, for logs.
+    pub name: String,
+    /// What its connections speak.
+    pub protocol: SecurityProtocol,
+    /// Its TLS configuration, for an SSL listener.
+    pub tls: Option<Arc<TlsListener>>,
+}
+
 /// Binds this shard's listener.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(std::io::Error::from)
@@ -99,6 +123,7 @@ pub async fn accept_loop(
     context: Rc<ShardContext>,
     listener: TcpListener,
     admission: Arc<Admission>,
+    place: Rc<ListenerPlace>,
 ) {
     let memory = request_memory(&context);
     let mut refusals = RefusalLog::default();
@@ -145,9 +170,9 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        debug!(shard = %context.id, ?peer, "connection accepted");
+        debug!(shard = %context.id, ?peer, listener = %place.name, "connection accepted");
         let spawned = context.connections.spawn_into(
-            connection::serve(context.clone(), stream, memory.clone(), pass),
+            open(context.clone(), place.clone(), stream, memory.clone(), pass),
             context.queues.requests,
         );
         match spawned {
@@ -158,7 +183,51 @@ pub async fn accept_loop(
             Err(_) => break,
         }
     }
-    debug!(shard = %context.id, "listener closed");
+    debug!(shard = %context.id, listener = %place.name, "listener closed");
+}
+
+/// Serves one accepted connection by its listener's protocol (see the module documentation).
+async fn open(
+    context: Rc<ShardContext>,
+    place: Rc<ListenerPlace>,
+    stream: glommio::net::TcpStream,
+    memory: Option<RequestMemory>,
+    pass: ConnectionPass,
+) {
+    let peer = stream.peer_addr().ok();
+    if let Err(err) = stream.set_nodelay(true) {
+        debug!(?peer, %err, "cannot set TCP_NODELAY");
+    }
+    let mut session = Session::anonymous(peer.map(|p| p.ip()));
+    session.listener = place.index;
+    match (place.protocol, &place.tls) {
+        (SecurityProtocol::Plaintext, _) => {
+            connection::serve(context, stream, peer, session, memory, pass).await;
+        }
+        (SecurityProtocol::Ssl, Some(tls)) => {
+            let handshake = future::or(async { Some(tls.accept(stream).await) }, async {
+                context.draining.raised().await;
+                None
+            })
+            .await;
+            match handshake {
+                None => {}
+                Some(Ok(accepted)) => {
+                    debug!(?peer, listener = %place.name, principal = %accepted.principal, "TLS handshake done");
+                    session.principal = accepted.principal;
+                    connection::serve(context, accepted.stream, peer, session, memory, pass).await;
+                }
+                Some(Err(err)) => {
+                    info!(?peer, listener = %place.name, %err, "closing connection");
+                }
+            }
+        }
+        // Refused when the configuration is built (`config::kraft`); an SSL listener without
+        // its TLS side cannot be started (`pool::start`).
+        (protocol, _) => {
+            warn!(?peer, listener = %place.name, protocol = protocol.name(), "protocol not served; closing connection");
+        }
+    }
 }
 
 /// This shard's share of `queued.max.request.bytes`: an equal part, but never less than one
