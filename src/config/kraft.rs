@@ -13,8 +13,10 @@
 //! is broker and voter (combined mode; dedicated controllers and brokers are refused, not yet
 //! served), its `node.id` must be a voter and its controller listener on its voter's port.
 //!
-//! Only PLAINTEXT listeners exist until TLS and SASL do (issue 17): another protocol in the
-//! map is refused with its listener named, rather than served in the clear.
+//! The client listener is PLAINTEXT or SASL_PLAINTEXT (its protocol is carried to every
+//! connection as `SecurityProtocol`); SSL and SASL_SSL are refused with their listener named
+//! until TLS exists (issue 17), rather than served in the clear. The controller listener is
+//! PLAINTEXT.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,27 @@ pub struct NamedListener {
     pub host: String,
     /// Port.
     pub port: u16,
+}
+
+/// The security protocol of a listener, as `listener.security.protocol.map` names it; the
+/// ones served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityProtocol {
+    /// No authentication, no encryption.
+    #[default]
+    Plaintext,
+    /// SASL authentication (security::sasl) over a clear connection.
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name of the protocol.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        }
+    }
 }
 
 /// One voter of `controller.quorum.voters` (`id@host:port`).
@@ -60,6 +83,8 @@ pub struct QuorumConfig {
     pub voters: Vec<Voter>,
     /// The client listener from `listeners`, if `listeners` is set.
     pub client_listener: Option<NamedListener>,
+    /// The client listener's security protocol (PLAINTEXT without `listeners`).
+    pub client_protocol: SecurityProtocol,
     /// What `advertised.listeners` tells clients for the client listener, if set.
     pub advertised_client: Option<AdvertisedListener>,
     /// The listener voters reach this node on (`controller.listener.names`), with voters.
@@ -108,12 +133,15 @@ impl QuorumConfig {
                     format!("listener {} has no security protocol", listener.name),
                 )
             })?;
-            if protocol != "PLAINTEXT" {
+            let is_controller = controller_names.contains(&listener.name);
+            let served =
+                protocol == "PLAINTEXT" || (protocol == "SASL_PLAINTEXT" && !is_controller);
+            if !served {
                 return Err(invalid(
                     "listeners",
                     get("listeners"),
                     format!(
-                        "listener {} is {protocol}; only PLAINTEXT is served until TLS and SASL exist",
+                        "listener {} is {protocol}; served are PLAINTEXT, and SASL_PLAINTEXT for the client listener (no TLS yet)",
                         listener.name
                     ),
                 ));
@@ -122,6 +150,14 @@ impl QuorumConfig {
         let is_controller_name = |name: &str| controller_names.iter().any(|n| n == name);
         let mut clients = listeners.iter().filter(|l| !is_controller_name(&l.name));
         let client_listener = clients.next().cloned();
+        let client_protocol = match &client_listener {
+            Some(client)
+                if protocols.get(&client.name).map(String::as_str) == Some("SASL_PLAINTEXT") =>
+            {
+                SecurityProtocol::SaslPlaintext
+            }
+            _ => SecurityProtocol::Plaintext,
+        };
         if let Some(extra) = clients.next() {
             return Err(invalid(
                 "listeners",
@@ -197,6 +233,13 @@ impl QuorumConfig {
                 ));
             }
         } else {
+            if client_protocol != SecurityProtocol::Plaintext {
+                return Err(invalid(
+                    "listeners",
+                    get("listeners"),
+                    "brokers of a quorum reach each other on the client listener, which must be PLAINTEXT: SASL between brokers is not served yet",
+                ));
+            }
             // Every node of a quorum is broker and voter (combined mode): brokers that only
             // observe the quorum, and voters that serve no clients, are not served yet.
             if !(roles.broker && roles.controller) {
@@ -251,6 +294,7 @@ impl QuorumConfig {
             roles,
             voters,
             client_listener,
+            client_protocol,
             advertised_client,
             controller_listener,
             election_timeout_ms,
@@ -509,7 +553,7 @@ mod tests {
             (
                 vec![("listeners", "SSL://:9093")],
                 "listeners",
-                "only PLAINTEXT",
+                "served are PLAINTEXT",
             ),
             (
                 vec![

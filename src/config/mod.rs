@@ -217,7 +217,7 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "listener.security.protocol.map",
         "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
         ValueKind::Text,
-        "NAME:PROTOCOL for every listener; only PLAINTEXT is served until TLS and SASL exist.",
+        "NAME:PROTOCOL for every listener; served are PLAINTEXT, and SASL_PLAINTEXT for the client listener (no TLS yet).",
     ),
     def(
         "inter.broker.listener.name",
@@ -305,6 +305,21 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "",
         ValueKind::Text,
         "Per-address exceptions to max.connections.per.ip, as host:count pairs separated by commas.",
+    ),
+    def(
+        "sasl.enabled.mechanisms",
+        "PLAIN",
+        ValueKind::Text,
+        "SASL mechanisms a SASL_PLAINTEXT listener offers: PLAIN, OAUTHBEARER (unsecured JWS). Kafka's default GSSAPI is not served, so the default is PLAIN.",
+    ),
+    def(
+        "connections.max.reauth.ms",
+        "0",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "SASL session lifetime (KIP-368): past it a connection that has not re-authenticated is closed on its next request; 0: sessions do not expire.",
     ),
     def(
         "connections.max.idle.ms",
@@ -918,6 +933,10 @@ pub struct Config {
     pub queued_max_request_bytes: Option<u64>,
     /// How long one request frame may take to arrive once it has started.
     pub request_read_timeout_ms: u64,
+    /// The client listener's security protocol.
+    pub client_protocol: kraft::SecurityProtocol,
+    /// The SASL settings, when the client listener is SASL_PLAINTEXT.
+    pub sasl: Option<std::sync::Arc<crate::security::sasl::SaslConfig>>,
     /// Roles, controller quorum and its listener (`process.roles`, `controller.quorum.*`).
     pub quorum: QuorumConfig,
     /// Partitions of topics created without a count.
@@ -1009,7 +1028,14 @@ impl Config {
                 (def.name, entry)
             })
             .collect();
+        // Listener-prefixed SASL settings (`listener.name.<l>.<mechanism>.sasl.jaas.config`):
+        // secrets, kept out of `entries` and so out of DescribeConfigs.
+        let mut listener_jaas: BTreeMap<String, String> = BTreeMap::new();
         for (key, value) in pairs {
+            if key.starts_with("listener.name.") && key.ends_with(".sasl.jaas.config") {
+                listener_jaas.insert(key.to_ascii_lowercase(), value.trim().to_string());
+                continue;
+            }
             let key = canonical_key(key, value)?;
             let def = config_def(key).ok_or_else(|| ConfigError::UnknownKey {
                 key: key.to_string(),
@@ -1121,6 +1147,41 @@ impl Config {
             LONG_MAX,
         )?;
 
+        let client_protocol = quorum.client_protocol;
+        let sasl = match (client_protocol, &quorum.client_listener) {
+            (kraft::SecurityProtocol::SaslPlaintext, Some(listener)) => {
+                let max_reauth_ms = parse_int::<u64>(
+                    "connections.max.reauth.ms",
+                    get("connections.max.reauth.ms"),
+                    0,
+                    LONG_MAX,
+                )?;
+                let config = crate::security::sasl::SaslConfig::build(
+                    &listener.name,
+                    get("sasl.enabled.mechanisms"),
+                    max_reauth_ms,
+                    &listener_jaas,
+                )
+                .map_err(|err| ConfigError::InvalidValue {
+                    key: err.key.clone(),
+                    // The value may hold passwords: it is never echoed.
+                    value: "(hidden)".to_string(),
+                    reason: err.reason,
+                })?;
+                Some(std::sync::Arc::new(config))
+            }
+            _ => {
+                if let Some(key) = listener_jaas.keys().next() {
+                    return Err(invalid(
+                        key,
+                        "(hidden)",
+                        "no SASL_PLAINTEXT listener in listeners",
+                    ));
+                }
+                None
+            }
+        };
+
         let num_partitions =
             parse_int::<i32>("num.partitions", get("num.partitions"), 1, i64::MAX)?;
         let auto_create_topics_enable = get("auto.create.topics.enable") == "true";
@@ -1188,6 +1249,8 @@ impl Config {
             connections_max_idle_ms,
             queued_max_request_bytes,
             request_read_timeout_ms,
+            client_protocol,
+            sasl,
             quorum,
             entries,
         })

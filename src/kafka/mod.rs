@@ -40,6 +40,8 @@ pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod scatter;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
