@@ -109,14 +109,24 @@ fn now_s() -> f64 {
 
 fn kcat(broker: &Broker, mechanism_args: &[&str], args: &[&str], input: &str) -> (bool, String) {
     let bootstrap = broker.bootstrap();
-    let mut argv = vec!["-b", &bootstrap, "-X", "security.protocol=sasl_plaintext"];
+    // cargo's LD_LIBRARY_PATH would give kcat the test build's librdkafka (PLAIN only, no
+    // SCRAM); kcat runs with the system's (Debian's 2.0.2, which has the SCRAM nonce quirk).
+    let mut argv = vec![
+        "-u",
+        "LD_LIBRARY_PATH",
+        "kcat",
+        "-b",
+        &bootstrap,
+        "-X",
+        "security.protocol=sasl_plaintext",
+    ];
     for arg in mechanism_args {
         argv.push("-X");
         argv.push(arg);
     }
     argv.extend_from_slice(args);
     let (status, stdout, stderr) =
-        run_bounded_with_input("kcat", &argv, input, Duration::from_secs(60));
+        run_bounded_with_input("env", &argv, input, Duration::from_secs(60));
     (status.success(), format!("{stdout}\n{stderr}"))
 }
 
@@ -528,4 +538,252 @@ fn sasl_settings_are_checked_at_start() {
     let (code, stderr) = start(&["--set", PLAIN_JAAS]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(!stderr.contains("alice-secret"), "{stderr}");
+}
+
+const SCRAM_SCRIPT: &str = r#"
+import sys, json, time
+from kafka import KafkaConsumer
+from kafka.admin import (KafkaAdminClient, UserScramCredentialUpsertion as Up,
+    UserScramCredentialDeletion as Del)
+from confluent_kafka import Producer
+bootstrap, step = sys.argv[1], sys.argv[2]
+out = {}
+if step == 'create':
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, security_protocol='SASL_PLAINTEXT',
+                         sasl_mechanism='PLAIN', sasl_plain_username='alice',
+                         sasl_plain_password='alice-secret')
+    out['alter'] = a.alter_user_scram_credentials([
+        Up('carol', 'SCRAM-SHA-256', 'carol-secret'),
+        Up('dave', 'SCRAM-SHA-512', 'dave-secret', iterations=8192),
+        Up('erin', 'SCRAM-SHA-256', 'erin-secret', iterations=4095),
+        Up('frank', 'SCRAM-SHA-256', 'f', iterations=16385),
+        Up('gina', 'SCRAM-SHA-256', 'g'), Del('gina', 'SCRAM-SHA-512'),
+        Del('nobody', 'SCRAM-SHA-256'),
+    ])
+    d = a.describe_user_scram_credentials()
+    out['describe'] = {u: [[int(c['mechanism']), c['iterations']] for c in v['credential_infos']]
+                       for u, v in d.items()}
+    d = a.describe_user_scram_credentials(['carol', 'nobody'])
+    out['describe_some'] = {u: v['error'] for u, v in d.items()}
+elif step == 'delete':
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, security_protocol='SASL_PLAINTEXT',
+                         sasl_mechanism='SCRAM-SHA-512', sasl_plain_username='dave',
+                         sasl_plain_password='dave-secret')
+    out['alter'] = a.alter_user_scram_credentials([Del('carol', 'SCRAM-SHA-256')])
+else:
+    # confluent-kafka's librdkafka sends RFC 5802's nonce (kcat 2.0.2's does not).
+    p = Producer({'bootstrap.servers': bootstrap, 'security.protocol': 'SASL_PLAINTEXT',
+                  'sasl.mechanisms': 'SCRAM-SHA-256', 'sasl.username': 'carol',
+                  'sasl.password': 'carol-secret'})
+    p.produce('scram-topic', b'confluent-scram')
+    out['unflushed'] = p.flush(30)
+    c = KafkaConsumer('scram-topic', bootstrap_servers=bootstrap,
+                      security_protocol='SASL_PLAINTEXT', sasl_mechanism='SCRAM-SHA-512',
+                      sasl_plain_username='dave', sasl_plain_password='dave-secret',
+                      auto_offset_reset='earliest', consumer_timeout_ms=10000)
+    out['consumed'] = sorted(m.value.decode() for m in c)
+print(json.dumps(out))
+"#;
+
+fn scram_script(broker: &Broker, step: &str) -> serde_json::Value {
+    let bootstrap = broker.bootstrap();
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", SCRAM_SCRIPT, &bootstrap, step],
+        Duration::from_secs(150),
+    );
+    assert!(status.success(), "{stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout}"))
+}
+
+const SCRAM_MECHANISMS: &str = "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512";
+
+#[test]
+fn scram_credentials_from_the_admin_api_authenticate_kcat_and_python_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = sasl_broker(&dir, &["--set", SCRAM_MECHANISMS]);
+    let out = scram_script(&broker, "create");
+    let alter = &out["alter"];
+    assert_eq!(alter["carol"], serde_json::Value::Null, "{out}");
+    assert_eq!(alter["dave"], serde_json::Value::Null, "{out}");
+    assert!(
+        alter["erin"]
+            .as_str()
+            .unwrap()
+            .contains("less than the minimum 4096"),
+        "{out}"
+    );
+    assert!(
+        alter["frank"]
+            .as_str()
+            .unwrap()
+            .contains("more than the maximum 16384"),
+        "{out}"
+    );
+    assert!(alter["gina"].as_str().unwrap().contains("twice"), "{out}");
+    assert!(
+        alter["nobody"].as_str().unwrap().contains("does not exist"),
+        "{out}"
+    );
+    assert_eq!(
+        out["describe"],
+        serde_json::json!({"carol": [[1, 4096]], "dave": [[2, 8192]]})
+    );
+    assert_eq!(out["describe_some"]["carol"], serde_json::Value::Null);
+    assert!(
+        out["describe_some"]["nobody"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+
+    let carol = [
+        "sasl.mechanisms=SCRAM-SHA-256",
+        "sasl.username=carol",
+        "sasl.password=carol-secret",
+    ];
+    let dave = [
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "sasl.username=dave",
+        "sasl.password=dave-secret",
+    ];
+    let (ok, out) = kcat(
+        &broker,
+        &carol,
+        &["-P", "-t", "scram-topic"],
+        "kcat-scram\n",
+    );
+    assert!(ok, "{out}");
+    let out = scram_script(&broker, "clients");
+    assert_eq!(out["unflushed"], 0);
+    assert_eq!(
+        out["consumed"],
+        serde_json::json!(["confluent-scram", "kcat-scram"])
+    );
+    let wrong = [
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "sasl.username=dave",
+        "sasl.password=not-dave",
+    ];
+    let (ok, out) = kcat(&broker, &wrong, &["-L", "-m", "5"], "");
+    assert!(!ok, "{out}");
+    assert!(out.contains("invalid credentials"), "{out}");
+    // A mechanism the user has no credential for fails the same way.
+    let carol_512 = [
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "sasl.username=carol",
+        "sasl.password=carol-secret",
+    ];
+    let (ok, out) = kcat(&broker, &carol_512, &["-L", "-m", "5"], "");
+    assert!(!ok && out.contains("invalid credentials"), "{out}");
+    let log = broker.log().join("\n");
+    assert!(
+        !log.contains("carol-secret") && !log.contains("not-dave"),
+        "{log}"
+    );
+
+    // The credentials live in the metadata log.
+    drop(broker);
+    let broker = sasl_broker(&dir, &["--set", SCRAM_MECHANISMS]);
+    let (ok, out) = kcat(
+        &broker,
+        &dave,
+        &["-C", "-t", "scram-topic", "-o", "beginning", "-e", "-q"],
+        "",
+    );
+    assert!(ok && out.contains("kcat-scram"), "{out}");
+    // Deleted (by dave, over SCRAM), carol can no longer authenticate.
+    let out = scram_script(&broker, "delete");
+    assert_eq!(out["alter"]["carol"], serde_json::Value::Null, "{out}");
+    let (ok, out) = kcat(&broker, &carol, &["-L", "-m", "5"], "");
+    assert!(!ok && out.contains("invalid credentials"), "{out}");
+}
+
+#[test]
+fn scram_credential_apis_need_cluster_rights_and_known_mechanisms() {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+        DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    };
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    const UNACCEPTABLE_CREDENTIAL: i16 = 93;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = sasl_broker(
+        &dir,
+        &[
+            "--set",
+            SCRAM_MECHANISMS,
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "--set",
+            "super.users=User:admin",
+            "--set",
+            "allow.everyone.if.no.acl.found=false",
+        ],
+    );
+    let upsert = |name: &str, mechanism: i8, iterations: i32| {
+        ScramCredentialUpsertion::default()
+            .with_name(StrBytes::from_string(name.into()))
+            .with_mechanism(mechanism)
+            .with_iterations(iterations)
+            .with_salt(Bytes::from_static(b"salt-salt"))
+            .with_salted_password(Bytes::from(vec![7u8; 32]))
+    };
+    let request =
+        AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsert("carol", 1, 4096)]);
+    let (mut bob, _) = plain_login(broker.addr, "bob", "bob-secret");
+    let response: AlterUserScramCredentialsResponse =
+        bob.call(ApiKey::AlterUserScramCredentials, 0, &request);
+    assert_eq!(response.results.len(), 1);
+    assert_eq!(response.results[0].error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let response: DescribeUserScramCredentialsResponse = bob.call(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    );
+    assert_eq!(response.error_code, CLUSTER_AUTHORIZATION_FAILED);
+
+    let (mut admin, _) = plain_login(broker.addr, "admin", "admin-secret");
+    let request = AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![
+            upsert("carol", 1, 4096),
+            upsert("dave", 3, 4096),
+            upsert("", 1, 4096),
+        ])
+        .with_deletions(vec![
+            ScramCredentialDeletion::default()
+                .with_name(StrBytes::from_static_str("erin"))
+                .with_mechanism(0),
+        ]);
+    let response: AlterUserScramCredentialsResponse =
+        admin.call(ApiKey::AlterUserScramCredentials, 0, &request);
+    let codes: Vec<(String, i16)> = response
+        .results
+        .iter()
+        .map(|r| (r.user.to_string(), r.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("erin".to_string(), UNSUPPORTED_SASL_MECHANISM),
+            ("carol".to_string(), 0),
+            ("dave".to_string(), UNSUPPORTED_SASL_MECHANISM),
+            (String::new(), UNACCEPTABLE_CREDENTIAL),
+        ]
+    );
+    let response: DescribeUserScramCredentialsResponse = admin.call(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    );
+    assert_eq!(response.error_code, 0);
+    let users: Vec<String> = response
+        .results
+        .iter()
+        .map(|r| r.user.to_string())
+        .collect();
+    assert_eq!(users, ["carol"]);
 }

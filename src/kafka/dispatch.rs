@@ -27,13 +27,14 @@ use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use crate::acl::Session;
 use crate::broker::ShardContext;
 use crate::kafka::{
-    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_acls,
-    create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
-    describe_acls, describe_cluster, describe_configs, describe_groups, describe_log_dirs,
-    describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, fetch,
-    find_coordinator, heartbeat, init_producer_id, join_group, leave_group, legacy_versions,
-    list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
-    offset_fetch, offset_for_leader_epoch, produce, sasl_authenticate, sasl_handshake, sync_group,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, alter_user_scram_credentials,
+    api_versions, create_acls, create_partitions, create_topics, delete_acls, delete_groups,
+    delete_records, delete_topics, describe_acls, describe_cluster, describe_configs,
+    describe_groups, describe_log_dirs, describe_producers, describe_quorum, describe_transactions,
+    describe_user_scram_credentials, elect_leaders, end_txn, fetch, find_coordinator, heartbeat,
+    init_producer_id, join_group, leave_group, legacy_versions, list_groups, list_offsets,
+    list_transactions, metadata, offset_commit, offset_delete, offset_fetch,
+    offset_for_leader_epoch, produce, sasl_authenticate, sasl_handshake, sync_group,
     txn_offset_commit, write_txn_markers,
 };
 
@@ -131,6 +132,8 @@ pub static HANDLERS: &[ApiHandler] = &[
     describe_acls::HANDLER,
     create_acls::HANDLER,
     delete_acls::HANDLER,
+    describe_user_scram_credentials::HANDLER,
+    alter_user_scram_credentials::HANDLER,
     add_partitions_to_txn::HANDLER,
     add_offsets_to_txn::HANDLER,
     end_txn::HANDLER,
@@ -363,6 +366,12 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         ApiKey::DescribeAcls => drop_ok(request.decode::<DescribeAclsRequest>()),
         ApiKey::CreateAcls => drop_ok(request.decode::<CreateAclsRequest>()),
         ApiKey::DeleteAcls => drop_ok(request.decode::<DeleteAclsRequest>()),
+        ApiKey::DescribeUserScramCredentials => {
+            drop_ok(request.decode::<DescribeUserScramCredentialsRequest>())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            drop_ok(request.decode::<AlterUserScramCredentialsRequest>())
+        }
         ApiKey::AddPartitionsToTxn => drop_ok(request.decode::<AddPartitionsToTxnRequest>()),
         ApiKey::AddOffsetsToTxn => drop_ok(request.decode::<AddOffsetsToTxnRequest>()),
         ApiKey::EndTxn => drop_ok(request.decode::<EndTxnRequest>()),

@@ -29,6 +29,7 @@ use crate::kafka::dispatch::{
     ResponseFrame,
 };
 use crate::kafka::sasl_handshake;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use crate::security::sasl::{AuthStep, Gate, SaslConnection};
 
 /// The versions served.
@@ -55,7 +56,22 @@ fn handle(_context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     futures::future::ready(outcome).boxed_local()
 }
 
+/// The SCRAM credential of `user` for `mechanism` in the shard's metadata image.
+fn scram_lookup(
+    context: &ShardContext,
+) -> impl Fn(&str, ScramMechanism) -> Option<ScramCredential> {
+    let image = context.image();
+    move |user, mechanism| {
+        image
+            .scram
+            .get(user)
+            .and_then(|credentials| credentials.get(&mechanism))
+            .cloned()
+    }
+}
+
 fn answer(
+    context: &ShardContext,
     request: &Request,
     sasl: &mut SaslConnection,
     session: &mut Rc<Session>,
@@ -72,7 +88,16 @@ fn answer(
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    match sasl.authenticate(&body.auth_bytes, Instant::now(), now_ms) {
+    match sasl.authenticate(
+        &body.auth_bytes,
+        Instant::now(),
+        now_ms,
+        &scram_lookup(context),
+    ) {
+        AuthStep::Continue(token) => {
+            let response = SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token));
+            (request.respond(&response), false)
+        }
         AuthStep::Done {
             token,
             principal,
@@ -101,9 +126,10 @@ fn answer(
     }
 }
 
-/// The bare token after SaslHandshake v0: answered with a bare frame on success; a failure
-/// closes the connection unanswered, as Kafka does.
+/// A bare token after SaslHandshake v0: answered with a bare frame (the next challenge, or the
+/// last token on success); a failure closes the connection unanswered, as Kafka does.
 fn raw_token(
+    context: &ShardContext,
     sasl: &mut SaslConnection,
     session: &mut Rc<Session>,
     token: Bytes,
@@ -111,7 +137,8 @@ fn raw_token(
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    match sasl.authenticate(&token, Instant::now(), now_ms) {
+    let token = match sasl.authenticate(&token, Instant::now(), now_ms, &scram_lookup(context)) {
+        AuthStep::Continue(token) => token,
         AuthStep::Done {
             token, principal, ..
         } => {
@@ -120,23 +147,26 @@ fn raw_token(
                 principal,
                 host: session.host.clone(),
             });
-            let frame = ResponseFrame {
-                correlation_id: 0,
-                flexible_header: false,
-                headerless: true,
-                body: vec![Bytes::from(token)],
-            };
-            let dispatched = Dispatched::Started {
-                api_key: ApiKey::SaslAuthenticate as i16,
-                future: futures::future::ready(HandlerOutcome::Respond(frame)).boxed_local(),
-            };
-            (dispatched, false)
+            token
         }
-        AuthStep::Failed(message) | AuthStep::IllegalState(message) => (
-            Dispatched::Refused(format!("SASL authentication failed: {message}")),
-            true,
-        ),
-    }
+        AuthStep::Failed(message) | AuthStep::IllegalState(message) => {
+            return (
+                Dispatched::Refused(format!("SASL authentication failed: {message}")),
+                true,
+            );
+        }
+    };
+    let frame = ResponseFrame {
+        correlation_id: 0,
+        flexible_header: false,
+        headerless: true,
+        body: vec![Bytes::from(token)],
+    };
+    let dispatched = Dispatched::Started {
+        api_key: ApiKey::SaslAuthenticate as i16,
+        future: futures::future::ready(HandlerOutcome::Respond(frame)).boxed_local(),
+    };
+    (dispatched, false)
 }
 
 /// Dispatches one frame of a connection on a SASL listener (see the module documentation);
@@ -148,7 +178,7 @@ pub fn dispatch_sasl(
     frame: Bytes,
 ) -> (Dispatched, bool) {
     if sasl.expects_raw_token() {
-        return raw_token(sasl, session, frame);
+        return raw_token(context, sasl, session, frame);
     }
     let key = if frame.len() >= 2 {
         i16::from_be_bytes([frame[0], frame[1]])
@@ -187,7 +217,7 @@ pub fn dispatch_sasl(
     let (outcome, close) = if handler.key == ApiKey::SaslHandshake {
         sasl_handshake::answer(&request, sasl)
     } else {
-        answer(&request, sasl, session)
+        answer(context, &request, sasl, session)
     };
     let dispatched = Dispatched::Started {
         api_key: key,

@@ -17,9 +17,10 @@
 //!   token's expiry, if sooner), a request after that closes the connection, and a
 //!   SaslHandshake + SaslAuthenticate re-authenticates it (KIP-368), as the same principal only.
 //!
-//! Mechanisms: PLAIN (`plain`) and OAUTHBEARER with unsecured JWS (`oauthbearer`). GSSAPI
-//! (Kerberos) and SCRAM are not served; naming them in `sasl.enabled.mechanisms` is refused at
-//! start. Messages to clients never carry a password, a token or a proof; nor does any log.
+//! Mechanisms: PLAIN (`plain`), SCRAM-SHA-256 and SCRAM-SHA-512 (`scram`, credentials from
+//! the metadata log through a lookup the caller passes) and OAUTHBEARER with unsecured JWS
+//! (`oauthbearer`). GSSAPI (Kerberos) is not served; naming it in `sasl.enabled.mechanisms` is
+//! refused at start. Messages to clients never carry a password, a token or a proof; nor does any log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ use std::time::Instant;
 pub mod jaas;
 pub mod oauthbearer;
 pub mod plain;
+pub mod scram;
+
+use scram::{ScramCredential, ScramExchange, ScramMechanism};
 
 /// A served SASL mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub enum Mechanism {
     Plain,
     /// RFC 7628 with unsecured JWS tokens (KIP-255).
     OAuthBearer,
+    /// RFC 5802 / RFC 7677 with credentials from the metadata log.
+    Scram(ScramMechanism),
 }
 
 impl Mechanism {
@@ -44,6 +50,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::Scram(scram) => scram.name(),
         }
     }
 
@@ -51,6 +58,8 @@ impl Mechanism {
         match name {
             "PLAIN" => Some(Mechanism::Plain),
             "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
+            "SCRAM-SHA-256" => Some(Mechanism::Scram(ScramMechanism::Sha256)),
+            "SCRAM-SHA-512" => Some(Mechanism::Scram(ScramMechanism::Sha512)),
             _ => None,
         }
     }
@@ -103,7 +112,7 @@ impl SaslConfig {
                 fail(
                     "sasl.enabled.mechanisms",
                     format!(
-                        "{name} is not served (served: PLAIN, OAUTHBEARER; GSSAPI and SCRAM are not)"
+                        "{name} is not served (served: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER; GSSAPI is not)"
                     ),
                 )
             })?;
@@ -188,6 +197,8 @@ pub enum HandshakeError {
 /// What one SaslAuthenticate produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthStep {
+    /// The exchange goes on: send this token and wait for the client's next.
+    Continue(Vec<u8>),
     /// Authenticated (or re-authenticated): the server's final token, the principal
     /// (`User:<name>`) and the session's lifetime in ms (0: no expiry).
     Done {
@@ -213,7 +224,7 @@ pub enum Gate {
     Close(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Phase {
     /// Waiting for SaslHandshake.
     Handshake,
@@ -222,6 +233,13 @@ enum Phase {
     Authenticate {
         /// The mechanism chosen.
         mechanism: Mechanism,
+        /// Whether the token comes as a bare frame.
+        raw: bool,
+    },
+    /// A SCRAM exchange waits for the client-final message.
+    ScramFinal {
+        /// The exchange so far.
+        exchange: Box<ScramExchange>,
         /// Whether the token comes as a bare frame.
         raw: bool,
     },
@@ -263,11 +281,10 @@ impl SaslConnection {
     /// bare frame rather than in SaslAuthenticate. Allowed first, and again once authenticated
     /// (KIP-368 re-authentication starts with it; v0 cannot re-authenticate).
     pub fn handshake(&mut self, mechanism: &str, raw: bool) -> Result<(), HandshakeError> {
-        if let Phase::Authenticate { mechanism, .. } = self.phase {
-            return Err(HandshakeError::IllegalState(format!(
-                "SaslHandshake while the {} exchange is waiting for SaslAuthenticate",
-                mechanism.name()
-            )));
+        if !matches!(self.phase, Phase::Handshake) {
+            return Err(HandshakeError::IllegalState(
+                "SaslHandshake while an exchange is waiting for SaslAuthenticate".to_string(),
+            ));
         }
         if raw && self.principal.is_some() {
             return Err(HandshakeError::IllegalState(
@@ -287,15 +304,41 @@ impl SaslConnection {
     }
 
     /// SaslAuthenticate with the client's `token`, at `now` (`now_ms` since the epoch, for
-    /// token expiry).
-    pub fn authenticate(&mut self, token: &[u8], now: Instant, now_ms: i64) -> AuthStep {
-        let Phase::Authenticate { mechanism, .. } = self.phase else {
-            return AuthStep::IllegalState(
-                "SaslAuthenticate before a SaslHandshake chose a mechanism".to_string(),
-            );
+    /// token expiry); `scram` looks a user's SCRAM credential up.
+    pub fn authenticate(
+        &mut self,
+        token: &[u8],
+        now: Instant,
+        now_ms: i64,
+        scram: &dyn Fn(&str, ScramMechanism) -> Option<ScramCredential>,
+    ) -> AuthStep {
+        let (mechanism, raw) = match std::mem::replace(&mut self.phase, Phase::Handshake) {
+            Phase::Handshake => {
+                return AuthStep::IllegalState(
+                    "SaslAuthenticate before a SaslHandshake chose a mechanism".to_string(),
+                );
+            }
+            Phase::Authenticate { mechanism, raw } => (mechanism, raw),
+            Phase::ScramFinal { exchange, .. } => {
+                return match exchange.finish(token) {
+                    Ok((name, server_final)) => self.authenticated(name, None, server_final, now),
+                    Err(message) => AuthStep::Failed(message),
+                };
+            }
         };
-        self.phase = Phase::Handshake;
         let (name, credential_lifetime_ms) = match mechanism {
+            Mechanism::Scram(hash) => {
+                return match ScramExchange::start(hash, token, |user| scram(user, hash)) {
+                    Ok((exchange, server_first)) => {
+                        self.phase = Phase::ScramFinal {
+                            exchange: Box::new(exchange),
+                            raw,
+                        };
+                        AuthStep::Continue(server_first)
+                    }
+                    Err(message) => AuthStep::Failed(message),
+                };
+            }
             Mechanism::Plain => match self.config.plain_users.authenticate(token) {
                 Ok(name) => (name, None),
                 Err(message) => return AuthStep::Failed(message),
@@ -307,6 +350,16 @@ impl SaslConnection {
                 }
             },
         };
+        self.authenticated(name, credential_lifetime_ms, Vec::new(), now)
+    }
+
+    fn authenticated(
+        &mut self,
+        name: String,
+        credential_lifetime_ms: Option<i64>,
+        token: Vec<u8>,
+        now: Instant,
+    ) -> AuthStep {
         let principal = format!("User:{name}");
         if let Some(previous) = &self.principal
             && *previous != principal
@@ -325,7 +378,7 @@ impl SaslConnection {
             .then(|| now + std::time::Duration::from_millis(session_lifetime_ms as u64));
         self.principal = Some(principal.clone());
         AuthStep::Done {
-            token: Vec::new(),
+            token,
             principal,
             session_lifetime_ms,
         }
@@ -333,7 +386,10 @@ impl SaslConnection {
 
     /// Whether the next frame is a bare SASL token (after SaslHandshake v0).
     pub fn expects_raw_token(&self) -> bool {
-        matches!(self.phase, Phase::Authenticate { raw: true, .. })
+        matches!(
+            self.phase,
+            Phase::Authenticate { raw: true, .. } | Phase::ScramFinal { raw: true, .. }
+        )
     }
 
     /// Whether another request may be served at `now`.
@@ -355,6 +411,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn no_scram(_: &str, _: ScramMechanism) -> Option<ScramCredential> {
+        None
+    }
+
     fn config(mechanisms: &str, reauth: u64) -> Result<SaslConfig, SaslConfigError> {
         let mut jaas = BTreeMap::new();
         jaas.insert(
@@ -372,7 +432,7 @@ mod tests {
         let c = config("PLAIN,OAUTHBEARER", 0).unwrap();
         assert_eq!(c.mechanism_names(), ["PLAIN", "OAUTHBEARER"]);
         assert_eq!(c.plain_users.len(), 2);
-        for refused in ["GSSAPI", "SCRAM-SHA-256", "", "OAUTHBEARER"] {
+        for refused in ["GSSAPI", "SCRAM-SHA-1", "", "OAUTHBEARER"] {
             assert!(config(refused, 0).is_err(), "{refused}");
         }
         let error = config("GSSAPI", 0).unwrap_err().to_string();
@@ -397,7 +457,7 @@ mod tests {
         let mut conn = SaslConnection::new(c.clone());
         assert!(matches!(conn.gate(now), Gate::Close(_)));
         assert!(matches!(
-            conn.authenticate(b"\0alice\0alice-secret", now, 0),
+            conn.authenticate(b"\0alice\0alice-secret", now, 0, &no_scram),
             AuthStep::IllegalState(_)
         ));
         assert_eq!(
@@ -409,7 +469,7 @@ mod tests {
             conn.handshake("PLAIN", false),
             Err(HandshakeError::IllegalState(_))
         ));
-        let done = conn.authenticate(b"\0alice\0alice-secret", now, 0);
+        let done = conn.authenticate(b"\0alice\0alice-secret", now, 0, &no_scram);
         assert_eq!(
             done,
             AuthStep::Done {
@@ -428,14 +488,15 @@ mod tests {
         raw.handshake("PLAIN", true).unwrap();
         assert!(raw.expects_raw_token());
         assert!(matches!(
-            raw.authenticate(b"\0bob\0bob-secret", now, 0),
+            raw.authenticate(b"\0bob\0bob-secret", now, 0, &no_scram),
             AuthStep::Done { .. }
         ));
         assert!(!raw.expects_raw_token());
 
         let mut bad = SaslConnection::new(c);
         bad.handshake("PLAIN", false).unwrap();
-        let AuthStep::Failed(message) = bad.authenticate(b"\0alice\0wrong", now, 0) else {
+        let AuthStep::Failed(message) = bad.authenticate(b"\0alice\0wrong", now, 0, &no_scram)
+        else {
             panic!()
         };
         assert!(!message.contains("wrong"));
@@ -450,7 +511,7 @@ mod tests {
         let AuthStep::Done {
             session_lifetime_ms,
             ..
-        } = conn.authenticate(b"\0alice\0alice-secret", now, 0)
+        } = conn.authenticate(b"\0alice\0alice-secret", now, 0, &no_scram)
         else {
             panic!()
         };
@@ -463,12 +524,14 @@ mod tests {
         let later = now + Duration::from_millis(1500);
         conn.handshake("PLAIN", false).unwrap();
         assert!(matches!(
-            conn.authenticate(b"\0alice\0alice-secret", later, 0),
+            conn.authenticate(b"\0alice\0alice-secret", later, 0, &no_scram),
             AuthStep::Done { .. }
         ));
         assert_eq!(conn.gate(later + Duration::from_millis(999)), Gate::Serve);
         conn.handshake("PLAIN", false).unwrap();
-        let AuthStep::Failed(message) = conn.authenticate(b"\0bob\0bob-secret", later, 0) else {
+        let AuthStep::Failed(message) =
+            conn.authenticate(b"\0bob\0bob-secret", later, 0, &no_scram)
+        else {
             panic!()
         };
         assert!(message.contains("Cannot change principals"), "{message}");
