@@ -787,3 +787,29 @@ fn scram_credential_apis_need_cluster_rights_and_known_mechanisms() {
         .collect();
     assert_eq!(users, ["carol"]);
 }
+
+#[test]
+fn frames_before_authentication_are_bounded_by_sasl_server_max_receive_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = sasl_broker(&dir, &["--set", "sasl.server.max.receive.size=1024"]);
+    let mut client = RawClient::connect(broker.addr);
+    assert_eq!(handshake(&mut client, 1, "PLAIN").error_code, 0);
+    client.send(
+        ApiKey::SaslAuthenticate,
+        2,
+        1,
+        &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(vec![b'x'; 2000])),
+    );
+    assert_closed(&mut client);
+    // Once authenticated, socket.request.max.bytes is the bound again.
+    let (mut client, _) = plain_login(broker.addr, "alice", "alice-secret");
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                "t".repeat(249),
+            ))));
+        10
+    ]));
+    let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &request);
+    assert_eq!(response.topics.len(), 1);
+}

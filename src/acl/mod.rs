@@ -16,8 +16,8 @@
 //! (READ, WRITE, DELETE and ALTER imply DESCRIBE; ALTER_CONFIGS implies DESCRIBE_CONFIGS)
 //! allows. When no ACL at all matches the resource, `allow.everyone.if.no.acl.found` decides.
 //!
-//! Principals: without SASL or TLS every connection is `User:ANONYMOUS` from its peer address
-//! (`Session`); authentication will set the session's principal when it exists.
+//! Principals: a connection is `User:ANONYMOUS` from its peer address (`Session`) until SASL
+//! authentication (on a SASL_PLAINTEXT listener, `security::sasl`) sets `User:<name>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -322,6 +322,15 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "SASL session lifetime (KIP-368): past it a connection that has not re-authenticated is closed on its next request; 0: sessions do not expire.",
     ),
     def(
+        "sasl.server.max.receive.size",
+        "524288",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Largest request frame a SASL_PLAINTEXT listener reads from a connection before it has authenticated.",
+    ),
+    def(
         "connections.max.idle.ms",
         "600000",
         ValueKind::Long {
@@ -1156,10 +1165,17 @@ impl Config {
                     0,
                     LONG_MAX,
                 )?;
+                let max_receive_bytes = parse_int::<u32>(
+                    "sasl.server.max.receive.size",
+                    get("sasl.server.max.receive.size"),
+                    1,
+                    INT_MAX,
+                )?;
                 let config = crate::security::sasl::SaslConfig::build(
                     &listener.name,
                     get("sasl.enabled.mechanisms"),
                     max_reauth_ms,
+                    max_receive_bytes,
                     &listener_jaas,
                 )
                 .map_err(|err| ConfigError::InvalidValue {

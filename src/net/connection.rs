@@ -216,9 +216,15 @@ pub async fn serve(
                 break;
             }
         }
+        // Before SASL authentication a frame is bounded by sasl.server.max.receive.size, as in
+        // Kafka: an unauthenticated client cannot make the broker hold a large buffer.
+        let frame_max = match &sasl {
+            Some(sasl) if sasl.principal().is_none() => max_bytes.min(sasl.max_receive_bytes()),
+            _ => max_bytes,
+        };
         let read = frame::read_frame_within(
             &mut reader,
-            max_bytes,
+            frame_max,
             memory.as_ref(),
             &state.frame_started,
         );

@@ -86,16 +86,20 @@ pub struct SaslConfig {
     pub oauthbearer: oauthbearer::Validator,
     /// `connections.max.reauth.ms`; 0: sessions do not expire.
     pub max_reauth_ms: u64,
+    /// `sasl.server.max.receive.size`: the largest frame read before authentication.
+    pub max_receive_bytes: u32,
 }
 
 impl SaslConfig {
     /// Builds the settings of the listener `listener` (its name lower-cased in the keys) from
-    /// `sasl.enabled.mechanisms`, `connections.max.reauth.ms` and `jaas`, the
+    /// `sasl.enabled.mechanisms`, `connections.max.reauth.ms`, `sasl.server.max.receive.size`
+    /// and `jaas`, the
     /// `listener.name.<listener>.<mechanism>.sasl.jaas.config` values keyed by their full key.
     pub fn build(
         listener: &str,
         enabled_mechanisms: &str,
         max_reauth_ms: u64,
+        max_receive_bytes: u32,
         jaas: &BTreeMap<String, String>,
     ) -> Result<SaslConfig, SaslConfigError> {
         let fail = |key: &str, reason: String| SaslConfigError {
@@ -176,6 +180,7 @@ impl SaslConfig {
             plain_users,
             oauthbearer,
             max_reauth_ms,
+            max_receive_bytes,
         })
     }
 
@@ -270,6 +275,11 @@ impl SaslConnection {
     /// The enabled mechanisms, for SaslHandshake's answer.
     pub fn mechanism_names(&self) -> Vec<&'static str> {
         self.config.mechanism_names()
+    }
+
+    /// The largest frame read before authentication (`sasl.server.max.receive.size`).
+    pub fn max_receive_bytes(&self) -> u32 {
+        self.config.max_receive_bytes
     }
 
     /// The authenticated principal, if any.
@@ -424,7 +434,7 @@ mod tests {
                 plain::LOGIN_MODULE
             ),
         );
-        SaslConfig::build("SASL_PLAINTEXT", mechanisms, reauth, &jaas)
+        SaslConfig::build("SASL_PLAINTEXT", mechanisms, reauth, 524288, &jaas)
     }
 
     #[test]
@@ -438,16 +448,18 @@ mod tests {
         let error = config("GSSAPI", 0).unwrap_err().to_string();
         assert!(error.contains("GSSAPI is not served"), "{error}");
         // PLAIN enabled without users.
-        assert!(SaslConfig::build("SASL_PLAINTEXT", "PLAIN", 0, &BTreeMap::new()).is_err());
+        assert!(SaslConfig::build("SASL_PLAINTEXT", "PLAIN", 0, 524288, &BTreeMap::new()).is_err());
         // OAUTHBEARER needs no JAAS setting.
-        assert!(SaslConfig::build("SASL_PLAINTEXT", "OAUTHBEARER", 0, &BTreeMap::new()).is_ok());
+        assert!(
+            SaslConfig::build("SASL_PLAINTEXT", "OAUTHBEARER", 0, 524288, &BTreeMap::new()).is_ok()
+        );
         // A JAAS setting for another listener is refused.
         let mut other = BTreeMap::new();
         other.insert(
             "listener.name.other.plain.sasl.jaas.config".to_string(),
             format!(r#"{} required user_a="b";"#, plain::LOGIN_MODULE),
         );
-        assert!(SaslConfig::build("SASL_PLAINTEXT", "OAUTHBEARER", 0, &other).is_err());
+        assert!(SaslConfig::build("SASL_PLAINTEXT", "OAUTHBEARER", 0, 524288, &other).is_err());
     }
 
     #[test]

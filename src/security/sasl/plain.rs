@@ -42,15 +42,19 @@ impl Users {
                 entry.login_module
             ));
         }
-        let passwords = entry
-            .options
-            .iter()
-            .filter_map(|(key, value)| {
-                key.strip_prefix("user_")
-                    .filter(|name| !name.is_empty())
-                    .map(|name| (name.to_string(), value.as_bytes().to_vec()))
-            })
-            .collect();
+        let mut passwords = BTreeMap::new();
+        for (key, value) in &entry.options {
+            match key.strip_prefix("user_").filter(|name| !name.is_empty()) {
+                Some(name) => {
+                    passwords.insert(name.to_string(), value.as_bytes().to_vec());
+                }
+                None => {
+                    return Err(format!(
+                        "option {key} is not served: only user_<name>=\"<password>\" options are (username/password are the broker's own login for inter-broker SASL, which is not served)"
+                    ));
+                }
+            }
+        }
         Ok(Users { passwords })
     }
 
@@ -113,7 +117,7 @@ mod tests {
 
     fn users() -> Users {
         let entry = jaas::parse(&format!(
-            r#"{LOGIN_MODULE} required username="admin" password="x" user_alice="alice-secret" user_bob="bob-secret";"#
+            r#"{LOGIN_MODULE} required user_alice="alice-secret" user_bob="bob-secret";"#
         ))
         .unwrap();
         Users::from_jaas(&entry).unwrap()
@@ -151,5 +155,12 @@ mod tests {
     fn other_login_modules_are_refused() {
         let entry = jaas::parse("com.example.Other required user_a=b;").unwrap();
         assert!(Users::from_jaas(&entry).is_err());
+        let entry = jaas::parse(&format!(
+            r#"{LOGIN_MODULE} required username="admin" password="admin-pw" user_a="b";"#
+        ))
+        .unwrap();
+        let error = Users::from_jaas(&entry).unwrap_err();
+        assert!(error.contains("option password is not served"), "{error}");
+        assert!(!error.contains("admin-pw"), "{error}");
     }
 }
