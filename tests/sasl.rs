@@ -813,3 +813,39 @@ fn frames_before_authentication_are_bounded_by_sasl_server_max_receive_size() {
     let response: MetadataResponse = client.call(ApiKey::Metadata, 12, &request);
     assert_eq!(response.topics.len(), 1);
 }
+
+const REAUTH_SCRIPT: &str = r#"
+import sys, time
+from kafka import KafkaProducer
+from confluent_kafka import Producer
+bootstrap = sys.argv[1]
+p = KafkaProducer(bootstrap_servers=bootstrap, security_protocol='SASL_PLAINTEXT',
+                  sasl_mechanism='PLAIN', sasl_plain_username='bob', sasl_plain_password='bob-secret')
+c = Producer({'bootstrap.servers': bootstrap, 'security.protocol': 'SASL_PLAINTEXT',
+              'sasl.mechanisms': 'PLAIN', 'sasl.username': 'alice', 'sasl.password': 'alice-secret'})
+for i in range(6):
+    p.send('reauth', b'%d' % i).get(timeout=10)
+    c.produce('reauth', b'c%d' % i)
+    assert c.flush(10) == 0
+    time.sleep(1)
+print('ok')
+"#;
+
+#[test]
+fn kafka_python_and_librdkafka_reauthenticate_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = sasl_broker(&dir, &["--set", "connections.max.reauth.ms=1500"]);
+    let bootstrap = broker.bootstrap();
+    let (status, stdout, stderr) = run_bounded(
+        "python3",
+        &["-c", REAUTH_SCRIPT, &bootstrap],
+        Duration::from_secs(90),
+    );
+    assert!(
+        status.success() && stdout.contains("ok"),
+        "{stderr}\n{stdout}"
+    );
+    // Six seconds of use over 1.5 s sessions, and no connection was closed for expiry.
+    let log = broker.log();
+    assert!(!log.iter().any(|l| l.contains("expired")), "{log:?}");
+}

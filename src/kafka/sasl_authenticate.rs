@@ -187,7 +187,10 @@ pub fn dispatch_sasl(
     };
     let sasl_api = key == ApiKey::SaslHandshake as i16 || key == ApiKey::SaslAuthenticate as i16;
     if !sasl_api {
-        if key != ApiKey::ApiVersions as i16
+        // ApiVersions is served before authentication; after it, every request but the SASL
+        // ones is gated by the session's expiry.
+        let before_authentication = sasl.principal().is_none();
+        if !(key == ApiKey::ApiVersions as i16 && before_authentication)
             && let Gate::Close(reason) = sasl.gate(Instant::now())
         {
             return (Dispatched::Refused(reason), true);
