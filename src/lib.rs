@@ -28,5 +28,6 @@ pub mod net;
 pub mod pool;
 pub mod replication;
 pub mod runtime;
+pub mod security;
 pub mod storage;
 pub mod txn;

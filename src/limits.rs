@@ -142,6 +142,10 @@ pub const QUORUM_RECONNECT_MAX_MS: u64 = 1_000;
 /// refused.
 pub const ACLS_MAX: usize = 100_000;
 
+/// Users the cluster may hold SCRAM credentials of (they live in every shard's metadata
+/// image); AlterUserScramCredentials adding one past it is refused.
+pub const SCRAM_USERS_MAX: usize = 100_000;
+
 /// Partitions the incremental fetch sessions of one shard may remember in all (each costs
 /// about a hundred bytes). Kafka bounds only the session count
 /// (`max.incremental.fetch.session.cache.slots`), but one request may name a great many

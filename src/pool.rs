@@ -270,6 +270,7 @@ pub fn start(
                 name: listener.name.clone(),
                 protocol: listener.protocol,
                 tls,
+                sasl: listener.sasl.clone(),
             },
         ));
     }

@@ -124,7 +124,10 @@ fn malformed_frames_close_only_their_connection() {
     }
 
     let log = broker.log().join("\n");
-    assert!(log.contains("exceeds socket.request.max.bytes"), "{log}");
+    assert!(
+        log.contains("exceeds") && log.contains("socket.request.max.bytes"),
+        "{log}"
+    );
     assert!(log.contains("is not supported"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }

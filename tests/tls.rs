@@ -937,3 +937,108 @@ fn enabled_protocols_and_cipher_suites_are_what_a_client_can_negotiate() {
         "a client allowing 1.3 gets 1.2: {tls13}"
     );
 }
+
+/// SASL_SSL: the TLS handshake of an SSL listener, then SASL PLAIN; the principal is SASL's.
+/// kcat and kafka-python produce and consume as alice; a bad password fails; the broker's log
+/// never holds a password.
+#[test]
+fn sasl_ssl_authenticates_with_plain_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let keystore = format!("ssl.keystore.location={}", pki.path("server-keystore.pem"));
+    let jaas = "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_alice=\"alice-secret\";";
+    let broker = Broker::start_in(
+        data.path(),
+        &[
+            "--set",
+            "listeners=PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+            "--set",
+            &keystore,
+            "--set",
+            jaas,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        if let Some(line) = broker
+            .log()
+            .into_iter()
+            .find(|l| l.contains("ringbroker ready"))
+        {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no ready line");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let start = ready.find("SASL_SSL://").expect("the SASL_SSL listener") + "SASL_SSL://".len();
+    let rest = &ready[start..];
+    let addr: SocketAddr = rest[..rest.find([',', ' ', '"']).unwrap_or(rest.len())]
+        .parse()
+        .expect("an address");
+    let kcat = |password: &str, args: &[&str], input: &str| {
+        let ca = format!("ssl.ca.location={}", pki.path("ca.pem"));
+        let password = format!("sasl.password={password}");
+        let mut argv = vec![
+            "-b",
+            "",
+            "-X",
+            "security.protocol=sasl_ssl",
+            "-X",
+            &ca,
+            "-X",
+            "sasl.mechanisms=PLAIN",
+            "-X",
+            "sasl.username=alice",
+            "-X",
+            &password,
+            "-m",
+            "15",
+        ];
+        let bootstrap = addr.to_string();
+        argv[1] = &bootstrap;
+        argv.extend_from_slice(args);
+        run_clean("kcat", &argv, input, BOUND)
+    };
+    let (ok, _, err) = kcat("alice-secret", &["-P", "-t", "over-sasl-ssl"], "one\ntwo\n");
+    assert!(ok, "kcat produce over SASL_SSL: {err}");
+    let (ok, out, err) = kcat(
+        "alice-secret",
+        &[
+            "-C",
+            "-t",
+            "over-sasl-ssl",
+            "-o",
+            "beginning",
+            "-c",
+            "2",
+            "-e",
+        ],
+        "",
+    );
+    assert!(
+        ok && out.contains("one") && out.contains("two"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = kcat("not-it", &["-L"], "");
+    assert!(!ok, "a bad password must fail: {out}");
+    assert!(err.contains("Invalid username or password"), "{err}");
+    let script = r#"
+import sys
+from kafka import KafkaConsumer
+c = KafkaConsumer('over-sasl-ssl', bootstrap_servers=sys.argv[1], security_protocol='SASL_SSL',
+                  ssl_cafile=sys.argv[2], sasl_mechanism='PLAIN', sasl_plain_username='alice',
+                  sasl_plain_password='alice-secret', auto_offset_reset='earliest',
+                  consumer_timeout_ms=10000)
+print(sorted(m.value.decode() for m in c))
+"#;
+    let (status, out, err) = run_bounded(
+        "python3",
+        &["-c", script, &addr.to_string(), &pki.path("ca.pem")],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "kafka-python over SASL_SSL: {out}{err}");
+    assert_eq!(out.trim(), "['one', 'two']");
+    let log = broker.log().join("\n");
+    assert!(!log.contains("alice-secret") && !log.contains("not-it"));
+}

@@ -18,7 +18,8 @@
 //!
 //! Principals: a connection is `User:ANONYMOUS` from its peer address (`Session`) unless its
 //! listener authenticates it: on an SSL listener the client certificate's mapped subject
-//! (`net::tls`), set before its first request is dispatched.
+//! (`net::tls`), set before its first request is dispatched; on a SASL_PLAINTEXT listener
+//! `User:<name>` once SASL authentication (`security::sasl`) succeeds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

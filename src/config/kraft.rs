@@ -14,10 +14,10 @@
 //! is broker and voter (combined mode; dedicated controllers and brokers are refused, not yet
 //! served), its `node.id` must be a voter and its controller listener on its voter's port.
 //!
-//! PLAINTEXT and SSL client listeners are served; SASL_PLAINTEXT and SASL_SSL are refused with
-//! the listener named until SASL exists (`SecurityProtocol` is the hook it plugs into), and so
-//! is a controller listener that is not PLAINTEXT. A quorum node serves one client listener,
-//! PLAINTEXT: brokers register one endpoint and reach each other in the clear.
+//! PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL client listeners are served (`SecurityProtocol`
+//! says which a connection speaks); a controller listener that is not PLAINTEXT is refused. A
+//! quorum node serves one client listener, PLAINTEXT: brokers register one endpoint and reach
+//! each other in the clear.
 
 use std::collections::BTreeMap;
 
@@ -42,9 +42,9 @@ pub enum SecurityProtocol {
     Plaintext,
     /// TLS first (`net::tls`); the principal comes from the client certificate, if any.
     Ssl,
-    /// SASL over plaintext: refused until SASL exists.
+    /// SASL (`security::sasl`) over plaintext.
     SaslPlaintext,
-    /// SASL over TLS: refused until SASL exists.
+    /// TLS first, then SASL; the principal is SASL's.
     SaslSsl,
 }
 
@@ -194,17 +194,6 @@ impl QuorumConfig {
                     ));
                 }
                 continue;
-            }
-            if protocol.uses_sasl() {
-                return Err(invalid(
-                    "listener.security.protocol.map",
-                    get("listener.security.protocol.map"),
-                    format!(
-                        "listener {} is {}; SASL is not served yet (PLAINTEXT and SSL are)",
-                        listener.name,
-                        protocol.name()
-                    ),
-                ));
             }
             client_listeners.push(ClientListener {
                 listener: listener.clone(),
@@ -658,11 +647,6 @@ mod tests {
                 vec![("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093")],
                 "listener.security.protocol.map",
                 "CONTROLLER has no security protocol",
-            ),
-            (
-                vec![("listeners", "SASL_SSL://:9093")],
-                "listener.security.protocol.map",
-                "SASL is not served yet",
             ),
             (
                 vec![

@@ -42,6 +42,8 @@ pub struct ListenerConfig {
     pub advertised: Option<AdvertisedListener>,
     /// Its `ssl.*` settings, for a TLS listener.
     pub ssl: Option<SslSettings>,
+    /// Its SASL mechanisms and users, for a SASL listener (`security::sasl`).
+    pub sasl: Option<std::sync::Arc<crate::security::sasl::SaslConfig>>,
 }
 
 /// One `ssl.*` value of a listener and the key it was given under (the override's key, or the

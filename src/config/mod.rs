@@ -220,7 +220,7 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "listener.security.protocol.map",
         "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
         ValueKind::Text,
-        "NAME:PROTOCOL for every listener: PLAINTEXT or SSL (SASL_PLAINTEXT and SASL_SSL are refused until SASL exists).",
+        "NAME:PROTOCOL for every listener: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (a controller listener PLAINTEXT).",
     ),
     def(
         "inter.broker.listener.name",
@@ -389,6 +389,30 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "",
         ValueKind::Text,
         "Per-address exceptions to max.connections.per.ip, as host:count pairs separated by commas.",
+    ),
+    def(
+        "sasl.enabled.mechanisms",
+        "PLAIN",
+        ValueKind::Text,
+        "SASL mechanisms a SASL_PLAINTEXT listener offers: PLAIN, OAUTHBEARER (unsecured JWS). Kafka's default GSSAPI is not served, so the default is PLAIN.",
+    ),
+    def(
+        "connections.max.reauth.ms",
+        "0",
+        ValueKind::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        "SASL session lifetime (KIP-368): past it a connection that has not re-authenticated is closed on its next request; 0: sessions do not expire.",
+    ),
+    def(
+        "sasl.server.max.receive.size",
+        "524288",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "Largest request frame a SASL_PLAINTEXT listener reads from a connection before it has authenticated.",
     ),
     def(
         "connections.max.idle.ms",
@@ -1099,7 +1123,14 @@ impl Config {
             })
             .collect();
         let mut overrides = Vec::new();
+        // Listener-prefixed SASL settings (`listener.name.<l>.<mechanism>.sasl.jaas.config`):
+        // secrets, kept out of `entries` and so out of DescribeConfigs.
+        let mut listener_jaas: BTreeMap<String, String> = BTreeMap::new();
         for (key, value) in pairs {
+            if key.starts_with("listener.name.") && key.ends_with(".sasl.jaas.config") {
+                listener_jaas.insert(key.to_ascii_lowercase(), value.trim().to_string());
+                continue;
+            }
             if let Some(found) = listener::parse_override(key, value)? {
                 let def = config_def(found.setting).expect("SSL_SETTINGS are defined");
                 def.kind
@@ -1152,6 +1183,7 @@ impl Config {
                 protocol: client.protocol,
                 advertised: client.advertised.clone(),
                 ssl: None,
+                sasl: None,
             });
         }
         if listeners.is_empty() {
@@ -1161,6 +1193,7 @@ impl Config {
                 protocol: SecurityProtocol::Plaintext,
                 advertised: quorum.listen_advertised.clone(),
                 ssl: None,
+                sasl: None,
             });
         }
         // The shorthands name the first client listener, and win over `listeners`.
@@ -1248,6 +1281,47 @@ impl Config {
             1,
             LONG_MAX,
         )?;
+
+        // SASL, per listener that authenticates with it: its mechanisms' settings and users.
+        let mut sasl_listeners = 0;
+        for listener in listeners.iter_mut().filter(|l| l.protocol.uses_sasl()) {
+            sasl_listeners += 1;
+            let max_reauth_ms = parse_int::<u64>(
+                "connections.max.reauth.ms",
+                get("connections.max.reauth.ms"),
+                0,
+                LONG_MAX,
+            )?;
+            let max_receive_bytes = parse_int::<u32>(
+                "sasl.server.max.receive.size",
+                get("sasl.server.max.receive.size"),
+                1,
+                INT_MAX,
+            )?;
+            let config = crate::security::sasl::SaslConfig::build(
+                &listener.name,
+                get("sasl.enabled.mechanisms"),
+                max_reauth_ms,
+                max_receive_bytes,
+                &listener_jaas,
+            )
+            .map_err(|err| ConfigError::InvalidValue {
+                key: err.key.clone(),
+                // The value may hold passwords: it is never echoed.
+                value: "(hidden)".to_string(),
+                reason: err.reason,
+            })?;
+            listener.sasl = Some(std::sync::Arc::new(config));
+        }
+        if sasl_listeners == 0
+            && let Some(key) = listener_jaas.keys().next()
+        {
+            return Err(invalid(
+                key,
+                "(hidden)",
+                "no SASL_PLAINTEXT or SASL_SSL listener in listeners",
+            ));
+        }
 
         let num_partitions =
             parse_int::<i32>("num.partitions", get("num.partitions"), 1, i64::MAX)?;

@@ -27,14 +27,15 @@ use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use crate::acl::Session;
 use crate::broker::ShardContext;
 use crate::kafka::{
-    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, create_acls,
-    create_partitions, create_topics, delete_acls, delete_groups, delete_records, delete_topics,
-    describe_acls, describe_cluster, describe_configs, describe_groups, describe_log_dirs,
-    describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, fetch,
-    find_coordinator, heartbeat, init_producer_id, join_group, leave_group, legacy_versions,
-    list_groups, list_offsets, list_transactions, metadata, offset_commit, offset_delete,
-    offset_fetch, offset_for_leader_epoch, produce, sync_group, txn_offset_commit,
-    write_txn_markers,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, alter_user_scram_credentials,
+    api_versions, create_acls, create_partitions, create_topics, delete_acls, delete_groups,
+    delete_records, delete_topics, describe_acls, describe_cluster, describe_configs,
+    describe_groups, describe_log_dirs, describe_producers, describe_quorum, describe_transactions,
+    describe_user_scram_credentials, elect_leaders, end_txn, fetch, find_coordinator, heartbeat,
+    init_producer_id, join_group, leave_group, legacy_versions, list_groups, list_offsets,
+    list_transactions, metadata, offset_commit, offset_delete, offset_fetch,
+    offset_for_leader_epoch, produce, sasl_authenticate, sasl_handshake, sync_group,
+    txn_offset_commit, write_txn_markers,
 };
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -104,6 +105,8 @@ pub static HANDLERS: &[ApiHandler] = &[
     init_producer_id::HANDLER,
     delete_records::HANDLER,
     api_versions::HANDLER,
+    sasl_handshake::HANDLER,
+    sasl_authenticate::HANDLER,
     create_topics::HANDLER,
     delete_topics::HANDLER,
     create_partitions::HANDLER,
@@ -129,6 +132,8 @@ pub static HANDLERS: &[ApiHandler] = &[
     describe_acls::HANDLER,
     create_acls::HANDLER,
     delete_acls::HANDLER,
+    describe_user_scram_credentials::HANDLER,
+    alter_user_scram_credentials::HANDLER,
     add_partitions_to_txn::HANDLER,
     add_offsets_to_txn::HANDLER,
     end_txn::HANDLER,
@@ -161,6 +166,9 @@ pub struct ResponseFrame {
     pub correlation_id: i32,
     /// Response header v1 (with a tagged-field section) rather than v0.
     pub flexible_header: bool,
+    /// No response header at all: a SASL token after SaslHandshake v0, which travels as the
+    /// size and the bytes alone (KIP-43).
+    pub headerless: bool,
     /// The encoded body, in one or more chunks that go to the socket as they are.
     pub body: Vec<Bytes>,
 }
@@ -184,6 +192,7 @@ pub fn encode_response<M: Encodable>(
         Ok(()) => HandlerOutcome::Respond(ResponseFrame {
             correlation_id,
             flexible_header: api_key.response_header_version(version) >= 1,
+            headerless: false,
             body: vec![body.freeze()],
         }),
         // Our own response does not encode: a bug, but one that must cost one connection, not
@@ -328,6 +337,8 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         ApiKey::InitProducerId => drop_ok(request.decode::<InitProducerIdRequest>()),
         ApiKey::DeleteRecords => drop_ok(request.decode::<DeleteRecordsRequest>()),
         ApiKey::ApiVersions => drop_ok(request.decode::<ApiVersionsRequest>()),
+        ApiKey::SaslHandshake => drop_ok(request.decode::<SaslHandshakeRequest>()),
+        ApiKey::SaslAuthenticate => drop_ok(request.decode::<SaslAuthenticateRequest>()),
         ApiKey::CreateTopics => drop_ok(request.decode::<CreateTopicsRequest>()),
         ApiKey::DeleteTopics => drop_ok(request.decode::<DeleteTopicsRequest>()),
         ApiKey::CreatePartitions => drop_ok(request.decode::<CreatePartitionsRequest>()),
@@ -355,6 +366,12 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         ApiKey::DescribeAcls => drop_ok(request.decode::<DescribeAclsRequest>()),
         ApiKey::CreateAcls => drop_ok(request.decode::<CreateAclsRequest>()),
         ApiKey::DeleteAcls => drop_ok(request.decode::<DeleteAclsRequest>()),
+        ApiKey::DescribeUserScramCredentials => {
+            drop_ok(request.decode::<DescribeUserScramCredentialsRequest>())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            drop_ok(request.decode::<AlterUserScramCredentialsRequest>())
+        }
         ApiKey::AddPartitionsToTxn => drop_ok(request.decode::<AddPartitionsToTxnRequest>()),
         ApiKey::AddOffsetsToTxn => drop_ok(request.decode::<AddOffsetsToTxnRequest>()),
         ApiKey::EndTxn => drop_ok(request.decode::<EndTxnRequest>()),

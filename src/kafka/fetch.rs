@@ -310,6 +310,7 @@ fn frame(correlation_id: i32, response: FetchResponseParts) -> HandlerOutcome {
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
         flexible_header: flexible,
+        headerless: false,
         body: encode(&response),
     })
 }

@@ -104,6 +104,7 @@ pub fn encode_produce_response(
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
         flexible_header: false,
+        headerless: false,
         body: vec![Bytes::from(out)],
     })
 }
@@ -187,6 +188,7 @@ pub fn encode_list_offsets_v0_response(
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
         flexible_header: false,
+        headerless: false,
         body: vec![Bytes::from(out)],
     })
 }

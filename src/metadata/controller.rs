@@ -34,6 +34,7 @@ use crate::metadata::image::{BrokerImage, MetadataImage, PartitionState, TopicIm
 use crate::metadata::quorum::ReplicatedMetadata;
 use crate::metadata::store::{MetadataRecord, MetadataStore, StoreError, apply_record};
 use crate::metadata::topic_name::validate_topic_name;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 
 /// A topic to create.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -126,6 +127,14 @@ pub enum ControllerRequest {
     DeleteAcls {
         /// The filters.
         filters: Vec<AclFilter>,
+    },
+    /// Set and delete SCRAM credentials (already validated: one alteration per user at most,
+    /// deletions of credentials that exist).
+    AlterScramCredentials {
+        /// (user, mechanism, credential) to set.
+        upsertions: Vec<(String, ScramMechanism, ScramCredential)>,
+        /// (user, mechanism) to delete.
+        deletions: Vec<(String, ScramMechanism)>,
     },
     /// A broker (re)registers with the quorum (at start): it is fenced until the controller
     /// sees it caught up with the metadata log.
@@ -555,6 +564,7 @@ pub fn refusal(request: &ControllerRequest, err: MetadataError) -> ControllerRes
         ControllerRequest::ElectLeaders { .. } => return ControllerResponse::Elected(Err(err)),
         ControllerRequest::AlterBrokerConfigs { .. }
         | ControllerRequest::CreateAcls { .. }
+        | ControllerRequest::AlterScramCredentials { .. }
         | ControllerRequest::RegisterBroker { .. }
         | ControllerRequest::FenceBroker { .. }
         | ControllerRequest::UnfenceBroker { .. }
@@ -666,6 +676,39 @@ impl Plan {
                         }
                         self.stage(MetadataRecord::AclCreated { acl });
                     }
+                }
+                ControllerResponse::Altered(Ok(()))
+            }
+            ControllerRequest::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => {
+                for (user, mechanism) in deletions {
+                    if self
+                        .image
+                        .scram
+                        .get(&user)
+                        .is_some_and(|c| c.contains_key(&mechanism))
+                    {
+                        self.stage(MetadataRecord::ScramCredentialDeleted { user, mechanism });
+                    }
+                }
+                for (user, mechanism, credential) in upsertions {
+                    let users = self.image.scram.len();
+                    if !self.image.scram.contains_key(&user) && users >= limits::SCRAM_USERS_MAX {
+                        self.discard(&before);
+                        return ControllerResponse::Altered(Err(MetadataError::LimitExceeded(
+                            format!(
+                                "the cluster holds SCRAM credentials of the most users it may ({})",
+                                limits::SCRAM_USERS_MAX
+                            ),
+                        )));
+                    }
+                    self.stage(MetadataRecord::ScramCredentialUpserted {
+                        user,
+                        mechanism,
+                        credential,
+                    });
                 }
                 ControllerResponse::Altered(Ok(()))
             }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::AclSet;
 use crate::config::Config;
 use crate::config::topic::BrokerValues;
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use uuid::Uuid;
 
 /// One topic as clients see it.
@@ -156,6 +157,10 @@ pub struct MetadataImage {
     /// Every ACL (CreateAcls, DeleteAcls), checked by the authorizer on every shard.
     #[serde(default)]
     pub acls: AclSet,
+    /// SCRAM credentials by user and mechanism (AlterUserScramCredentials), checked by SASL
+    /// SCRAM authentication on every shard.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
     /// Brokers registered with the controller quorum, by id; empty on a lone node.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub brokers: BTreeMap<i32, BrokerImage>,
@@ -171,6 +176,7 @@ impl MetadataImage {
             cluster_configs: BTreeMap::new(),
             node_configs: BTreeMap::new(),
             acls: AclSet::default(),
+            scram: BTreeMap::new(),
             brokers: BTreeMap::new(),
         }
     }

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::acl::AclBinding;
 use crate::limits;
 use crate::metadata::image::{BrokerImage, MetadataImage, PartitionState, TopicImage};
+use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 
 /// Directory of the metadata log and snapshots.
 pub const METADATA_DIR: &str = "__cluster_metadata";
@@ -108,6 +109,22 @@ pub enum MetadataRecord {
     AclDeleted {
         /// The ACL.
         acl: AclBinding,
+    },
+    /// A user's SCRAM credential for one mechanism was set (AlterUserScramCredentials).
+    ScramCredentialUpserted {
+        /// The user name.
+        user: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
+        /// Salt, keys and iterations (never the password).
+        credential: ScramCredential,
+    },
+    /// A user's SCRAM credential for one mechanism was deleted.
+    ScramCredentialDeleted {
+        /// The user name.
+        user: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
     },
     /// A broker registered (fenced until caught up); replaces an earlier registration.
     BrokerRegistered {
@@ -417,6 +434,25 @@ pub fn apply_record(image: &mut MetadataImage, offset: i64, record: &MetadataRec
         }
         MetadataRecord::AclDeleted { acl } => {
             image.acls.remove(acl);
+        }
+        MetadataRecord::ScramCredentialUpserted {
+            user,
+            mechanism,
+            credential,
+        } => {
+            image
+                .scram
+                .entry(user.clone())
+                .or_default()
+                .insert(*mechanism, credential.clone());
+        }
+        MetadataRecord::ScramCredentialDeleted { user, mechanism } => {
+            if let Some(credentials) = image.scram.get_mut(user) {
+                credentials.remove(mechanism);
+                if credentials.is_empty() {
+                    image.scram.remove(user);
+                }
+            }
         }
     }
     image.offset = offset;

@@ -30,6 +30,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -46,10 +47,12 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::broker::ShardContext;
 use crate::kafka::dispatch::{self, Dispatched, HandlerOutcome, ResponseFrame};
+use crate::kafka::sasl_authenticate;
 use crate::limits;
 use crate::net::admission::ConnectionPass;
 use crate::net::frame::{self, FrameError, FrameMemory, RequestMemory};
 use crate::runtime::shutdown::ShutdownSignal;
+use crate::security::sasl::{SaslConfig, SaslConnection};
 
 /// A request in flight: its place in the connection's order, its handler's task and the request
 /// memory its frame holds until the response is written.
@@ -157,13 +160,17 @@ pub async fn serve<S>(
     stream: S,
     peer: Option<SocketAddr>,
     session: Session,
+    sasl: Option<Arc<SaslConfig>>,
     memory: Option<RequestMemory>,
     _pass: ConnectionPass,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     context.metrics.connection_opened();
-    let session = Rc::new(session);
+    // The listener's principal (anonymous, or the client certificate's) until SASL
+    // authentication, on a SASL listener, sets its own.
+    let mut session = Rc::new(session);
+    let mut sasl = sasl.map(SaslConnection::new);
     let (mut reader, writer) = stream.split();
     let (pending_tx, pending_rx) =
         local_channel::new_bounded::<PendingResponse>(limits::CONNECTION_INFLIGHT_REQUESTS_MAX);
@@ -216,9 +223,15 @@ pub async fn serve<S>(
                 break;
             }
         }
+        // Before SASL authentication a frame is bounded by sasl.server.max.receive.size, as in
+        // Kafka: an unauthenticated client cannot make the broker hold a large buffer.
+        let frame_max = match &sasl {
+            Some(sasl) if sasl.principal().is_none() => max_bytes.min(sasl.max_receive_bytes()),
+            _ => max_bytes,
+        };
         let read = frame::read_frame_within(
             &mut reader,
-            max_bytes,
+            frame_max,
             memory.as_ref(),
             &state.frame_started,
         );
@@ -271,7 +284,11 @@ pub async fn serve<S>(
         };
         state.last_activity.set(Instant::now());
         context.metrics.add_bytes_in(4 + frame.len());
-        match dispatch::dispatch(&context, &session, frame) {
+        let (dispatched, close_after) = match sasl.as_mut() {
+            Some(sasl) => sasl_authenticate::dispatch_sasl(&context, sasl, &mut session, frame),
+            None => (dispatch::dispatch(&context, &session, frame), false),
+        };
+        match dispatched {
             Dispatched::Started { api_key, future } => {
                 let seq = next_seq;
                 next_seq += 1;
@@ -314,7 +331,7 @@ pub async fn serve<S>(
                     task,
                     _memory: frame_memory,
                 };
-                if pending_tx.send(pending).await.is_err() {
+                if pending_tx.send(pending).await.is_err() || close_after {
                     break;
                 }
             }
@@ -364,7 +381,7 @@ async fn write_responses<S: AsyncWrite>(
             }
         };
         let body_bytes = response.len_bytes();
-        let bytes = 4 + usize::from(response.flexible_header) + 4 + body_bytes;
+        let bytes = 4 + header_len(&response) + body_bytes;
         let result = future::or(write_response(&mut writer, response), async {
             glommio::timer::sleep(stall).await;
             Err(std::io::Error::new(
@@ -399,6 +416,14 @@ async fn write_responses<S: AsyncWrite>(
     let _ = writer.close().await;
 }
 
+/// Bytes of `response`'s header: none for a SASL v0 token, else 4, or 5 when flexible.
+fn header_len(response: &ResponseFrame) -> usize {
+    match (response.headerless, response.flexible_header) {
+        (true, _) => 0,
+        (false, flexible) => 4 + usize::from(flexible),
+    }
+}
+
 /// Writes one response frame: size, response header, body chunks. glommio's TCP stream has no
 /// vectored write, so small chunks are gathered into one buffer (one send) and only chunks of
 /// at least `RESPONSE_COALESCE_BYTES_MAX` (record data) are sent as they are, never copied.
@@ -406,7 +431,7 @@ async fn write_response<S: AsyncWrite>(
     writer: &mut WriteHalf<S>,
     response: ResponseFrame,
 ) -> std::io::Result<()> {
-    let header_len = if response.flexible_header { 5 } else { 4 };
+    let header_len = header_len(&response);
     let body_len: usize = response.body.iter().map(Bytes::len).sum();
     let frame_len = header_len + body_len;
     let size = i32::try_from(frame_len).map_err(|_| {
@@ -418,8 +443,10 @@ async fn write_response<S: AsyncWrite>(
     let mut pending =
         BytesMut::with_capacity((4 + frame_len).min(limits::RESPONSE_COALESCE_BYTES_MAX));
     pending.put_i32(size);
-    pending.put_i32(response.correlation_id);
-    if response.flexible_header {
+    if !response.headerless {
+        pending.put_i32(response.correlation_id);
+    }
+    if response.flexible_header && !response.headerless {
         // Response header v1 ends with an empty tagged-field section.
         pending.put_u8(0);
     }

@@ -58,8 +58,11 @@ pub enum FrameError {
     /// The size field is zero: not even a request header fits.
     #[error("frame size is zero")]
     Empty,
-    /// The size exceeds `socket.request.max.bytes`.
-    #[error("frame size {size} exceeds socket.request.max.bytes ({max})")]
+    /// The size exceeds `socket.request.max.bytes` (or, before SASL authentication,
+    /// `sasl.server.max.receive.size`).
+    #[error(
+        "frame size {size} exceeds {max} (socket.request.max.bytes, or sasl.server.max.receive.size before SASL authentication)"
+    )]
     TooLarge {
         /// The claimed size.
         size: i32,

@@ -14,7 +14,9 @@
 //! its listener's `SecurityProtocol`: PLAINTEXT serves the socket at once; SSL first runs the
 //! TLS handshake (`net::tls`, bounded by `ssl-handshake-timeout-ms`) in the connection's own
 //! task, so a slow handshake never holds the accept loop, and takes the principal from the
-//! client certificate. SASL, when it exists, authenticates there too, before `serve`.
+//! client certificate. SASL_PLAINTEXT and SASL_SSL (after the same handshake) hand the
+//! listener's SASL settings to `connection::serve`, where the exchange runs before any other
+//! request (`kafka::sasl_authenticate`); SASL's principal replaces the certificate's.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -34,6 +36,7 @@ use crate::net::admission::{Admission, ConnectionPass, Refusal};
 use crate::net::connection;
 use crate::net::frame::RequestMemory;
 use crate::net::tls::TlsListener;
+use crate::security::sasl::SaslConfig;
 
 /// How long start-up waits for a fixed port that something still listens on.
 const PORT_RELEASE_WAIT_MS: u64 = 10_000;
@@ -99,8 +102,10 @@ pub struct ListenerPlace {
     pub name: String,
     /// What its connections speak.
     pub protocol: SecurityProtocol,
-    /// Its TLS configuration, for an SSL listener.
+    /// Its TLS configuration, for an SSL or SASL_SSL listener.
     pub tls: Option<Arc<TlsListener>>,
+    /// Its SASL mechanisms and users, for a SASL_PLAINTEXT or SASL_SSL listener.
+    pub sasl: Option<Arc<SaslConfig>>,
 }
 
 /// Binds this shard's listener.
@@ -200,11 +205,12 @@ async fn open(
     }
     let mut session = Session::anonymous(peer.map(|p| p.ip()));
     session.listener = place.index;
+    let sasl = place.sasl.clone();
     match (place.protocol, &place.tls) {
-        (SecurityProtocol::Plaintext, _) => {
-            connection::serve(context, stream, peer, session, memory, pass).await;
+        (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext, _) => {
+            connection::serve(context, stream, peer, session, sasl, memory, pass).await;
         }
-        (SecurityProtocol::Ssl, Some(tls)) => {
+        (SecurityProtocol::Ssl | SecurityProtocol::SaslSsl, Some(tls)) => {
             let handshake = future::or(async { Some(tls.accept(stream).await) }, async {
                 context.draining.raised().await;
                 None
@@ -215,17 +221,17 @@ async fn open(
                 Some(Ok(accepted)) => {
                     debug!(?peer, listener = %place.name, principal = %accepted.principal, "TLS handshake done");
                     session.principal = accepted.principal;
-                    connection::serve(context, accepted.stream, peer, session, memory, pass).await;
+                    connection::serve(context, accepted.stream, peer, session, sasl, memory, pass)
+                        .await;
                 }
                 Some(Err(err)) => {
                     info!(?peer, listener = %place.name, %err, "closing connection");
                 }
             }
         }
-        // Refused when the configuration is built (`config::kraft`); an SSL listener without
-        // its TLS side cannot be started (`pool::start`).
-        (protocol, _) => {
-            warn!(?peer, listener = %place.name, protocol = protocol.name(), "protocol not served; closing connection");
+        // A TLS listener without its TLS side cannot be started (`pool::start`).
+        (protocol, None) => {
+            warn!(?peer, listener = %place.name, protocol = protocol.name(), "no TLS configuration; closing connection");
         }
     }
 }
