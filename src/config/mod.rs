@@ -988,8 +988,8 @@ impl fmt::Display for AdvertisedListener {
     }
 }
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// The validated configuration. Its `Debug` masks every secret (see below).
+#[derive(Clone)]
 pub struct Config {
     /// Root of all persistent state.
     pub data_dir: PathBuf,
@@ -1398,6 +1398,33 @@ impl Config {
     }
 }
 
+/// The settings as they were given, but every secret (a setting of kind password: PEM keys,
+/// `ssl.key.password`) shown as `[hidden]`: a `Config` printed in a panic or a log line must
+/// not carry key material. The listeners' own `Debug` hides their secrets likewise.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries: BTreeMap<&str, (&str, ConfigSource)> = self
+            .entries
+            .iter()
+            .map(|(key, entry)| {
+                let secret = config_def(key).is_some_and(|d| matches!(d.kind, ValueKind::Password));
+                let value = if secret && !entry.value.is_empty() {
+                    "[hidden]"
+                } else {
+                    entry.value.as_str()
+                };
+                (*key, (value, entry.source))
+            })
+            .collect();
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listeners", &self.listeners)
+            .field("quorum", &self.quorum)
+            .field("entries", &entries)
+            .finish_non_exhaustive()
+    }
+}
+
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::InvalidValue {
         key: key.to_string(),
@@ -1573,6 +1600,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Key material given inline never shows in a printed `Config`.
+    #[test]
+    fn debug_hides_secrets() {
+        let key = "-----BEGIN PRIVATE KEY-----secret-key-bytes-----END PRIVATE KEY-----";
+        let config = Config::build(&pairs(&[
+            ("ssl.keystore.key", key),
+            ("ssl.key.password", "hunter2"),
+        ]))
+        .expect("accepted");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("secret-key-bytes"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("[hidden]"), "{printed}");
     }
 
     #[test]

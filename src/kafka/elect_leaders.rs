@@ -9,7 +9,8 @@
 //! Election type 0 (preferred; the only one in v0): the first replica leads if it is live and
 //! in the ISR; ELECTION_NOT_NEEDED if it leads already, PREFERRED_LEADER_NOT_AVAILABLE
 //! otherwise. Type 1 (unclean): only a partition without a leader gets one, its first live
-//! in-sync replica, else its first live replica (ELIGIBLE_LEADERS_NOT_AVAILABLE when none is
+//! in-sync replica, else (the ISR empty) its first live eligible leader replica (KIP-966's
+//! ELR, which holds every acknowledged record), else its first live replica (ELIGIBLE_LEADERS_NOT_AVAILABLE when none is
 //! live; ELECTION_NOT_NEEDED when it has a leader). Null `topic_partitions` means every
 //! partition, and partitions that needed no election are left out of the answer. Unknown
 //! topics and partitions are UNKNOWN_TOPIC_OR_PARTITION. A lone node leads every partition it
