@@ -79,6 +79,8 @@ struct ConnectionState {
     written: Notify,
     /// Held by the one fetch of this connection that runs at a time (see `gate_fetch`).
     fetch_slot: Rc<Semaphore>,
+    /// Until when a client quota mutes the connection (KIP-219): no request is started.
+    muted_until: Cell<Option<Instant>>,
     /// Set when the writer has stopped: gated fetches give up instead of waiting forever.
     writer_stopped: Cell<bool>,
 }
@@ -183,6 +185,7 @@ pub async fn serve<S>(
         written: Notify::default(),
         fetch_slot: Rc::new(Semaphore::new(1)),
         writer_stopped: Cell::new(false),
+        muted_until: Cell::new(None),
     });
     let writer_closed = Rc::new(ShutdownSignal::new());
     let writer_task = glommio::spawn_local_into(
@@ -282,6 +285,27 @@ pub async fn serve<S>(
                 break;
             }
         };
+        // Throttled by a client quota: start nothing more until the throttle time is over,
+        // as Kafka mutes the channel (the client, told the time, waits as well).
+        if let Some(until) = state.muted_until.take() {
+            let wait = until.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                let woken = future::or(
+                    async {
+                        glommio::timer::sleep(wait).await;
+                        true
+                    },
+                    async {
+                        future::or(context.draining.raised(), writer_closed.raised()).await;
+                        false
+                    },
+                )
+                .await;
+                if !woken {
+                    break;
+                }
+            }
+        }
         state.last_activity.set(Instant::now());
         context.metrics.add_bytes_in(4 + frame.len());
         let (dispatched, close_after) = match sasl.as_mut() {
@@ -315,6 +339,12 @@ pub async fn serve<S>(
                             .metrics
                             .record_request(api_key, started.elapsed(), failed);
                         if let HandlerOutcome::Respond(response) = &outcome {
+                            if response.throttle_ms > 0 {
+                                let until =
+                                    Instant::now() + Duration::from_millis(response.throttle_ms);
+                                let later = state.muted_until.get().map_or(until, |u| u.max(until));
+                                state.muted_until.set(Some(later));
+                            }
                             state
                                 .queued_response_bytes
                                 .set(state.queued_response_bytes.get() + response.len_bytes());

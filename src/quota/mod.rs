@@ -7,15 +7,15 @@
 //! changed only by shard 0's controller through `MetadataRecord::ClientQuotaAltered`, and every
 //! shard reads its own copy of the image. Nothing here awaits or does I/O.
 //!
-//! What is here is the model only: the protocol front does not serve AlterClientQuotas or
-//! DescribeClientQuotas yet, and no produce or fetch is throttled, so nothing may be set
-//! through the Kafka API (a value accepted but not enforced would be a config accepted and
-//! ignored). The keys Kafka has but this broker does not enforce (`request_percentage`,
-//! `controller_mutation_rate`, `connection_creation_rate`) and the `ip` entity are refused
-//! by `check_alteration`, never stored.
+//! `meter` measures the byte rates and computes throttle times (KIP-219). The keys Kafka has
+//! but this broker does not enforce (`request_percentage`, `controller_mutation_rate`,
+//! `connection_creation_rate`) and the `ip` entity are refused by `check_entity` and
+//! `check_op`, never stored.
 //!
 //! Entity names: `None` is the default entity of that type (Kafka's `<default>`, a null
 //! name on the wire). A user quota names the principal's name (`alice` for `User:alice`).
+
+pub mod meter;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +29,13 @@ pub mod entity_type {
     pub const CLIENT_ID: &str = "client-id";
     /// A client's address (Kafka's connection-rate quotas; refused here).
     pub const IP: &str = "ip";
+}
+
+/// The user quota name of a principal `Type:Name`: its name (`alice` for `User:alice`).
+pub fn principal_user(principal: &str) -> &str {
+    principal
+        .split_once(':')
+        .map_or(principal, |(_, name)| name)
 }
 
 /// Quota entities this broker may hold at most (each lives in every shard's image);
