@@ -515,7 +515,7 @@ async fn run_shard(
             },
         ),
         metrics: crate::metrics::ShardMetrics::default(),
-        quotas: crate::quota::meter::ShardQuotas::new(id.0 as usize, quotas),
+        quotas: crate::quota::meter::ShardQuotas::new(id.0, quotas),
         producer_id_block: std::cell::Cell::new((0, 0)),
         groups: crate::group::GroupCoordinator::new(&spec.config),
         txns: crate::txn::TxnCoordinator::new(&spec.config),

@@ -27,7 +27,7 @@ use crate::broker::{ShardContext, ShardRequest, ShardResponse};
 use crate::kafka::admin::text;
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
 use crate::metadata::{ControllerRequest, ControllerResponse};
-use crate::quota::{self, QuotaEntity, QuotaError, QuotaKey};
+use crate::quota::{self, QuotaAlteration, QuotaError};
 use crate::runtime::ShardId;
 
 /// The dispatch table entry.
@@ -91,7 +91,7 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             ];
             return respond(&refused);
         }
-        let mut alterations: Vec<(QuotaEntity, Vec<(QuotaKey, Option<i64>)>)> = Vec::new();
+        let mut alterations: Vec<QuotaAlteration> = Vec::new();
         let mut valid: Vec<usize> = Vec::new();
         for (i, entry) in body.entries.iter().enumerate() {
             let components: Vec<(&str, Option<&str>)> = entry

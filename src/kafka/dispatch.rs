@@ -378,6 +378,12 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         ApiKey::AlterUserScramCredentials => {
             drop_ok(request.decode::<AlterUserScramCredentialsRequest>())
         }
+        ApiKey::DescribeClientQuotas => {
+            drop_ok(request.decode::<kafka_protocol::messages::DescribeClientQuotasRequest>())
+        }
+        ApiKey::AlterClientQuotas => {
+            drop_ok(request.decode::<kafka_protocol::messages::AlterClientQuotasRequest>())
+        }
         ApiKey::AddPartitionsToTxn => drop_ok(request.decode::<AddPartitionsToTxnRequest>()),
         ApiKey::AddOffsetsToTxn => drop_ok(request.decode::<AddOffsetsToTxnRequest>()),
         ApiKey::EndTxn => drop_ok(request.decode::<EndTxnRequest>()),

@@ -34,7 +34,7 @@ use crate::metadata::image::{BrokerImage, MetadataImage, PartitionState, TopicIm
 use crate::metadata::quorum::ReplicatedMetadata;
 use crate::metadata::store::{MetadataRecord, MetadataStore, StoreError, apply_record};
 use crate::metadata::topic_name::validate_topic_name;
-use crate::quota::{self, QuotaEntity, QuotaKey};
+use crate::quota::{self, QuotaAlteration};
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 
 /// A topic to create.
@@ -141,7 +141,7 @@ pub enum ControllerRequest {
     /// per key of an entity).
     AlterClientQuotas {
         /// Each entity with its (key, value to set or `None` to remove).
-        alterations: Vec<(QuotaEntity, Vec<(QuotaKey, Option<i64>)>)>,
+        alterations: Vec<QuotaAlteration>,
         /// Check without changing.
         validate_only: bool,
     },
@@ -1763,6 +1763,7 @@ mod tests {
 
     #[test]
     fn client_quotas_are_set_removed_and_validated_only() {
+        use crate::quota::{QuotaEntity, QuotaKey};
         let alice = QuotaEntity::user(Some("alice"));
         let set = ControllerRequest::AlterClientQuotas {
             alterations: vec![(

@@ -38,6 +38,9 @@ pub fn principal_user(principal: &str) -> &str {
         .map_or(principal, |(_, name)| name)
 }
 
+/// One entity's checked alteration: its (key, value to set or `None` to remove) pairs.
+pub type QuotaAlteration = (QuotaEntity, Vec<(QuotaKey, Option<i64>)>);
+
 /// Quota entities this broker may hold at most (each lives in every shard's image);
 /// an alteration adding one past it is refused.
 pub const ENTITIES_MAX: usize = 100_000;
