@@ -639,3 +639,41 @@ fn sasl_alter(broker: &Broker, entity: Entity<'_>, key: &str, value: f64) {
     );
     assert_eq!(results, vec![(0, String::new())]);
 }
+
+#[test]
+fn an_acks_0_producer_is_muted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &["--set", "metrics-listen=127.0.0.1:0"]);
+    let metrics = metrics_addr(&broker);
+    set_quota(
+        broker.addr,
+        &[("client-id", Some("fire-and-forget"))],
+        "producer_byte_rate",
+        20_000.0,
+    );
+    let mut config = producer_config(&broker.bootstrap(), "fire-and-forget");
+    config.set("acks", "0");
+    let flood = Flood::start(&config, "unacked");
+    std::thread::sleep(Duration::from_secs(6));
+    drop(flood);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks("unacked", 0, Duration::from_secs(10))
+        .unwrap();
+    eprintln!("acks=0 producer: {high} records in 6 s");
+    // Unthrottled, acks=0 writes tens of MB in 6 s; muted, about 10 s worth of the quota
+    // and the requests already in flight.
+    assert!(
+        high > 0 && high < 1500,
+        "{high} records of {VALUE_BYTES} bytes in 6 s"
+    );
+    let throttled = metric(
+        &metrics,
+        "ringbroker_quota_throttled_requests_total",
+        "client_id=\"fire-and-forget\"",
+    );
+    assert!(throttled > 0.0);
+}

@@ -155,8 +155,12 @@ pub fn handler_for(key: i16) -> Option<&'static ApiHandler> {
 pub enum HandlerOutcome {
     /// A response to send.
     Respond(ResponseFrame),
-    /// The request gets no response (a produce with acks=0).
-    NoResponse,
+    /// The request gets no response (a produce with acks=0); a client quota's throttle time
+    /// still mutes the connection for `throttle_ms` (KIP-219).
+    NoResponse {
+        /// Milliseconds to read nothing more from the client; usually zero.
+        throttle_ms: u64,
+    },
     /// The request cannot be served; close the connection after logging the reason.
     Close(String),
 }

@@ -88,7 +88,9 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         );
         response.throttle_time_ms = i32::try_from(throttle).unwrap_or(i32::MAX);
         let outcome = if acks == 0 {
-            HandlerOutcome::NoResponse
+            HandlerOutcome::NoResponse {
+                throttle_ms: throttle,
+            }
         } else if version < 3 {
             let correlation_id = request.header.correlation_id;
             legacy_versions::encode_produce_response(version, correlation_id, &response)

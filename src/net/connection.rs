@@ -338,13 +338,17 @@ pub async fn serve<S>(
                         context
                             .metrics
                             .record_request(api_key, started.elapsed(), failed);
+                        let throttle_ms = match &outcome {
+                            HandlerOutcome::Respond(response) => response.throttle_ms,
+                            HandlerOutcome::NoResponse { throttle_ms } => *throttle_ms,
+                            HandlerOutcome::Close(_) => 0,
+                        };
+                        if throttle_ms > 0 {
+                            let until = Instant::now() + Duration::from_millis(throttle_ms);
+                            let later = state.muted_until.get().map_or(until, |u| u.max(until));
+                            state.muted_until.set(Some(later));
+                        }
                         if let HandlerOutcome::Respond(response) = &outcome {
-                            if response.throttle_ms > 0 {
-                                let until =
-                                    Instant::now() + Duration::from_millis(response.throttle_ms);
-                                let later = state.muted_until.get().map_or(until, |u| u.max(until));
-                                state.muted_until.set(Some(later));
-                            }
                             state
                                 .queued_response_bytes
                                 .set(state.queued_response_bytes.get() + response.len_bytes());
@@ -401,7 +405,7 @@ async fn write_responses<S: AsyncWrite>(
         };
         let response = match outcome {
             HandlerOutcome::Respond(response) => response,
-            HandlerOutcome::NoResponse => {
+            HandlerOutcome::NoResponse { .. } => {
                 state.in_flight.set(state.in_flight.get() - 1);
                 continue;
             }
