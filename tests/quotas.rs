@@ -677,3 +677,45 @@ fn an_acks_0_producer_is_muted_too() {
     );
     assert!(throttled > 0.0);
 }
+
+#[test]
+fn a_client_ids_connections_on_both_shards_share_one_quota() {
+    const QUOTA: f64 = 100_000.0;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(
+        dir.path(),
+        &["--set", "cores=0-1", "--set", "metrics-listen=127.0.0.1:0"],
+    );
+    let metrics = metrics_addr(&broker);
+    set_quota(
+        broker.addr,
+        &[("client-id", Some("spread"))],
+        "producer_byte_rate",
+        QUOTA,
+    );
+    // Six producers of one client id: the kernel spreads their connections over the shards.
+    let floods: Vec<Flood> = (0..6)
+        .map(|_| Flood::start(&producer_config(&broker.bootstrap(), "spread"), "spread"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    for shard in ["0", "1"] {
+        let open = metric(
+            &metrics,
+            "ringbroker_connections",
+            &format!("shard=\"{shard}\""),
+        );
+        assert!(open > 0.0, "no connection on shard {shard}");
+    }
+    let acked = |floods: &[Flood]| floods.iter().map(Flood::acked).sum::<u64>();
+    let start = (acked(&floods), Instant::now());
+    std::thread::sleep(Duration::from_secs(22));
+    let end = (acked(&floods), Instant::now());
+    drop(floods);
+    let rate = (end.0 - start.0) as f64 / (end.1 - start.1).as_secs_f64();
+    eprintln!("six producers on two shards: {rate:.0} B/s against a quota of {QUOTA} B/s");
+    // Measured per shard alone, the two shards would let about twice the quota through.
+    assert!(
+        rate <= 1.25 * QUOTA && rate >= 0.6 * QUOTA,
+        "produced {rate:.0} B/s against one quota of {QUOTA} B/s"
+    );
+}
