@@ -715,7 +715,7 @@ fn a_client_ids_connections_on_both_shards_share_one_quota() {
     eprintln!("six producers on two shards: {rate:.0} B/s against a quota of {QUOTA} B/s");
     // Measured per shard alone, the two shards would let about twice the quota through.
     assert!(
-        rate <= 1.25 * QUOTA && rate >= 0.6 * QUOTA,
+        (0.6 * QUOTA..=1.25 * QUOTA).contains(&rate),
         "produced {rate:.0} B/s against one quota of {QUOTA} B/s"
     );
 }
