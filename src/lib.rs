@@ -26,6 +26,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod quota;
 pub mod replication;
 pub mod runtime;
 pub mod security;

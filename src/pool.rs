@@ -319,6 +319,13 @@ pub fn start(
             "max.connections capped below the open-file limit, keeping descriptors for the logs"
         );
     }
+    let quotas = crate::quota::meter::QuotaMeters::new(
+        cores.len(),
+        crate::quota::meter::QuotaWindows {
+            samples: spec.config.int("quota.window.num", 11).max(1) as usize,
+            window_ms: spec.config.int("quota.window.size.seconds", 1).max(1) as u64 * 1000,
+        },
+    );
     let (watches, heartbeats, nudge_senders) = watchdog::channels(cores.len());
     let watchdog = Watchdog::start(heartbeats, nudge_senders);
     let mut handles = Vec::with_capacity(cores.len());
@@ -331,11 +338,13 @@ pub fn start(
         let advertised_listeners = advertised_listeners.clone();
         let listeners = bound.clone();
         let admission = admission.clone();
+        let quotas = quotas.clone();
         let handle = executor::pinned_executor(core, spec.config.shard_spin_before_park_us)
             .spawn(move || async move {
                 let place = ShardPlace {
                     core,
                     admission,
+                    quotas,
                     listen_addr,
                     advertised,
                     advertised_listeners,
@@ -405,6 +414,7 @@ pub fn start(
 struct ShardPlace {
     core: usize,
     admission: Arc<Admission>,
+    quotas: Arc<crate::quota::meter::QuotaMeters>,
     listen_addr: SocketAddr,
     advertised: AdvertisedListener,
     advertised_listeners: Vec<AdvertisedListener>,
@@ -422,6 +432,7 @@ async fn run_shard(
     let ShardPlace {
         core,
         admission,
+        quotas,
         listen_addr,
         advertised,
         advertised_listeners,
@@ -504,6 +515,7 @@ async fn run_shard(
             },
         ),
         metrics: crate::metrics::ShardMetrics::default(),
+        quotas: crate::quota::meter::ShardQuotas::new(id.0, quotas),
         producer_id_block: std::cell::Cell::new((0, 0)),
         groups: crate::group::GroupCoordinator::new(&spec.config),
         txns: crate::txn::TxnCoordinator::new(&spec.config),

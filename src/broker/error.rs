@@ -20,6 +20,13 @@ use crate::txn::TxnError;
 /// Kafka's "no error".
 pub const NONE: i16 = 0;
 
+/// The Kafka error code for a refused client quota alteration or filter.
+pub fn quota_error_code(err: &crate::quota::QuotaError) -> i16 {
+    match err {
+        crate::quota::QuotaError::InvalidRequest(_) => ResponseError::InvalidRequest.code(),
+    }
+}
+
 /// The Kafka error code for a refused metadata change or lookup.
 pub fn metadata_error_code(err: &MetadataError) -> i16 {
     let kind = match err {

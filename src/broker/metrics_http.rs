@@ -80,7 +80,10 @@ async fn answer(context: &Rc<ShardContext>, mut stream: TcpStream) -> std::io::R
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = render(&gather(context).await);
+            let mut body = render(&gather(context).await);
+            body.push_str(&crate::quota::meter::render_metrics(
+                context.quotas.meters(),
+            ));
             respond(&mut stream, "200 OK", &body).await
         }
         ("GET", "/ready") => respond(&mut stream, "200 OK", "ready\n").await,

@@ -83,6 +83,8 @@ pub struct ShardContext {
     pub partitions: PartitionManager,
     /// This shard's metrics.
     pub metrics: ShardMetrics,
+    /// Client quota meters (this shard's view of the process's).
+    pub quotas: crate::quota::meter::ShardQuotas,
     /// Producer ids this shard may hand out: `(next, end)`.
     pub producer_id_block: Cell<(i64, i64)>,
     /// The consumer groups this shard coordinates.

@@ -778,6 +778,24 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "Segment size at which a partition rolls to a new segment (topic: segment.bytes).",
     ),
     def(
+        "quota.window.num",
+        "11",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "The number of samples kept in memory for client quotas (producer_byte_rate, consumer_byte_rate).",
+    ),
+    def(
+        "quota.window.size.seconds",
+        "1",
+        ValueKind::Int {
+            min: 1,
+            max: INT_MAX,
+        },
+        "The time span of each sample of client quotas.",
+    ),
+    def(
         "log.segment.reserve.budget.bytes",
         "1073741824",
         ValueKind::Long {

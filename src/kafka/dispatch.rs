@@ -27,15 +27,15 @@ use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 use crate::acl::Session;
 use crate::broker::ShardContext;
 use crate::kafka::{
-    add_offsets_to_txn, add_partitions_to_txn, alter_configs, alter_user_scram_credentials,
-    api_versions, create_acls, create_partitions, create_topics, delete_acls, delete_groups,
-    delete_records, delete_topics, describe_acls, describe_cluster, describe_configs,
-    describe_groups, describe_log_dirs, describe_producers, describe_quorum, describe_transactions,
-    describe_user_scram_credentials, elect_leaders, end_txn, fetch, find_coordinator, heartbeat,
-    init_producer_id, join_group, leave_group, legacy_versions, list_groups, list_offsets,
-    list_transactions, metadata, offset_commit, offset_delete, offset_fetch,
-    offset_for_leader_epoch, produce, sasl_authenticate, sasl_handshake, sync_group,
-    txn_offset_commit, write_txn_markers,
+    add_offsets_to_txn, add_partitions_to_txn, alter_client_quotas, alter_configs,
+    alter_user_scram_credentials, api_versions, create_acls, create_partitions, create_topics,
+    delete_acls, delete_groups, delete_records, delete_topics, describe_acls,
+    describe_client_quotas, describe_cluster, describe_configs, describe_groups, describe_log_dirs,
+    describe_producers, describe_quorum, describe_transactions, describe_user_scram_credentials,
+    elect_leaders, end_txn, fetch, find_coordinator, heartbeat, init_producer_id, join_group,
+    leave_group, legacy_versions, list_groups, list_offsets, list_transactions, metadata,
+    offset_commit, offset_delete, offset_fetch, offset_for_leader_epoch, produce,
+    sasl_authenticate, sasl_handshake, sync_group, txn_offset_commit, write_txn_markers,
 };
 
 /// A request whose header has been parsed; `body` is the rest of the frame, not yet decoded.
@@ -134,6 +134,8 @@ pub static HANDLERS: &[ApiHandler] = &[
     delete_acls::HANDLER,
     describe_user_scram_credentials::HANDLER,
     alter_user_scram_credentials::HANDLER,
+    describe_client_quotas::HANDLER,
+    alter_client_quotas::HANDLER,
     add_partitions_to_txn::HANDLER,
     add_offsets_to_txn::HANDLER,
     end_txn::HANDLER,
@@ -153,8 +155,12 @@ pub fn handler_for(key: i16) -> Option<&'static ApiHandler> {
 pub enum HandlerOutcome {
     /// A response to send.
     Respond(ResponseFrame),
-    /// The request gets no response (a produce with acks=0).
-    NoResponse,
+    /// The request gets no response (a produce with acks=0); a client quota's throttle time
+    /// still mutes the connection for `throttle_ms` (KIP-219).
+    NoResponse {
+        /// Milliseconds to read nothing more from the client; usually zero.
+        throttle_ms: u64,
+    },
     /// The request cannot be served; close the connection after logging the reason.
     Close(String),
 }
@@ -171,6 +177,9 @@ pub struct ResponseFrame {
     pub headerless: bool,
     /// The encoded body, in one or more chunks that go to the socket as they are.
     pub body: Vec<Bytes>,
+    /// A client quota's throttle time the response carries: the connection reads nothing
+    /// more from the client for that long (KIP-219). Zero for most responses.
+    pub throttle_ms: u64,
 }
 
 impl ResponseFrame {
@@ -191,6 +200,7 @@ pub fn encode_response<M: Encodable>(
     match message.encode(&mut body, version) {
         Ok(()) => HandlerOutcome::Respond(ResponseFrame {
             correlation_id,
+            throttle_ms: 0,
             flexible_header: api_key.response_header_version(version) >= 1,
             headerless: false,
             body: vec![body.freeze()],
@@ -371,6 +381,12 @@ pub fn decode_body(request: &Request) -> Result<(), HandlerOutcome> {
         }
         ApiKey::AlterUserScramCredentials => {
             drop_ok(request.decode::<AlterUserScramCredentialsRequest>())
+        }
+        ApiKey::DescribeClientQuotas => {
+            drop_ok(request.decode::<kafka_protocol::messages::DescribeClientQuotasRequest>())
+        }
+        ApiKey::AlterClientQuotas => {
+            drop_ok(request.decode::<kafka_protocol::messages::AlterClientQuotasRequest>())
         }
         ApiKey::AddPartitionsToTxn => drop_ok(request.decode::<AddPartitionsToTxnRequest>()),
         ApiKey::AddOffsetsToTxn => drop_ok(request.decode::<AddOffsetsToTxnRequest>()),

@@ -72,6 +72,7 @@ use crate::kafka::fetch_session::{
 use crate::kafka::leader_epoch::Leadership;
 use crate::kafka::scatter;
 use crate::kafka::{legacy_format, legacy_versions};
+use crate::quota::{self, QuotaKey};
 use crate::runtime::{ShardId, shard_for};
 
 /// The versions served.
@@ -117,7 +118,30 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         let plan = plan(&context, &request.session, &body, &wanted, version);
         let response = execute(&context, plan).await;
         match close_session(&context, session, &wanted, response) {
-            Ok(response) => frame(correlation_id, response),
+            Ok(response) => {
+                let outcome = frame(correlation_id, response);
+                if body.replica_id.0 >= 0 {
+                    // Replication is not a client: no client quota applies.
+                    return outcome;
+                }
+                let HandlerOutcome::Respond(mut response) = outcome else {
+                    return outcome;
+                };
+                // Client quota (KIP-219): the response's bytes count against the consumer
+                // byte rate; the data still goes out, with the throttle time.
+                let throttle = context.quotas.record(
+                    &context.image().quotas,
+                    quota::principal_user(&request.session.principal),
+                    request.header.client_id.as_deref().unwrap_or(""),
+                    QuotaKey::ConsumerByteRate,
+                    response.len_bytes() as u64,
+                );
+                if throttle > 0 && version >= 1 {
+                    set_throttle_time(&mut response.body, throttle);
+                    response.throttle_ms = throttle;
+                }
+                HandlerOutcome::Respond(response)
+            }
             Err(code) => refused(code),
         }
     }
@@ -305,10 +329,25 @@ fn close_session(
     }
 }
 
+/// Writes `throttle_ms` over the `throttle_time_ms` an encoded Fetch v1+ body opens with.
+fn set_throttle_time(body: &mut [Bytes], throttle_ms: u64) {
+    let Some(first) = body.first_mut() else {
+        return;
+    };
+    if first.len() < 4 {
+        return;
+    }
+    let mut head = BytesMut::from(&first[..]);
+    let value = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    head[..4].copy_from_slice(&value.to_be_bytes());
+    *first = head.freeze();
+}
+
 fn frame(correlation_id: i32, response: FetchResponseParts) -> HandlerOutcome {
     let flexible = response.version >= 12;
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
+        throttle_ms: 0,
         flexible_header: flexible,
         headerless: false,
         body: encode(&response),

@@ -103,6 +103,7 @@ pub fn encode_produce_response(
     }
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
+        throttle_ms: 0,
         flexible_header: false,
         headerless: false,
         body: vec![Bytes::from(out)],
@@ -187,6 +188,7 @@ pub fn encode_list_offsets_v0_response(
     }
     HandlerOutcome::Respond(ResponseFrame {
         correlation_id,
+        throttle_ms: 0,
         flexible_header: false,
         headerless: false,
         body: vec![Bytes::from(out)],

@@ -45,6 +45,7 @@ use crate::kafka::scatter;
 use crate::kafka::{legacy_format, legacy_versions};
 use crate::metadata::topic_name::validate_topic_name;
 use crate::metadata::{ControllerRequest, NewTopic};
+use crate::quota::{self, QuotaKey};
 use crate::storage::batch::BATCH_HEADER_BYTES;
 
 /// The versions served.
@@ -57,6 +58,17 @@ pub const HANDLER: ApiHandler = ApiHandler {
     handle,
 };
 
+/// `outcome` with the connection told to read nothing more for `throttle_ms`.
+pub(crate) fn throttled(outcome: HandlerOutcome, throttle_ms: u64) -> HandlerOutcome {
+    match outcome {
+        HandlerOutcome::Respond(mut frame) => {
+            frame.throttle_ms = throttle_ms;
+            HandlerOutcome::Respond(frame)
+        }
+        other => other,
+    }
+}
+
 fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
     async move {
         let body: ProduceRequest = match legacy_versions::decode_produce(&request) {
@@ -65,15 +77,27 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         };
         let acks = body.acks;
         let version = request.version();
-        let response = produce(&context, &request.session, body, version).await;
-        if acks == 0 {
-            HandlerOutcome::NoResponse
+        let mut response = produce(&context, &request.session, body, version).await;
+        // Client quota (KIP-219): the request's bytes count against the producer byte rate.
+        let throttle = context.quotas.record(
+            &context.image().quotas,
+            quota::principal_user(&request.session.principal),
+            request.header.client_id.as_deref().unwrap_or(""),
+            QuotaKey::ProducerByteRate,
+            request.body.len() as u64,
+        );
+        response.throttle_time_ms = i32::try_from(throttle).unwrap_or(i32::MAX);
+        let outcome = if acks == 0 {
+            HandlerOutcome::NoResponse {
+                throttle_ms: throttle,
+            }
         } else if version < 3 {
             let correlation_id = request.header.correlation_id;
             legacy_versions::encode_produce_response(version, correlation_id, &response)
         } else {
             request.respond(&response)
-        }
+        };
+        throttled(outcome, throttle)
     }
     .boxed_local()
 }

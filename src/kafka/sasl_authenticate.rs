@@ -160,6 +160,7 @@ fn raw_token(
     };
     let frame = ResponseFrame {
         correlation_id: 0,
+        throttle_ms: 0,
         flexible_header: false,
         headerless: true,
         body: vec![Bytes::from(token)],

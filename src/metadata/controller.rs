@@ -34,6 +34,7 @@ use crate::metadata::image::{BrokerImage, MetadataImage, PartitionState, TopicIm
 use crate::metadata::quorum::ReplicatedMetadata;
 use crate::metadata::store::{MetadataRecord, MetadataStore, StoreError, apply_record};
 use crate::metadata::topic_name::validate_topic_name;
+use crate::quota::{self, QuotaAlteration};
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 
 /// A topic to create.
@@ -135,6 +136,14 @@ pub enum ControllerRequest {
         upsertions: Vec<(String, ScramMechanism, ScramCredential)>,
         /// (user, mechanism) to delete.
         deletions: Vec<(String, ScramMechanism)>,
+    },
+    /// Set and remove client quotas (already checked: entities and keys valid, one operation
+    /// per key of an entity).
+    AlterClientQuotas {
+        /// Each entity with its (key, value to set or `None` to remove).
+        alterations: Vec<QuotaAlteration>,
+        /// Check without changing.
+        validate_only: bool,
     },
     /// A broker (re)registers with the quorum (at start): it is fenced until the controller
     /// sees it caught up with the metadata log.
@@ -565,6 +574,7 @@ pub fn refusal(request: &ControllerRequest, err: MetadataError) -> ControllerRes
         ControllerRequest::AlterBrokerConfigs { .. }
         | ControllerRequest::CreateAcls { .. }
         | ControllerRequest::AlterScramCredentials { .. }
+        | ControllerRequest::AlterClientQuotas { .. }
         | ControllerRequest::RegisterBroker { .. }
         | ControllerRequest::FenceBroker { .. }
         | ControllerRequest::UnfenceBroker { .. }
@@ -709,6 +719,39 @@ impl Plan {
                         mechanism,
                         credential,
                     });
+                }
+                ControllerResponse::Altered(Ok(()))
+            }
+            ControllerRequest::AlterClientQuotas {
+                alterations,
+                validate_only,
+            } => {
+                for (entity, ops) in alterations {
+                    for (key, value) in ops {
+                        let current = self.image.quotas.get(&entity).and_then(|v| v.get(&key));
+                        if current == value.as_ref() {
+                            continue;
+                        }
+                        if self.image.quotas.get(&entity).is_none()
+                            && self.image.quotas.len() >= quota::ENTITIES_MAX
+                        {
+                            self.discard(&before);
+                            return ControllerResponse::Altered(Err(MetadataError::LimitExceeded(
+                                format!(
+                                    "the cluster holds quotas of the most entities it may ({})",
+                                    quota::ENTITIES_MAX
+                                ),
+                            )));
+                        }
+                        self.stage(MetadataRecord::ClientQuotaAltered {
+                            entity: entity.clone(),
+                            key,
+                            value,
+                        });
+                    }
+                }
+                if validate_only {
+                    self.discard(&before);
                 }
                 ControllerResponse::Altered(Ok(()))
             }
@@ -1716,6 +1759,57 @@ mod tests {
         let outcome = execute(image, request, &quorum());
         assert!(outcome.records.is_empty(), "a refusal writes nothing");
         altered(&outcome).expect_err("refused")
+    }
+
+    #[test]
+    fn client_quotas_are_set_removed_and_validated_only() {
+        use crate::quota::{QuotaEntity, QuotaKey};
+        let alice = QuotaEntity::user(Some("alice"));
+        let set = ControllerRequest::AlterClientQuotas {
+            alterations: vec![(
+                alice.clone(),
+                vec![
+                    (QuotaKey::ProducerByteRate, Some(1000)),
+                    (QuotaKey::ConsumerByteRate, Some(2000)),
+                ],
+            )],
+            validate_only: true,
+        };
+        let outcome = execute(&MetadataImage::empty(), set.clone(), &Mode::Lone);
+        assert!(matches!(
+            outcome.response,
+            ControllerResponse::Altered(Ok(()))
+        ));
+        assert!(outcome.records.is_empty(), "validate_only writes nothing");
+        assert!(outcome.image.quotas.is_empty());
+        let ControllerRequest::AlterClientQuotas { alterations, .. } = set else {
+            unreachable!()
+        };
+        let set = ControllerRequest::AlterClientQuotas {
+            alterations,
+            validate_only: false,
+        };
+        let outcome = execute(&MetadataImage::empty(), set.clone(), &Mode::Lone);
+        assert_eq!(outcome.records.len(), 2);
+        assert_eq!(
+            outcome
+                .image
+                .quotas
+                .resolve("alice", "c", QuotaKey::ConsumerByteRate),
+            Some((alice.clone(), 2000))
+        );
+        // The same values again change nothing; a removal of one key leaves the other.
+        let again = execute(&outcome.image, set, &Mode::Lone);
+        assert!(again.records.is_empty());
+        let remove = ControllerRequest::AlterClientQuotas {
+            alterations: vec![(alice.clone(), vec![(QuotaKey::ProducerByteRate, None)])],
+            validate_only: false,
+        };
+        let removed = execute(&outcome.image, remove, &Mode::Lone);
+        assert_eq!(removed.records.len(), 1);
+        let values = removed.image.quotas.get(&alice).unwrap();
+        assert_eq!(values.get(&QuotaKey::ProducerByteRate), None);
+        assert_eq!(values.get(&QuotaKey::ConsumerByteRate), Some(&2000));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::AclSet;
 use crate::config::Config;
 use crate::config::topic::BrokerValues;
+use crate::quota::ClientQuotas;
 use crate::security::sasl::scram::{ScramCredential, ScramMechanism};
 use uuid::Uuid;
 
@@ -161,6 +162,9 @@ pub struct MetadataImage {
     /// SCRAM authentication on every shard.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// Client quotas by entity (Kafka's `producer_byte_rate` and `consumer_byte_rate`).
+    #[serde(default, skip_serializing_if = "ClientQuotas::is_empty")]
+    pub quotas: ClientQuotas,
     /// Brokers registered with the controller quorum, by id; empty on a lone node.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub brokers: BTreeMap<i32, BrokerImage>,
@@ -177,6 +181,7 @@ impl MetadataImage {
             node_configs: BTreeMap::new(),
             acls: AclSet::default(),
             scram: BTreeMap::new(),
+            quotas: ClientQuotas::default(),
             brokers: BTreeMap::new(),
         }
     }

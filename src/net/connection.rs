@@ -79,6 +79,8 @@ struct ConnectionState {
     written: Notify,
     /// Held by the one fetch of this connection that runs at a time (see `gate_fetch`).
     fetch_slot: Rc<Semaphore>,
+    /// Until when a client quota mutes the connection (KIP-219): no request is started.
+    muted_until: Cell<Option<Instant>>,
     /// Set when the writer has stopped: gated fetches give up instead of waiting forever.
     writer_stopped: Cell<bool>,
 }
@@ -183,6 +185,7 @@ pub async fn serve<S>(
         written: Notify::default(),
         fetch_slot: Rc::new(Semaphore::new(1)),
         writer_stopped: Cell::new(false),
+        muted_until: Cell::new(None),
     });
     let writer_closed = Rc::new(ShutdownSignal::new());
     let writer_task = glommio::spawn_local_into(
@@ -282,6 +285,27 @@ pub async fn serve<S>(
                 break;
             }
         };
+        // Throttled by a client quota: start nothing more until the throttle time is over,
+        // as Kafka mutes the channel (the client, told the time, waits as well).
+        if let Some(until) = state.muted_until.take() {
+            let wait = until.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                let woken = future::or(
+                    async {
+                        glommio::timer::sleep(wait).await;
+                        true
+                    },
+                    async {
+                        future::or(context.draining.raised(), writer_closed.raised()).await;
+                        false
+                    },
+                )
+                .await;
+                if !woken {
+                    break;
+                }
+            }
+        }
         state.last_activity.set(Instant::now());
         context.metrics.add_bytes_in(4 + frame.len());
         let (dispatched, close_after) = match sasl.as_mut() {
@@ -314,6 +338,16 @@ pub async fn serve<S>(
                         context
                             .metrics
                             .record_request(api_key, started.elapsed(), failed);
+                        let throttle_ms = match &outcome {
+                            HandlerOutcome::Respond(response) => response.throttle_ms,
+                            HandlerOutcome::NoResponse { throttle_ms } => *throttle_ms,
+                            HandlerOutcome::Close(_) => 0,
+                        };
+                        if throttle_ms > 0 {
+                            let until = Instant::now() + Duration::from_millis(throttle_ms);
+                            let later = state.muted_until.get().map_or(until, |u| u.max(until));
+                            state.muted_until.set(Some(later));
+                        }
                         if let HandlerOutcome::Respond(response) = &outcome {
                             state
                                 .queued_response_bytes
@@ -371,7 +405,7 @@ async fn write_responses<S: AsyncWrite>(
         };
         let response = match outcome {
             HandlerOutcome::Respond(response) => response,
-            HandlerOutcome::NoResponse => {
+            HandlerOutcome::NoResponse { .. } => {
                 state.in_flight.set(state.in_flight.get() - 1);
                 continue;
             }
