@@ -21,34 +21,9 @@ const BOUND: Duration = Duration::from_secs(60);
 /// `run_bounded` without the test's `LD_LIBRARY_PATH`: cargo points it at the rdkafka crate's
 /// own librdkafka, built without OpenSSL, which kcat would load instead of Debian's.
 fn run_clean(program: &str, args: &[&str], input: &str, bound: Duration) -> (bool, String, String) {
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = support::wait_bounded(&mut child, bound);
-    let _ = feeder.join();
-    (status.success(), out.join().unwrap(), err.join().unwrap())
+    let (status, out, err) =
+        support::run_bounded_without_env(program, args, input, bound, &["LD_LIBRARY_PATH"]);
+    (status.success(), out, err)
 }
 
 /// A CA, a server certificate for 127.0.0.1/localhost and client certificates, as PEM files.
@@ -194,7 +169,18 @@ fn start(pki: &Pki, extra: &[&str]) -> TlsBroker {
         args.push(arg);
     }
     let broker = Broker::start_in(data.path(), &args);
-    // The ready line reaches the log just after the start returns.
+    TlsBroker {
+        plain: ready_listener(&broker, "PLAINTEXT"),
+        ssl: ready_listener(&broker, "SSL"),
+        broker,
+        _data: data,
+    }
+}
+
+/// The address of listener `name` as the broker's ready line lists it
+/// (`listeners=PLAINTEXT://127.0.0.1:41231,SSL://...`; the ready line reaches the log just
+/// after the start returns).
+fn ready_listener(broker: &Broker, name: &str) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(5);
     let ready = loop {
         if let Some(line) = broker
@@ -207,22 +193,14 @@ fn start(pki: &Pki, extra: &[&str]) -> TlsBroker {
         assert!(Instant::now() < deadline, "no ready line");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let listener = |name: &str| -> SocketAddr {
-        let start = ready
-            .find(&format!("{name}://"))
-            .expect("listener in the ready line")
-            + name.len()
-            + 3;
-        let rest = &ready[start..];
-        let end = rest.find([',', ' ', '"']).unwrap_or(rest.len());
-        rest[..end].parse().expect("an address")
-    };
-    TlsBroker {
-        plain: listener("PLAINTEXT"),
-        ssl: listener("SSL"),
-        broker,
-        _data: data,
-    }
+    // Each entry follows `=` or `,`, so `SSL://` does not match inside `SASL_SSL://`.
+    let start = [format!("={name}://"), format!(",{name}://")]
+        .iter()
+        .find_map(|tag| ready.find(tag.as_str()).map(|at| at + tag.len()))
+        .expect("listener in the ready line");
+    let rest = &ready[start..];
+    let end = rest.find([',', ' ', '"']).unwrap_or(rest.len());
+    rest[..end].parse().expect("an address")
 }
 
 /// kcat with TLS settings: the CA, and a client certificate `client` if given.
@@ -959,23 +937,7 @@ fn sasl_ssl_authenticates_with_plain_over_tls() {
             jaas,
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let ready = loop {
-        if let Some(line) = broker
-            .log()
-            .into_iter()
-            .find(|l| l.contains("ringbroker ready"))
-        {
-            break line;
-        }
-        assert!(Instant::now() < deadline, "no ready line");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let start = ready.find("SASL_SSL://").expect("the SASL_SSL listener") + "SASL_SSL://".len();
-    let rest = &ready[start..];
-    let addr: SocketAddr = rest[..rest.find([',', ' ', '"']).unwrap_or(rest.len())]
-        .parse()
-        .expect("an address");
+    let addr = ready_listener(&broker, "SASL_SSL");
     let kcat = |password: &str, args: &[&str], input: &str| {
         let ca = format!("ssl.ca.location={}", pki.path("ca.pem"));
         let password = format!("sasl.password={password}");

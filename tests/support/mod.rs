@@ -197,7 +197,24 @@ pub fn run_bounded_with_input(
     input: &str,
     bound: Duration,
 ) -> (ExitStatus, String, String) {
-    let mut child = Command::new(program)
+    run_bounded_without_env(program, args, input, bound, &[])
+}
+
+/// `run_bounded_with_input` with the variables `removed` taken out of the program's
+/// environment (e.g. cargo's `LD_LIBRARY_PATH`, which would give kcat the rdkafka crate's
+/// librdkafka instead of the system's).
+pub fn run_bounded_without_env(
+    program: &str,
+    args: &[&str],
+    input: &str,
+    bound: Duration,
+    removed: &[&str],
+) -> (ExitStatus, String, String) {
+    let mut command = Command::new(program);
+    for name in removed {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
