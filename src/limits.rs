@@ -126,6 +126,10 @@ pub const QUORUM_PEER_QUEUE_MAX: usize = 1024;
 /// Events (ticks, peer messages, proposals) queued for the voter task.
 pub const QUORUM_EVENTS_QUEUED_MAX: usize = 4096;
 
+/// Read-index requests (the metadata lease's renewals) waiting for the quorum leader's
+/// confirmation; past it the oldest are dropped (a cut-off node's renewals are never answered).
+pub const QUORUM_READS_PENDING_MAX: usize = 16;
+
 /// Connections the controller listener holds at once; more are closed at accept.
 pub const QUORUM_INBOUND_CONNECTIONS_MAX: usize = 64;
 

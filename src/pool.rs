@@ -326,6 +326,7 @@ pub fn start(
             window_ms: spec.config.int("quota.window.size.seconds", 1).max(1) as u64 * 1000,
         },
     );
+    let lease = Arc::new(crate::metadata::lease::MetadataLease::new());
     let (watches, heartbeats, nudge_senders) = watchdog::channels(cores.len());
     let watchdog = Watchdog::start(heartbeats, nudge_senders);
     let mut handles = Vec::with_capacity(cores.len());
@@ -339,12 +340,14 @@ pub fn start(
         let listeners = bound.clone();
         let admission = admission.clone();
         let quotas = quotas.clone();
+        let lease = lease.clone();
         let handle = executor::pinned_executor(core, spec.config.shard_spin_before_park_us)
             .spawn(move || async move {
                 let place = ShardPlace {
                     core,
                     admission,
                     quotas,
+                    lease,
                     listen_addr,
                     advertised,
                     advertised_listeners,
@@ -415,6 +418,7 @@ struct ShardPlace {
     core: usize,
     admission: Arc<Admission>,
     quotas: Arc<crate::quota::meter::QuotaMeters>,
+    lease: Arc<crate::metadata::lease::MetadataLease>,
     listen_addr: SocketAddr,
     advertised: AdvertisedListener,
     advertised_listeners: Vec<AdvertisedListener>,
@@ -433,6 +437,7 @@ async fn run_shard(
         core,
         admission,
         quotas,
+        lease,
         listen_addr,
         advertised,
         advertised_listeners,
@@ -516,6 +521,7 @@ async fn run_shard(
         ),
         metrics: crate::metrics::ShardMetrics::default(),
         quotas: crate::quota::meter::ShardQuotas::new(id.0, quotas),
+        lease,
         producer_id_block: std::cell::Cell::new((0, 0)),
         groups: crate::group::GroupCoordinator::new(&spec.config),
         txns: crate::txn::TxnCoordinator::new(&spec.config),

@@ -1865,3 +1865,85 @@ print(len(ok), len(failed), ' '.join(sorted(set(failed))))
         assert!(read.contains(&format!("m-{i}")), "m-{i} lost");
     }
 }
+
+/// FindCoordinator v4 through `addr` for group `key`: the error code and the node named.
+fn find_group_coordinator_answer(addr: &str, key: &str) -> Option<(i16, i32)> {
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut client = support::RawClient::connect(addr);
+    let mut request = FindCoordinatorRequest::default();
+    request.key_type = 0;
+    request.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
+    let response: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 4, &request);
+    let found = response.coordinators.first()?;
+    Some((found.error_code, found.node_id.0))
+}
+
+/// OffsetFetch v8 for every partition of group `group`, sent to `addr`: the group's error code.
+fn offset_fetch_error(addr: &str, group: &str) -> Option<i16> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut client = support::RawClient::connect(addr);
+    let mut group_request = OffsetFetchRequestGroup::default();
+    group_request.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    group_request.topics = None;
+    let mut request = OffsetFetchRequest::default();
+    request.groups = vec![group_request];
+    let response: OffsetFetchResponse = client.call(ApiKey::OffsetFetch, 8, &request);
+    response.groups.first().map(|g| g.error_code)
+}
+
+/// A broker cut off from the controller quorum (here: the other two nodes frozen) stops
+/// acting as a group coordinator within its metadata lease (`metadata::lease`, a share of
+/// `broker.session.timeout.ms`): FindCoordinator through it answers COORDINATOR_NOT_AVAILABLE
+/// and OffsetFetch NOT_COORDINATOR, instead of answering from a cache a new coordinator may
+/// have moved past. Once the quorum is back it coordinates again.
+#[test]
+fn a_broker_cut_off_from_the_quorum_stops_answering_as_group_coordinator() {
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    const NOT_COORDINATOR: i16 = 16;
+    let cluster = start_cluster_with(&[1, 2, 3], &[]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    let group = "lease-group";
+    // The coordinator, named through itself (FindCoordinator creates __consumer_offsets).
+    let node1 = cluster.nodes[&1].bootstrap();
+    let target = eventually(Duration::from_secs(20), || {
+        find_coordinator(&node1, 0, group)
+    })
+    .expect("a coordinator for the group");
+    let target_addr = cluster.nodes[&target].bootstrap();
+    let answered = eventually(Duration::from_secs(20), || {
+        (offset_fetch_error(&target_addr, group) == Some(0)).then_some(())
+    });
+    assert!(answered.is_some(), "the coordinator answers OffsetFetch");
+
+    let others: Vec<i32> = [1, 2, 3].into_iter().filter(|id| *id != target).collect();
+    for id in &others {
+        cluster.nodes[id].signal("STOP");
+    }
+    let frozen_at = Instant::now();
+    let refused = eventually(Duration::from_millis(3 * SESSION_TIMEOUT_MS), || {
+        let found = find_group_coordinator_answer(&target_addr, group)?;
+        let fetched = offset_fetch_error(&target_addr, group)?;
+        (found.0 == COORDINATOR_NOT_AVAILABLE && fetched == NOT_COORDINATOR).then_some(())
+    });
+    let waited = frozen_at.elapsed();
+    for id in &others {
+        cluster.nodes[id].signal("CONT");
+    }
+    assert!(
+        refused.is_some(),
+        "broker {target}, alone, still named itself coordinator {waited:?} after the quorum went"
+    );
+    eprintln!("broker {target} stopped coordinating {waited:?} after the others froze");
+    let back = eventually(Duration::from_secs(30), || {
+        let coordinator = find_coordinator(&target_addr, 0, group)?;
+        let addr = cluster.nodes[&coordinator].bootstrap();
+        (offset_fetch_error(&addr, group) == Some(0)).then_some(())
+    });
+    assert!(back.is_some(), "the group has a coordinator again once the quorum is back");
+}

@@ -69,11 +69,15 @@ impl CoordinatorLogError {
 }
 
 /// The leader epoch at which this broker leads `topic`-`partition` now; `None` when it does
-/// not lead it (under a quorum: its replica is a follower, or not set up yet). A lone node
-/// leads everything at epoch 0.
+/// not lead it (under a quorum: its replica is a follower, or not set up yet), or when its
+/// image is not known to be current (`metadata::lease`: cut off from the quorum, it may lead
+/// no longer). A lone node leads everything at epoch 0.
 pub fn led_epoch(context: &ShardContext, topic: &str, partition: i32) -> Option<i32> {
     if !context.clustered() {
         return Some(0);
+    }
+    if !context.metadata_current() {
+        return None;
     }
     context
         .replication

@@ -85,6 +85,8 @@ pub struct ShardContext {
     pub metrics: ShardMetrics,
     /// Client quota meters (this shard's view of the process's).
     pub quotas: crate::quota::meter::ShardQuotas,
+    /// Whether this process's image is known to be current (`metadata::lease`).
+    pub lease: std::sync::Arc<crate::metadata::lease::MetadataLease>,
     /// Producer ids this shard may hand out: `(next, end)`.
     pub producer_id_block: Cell<(i64, i64)>,
     /// The consumer groups this shard coordinates.
@@ -166,6 +168,12 @@ impl ShardContext {
     /// rather than a lone node.
     pub fn clustered(&self) -> bool {
         !self.config.quorum.voters.is_empty()
+    }
+
+    /// Whether this shard's image is known to be current: always on a lone node; under a
+    /// quorum while the metadata lease holds for the installed image (`metadata::lease`).
+    pub fn metadata_current(&self) -> bool {
+        !self.clustered() || self.lease.holds(self.image().offset)
     }
 
     /// The controller quorum as shard 0 sees it; `None` on a lone node or while it starts.

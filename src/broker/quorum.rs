@@ -29,6 +29,7 @@ use crate::cluster::raft_log::RaftLog;
 use crate::config::Config;
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::PlanSettings;
+use crate::metadata::lease;
 use crate::metadata::membership::{self, MembershipSettings};
 use crate::metadata::quorum::{ReplicatedMetadata, snapshot_image};
 use crate::metadata::store::METADATA_DIR;
@@ -190,6 +191,7 @@ pub fn start(
     }
     let applying = metadata.clone();
     let apply: driver::Apply = Box::new(move |snapshot, entries| applying.apply(snapshot, entries));
+    let parts_tick = parts.tick;
     let handle = driver::spawn(
         parts.node,
         DriverSettings {
@@ -210,6 +212,16 @@ pub fn start(
         heartbeat_interval_ms: context.config.quorum.heartbeat_interval_ms,
         leader_balance: membership::LeaderBalance::of(&context.config),
     };
+    let length = lease::lease_length(settings.session_timeout_ms);
+    let interval = Duration::from_millis(settings.heartbeat_interval_ms)
+        .min(length / 8)
+        .max(parts_tick);
+    glommio::spawn_local_into(
+        lease::renew_loop(metadata.clone(), context.lease.clone(), length, interval),
+        context.queues.requests,
+    )
+    .map_err(|err| err.to_string())?
+    .detach();
     glommio::spawn_local_into(membership::run(metadata, settings), context.queues.requests)
         .map_err(|err| err.to_string())?
         .detach();

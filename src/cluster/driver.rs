@@ -65,6 +65,7 @@ enum Event {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<(), QuorumError>>,
     },
+    ReadIndex(oneshot::Sender<Result<u64, QuorumError>>),
     Status(oneshot::Sender<QuorumStatus>),
     Stop(oneshot::Sender<()>),
 }
@@ -93,6 +94,7 @@ impl std::fmt::Debug for Event {
         f.write_str(match self {
             Event::Tick => "Tick",
             Event::Peer(_) => "Peer",
+            Event::ReadIndex(_) => "ReadIndex",
             Event::Propose { .. } => "Propose",
             Event::Forward { .. } => "Forward",
             Event::Status(_) => "Status",
@@ -113,6 +115,16 @@ impl QuorumHandle {
     /// a leader change, so the caller bounds its wait. `NotLeader` when no leader is known.
     pub async fn forward(&self, data: Vec<u8>) -> Result<(), QuorumError> {
         self.ask(|reply| Event::Forward { data, reply }).await
+    }
+
+    /// A read index (raft-rs's safe ReadIndex): resolves with the leader's commit index once a
+    /// majority has confirmed, after this call, that the leader still leads, and this node has
+    /// applied the log up to that index (so its state machine holds every change committed
+    /// before the call). `NotLeader` when no leader is known or leadership changes meanwhile;
+    /// a request the leader never confirms (this node cut off) stays unanswered, and the
+    /// caller bounds its wait.
+    pub async fn read_index(&self) -> Result<u64, QuorumError> {
+        self.ask(Event::ReadIndex).await
     }
 
     /// Sends the voter task an event carrying `reply` and awaits the answer; a stopped task
@@ -201,6 +213,11 @@ async fn run(
         BTreeMap::new();
     let mut leader = None;
     let mut heard: BTreeMap<u64, std::time::Instant> = BTreeMap::new();
+    // Read indexes asked of the leader (by request number) and those it confirmed, waiting
+    // for this node to apply up to their index.
+    let mut reads: BTreeMap<u64, oneshot::Sender<Result<u64, QuorumError>>> = BTreeMap::new();
+    let mut confirmed: Vec<(u64, oneshot::Sender<Result<u64, QuorumError>>)> = Vec::new();
+    let mut read_number: u64 = 0;
     if node.voters().len() == 1 {
         // A one-voter quorum need not wait an election timeout.
         if let Err(err) = node.campaign() {
@@ -231,6 +248,18 @@ async fn run(
             },
             Event::Forward { data, reply } => {
                 let _ = reply.send(node.propose_anywhere(data));
+            }
+            Event::ReadIndex(reply) => {
+                read_number += 1;
+                if !node.read_index(read_number.to_be_bytes().to_vec()) {
+                    let _ = reply.send(Err(QuorumError::NotLeader { leader: None }));
+                    continue;
+                }
+                reads.insert(read_number, reply);
+                // Requests a lost message left unanswered are dropped, oldest first.
+                while reads.len() > limits::QUORUM_READS_PENDING_MAX {
+                    reads.pop_first();
+                }
             }
             Event::Status(reply) => {
                 let now = std::time::Instant::now();
@@ -276,6 +305,22 @@ async fn run(
         {
             warn!(%err, index, "quorum: cannot compact the log; it keeps its entries");
         }
+        for (context, index) in progress.read_states {
+            let number = <[u8; 8]>::try_from(context.as_slice()).map(u64::from_be_bytes);
+            if let Some(reply) = number.ok().and_then(|n| reads.remove(&n)) {
+                confirmed.push((index, reply));
+            }
+        }
+        if !confirmed.is_empty() {
+            let applied = node.applied();
+            let (ready, waiting): (Vec<_>, Vec<_>) = confirmed
+                .into_iter()
+                .partition(|(index, _)| *index <= applied);
+            confirmed = waiting;
+            for (index, reply) in ready {
+                let _ = reply.send(Ok(index));
+            }
+        }
         for entry in &progress.committed {
             if let Some((term, reply)) = pending.remove(&entry.index) {
                 let _ = reply.send(if term == entry.term {
@@ -308,6 +353,10 @@ async fn run(
         }
         if node.leader() != leader {
             leader = node.leader();
+            // raft-rs forgets unconfirmed read requests when the leadership changes.
+            for (_, reply) in std::mem::take(&mut reads) {
+                let _ = reply.send(Err(QuorumError::NotLeader { leader }));
+            }
             // A new leader counts every peer as heard from now: a session starts at the
             // election, not at whenever the previous leader last saw it.
             let now = std::time::Instant::now();

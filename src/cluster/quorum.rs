@@ -86,6 +86,9 @@ pub struct Progress {
     pub committed: Vec<Entry>,
     /// A snapshot from the leader that replaces this node's state machine, applied first.
     pub snapshot: Option<Snapshot>,
+    /// Confirmed read indexes (`read_index`): each request's context and the commit index the
+    /// leader held when a majority confirmed its leadership after the request was made.
+    pub read_states: Vec<(Vec<u8>, u64)>,
 }
 
 /// One voter.
@@ -190,6 +193,23 @@ impl QuorumNode {
         self.node.raft.raft_log.committed
     }
 
+    /// The highest index handed to the state machine (`advance`'s committed entries).
+    pub fn applied(&self) -> u64 {
+        self.node.raft.raft_log.applied()
+    }
+
+    /// Asks for a read index (raft-rs's ReadIndex, the safe kind): once the leader has
+    /// confirmed with a majority that it still leads, a later `advance` hands back `context`
+    /// with the leader's commit index of that moment. A follower forwards the request to the
+    /// leader; without a known leader nothing is asked (the caller retries).
+    pub fn read_index(&mut self, context: Vec<u8>) -> bool {
+        if self.leader().is_none() {
+            return false;
+        }
+        self.node.read_index(context);
+        true
+    }
+
     /// The last index of this node's log.
     pub fn last_index(&self) -> u64 {
         self.node.raft.raft_log.last_index()
@@ -290,6 +310,11 @@ impl QuorumNode {
         }
         let mut ready = self.node.ready();
         progress.messages.extend(ready.take_messages());
+        progress.read_states = ready
+            .take_read_states()
+            .into_iter()
+            .map(|state| (state.request_ctx, state.index))
+            .collect();
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
             self.node.mut_store().apply_snapshot(&snapshot)?;

@@ -153,6 +153,13 @@ async fn lookup(
             error_message: None
         });
     }
+    if !context.metadata_current() {
+        // Cut off from the quorum, this broker may name a coordinator that has moved.
+        return failed(
+            ResponseError::CoordinatorNotAvailable,
+            "This broker's metadata is not known to be current; ask another broker.",
+        );
+    }
     let (topic, partition) = if key_type == KEY_TYPE_GROUP {
         (OFFSETS_TOPIC, group_partition(context, &key))
     } else {

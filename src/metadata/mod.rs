@@ -11,6 +11,7 @@
 pub mod client;
 pub mod controller;
 pub mod image;
+pub mod lease;
 pub mod membership;
 pub mod quorum;
 pub mod store;
