@@ -582,6 +582,35 @@ def replica_digests(cluster, topic, partitions, hws):
     return out
 
 
+def batch_headers(cluster, topic, partitions):
+    """Per partition and node, every v2 batch header of the node's segment files as
+    [base offset, last offset, leader epoch, producer id, producer epoch, base sequence]: what
+    a duplicate or a reordering is read back from (which producer epoch wrote each copy)."""
+    import struct
+    out = {}
+    for p in range(partitions):
+        out[p] = {}
+        for n in NODES:
+            d = os.path.join(cluster.data_dir(n), f"{topic}-{p}")
+            names = sorted(f for f in os.listdir(d) if f.endswith(".log")) \
+                if os.path.isdir(d) else []
+            headers = []
+            for name in names:
+                with open(os.path.join(d, name), "rb") as f:
+                    data = f.read()
+                pos = 0
+                while pos + 61 <= len(data):
+                    base, length, leader_epoch = struct.unpack_from(">qii", data, pos)
+                    if length <= 0 or pos + 12 + length > len(data) or data[pos + 16] != 2:
+                        break
+                    delta = struct.unpack_from(">i", data, pos + 23)[0]
+                    pid, pepoch, seq = struct.unpack_from(">qhi", data, pos + 43)
+                    headers.append([base, base + delta, leader_epoch, pid, pepoch, seq])
+                    pos += 12 + length
+            out[p][n] = headers
+    return out
+
+
 def run_once(args, hosts, cluster, seed, results_root):
     out = os.path.join(results_root, f"seed-{seed}")
     shutil.rmtree(out, ignore_errors=True)
@@ -599,6 +628,7 @@ def run_once(args, hosts, cluster, seed, results_root):
         final = json.load(f)
     hws = {int(p): hw for p, hw in final["high_watermarks"].items()}
     final["replica_digests"] = replica_digests(cluster, run.topic, args.partitions, hws)
+    final["batches"] = batch_headers(cluster, run.topic, args.partitions)
     final["replicas"] = run.replicas
     with open(final_path, "w") as f:
         json.dump(final, f)
