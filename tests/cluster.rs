@@ -1947,3 +1947,88 @@ fn a_broker_cut_off_from_the_quorum_stops_answering_as_group_coordinator() {
     });
     assert!(back.is_some(), "the group has a coordinator again once the quorum is back");
 }
+
+/// Produce `version` of one (valid) record batch to `topic`-`partition`, sent to `addr`.
+fn produce_to(
+    addr: &str,
+    version: i16,
+    topic: &str,
+    partition: i32,
+) -> kafka_protocol::messages::ProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    let batch = ringbroker::storage::cleaner::records::build_keyed_batch(
+        &[(Some(b"k".as_slice()), Some(b"v".as_slice()))],
+        1_700_000_000_000,
+        ringbroker::storage::compression::Codec::None,
+        0,
+        (-1, -1, -1),
+    );
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(bytes::Bytes::from(batch))),
+                ]),
+        ]);
+    let mut client = support::RawClient::connect(addr.parse().unwrap());
+    let response: ProduceResponse = client.call(ApiKey::Produce, version, &request);
+    response
+}
+
+/// KIP-951: Produce v10 sent to a broker that does not lead the partition answers
+/// NOT_LEADER_OR_FOLLOWER with the leader and its epoch, and the leader's endpoint; v9 has
+/// no room for them. The leader itself takes the write.
+#[test]
+fn produce_v10_off_the_leader_names_the_leader_and_its_endpoint() {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let cluster = start_cluster_with(&[1, 2, 3], &[]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    create_topic_with(&bootstrap, "hints", 3, 1, &[]).expect("topic created");
+    let partitions = eventually(Duration::from_secs(20), || {
+        let (_, topics) = metadata(&bootstrap)?;
+        let views = topics.get("hints")?.clone();
+        (views.len() == 3 && views.iter().all(|(leader, _, _)| *leader > 0)).then_some(views)
+    })
+    .expect("every partition led");
+    let (leader, _, _) = partitions[0];
+    let other = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let other_addr = cluster.nodes[&other].bootstrap();
+    let leader_port = i32::from(cluster.ports[&leader].client);
+
+    let answer = eventually(Duration::from_secs(10), || {
+        let response = produce_to(&other_addr, 10, "hints", 0);
+        let partition = response.responses.first()?.partition_responses.first()?.clone();
+        (partition.error_code == NOT_LEADER_OR_FOLLOWER && partition.current_leader.leader_id.0 >= 0)
+            .then_some((partition, response.node_endpoints))
+    });
+    let (partition, endpoints) = answer.expect("a NOT_LEADER_OR_FOLLOWER answer with a leader");
+    assert_eq!(partition.current_leader.leader_id.0, leader, "{partition:?}");
+    assert_eq!(partition.current_leader.leader_epoch, 0, "a new partition's first leader");
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0].node_id.0, leader);
+    assert_eq!(endpoints[0].host.as_str(), "127.0.0.1");
+    assert_eq!(endpoints[0].port, leader_port);
+
+    let old = produce_to(&other_addr, 9, "hints", 0);
+    let partition = &old.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(partition.current_leader.leader_id.0, -1, "no hint before v10");
+    assert!(old.node_endpoints.is_empty());
+
+    let leader_addr = cluster.nodes[&leader].bootstrap();
+    let written = produce_to(&leader_addr, 10, "hints", 0);
+    let partition = &written.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 0, "{partition:?}");
+    assert_eq!(partition.current_leader.leader_id.0, -1, "no hint without an error");
+    assert!(written.node_endpoints.is_empty());
+}

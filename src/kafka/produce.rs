@@ -1,4 +1,4 @@
-//! Produce (key 0), versions 0 to 9.
+//! Produce (key 0), versions 0 to 10.
 //!
 //! Owner: the connection's shard checks the request and each partition's records field, then
 //! scatters the partitions to their owner shards (`scatter::scatter`), where they are appended
@@ -11,7 +11,11 @@
 //! `auto.create.topics.enable` an unknown, validly named topic is created for the retry); under
 //! a controller quorum this node must lead the partition (NOT_LEADER_OR_FOLLOWER otherwise, also
 //! when it has no leader, as Kafka answers; `leader_epoch::Leadership`). The owner validates
-//! the batch itself (length, magic, CRC-32C, record count, max.message.bytes).
+//! the batch itself (length, magic, CRC-32C, record count, max.message.bytes). From v10
+//! (KIP-951) a NOT_LEADER_OR_FOLLOWER partition carries the leader and leader epoch the image
+//! names at answer time (`current_leader`, -1 when it has none), and the answer lists those
+//! leaders' endpoints (`node_endpoints`), so the client moves to the new leader without a
+//! Metadata round trip (`leader_hints`).
 //!
 //! With an authorizer (`crate::acl`), a topic the client may not WRITE is answered
 //! TOPIC_AUTHORIZATION_FAILED before anything else is looked at; auto-creation also needs
@@ -30,9 +34,11 @@ use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{self, Session};
@@ -49,7 +55,7 @@ use crate::quota::{self, QuotaKey};
 use crate::storage::batch::BATCH_HEADER_BYTES;
 
 /// The versions served.
-pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 10 };
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -364,7 +370,50 @@ async fn produce(
                 .with_partition_responses(partitions)
         })
         .collect();
-    ProduceResponse::default().with_responses(responses)
+    let response = ProduceResponse::default().with_responses(responses);
+    if version >= 10 && clustered {
+        leader_hints(context, response)
+    } else {
+        response
+    }
+}
+
+/// KIP-951's hints: each NOT_LEADER_OR_FOLLOWER partition gets the leader and epoch of the
+/// shard's image now (which may be newer than the one the request was checked against), and the
+/// response the endpoints of every live broker so named.
+fn leader_hints(context: &ShardContext, mut response: ProduceResponse) -> ProduceResponse {
+    let image = context.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        let meta = image.topic(topic.name.0.as_str());
+        for partition in &mut topic.partition_responses {
+            if partition.error_code != ResponseError::NotLeaderOrFollower.code() {
+                continue;
+            }
+            let Some(state) = meta.and_then(|m| m.partition_state(partition.index)) else {
+                continue;
+            };
+            let live = image.brokers.get(&state.leader).is_some_and(|b| !b.fenced);
+            if state.leader >= 0 && live {
+                partition.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(state.leader))
+                    .with_leader_epoch(state.leader_epoch);
+                leaders.insert(state.leader);
+            }
+        }
+    }
+    response.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    response
 }
 
 /// Kafka accepts exactly one record batch per partition in Produce v3 and later. Only the
