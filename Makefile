@@ -41,6 +41,18 @@ test-coordinator-failover:
 		$(CARGO) test --test cluster a_group_and_a_transactional_loop -- --test-threads=1 || exit 1; \
 	done
 
+# Issue 15's SIGKILL acceptance test in its long mode: SIGKILL_ROUNDS rounds of SIGKILL_MESSAGES
+# messages, each killed at a point drawn from SIGKILL_SEED (random unless given; printed first).
+# `make test` runs its short mode (one round of 40,000).
+SIGKILL_ROUNDS ?= 20
+SIGKILL_MESSAGES ?= 200000
+SIGKILL_SEED ?=
+.PHONY: test-sigkill-long
+test-sigkill-long:
+	SIGKILL_ROUNDS=$(SIGKILL_ROUNDS) SIGKILL_MESSAGES=$(SIGKILL_MESSAGES) \
+	  $(if $(SIGKILL_SEED),SIGKILL_SEED=$(SIGKILL_SEED)) \
+	  $(CARGO) test --test cluster acknowledged_messages_survive_the_leader_s_sigkill -- --nocapture
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings

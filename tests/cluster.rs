@@ -663,22 +663,74 @@ fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> Option<i64> {
         .map(|(_, high)| high)
 }
 
-/// Issue 15's acceptance, short: an idempotent acks=all producer (confluent-kafka) writes to a
-/// topic of 6 partitions, replication factor 3 and min.insync.replicas=2, while the broker
-/// leading most partitions gets SIGKILL mid-stream. Every acknowledged message is read back
-/// exactly once and in order from the survivors; the killed node, restarted, catches up and
-/// rejoins every ISR; all replicas hold byte-identical batches below the high watermark.
+/// Issue 15's acceptance: an idempotent acks=all producer (confluent-kafka) writes to a topic
+/// of 6 partitions, replication factor 3 and min.insync.replicas=2, while the broker leading
+/// most partitions gets SIGKILL mid-stream. Every acknowledged message is read back exactly once
+/// and in order from the survivors; the killed node, restarted, catches up and rejoins every
+/// ISR; all replicas hold byte-identical batches below the high watermark.
+///
+/// Short by default (one round of 40,000 messages). The long mode (`make test-sigkill-long`)
+/// sets `SIGKILL_ROUNDS` (20), `SIGKILL_MESSAGES` (200,000) and optionally `SIGKILL_SEED`. Each
+/// round writes a new topic and kills at a point drawn from the seed (between 10% and 60% of
+/// the messages acknowledged); the seed is printed first, and replays the same kill points.
 #[test]
 fn acknowledged_messages_survive_the_leader_s_sigkill() {
+    let env_number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+            })
+            .unwrap_or(default)
+    };
+    let rounds = env_number("SIGKILL_ROUNDS", 1);
+    let messages = env_number("SIGKILL_MESSAGES", 40_000);
+    let seed = env_number(
+        "SIGKILL_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 | 1),
+    );
+    eprintln!(
+        "sigkill: seed {seed} ({rounds} rounds of {messages} messages; replay with SIGKILL_SEED={seed})"
+    );
+    let mut draw = Draw(seed);
     let mut cluster = Cluster::start(&[1, 2, 3]);
     let bootstrap = cluster.bootstrap();
     eventually(Duration::from_secs(20), || {
         metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
     })
     .expect("three brokers register");
-    create_topic_with(&bootstrap, "durable", 6, 3, &[("min.insync.replicas", "2")])
-        .expect("created");
-    let views = fully_replicated(&bootstrap, "durable", Duration::from_secs(20))
+    for round in 0..rounds {
+        let kill_at = messages / 10 + draw.below(messages / 2);
+        let topic = format!("durable-{round}");
+        let started = Instant::now();
+        sigkill_round(&mut cluster, &topic, messages, kill_at);
+        eprintln!(
+            "sigkill: round {round} of {rounds} ok (killed at {kill_at} acknowledgements, {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A small seeded generator (xorshift64*) for the rounds' kill points.
+struct Draw(u64);
+
+impl Draw {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound.max(1)
+    }
+}
+
+/// One round of the SIGKILL acceptance test on `topic` (see the test).
+fn sigkill_round(cluster: &mut Cluster, topic: &str, messages: u64, kill_at: u64) {
+    let bootstrap = cluster.bootstrap();
+    create_topic_with(&bootstrap, topic, 6, 3, &[("min.insync.replicas", "2")]).expect("created");
+    let views = fully_replicated(&bootstrap, topic, Duration::from_secs(20))
         .expect("every follower joins the ISR");
 
     let acked_file = tempfile::NamedTempFile::new().unwrap();
@@ -690,8 +742,8 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
                 script,
                 "produce",
                 &bootstrap,
-                "durable",
-                "40000",
+                topic,
+                &messages.to_string(),
                 &acked_path,
             ])
             .stdout(Stdio::piped())
@@ -708,7 +760,7 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
             let _ = progress_tx.send(line);
         }
     });
-    // Mid-stream: once 8000 messages are acknowledged, kill the broker leading most
+    // Mid-stream: once `kill_at` messages are acknowledged, kill the broker leading most
     // partitions.
     let mut leads: BTreeMap<i32, usize> = BTreeMap::new();
     for (leader, _, _) in &views {
@@ -716,12 +768,14 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
     }
     let victim = *leads.iter().max_by_key(|(_, n)| **n).unwrap().0;
     let started = Instant::now();
+    // 240 s for the short mode's 40,000 messages, in proportion for more.
+    let bound = Duration::from_secs(240 * messages.div_ceil(40_000).max(1));
     let mut summary = None;
     loop {
         match progress_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.starts_with("progress ") => {
-                let acked: usize = line[9..].trim().parse().unwrap_or(0);
-                if acked >= 8000 && cluster.nodes.contains_key(&victim) {
+                let acked: u64 = line[9..].trim().parse().unwrap_or(0);
+                if acked >= kill_at && cluster.nodes.contains_key(&victim) {
                     eprintln!("SIGKILL broker {victim} after {acked} acknowledgements");
                     cluster.nodes.remove(&victim).unwrap().stop_with("KILL");
                 }
@@ -732,10 +786,7 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
             }
             Err(_) => break,
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "the producer is stuck"
-        );
+        assert!(started.elapsed() < bound, "the producer is stuck");
     }
     let status = support::wait_bounded(&mut producer.0, Duration::from_secs(30));
     let mut err = String::new();
@@ -752,7 +803,7 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
     let survivors = cluster.bootstrap();
     let (status, out, err) = run_bounded(
         "python3",
-        &[script, "check", &survivors, "durable", "6", &acked_path],
+        &[script, "check", &survivors, topic, "6", &acked_path],
         Duration::from_secs(180),
     );
     assert!(status.success(), "check: {out} {err}");
@@ -763,17 +814,17 @@ fn acknowledged_messages_survive_the_leader_s_sigkill() {
     // caught up with the quorum).
     cluster.start_node(victim);
     let bootstrap = survivors;
-    fully_replicated(&bootstrap, "durable", Duration::from_secs(60)).unwrap_or_else(|| {
+    fully_replicated(&bootstrap, topic, Duration::from_secs(60)).unwrap_or_else(|| {
         panic!(
             "broker {victim} rejoins every ISR; its log:\n{}",
             cluster.nodes[&victim].log().join("\n")
         )
     });
     for partition in 0..6 {
-        let hw = high_watermark(&bootstrap, "durable", partition).expect("high watermark");
+        let hw = high_watermark(&bootstrap, topic, partition).expect("high watermark");
         let copies: Vec<Vec<u8>> = [1, 2, 3]
             .iter()
-            .map(|id| batches_below(&cluster.dir(*id).join(format!("durable-{partition}")), hw))
+            .map(|id| batches_below(&cluster.dir(*id).join(format!("{topic}-{partition}")), hw))
             .collect();
         assert!(!copies[0].is_empty(), "partition {partition} holds data");
         assert!(
@@ -1945,7 +1996,10 @@ fn a_broker_cut_off_from_the_quorum_stops_answering_as_group_coordinator() {
         let addr = cluster.nodes[&coordinator].bootstrap();
         (offset_fetch_error(&addr, group) == Some(0)).then_some(())
     });
-    assert!(back.is_some(), "the group has a coordinator again once the quorum is back");
+    assert!(
+        back.is_some(),
+        "the group has a coordinator again once the quorum is back"
+    );
 }
 
 /// Produce `version` of one (valid) record batch to `topic`-`partition`, sent to `addr`.
@@ -2007,13 +2061,25 @@ fn produce_v10_off_the_leader_names_the_leader_and_its_endpoint() {
 
     let answer = eventually(Duration::from_secs(10), || {
         let response = produce_to(&other_addr, 10, "hints", 0);
-        let partition = response.responses.first()?.partition_responses.first()?.clone();
-        (partition.error_code == NOT_LEADER_OR_FOLLOWER && partition.current_leader.leader_id.0 >= 0)
+        let partition = response
+            .responses
+            .first()?
+            .partition_responses
+            .first()?
+            .clone();
+        (partition.error_code == NOT_LEADER_OR_FOLLOWER
+            && partition.current_leader.leader_id.0 >= 0)
             .then_some((partition, response.node_endpoints))
     });
     let (partition, endpoints) = answer.expect("a NOT_LEADER_OR_FOLLOWER answer with a leader");
-    assert_eq!(partition.current_leader.leader_id.0, leader, "{partition:?}");
-    assert_eq!(partition.current_leader.leader_epoch, 0, "a new partition's first leader");
+    assert_eq!(
+        partition.current_leader.leader_id.0, leader,
+        "{partition:?}"
+    );
+    assert_eq!(
+        partition.current_leader.leader_epoch, 0,
+        "a new partition's first leader"
+    );
     assert_eq!(endpoints.len(), 1, "{endpoints:?}");
     assert_eq!(endpoints[0].node_id.0, leader);
     assert_eq!(endpoints[0].host.as_str(), "127.0.0.1");
@@ -2022,13 +2088,167 @@ fn produce_v10_off_the_leader_names_the_leader_and_its_endpoint() {
     let old = produce_to(&other_addr, 9, "hints", 0);
     let partition = &old.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, NOT_LEADER_OR_FOLLOWER);
-    assert_eq!(partition.current_leader.leader_id.0, -1, "no hint before v10");
+    assert_eq!(
+        partition.current_leader.leader_id.0, -1,
+        "no hint before v10"
+    );
     assert!(old.node_endpoints.is_empty());
 
     let leader_addr = cluster.nodes[&leader].bootstrap();
     let written = produce_to(&leader_addr, 10, "hints", 0);
     let partition = &written.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, 0, "{partition:?}");
-    assert_eq!(partition.current_leader.leader_id.0, -1, "no hint without an error");
+    assert_eq!(
+        partition.current_leader.leader_id.0, -1,
+        "no hint without an error"
+    );
     assert!(written.node_endpoints.is_empty());
+}
+
+/// Fetch `version` of `topic`-0 from offset 0 as a consumer in `rack`, sent to `addr`: the
+/// partition's answer.
+fn consumer_fetch(
+    addr: &str,
+    version: i16,
+    topic: &str,
+    rack: &str,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_rack_id(StrBytes::from_string(rack.to_string()))
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let mut client = support::RawClient::connect(addr.parse().unwrap());
+    let response: FetchResponse = client.call(ApiKey::Fetch, version, &request);
+    response.responses[0].partitions[0].clone()
+}
+
+/// KIP-392 with `replica.selector.class` = Kafka's RackAwareReplicaSelector (the test cluster's
+/// racks: node 2 in rack-0, nodes 1 and 3 in rack-1): the leader answers a v11 consumer fetch
+/// from another rack with a follower of that rack as preferred read replica and no records; the
+/// follower serves the records up to the high watermark; a v10 fetch (no rack, no follower
+/// reads) is refused by the follower; a consumer in the leader's rack reads from the leader;
+/// and kcat with `client.rack` reads everything.
+#[test]
+fn consumers_read_from_a_replica_in_their_rack() {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let rack_aware =
+        "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector";
+    let cluster = start_cluster_with(&[1, 2, 3], &[rack_aware]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    create_topic_with(&bootstrap, "near", 1, 3, &[("min.insync.replicas", "2")])
+        .expect("topic created");
+    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
+    let (status, _, err) = support::run_bounded_with_input(
+        "kcat",
+        &["-b", &bootstrap, "-P", "-t", "near", "-X", "acks=all"],
+        &input,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat produce: {err}");
+    let views = fully_replicated(&bootstrap, "near", Duration::from_secs(20))
+        .expect("every replica in sync");
+    let leader = views[0].0;
+    let rack = |id: i32| format!("rack-{}", id % 2);
+    let client_rack = if rack(leader) == "rack-1" {
+        "rack-0"
+    } else {
+        "rack-1"
+    };
+    let in_rack: Vec<i32> = [1, 2, 3]
+        .into_iter()
+        .filter(|id| *id != leader && rack(*id) == client_rack)
+        .collect();
+    let leader_addr = cluster.nodes[&leader].bootstrap();
+
+    let preferred = eventually(Duration::from_secs(10), || {
+        let answer = consumer_fetch(&leader_addr, 11, "near", client_rack);
+        (answer.error_code == 0 && answer.preferred_read_replica.0 >= 0).then_some(answer)
+    })
+    .expect("the leader names a preferred read replica");
+    assert!(
+        in_rack.contains(&preferred.preferred_read_replica.0),
+        "preferred {} is not a follower in {client_rack} ({in_rack:?})",
+        preferred.preferred_read_replica.0
+    );
+    assert!(
+        preferred.records.as_ref().is_none_or(|r| r.is_empty()),
+        "no records with a preferred read replica"
+    );
+    assert_eq!(preferred.high_watermark, 100);
+
+    let follower = preferred.preferred_read_replica.0;
+    let follower_addr = cluster.nodes[&follower].bootstrap();
+    let mut last = None;
+    let served = eventually(Duration::from_secs(10), || {
+        let answer = consumer_fetch(&follower_addr, 11, "near", client_rack);
+        last = Some(answer.clone());
+        (answer.error_code == 0 && answer.high_watermark == 100).then_some(answer)
+    })
+    .unwrap_or_else(|| {
+        panic!("the follower serves the partition up to the high watermark; last answer {last:?}")
+    });
+    assert!(served.records.as_ref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(
+        served.preferred_read_replica.0, -1,
+        "only a leader names one"
+    );
+
+    let old = consumer_fetch(&follower_addr, 10, "near", "");
+    assert_eq!(
+        old.error_code, NOT_LEADER_OR_FOLLOWER,
+        "v10 reads need the leader"
+    );
+
+    let local = consumer_fetch(&leader_addr, 11, "near", &rack(leader));
+    assert_eq!(local.error_code, 0);
+    assert_eq!(
+        local.preferred_read_replica.0, -1,
+        "the leader is in the client's rack"
+    );
+    assert!(local.records.as_ref().is_some_and(|r| !r.is_empty()));
+
+    let (status, out, err) = run_bounded(
+        "kcat",
+        &[
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "near",
+            "-o",
+            "beginning",
+            "-c",
+            "100",
+            "-e",
+            "-X",
+            &format!("client.rack={client_rack}"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "kcat consume: {err}");
+    let read: Vec<&str> = out.lines().collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(
+        read, expected,
+        "kcat in {client_rack} reads every message in order"
+    );
 }

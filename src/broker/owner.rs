@@ -17,6 +17,7 @@ use futures::future::join_all;
 use kafka_protocol::ResponseError;
 
 use crate::broker::{ShardContext, error};
+use crate::replication::selector::{self, Candidate};
 use crate::storage::batch::ControlMarker;
 use crate::storage::log::last_offset_read;
 use crate::storage::manager::Appended;
@@ -69,6 +70,12 @@ pub struct ReadItem {
     /// to the leader's durable end, not the high watermark, and its fetch offset tells the
     /// leader how far the follower's log reaches.
     pub replica: Option<i32>,
+    /// A consumer's `rack_id` (Fetch v11+), when the rack-aware replica selector is on: the
+    /// leader may answer with a preferred read replica instead of records (KIP-392).
+    pub client_rack: Option<String>,
+    /// A consumer's read any replica may serve (Fetch v11+ under a quorum, KIP-392): a
+    /// follower serves it up to its high watermark.
+    pub any_replica: bool,
 }
 
 /// What one partition's read found.
@@ -87,6 +94,8 @@ pub struct ReadOutcome {
     /// read_committed: the aborted transactions overlapping `records`, as (producer id, first
     /// offset); `None` for read_uncommitted.
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
+    /// The replica the consumer should fetch from instead (KIP-392); no records then.
+    pub preferred_read_replica: Option<i32>,
 }
 
 impl ReadOutcome {
@@ -99,6 +108,7 @@ impl ReadOutcome {
             last_stable_offset: -1,
             records: Vec::new(),
             aborted_transactions: None,
+            preferred_read_replica: None,
         }
     }
 }
@@ -191,6 +201,20 @@ pub mod offset_spec {
     pub const LATEST: i64 = -1;
     /// The offset with the largest timestamp (KIP-734).
     pub const MAX_TIMESTAMP: i64 = -3;
+}
+
+/// The partition for a read: any replica's log when `any_replica` (KIP-392's reads from
+/// followers), else the leader's only.
+async fn open_for_read(context: &ShardContext, item: &ReadItem) -> Result<Rc<OpenPartition>, i16> {
+    if !item.any_replica {
+        return open(context, &item.topic, item.partition).await;
+    }
+    let image = context.image();
+    context
+        .partitions
+        .get_replica(&image, &item.topic, item.partition)
+        .await
+        .map_err(|err| error::partition_error_code(&err))
 }
 
 async fn open(
@@ -479,7 +503,7 @@ fn refuse_keyless(partition: &OpenPartition, item: &ProduceItem) -> Option<Produ
 /// Owner side of Fetch: reads every item at once.
 pub async fn serve_read(context: &Rc<ShardContext>, items: Vec<ReadItem>) -> Vec<ReadOutcome> {
     let reads = items.into_iter().map(|item| async move {
-        let partition = match open(context, &item.topic, item.partition).await {
+        let partition = match open_for_read(context, &item).await {
             Ok(partition) => partition,
             Err(code) => return ReadOutcome::failed(code),
         };
@@ -487,7 +511,21 @@ pub async fn serve_read(context: &Rc<ShardContext>, items: Vec<ReadItem>) -> Vec
         if let Some(follower) = item.replica {
             return read_for_follower(context, &item, &partition, follower).await;
         }
+        if item.any_replica && !serves_consumers(context, &item) {
+            return ReadOutcome::failed(ResponseError::NotLeaderOrFollower.code());
+        }
         let last_stable_offset = partition.last_stable_offset();
+        if let Some(preferred) = preferred_read_replica(context, &item, &partition) {
+            return ReadOutcome {
+                error_code: error::NONE,
+                high_watermark: log.high_watermark(),
+                log_start_offset: log.log_start_offset(),
+                last_stable_offset,
+                records: Vec::new(),
+                aborted_transactions: item.read_committed.then(Vec::new),
+                preferred_read_replica: Some(preferred),
+            };
+        }
         let upper_offset = if item.read_committed {
             last_stable_offset
         } else {
@@ -514,9 +552,62 @@ pub async fn serve_read(context: &Rc<ShardContext>, items: Vec<ReadItem>) -> Vec
             last_stable_offset,
             records,
             aborted_transactions,
+            preferred_read_replica: None,
         }
     });
     join_all(reads).await
+}
+
+/// Whether this broker's replica may serve a consumer's read that any replica may serve: its
+/// leader, or a follower the leader has told its high watermark since it began to follow (a
+/// follower's own high watermark may otherwise be past the leader's).
+fn serves_consumers(context: &ShardContext, item: &ReadItem) -> bool {
+    match context.replication.get(&item.topic, item.partition) {
+        Some(replica) => replica.led_epoch().is_some() || replica.leader_high_watermark_known.get(),
+        None => false,
+    }
+}
+
+/// The replica `replica.selector.class` prefers for a consumer's read of a partition this
+/// broker leads, when it is not this broker (KIP-392): the candidates are this leader and the
+/// followers on live brokers whose log already reaches the fetch offset.
+fn preferred_read_replica(
+    context: &ShardContext,
+    item: &ReadItem,
+    partition: &OpenPartition,
+) -> Option<i32> {
+    let rack = item.client_rack.as_deref()?;
+    let replica = context.replication.get(&item.topic, item.partition)?;
+    let role = replica.role.borrow();
+    let crate::replication::Role::Leader(state) = &*role else {
+        return None;
+    };
+    let image = context.image();
+    let rack_of = |id: i32| image.brokers.get(&id).and_then(|b| b.rack.clone());
+    let now_ms = crate::storage::log::now_ms();
+    let me = context.identity.node_id;
+    let mut candidates = vec![Candidate {
+        id: me,
+        rack: rack_of(me),
+        log_end: partition.log.log_end_offset(),
+        caught_up_ms: now_ms,
+    }];
+    for &id in state.replicas.iter().filter(|&&id| id != me) {
+        let live = image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        match state.follower(id) {
+            Some(progress) if live && progress.log_end >= item.offset => {
+                candidates.push(Candidate {
+                    id,
+                    rack: rack_of(id),
+                    log_end: progress.log_end,
+                    caught_up_ms: progress.caught_up_ms,
+                });
+            }
+            _ => {}
+        }
+    }
+    let selector = context.replication.settings().selector;
+    selector::preferred_read_replica(selector, rack, &candidates)
 }
 
 /// A follower's fetch on its leader: records the follower's progress (its fetch offset is its
@@ -556,6 +647,7 @@ async fn read_for_follower(
         last_stable_offset: partition.last_stable_offset(),
         records,
         aborted_transactions: None,
+        preferred_read_replica: None,
     }
 }
 
@@ -564,7 +656,7 @@ async fn read_for_follower(
 pub async fn serve_wait(context: &ShardContext, items: Vec<ReadItem>, timeout: Duration) {
     let mut waits = Vec::new();
     for item in &items {
-        if let Ok(partition) = open(context, &item.topic, item.partition).await {
+        if let Ok(partition) = open_for_read(context, item).await {
             let (offset, read_committed) = (item.offset, item.read_committed);
             let follower = item.replica.is_some();
             waits.push(Box::pin(async move {

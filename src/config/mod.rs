@@ -127,6 +127,10 @@ const LONG_MAX: i64 = i64::MAX;
 pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 /// Kafka's ZooKeeper-era authorizer class name, accepted as the same built-in authorizer.
 pub const ACL_AUTHORIZER: &str = "kafka.security.authorizer.AclAuthorizer";
+/// Kafka's default `replica.selector.class`: consumers read from the leader.
+pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+/// Kafka's rack-aware `replica.selector.class` (KIP-392; `replication::selector`).
+pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 const INT_MAX: i64 = i32::MAX as i64;
 
 /// Every setting the broker understands. DescribeConfigs on the broker reports exactly these.
@@ -196,7 +200,13 @@ pub const CONFIG_DEFS: &[ConfigDef] = &[
         "broker.rack",
         "",
         ValueKind::Text,
-        "This broker's rack, for rack-aware replica placement; empty: none.",
+        "This broker's rack, for rack-aware replica placement and consumers' rack-aware reads; empty: none.",
+    ),
+    def(
+        "replica.selector.class",
+        "",
+        ValueKind::Choice(&["", LEADER_SELECTOR, RACK_AWARE_SELECTOR]),
+        "Which replica a leader names for a consumer's fetches (KIP-392): empty or Kafka's LeaderSelector for the leader, Kafka's RackAwareReplicaSelector for a replica in the consumer's client.rack.",
     ),
     def(
         "listeners",
@@ -1088,6 +1098,13 @@ impl Config {
             .get(key)
             .and_then(|e| e.value.parse().ok())
             .unwrap_or(default)
+    }
+
+    /// A text setting's value from `entries`, or `default` when it is absent.
+    pub fn text(&self, key: &str, default: &str) -> String {
+        self.entries
+            .get(key)
+            .map_or_else(|| default.to_string(), |e| e.value.clone())
     }
 
     /// A floating-point setting's value from `entries`, or `default` (as `int`).

@@ -40,10 +40,15 @@
 //! With an authorizer (`crate::acl`), the partitions of a topic the client may not READ are
 //! answered TOPIC_AUTHORIZATION_FAILED and not read.
 //!
-//! Leadership: under a controller quorum a partition this node does not lead is answered
-//! NOT_LEADER_OR_FOLLOWER and not read (no fetch from followers: they hold no data until
-//! replication, issue 15); from v9 the client's `current_leader_epoch` is checked against the
-//! image's (`leader_epoch::Leadership`). The v12 `current_leader` hint is not sent.
+//! Leadership: under a controller quorum a partition this node holds no replica of is answered
+//! NOT_LEADER_OR_FOLLOWER and not read; from v9 the client's `current_leader_epoch` is checked
+//! against the image's (`leader_epoch::Leadership`). Fetch from followers (KIP-392): a
+//! consumer's fetch of v11 or later is served by a follower too, up to the follower's high
+//! watermark (what it learnt from the leader), as Kafka serves it; older versions and
+//! followers' own fetches need the leader. With `replica.selector.class` set to Kafka's
+//! RackAwareReplicaSelector and a `rack_id` in the request, the leader may answer a partition
+//! with a preferred read replica and no records (`replication::selector`); such an answer ends
+//! the long poll at once, as Kafka's does. The v12 `current_leader` hint is not sent.
 //!
 //! Versions 0 to 3 cannot carry v2 batches: after the owners answered, each partition's batches
 //! are down-converted here to message format 0 (v0-1) or 1 (v2-3) by
@@ -73,6 +78,7 @@ use crate::kafka::leader_epoch::Leadership;
 use crate::kafka::scatter;
 use crate::kafka::{legacy_format, legacy_versions};
 use crate::quota::{self, QuotaKey};
+use crate::replication::selector::ReplicaSelector;
 use crate::runtime::{ShardId, shard_for};
 
 /// The versions served.
@@ -269,7 +275,8 @@ fn answer_of(p: &PartitionParts) -> PartitionAnswer {
         high_watermark: p.high_watermark,
         last_stable_offset: p.last_stable_offset,
         log_start_offset: p.log_start_offset,
-        has_records: p.records.iter().any(|c| !c.is_empty()),
+        // A preferred read replica is news the session must pass on, as records are.
+        has_records: p.records.iter().any(|c| !c.is_empty()) || p.preferred_read_replica >= 0,
     }
 }
 
@@ -399,6 +406,13 @@ fn plan(
                 acl::CLUSTER_NAME,
             ));
     let read_committed = replica.is_none() && body.isolation_level == READ_COMMITTED;
+    // KIP-392: consumers' fetches from v11 (which carry the client's rack) may be served by a
+    // follower, and the leader may name one in the client's rack.
+    let follower_reads = clustered && replica.is_none() && version >= 11;
+    let client_rack = (follower_reads
+        && context.replication.settings().selector == ReplicaSelector::RackAware
+        && !body.rack_id.is_empty())
+    .then(|| body.rack_id.to_string());
     let mut reads = Vec::new();
     let mut topics: Vec<(Rc<str>, Vec<PlannedPartition>)> = Vec::new();
     // The checks of the topic last looked at: (name, may read, partition count).
@@ -428,7 +442,12 @@ fn plan(
             } else {
                 -1
             };
-            Leadership::of(topic, w.key.partition, node_id, clustered).refusal(current)
+            let leadership = Leadership::of(topic, w.key.partition, node_id, clustered);
+            if follower_reads {
+                leadership.replica_refusal(current)
+            } else {
+                leadership.refusal(current)
+            }
         } else {
             None
         };
@@ -446,6 +465,8 @@ fn plan(
                     max_bytes: p.partition_max_bytes.max(0) as u32,
                     read_committed,
                     replica,
+                    client_rack: client_rack.clone(),
+                    any_replica: follower_reads,
                 });
                 PlannedPartition {
                     partition: w.key.partition,
@@ -540,7 +561,9 @@ async fn execute(context: &Rc<ShardContext>, plan: Plan) -> FetchResponseParts {
     let mut outcomes = read_all(context, &plan.reads).await;
     loop {
         let bytes: usize = outcomes.iter().map(ReadOutcome::len_bytes).sum();
-        let any_error = outcomes.iter().any(|o| o.error_code != error::NONE);
+        let any_error = outcomes
+            .iter()
+            .any(|o| o.error_code != error::NONE || o.preferred_read_replica.is_some());
         let now = Instant::now();
         if bytes >= plan.min_bytes || any_error || now >= deadline || plan.reads.is_empty() {
             break;
@@ -609,6 +632,7 @@ fn assemble(plan: Plan, mut outcomes: Vec<ReadOutcome>) -> FetchResponseParts {
                         last_stable_offset: outcome.last_stable_offset,
                         log_start_offset: outcome.log_start_offset,
                         aborted_transactions: outcome.aborted_transactions.unwrap_or_default(),
+                        preferred_read_replica: outcome.preferred_read_replica.unwrap_or(-1),
                         records,
                     }
                 })
@@ -697,6 +721,8 @@ struct PartitionParts {
     log_start_offset: i64,
     /// (producer id, first offset); sent only to read_committed fetches.
     aborted_transactions: Vec<(i64, i64)>,
+    /// KIP-392's preferred read replica (v11+), -1 for none.
+    preferred_read_replica: i32,
     records: Vec<Bytes>,
 }
 
@@ -709,6 +735,7 @@ impl PartitionParts {
             last_stable_offset: -1,
             log_start_offset: -1,
             aborted_transactions: Vec::new(),
+            preferred_read_replica: -1,
             records: Vec::new(),
         }
     }
@@ -814,7 +841,7 @@ fn encode(response: &FetchResponseParts) -> Vec<Bytes> {
                 }
             }
             if version >= 11 {
-                w.head.put_i32(-1); // preferred_read_replica
+                w.head.put_i32(p.preferred_read_replica);
             }
             let len: usize = p.records.iter().map(Bytes::len).sum();
             if flexible {
@@ -868,6 +895,7 @@ mod tests {
                             last_stable_offset: 40,
                             log_start_offset: 7,
                             aborted_transactions: vec![(5, 30), (6, 35)],
+                            preferred_read_replica: 2,
                             records,
                         },
                         PartitionParts::refused(9, 3),
@@ -908,8 +936,14 @@ mod tests {
                     assert_eq!(pairs, vec![(5, 30), (6, 35)]);
                 }
                 assert_eq!(p.records.as_ref().unwrap().len(), 180);
+                if version >= 11 {
+                    assert_eq!(p.preferred_read_replica.0, 2);
+                }
                 let refused = &topic.partitions[1];
                 assert_eq!(refused.error_code, 3);
+                if version >= 11 {
+                    assert_eq!(refused.preferred_read_replica.0, -1);
+                }
                 assert_eq!(refused.records.as_ref().unwrap().len(), 0);
             }
         }

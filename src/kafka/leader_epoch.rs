@@ -74,6 +74,19 @@ impl Leadership {
     }
 }
 
+impl Leadership {
+    /// The checks for a read any replica may serve (a consumer's fetch from a follower,
+    /// KIP-392): a broker holding no replica is NOT_LEADER_OR_FOLLOWER; then the client's
+    /// `current_leader_epoch` against ours, as `refusal` checks it. `None`: serve it.
+    pub fn replica_refusal(&self, current_leader_epoch: i32) -> Option<i16> {
+        if !self.replica {
+            Some(ResponseError::NotLeaderOrFollower.code())
+        } else {
+            check(current_leader_epoch, self.epoch)
+        }
+    }
+}
+
 /// Checks a request's `current_leader_epoch` against the partition's `epoch`: -1 (or any
 /// negative) skips the check; a newer epoch than ours is UNKNOWN_LEADER_EPOCH, an older one
 /// FENCED_LEADER_EPOCH.

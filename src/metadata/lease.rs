@@ -133,7 +133,10 @@ mod tests {
         assert!(lease.holds(11));
         assert!(!lease.holds(9), "an image older than the read index");
         lease.grant(Instant::now(), 12);
-        assert!(lease.holds(10), "an earlier deadline does not replace a later one");
+        assert!(
+            lease.holds(10),
+            "an earlier deadline does not replace a later one"
+        );
         let expired = MetadataLease::new();
         expired.grant(Instant::now(), 0);
         std::thread::sleep(Duration::from_millis(2));

@@ -567,6 +567,7 @@ async fn apply_answer<H: ReplicationHost>(
     }
     if answer.high_watermark >= 0 {
         log.set_replicated_high_watermark(Some(answer.high_watermark));
+        replica.leader_high_watermark_known.set(true);
     }
 }
 

@@ -29,6 +29,7 @@
 pub mod client;
 pub mod follower;
 pub mod leader;
+pub mod selector;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -77,6 +78,8 @@ pub struct ReplicationSettings {
     pub fetch_response_max_bytes: i32,
     /// `replica.fetch.backoff.ms`.
     pub fetch_backoff_ms: u64,
+    /// `replica.selector.class`.
+    pub selector: selector::ReplicaSelector,
 }
 
 impl ReplicationSettings {
@@ -95,6 +98,7 @@ impl ReplicationSettings {
                 .int("replica.fetch.response.max.bytes", 10 << 20)
                 .clamp(1, response_bound) as i32,
             fetch_backoff_ms: config.int("replica.fetch.backoff.ms", 1_000).max(0) as u64,
+            selector: selector::ReplicaSelector::named(&config.text("replica.selector.class", "")),
         }
     }
 }
@@ -126,6 +130,11 @@ pub struct Replica {
     pub open: Rc<OpenPartition>,
     /// Leader or follower.
     pub role: RefCell<Role>,
+    /// As a follower: whether the current leader has told this replica its high watermark
+    /// since it became a follower. Until then the local high watermark may be past the
+    /// leader's (a restarted replica's unsynced tail), and consumers are not served here
+    /// (KIP-392's reads from followers).
+    pub leader_high_watermark_known: Cell<bool>,
 }
 
 impl Replica {
@@ -287,6 +296,7 @@ impl ReplicaManager {
                                 leader: -1,
                                 leader_epoch: -1,
                             }),
+                            leader_high_watermark_known: Cell::new(false),
                         });
                         manager
                             .replicas
@@ -393,6 +403,7 @@ impl ReplicaManager {
             leader: state.leader,
             leader_epoch: state.leader_epoch,
         };
+        replica.leader_high_watermark_known.set(false);
         // What readers may see stays where it is until the leader says more.
         log.set_replicated_high_watermark(Some(log.high_watermark()));
         log.notify_waiters();
@@ -423,6 +434,7 @@ impl ReplicaManager {
                 leader: -1,
                 leader_epoch: -1,
             };
+            replica.leader_high_watermark_known.set(false);
             let log = &replica.open.log;
             log.set_replicated_high_watermark(Some(log.high_watermark()));
             log.notify_waiters();
