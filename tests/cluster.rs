@@ -2252,3 +2252,77 @@ fn consumers_read_from_a_replica_in_their_rack() {
         "kcat in {client_rack} reads every message in order"
     );
 }
+
+/// DeleteRecords on a leader moves its followers' log start too (they learn it from their
+/// fetches, as Kafka's do): every replica, asked as a consumer's v11 fetch, reports the new
+/// log start, and after the leader's SIGKILL the new leader's earliest offset is still it.
+#[test]
+fn delete_records_reaches_the_followers_and_survives_a_failover() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
+    let mut cluster = start_cluster_with(&[1, 2, 3], &[]);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    create_topic_with(&bootstrap, "trimmed", 1, 3, &[("min.insync.replicas", "2")])
+        .expect("topic created");
+    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
+    let (status, _, err) = support::run_bounded_with_input(
+        "kcat",
+        &["-b", &bootstrap, "-P", "-t", "trimmed", "-X", "acks=all"],
+        &input,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat produce: {err}");
+    let views = fully_replicated(&bootstrap, "trimmed", Duration::from_secs(20))
+        .expect("every replica in sync");
+    let leader = views[0].0;
+
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("trimmed")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(60),
+                ]),
+        ]);
+    let mut client = support::RawClient::connect(cluster.nodes[&leader].addr);
+    let response: DeleteRecordsResponse = client.call(ApiKey::DeleteRecords, 2, &request);
+    let answer = &response.topics[0].partitions[0];
+    assert_eq!((answer.error_code, answer.low_watermark), (0, 60));
+
+    for id in [1, 2, 3] {
+        let addr = cluster.nodes[&id].bootstrap();
+        let moved = eventually(Duration::from_secs(10), || {
+            // Offset 0 is below the log start now: OFFSET_OUT_OF_RANGE, with the log start.
+            let answer = consumer_fetch(&addr, 11, "trimmed", "");
+            (answer.error_code == 1 && answer.log_start_offset == 60).then_some(())
+        });
+        assert!(moved.is_some(), "broker {id}'s replica starts at 60");
+    }
+
+    cluster.nodes.remove(&leader).unwrap().stop_with("KILL");
+    let survivors = cluster.bootstrap();
+    let earliest = eventually(Duration::from_secs(30), || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &survivors)
+            .create()
+            .ok()?;
+        let (low, high) = consumer
+            .fetch_watermarks("trimmed", 0, Duration::from_secs(5))
+            .ok()?;
+        (high == 100).then_some(low)
+    });
+    assert_eq!(
+        earliest,
+        Some(60),
+        "the new leader starts where the old one did"
+    );
+}

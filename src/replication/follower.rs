@@ -27,7 +27,9 @@
 //!    over with a full fetch; a leader with no room for a session answers every fetch in full.
 //! 3. Each partition's answer: records are appended as the leader wrote them
 //!    (`OpenPartition::append_replica`: offsets, epochs and producer state kept) and the
-//!    leader's high watermark becomes this replica's bound; OFFSET_OUT_OF_RANGE below the
+//!    leader's high watermark becomes this replica's bound, and its log start this replica's
+//!    (within that bound: DeleteRecords and retention on the leader reach every follower, as
+//!    in Kafka); OFFSET_OUT_OF_RANGE below the
 //!    leader's log start restarts the log there, above it truncates again; a leadership error
 //!    (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, unknown partition)
 //!    parks the partition for `replica.fetch.backoff.ms`: the image will move it. A broken
@@ -568,6 +570,16 @@ async fn apply_answer<H: ReplicationHost>(
     if answer.high_watermark >= 0 {
         log.set_replicated_high_watermark(Some(answer.high_watermark));
         replica.leader_high_watermark_known.set(true);
+    }
+    // The leader's log start (DeleteRecords, retention) moves this replica's too, as far as
+    // its own high watermark reaches (Kafka's follower does the same), so a later leader here
+    // does not bring deleted records back.
+    let log_start = answer.log_start_offset.min(log.high_watermark());
+    if log_start > log.log_start_offset()
+        && let Err(err) = log.delete_records(log_start).await
+    {
+        warn!(topic = %replica.topic, partition = replica.partition, %err, log_start,
+            "cannot move the log start to the leader's");
     }
 }
 
