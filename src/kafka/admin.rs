@@ -11,9 +11,12 @@ use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::acl::{self, Session};
-use crate::broker::ShardContext;
 use crate::broker::error;
-use crate::metadata::{ControllerRequest, ControllerResults, MetadataError, client};
+use crate::broker::{ShardContext, ShardRequest, ShardResponse};
+use crate::metadata::{
+    ControllerRequest, ControllerResponse, ControllerResults, MetadataError, client,
+};
+use crate::runtime::ShardId;
 
 /// Sends `request` to the controller (`metadata::client::call_controller`). An `Err` is a
 /// failure of the whole request (the controller could not be reached), as a Kafka error code
@@ -25,6 +28,26 @@ pub async fn call_controller(
     client::call_controller(context.as_ref(), request)
         .await
         .map_err(|err| (error::controller_call_error_code(&err), err.to_string()))
+}
+
+/// Sends a change that has one outcome for the whole request (client quotas, SCRAM
+/// credentials, ACL creations) to the controller on shard 0: `Ok` once committed, else the
+/// Kafka code and message to answer every item of it with.
+pub async fn alter_through_controller(
+    context: &ShardContext,
+    request: ControllerRequest,
+) -> Result<(), (i16, String)> {
+    let request = ShardRequest::Controller(request);
+    match context.router.call(ShardId::CONTROLLER, request).await {
+        Ok(ShardResponse::Controller(ControllerResponse::Altered(result))) => {
+            result.map_err(|err| (error::metadata_error_code(&err), err.to_string()))
+        }
+        Ok(other) => Err((
+            ResponseError::UnknownServerError.code(),
+            format!("unexpected controller answer: {other:?}"),
+        )),
+        Err(err) => Err((error::router_error_code(&err), err.to_string())),
+    }
 }
 
 /// The Kafka code and message of a per-item metadata failure.

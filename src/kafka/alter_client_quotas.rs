@@ -22,13 +22,12 @@ use kafka_protocol::messages::{AlterClientQuotasRequest, AlterClientQuotasRespon
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{CLUSTER_NAME, operation, resource_type};
+use crate::broker::ShardContext;
 use crate::broker::error;
-use crate::broker::{ShardContext, ShardRequest, ShardResponse};
-use crate::kafka::admin::text;
+use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::metadata::{ControllerRequest, ControllerResponse};
+use crate::metadata::ControllerRequest;
 use crate::quota::{self, QuotaAlteration, QuotaError};
-use crate::runtime::ShardId;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -115,20 +114,11 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
             }
         }
         if !alterations.is_empty() {
-            let alter = ShardRequest::Controller(ControllerRequest::AlterClientQuotas {
+            let alter = ControllerRequest::AlterClientQuotas {
                 alterations,
                 validate_only: body.validate_only,
-            });
-            let result = match context.router.call(ShardId::CONTROLLER, alter).await {
-                Ok(ShardResponse::Controller(ControllerResponse::Altered(result))) => {
-                    result.map_err(|err| (error::metadata_error_code(&err), err.to_string()))
-                }
-                Ok(other) => Err((
-                    ResponseError::UnknownServerError.code(),
-                    format!("unexpected controller answer: {other:?}"),
-                )),
-                Err(err) => Err((error::router_error_code(&err), err.to_string())),
             };
+            let result = admin::alter_through_controller(&context, alter).await;
             for i in valid {
                 outcomes[i] = result.clone();
             }

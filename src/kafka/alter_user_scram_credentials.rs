@@ -26,12 +26,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{CLUSTER_NAME, operation, resource_type};
-use crate::broker::error;
-use crate::broker::{ShardContext, ShardRequest, ShardResponse};
-use crate::kafka::admin::text;
+use crate::broker::ShardContext;
+use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::metadata::{ControllerRequest, ControllerResponse};
-use crate::runtime::ShardId;
+use crate::metadata::ControllerRequest;
 use crate::security::sasl::scram::{ITERATIONS_MAX, ITERATIONS_MIN, ScramMechanism};
 
 /// The dispatch table entry.
@@ -205,20 +203,11 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
                 .map(|(u, _)| u.clone())
                 .chain(upsertions.iter().map(|(u, _, _)| u.clone()))
                 .collect();
-            let alter = ShardRequest::Controller(ControllerRequest::AlterScramCredentials {
+            let alter = ControllerRequest::AlterScramCredentials {
                 upsertions,
                 deletions,
-            });
-            let result = match context.router.call(ShardId::CONTROLLER, alter).await {
-                Ok(ShardResponse::Controller(ControllerResponse::Altered(result))) => {
-                    result.map_err(|err| (error::metadata_error_code(&err), err.to_string()))
-                }
-                Ok(other) => Err((
-                    ResponseError::UnknownServerError.code(),
-                    format!("unexpected controller answer: {other:?}"),
-                )),
-                Err(err) => Err((error::router_error_code(&err), err.to_string())),
             };
+            let result = admin::alter_through_controller(&context, alter).await;
             for user in changed {
                 outcomes.insert(user, result.clone());
             }

@@ -20,12 +20,10 @@ use kafka_protocol::messages::{ApiKey, CreateAclsRequest, CreateAclsResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::acl::{AclBinding, CLUSTER_NAME, operation, resource_type};
-use crate::broker::error;
-use crate::broker::{ShardContext, ShardRequest, ShardResponse};
-use crate::kafka::admin::text;
+use crate::broker::ShardContext;
+use crate::kafka::admin::{self, text};
 use crate::kafka::dispatch::{ApiHandler, HandlerFuture, Request};
-use crate::metadata::{ControllerRequest, ControllerResponse};
-use crate::runtime::ShardId;
+use crate::metadata::ControllerRequest;
 
 /// The dispatch table entry.
 pub const HANDLER: ApiHandler = ApiHandler {
@@ -92,17 +90,8 @@ fn handle(context: Rc<ShardContext>, request: Request) -> HandlerFuture {
         let outcome = if valid.is_empty() {
             Ok(())
         } else {
-            let create = ShardRequest::Controller(ControllerRequest::CreateAcls { acls: valid });
-            match context.router.call(ShardId::CONTROLLER, create).await {
-                Ok(ShardResponse::Controller(ControllerResponse::Altered(result))) => {
-                    result.map_err(|err| (error::metadata_error_code(&err), err.to_string()))
-                }
-                Ok(other) => Err((
-                    ResponseError::UnknownServerError.code(),
-                    format!("unexpected controller answer: {other:?}"),
-                )),
-                Err(err) => Err((error::router_error_code(&err), err.to_string())),
-            }
+            admin::alter_through_controller(&context, ControllerRequest::CreateAcls { acls: valid })
+                .await
         };
         let results = results
             .into_iter()

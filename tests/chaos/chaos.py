@@ -493,7 +493,46 @@ class Run:
         finally:
             consumer.close()
         return {"partitions": partitions, "high_watermarks": hws, "committed": committed,
-                "committed_at": committed_at, "corrupt": corrupt}
+                "committed_at": committed_at, "corrupt": corrupt,
+                "read_committed": self.read_committed(hws)}
+
+    def read_committed(self, hws):
+        """Every partition read from the start with isolation.level=read_committed, up to the
+        high watermark the read_uncommitted pass saw (the last stable offset reaches it once
+        every transaction has ended; a transaction its producer left open is aborted by the
+        coordinator after transaction.timeout.ms): {p: [[offset, payload], ...]}, or None when
+        it did not get there within 60 s."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        consumer = Consumer({"bootstrap.servers": self.cluster.bootstrap(),
+                             "group.id": f"chaos-final-rc-{self.seed}",
+                             "enable.auto.commit": False,
+                             "isolation.level": "read_committed",
+                             "enable.partition.eof": True})
+        partitions = {p: [] for p in hws}
+        try:
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in hws])
+            done = {p for p in hws if hws[p] == 0}
+            deadline = time.monotonic() + 60
+            while len(done) < len(hws) and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == msg.error()._PARTITION_EOF:
+                        if msg.offset() >= hws[msg.partition()]:
+                            done.add(msg.partition())
+                        continue
+                    log(f"final read_committed read: {msg.error()}")
+                    continue
+                payload, _intact = parse_value(msg.value(), self.args.value_bytes)
+                partitions[msg.partition()].append([msg.offset(), payload])
+            if len(done) < len(hws):
+                log(f"final read_committed read incomplete after 60 s: partitions "
+                    f"{sorted(set(hws) - done)}")
+                return None
+        finally:
+            consumer.close()
+        return partitions
 
     # The run ---------------------------------------------------------------------------------
 
@@ -508,6 +547,9 @@ class Run:
         for i in range(self.args.producers):
             self.client(f"producer-{i}", "produce", "--id", f"p{i}",
                         "--rate", str(self.args.rate), "--flush-s", "10")
+        for i in range(self.args.txn_producers):
+            self.client(f"producer-t{i}", "txn-produce", "--id", f"t{i}",
+                        "--rate", str(self.args.rate / 4))
         self.client("consumer-0", "consume", "--id", "c0", "--client", "confluent")
         self.client("consumer-1", "consume", "--id", "c1", "--client", "kafka-python")
         self.client("monitor", "monitor")
@@ -535,7 +577,7 @@ class Run:
              f"({serve['why']})"))
         with open(os.path.join(self.out, "serve.json"), "w") as f:
             json.dump(serve, f)
-        self.stop_clients({"produce"}, timeout=40)
+        self.stop_clients({"produce", "txn-produce"}, timeout=40)
         time.sleep(self.args.drain)
         self.stop_clients({"consume", "monitor"}, timeout=20)
         final = self.final_read()
@@ -654,6 +696,9 @@ def parse_args():
     p.add_argument("--rf", type=int, default=3, help="replication factor of the topic")
     p.add_argument("--min-isr", type=int, default=2, help="min.insync.replicas of the topic")
     p.add_argument("--producers", type=int, default=2)
+    p.add_argument("--txn-producers", type=int, default=1,
+                   help="transactional producers (commits and aborts; checked under "
+                        "read_committed)")
     p.add_argument("--value-bytes", type=int, default=256,
                    help="message size: the unique payload id, then filler the readers check")
     p.add_argument("--session-timeout-ms", type=int, default=4000,

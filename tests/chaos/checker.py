@@ -179,6 +179,46 @@ def check(run_dir, min_acked_per_partition=1):
                                   f"after seq {last[stream][0]} at {last[stream][1]}")
             last[stream] = (ident[2], o)
 
+    # -- transactions -------------------------------------------------------------------------
+    # A transactional producer's sends carry their transaction's number; its outcome is what
+    # the producer was told (txn-committed, txn-aborted; txn-unknown after a fatal error, which
+    # either may be). Under read_committed (the final read_committed pass), no record of an
+    # aborted transaction is read, every record of a committed one is, and so is every
+    # acknowledged record written outside transactions.
+    txn_of = {}  # payload -> (producer file, gen, txn)
+    outcome = {}  # (producer file, gen, txn) -> "committed" | "aborted" | "unknown"
+    for path in sorted(glob.glob(os.path.join(run_dir, "producer-*.jsonl"))):
+        name = os.path.basename(path)
+        for ev in _events(path):
+            if ev["ev"] == "send" and "txn" in ev:
+                txn_of[ev["v"]] = (name, ev.get("gen", 0), ev["txn"])
+            elif ev["ev"] in ("txn-committed", "txn-aborted", "txn-unknown"):
+                outcome[(name, ev.get("gen", 0), ev["txn"])] = ev["ev"][4:]
+    committed_read = final.get("read_committed")
+    if txn_of and committed_read is None:
+        violations.add("no read_committed read", "the final read_committed pass did not reach "
+                       "the high watermarks (a transaction left open?)")
+    elif committed_read is not None:
+        rc_where = defaultdict(list)
+        for p, recs in committed_read.items():
+            for o, v in recs:
+                rc_where[v].append((int(p), o))
+        for v, key in sorted(txn_of.items()):
+            state = outcome.get(key)
+            if state == "aborted" and v in rc_where:
+                violations.add("aborted data under read_committed",
+                               f"{v} (transaction {key[2]} of {key[0]}, aborted) read at "
+                               f"{rc_where[v][0][0]}@{rc_where[v][0][1]}")
+            elif state == "committed" and v not in rc_where:
+                violations.add("committed transaction lost",
+                               f"{v} (transaction {key[2]} of {key[0]}, committed) not read "
+                               "under read_committed")
+        for _name, _gen, _seq, _p, _o, v in acks:
+            if v not in txn_of and v not in rc_where:
+                violations.add("read_committed misses data",
+                               f"{v}, acknowledged outside any transaction, not read under "
+                               "read_committed")
+
     # -- consumers ---------------------------------------------------------------------------
     reads = 0
     commits = []  # (t, p, o, consumer)

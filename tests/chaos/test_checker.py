@@ -42,8 +42,11 @@ class History:
         return v
 
     def write(self):
-        for name, events in (("producer-0", self.producer), ("consumer-0", self.consumer),
-                             ("monitor", self.monitor)):
+        named = [("producer-0", self.producer), ("consumer-0", self.consumer),
+                 ("monitor", self.monitor)]
+        if getattr(self, "txn", None) is not None:
+            named.append(("producer-t0", self.txn))
+        for name, events in named:
             with open(os.path.join(self.dir, f"{name}.jsonl"), "w") as f:
                 for ev in events:
                     f.write(json.dumps(ev) + "\n")
@@ -72,6 +75,44 @@ class CheckerTest(unittest.TestCase):
 
     def tearDown(self):
         shutil.rmtree(self.h.dir)
+
+    def transactions(self, h):
+        """Three transactions of producer t0: 0 committed, 1 aborted, 2 unknown; returns
+        their payloads."""
+        out = {}
+        for txn, state, seq, p, o in ((0, "committed", 0, 0, 10), (1, "aborted", 1, 1, 10),
+                                      (2, "unknown", 2, 0, 11)):
+            v = f"s1:t0:{seq}"
+            h.txn.append({"ev": "send", "seq": seq, "p": p, "v": v, "txn": txn, "gen": 0,
+                          "t": h.tick()})
+            h.txn.append({"ev": "ack", "seq": seq, "p": p, "o": o, "v": v, "gen": 0,
+                          "t": h.tick()})
+            h.txn.append({"ev": f"txn-{state}", "txn": txn, "gen": 0, "t": h.tick()})
+            h.final[p].append([o, v])
+            out[state] = (p, o, v)
+        return out
+
+    def test_transactions_under_read_committed(self):
+        h = History()
+        h.txn = []
+        h.produce(0, 0, 0)
+        txns = self.transactions(h)
+        committed = {0: [[0, "s1:p0:0"], list(txns["committed"][1:])], 1: []}
+        h.extra = {"read_committed": committed}
+        self.assertEqual(h.write()["violations"], 0, h.write()["examples"])
+        # An unknown outcome may be read or not.
+        committed[0].append(list(txns["unknown"][1:]))
+        self.assertEqual(h.write()["violations"], 0)
+        committed[1].append(list(txns["aborted"][1:]))
+        self.assertEqual(h.write()["violation_counts"],
+                         {"aborted data under read_committed": 1})
+        committed[1].clear()
+        committed[0] = [list(txns["committed"][1:])]
+        self.assertEqual(h.write()["violation_counts"], {"read_committed misses data": 1})
+        committed[0] = [[0, "s1:p0:0"]]
+        self.assertEqual(h.write()["violation_counts"], {"committed transaction lost": 1})
+        h.extra = {"read_committed": None}
+        self.assertEqual(h.write()["violation_counts"], {"no read_committed read": 1})
 
     def test_clean_history_passes(self):
         self.h.consumer.append({"ev": "read", "p": 0, "o": 0, "v": "s1:p0:0", "t": self.h.tick()})

@@ -6,6 +6,12 @@ the history file given with --out (chaos.py starts them and stops them with SIGT
             seq mod N with the unique payload "<run>:<producer>:<seq>"; records send, ack
             (partition, offset) and fail events. A fatal producer error (librdkafka's
             idempotence state lost) is recorded and a new producer (a new producer id) goes on.
+  txn-produce
+            a transactional confluent-kafka producer: transactions of 1 to 4 messages (payloads
+            as `produce`, the producer id "t<n>"), about 30% of them aborted (seeded by run and
+            id); records send and ack events as `produce`, each send with its transaction
+            number, then txn-committed, txn-aborted, or txn-unknown (a fatal error: the
+            outcome is the coordinator's; a new producer with the same transactional id goes on).
   consume   a group consumer, confluent-kafka or kafka-python (--client), manual commits about
             once a second; records every message read and every commit the coordinator acked.
   monitor   polls the group's committed offsets through the admin API twice a second.
@@ -131,6 +137,106 @@ def produce(args, hist):
             producer = _replace(producer, conf, hist, generation)
     left = producer.flush(args.flush_s)
     hist.write(ev="stopped", unflushed=left, sent=seq)
+
+
+def txn_produce(args, hist):
+    import random
+
+    from confluent_kafka import KafkaException, Producer
+
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "transactional.id": f"chaos-txn-{args.run}-{args.id}",
+        "transaction.timeout.ms": 10000,
+        "message.timeout.ms": 10000,
+        "linger.ms": 5,
+        "request.timeout.ms": 5000,
+        "retry.backoff.ms": 100,
+        "socket.timeout.ms": 5000,
+        "topic.metadata.refresh.interval.ms": 2000,
+        "client.id": f"chaos-txn-producer-{args.id}",
+    }
+    rng = random.Random(f"{args.run}:{args.id}")
+    generation = [0]
+
+    def delivered(err, msg):
+        payload = parse_value(msg.value(), args.value_bytes)[0]
+        seq = int(payload.rsplit(":", 1)[1])
+        if err is None:
+            hist.write(ev="ack", seq=seq, p=msg.partition(), o=msg.offset(), v=payload,
+                       gen=generation[0])
+        else:
+            hist.write(ev="fail", seq=seq, p=msg.partition(), v=payload, err=str(err),
+                       gen=generation[0])
+
+    def start():
+        # init_transactions fences an earlier producer of the id and finishes (aborts) its
+        # open transaction; retried while the coordinator is unreachable.
+        while not stopping:
+            producer = Producer(conf)
+            try:
+                producer.init_transactions(10)
+                return producer
+            except KafkaException as err:
+                hist.write(ev="error", err=f"init_transactions: {err}"[:200])
+                time.sleep(0.5)
+        return None
+
+    def finish(producer, txn, abort):
+        """Commits or aborts; True when the outcome is known (and recorded)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if abort:
+                    producer.abort_transaction(10)
+                    hist.write(ev="txn-aborted", txn=txn, gen=generation[0])
+                else:
+                    producer.commit_transaction(10)
+                    hist.write(ev="txn-committed", txn=txn, gen=generation[0])
+                return True
+            except KafkaException as err:
+                e = err.args[0]
+                hist.write(ev="error", err=f"{'abort' if abort else 'commit'}: {err}"[:200])
+                if e.txn_requires_abort() and not abort:
+                    abort = True
+                elif not e.retriable() or time.monotonic() > deadline:
+                    hist.write(ev="txn-unknown", txn=txn, gen=generation[0])
+                    return False
+                time.sleep(0.2)
+
+    producer = start()
+    seq = 0
+    txn = 0
+    interval = 1.0 / args.rate
+    while producer is not None and not stopping:
+        count = rng.randint(1, 4)
+        abort = rng.random() < 0.3
+        known = False
+        try:
+            producer.begin_transaction()
+            for _ in range(count):
+                partition = seq % args.partitions
+                payload = f"{args.run}:{args.id}:{seq}"
+                producer.produce(args.topic, value=make_value(payload, args.value_bytes),
+                                 partition=partition, on_delivery=delivered)
+                hist.write(ev="send", seq=seq, p=partition, v=payload, gen=generation[0],
+                           txn=txn)
+                seq += 1
+                producer.poll(0)
+            known = finish(producer, txn, abort)
+        except (KafkaException, BufferError) as err:
+            hist.write(ev="error", err=str(err)[:200])
+            known = finish(producer, txn, True)
+        txn += 1
+        if not known:
+            producer.flush(1)
+            generation[0] += 1
+            hist.write(ev="new-producer", gen=generation[0])
+            producer = start()
+        time.sleep(interval * count)
+    if producer is not None:
+        producer.flush(5)
+    hist.write(ev="stopped", unflushed=0, sent=seq)
 
 
 def _replace(producer, conf, hist, generation):
@@ -290,7 +396,7 @@ def monitor(args, hist):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("role", choices=["produce", "consume", "monitor"])
+    parser.add_argument("role", choices=["produce", "txn-produce", "consume", "monitor"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--out", required=True)
@@ -311,6 +417,8 @@ def main():
     hist.write(ev="start", role=args.role, client=args.client, id=args.id)
     if args.role == "produce":
         produce(args, hist)
+    elif args.role == "txn-produce":
+        txn_produce(args, hist)
     elif args.role == "monitor":
         monitor(args, hist)
     elif args.client == "confluent":
