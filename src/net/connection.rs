@@ -146,6 +146,26 @@ async fn gate_fetch(state: &ConnectionState, seq: u64) -> Option<StaticPermit> {
     }
 }
 
+/// Awaits `wait` unless the shard drains or the connection's writer closes first: `true` when
+/// `wait` finished, `false` when the connection is closing.
+async fn before_closing(
+    context: &ShardContext,
+    writer_closed: &ShutdownSignal,
+    wait: impl std::future::Future,
+) -> bool {
+    future::or(
+        async {
+            wait.await;
+            true
+        },
+        async {
+            future::or(context.draining.raised(), writer_closed.raised()).await;
+            false
+        },
+    )
+    .await
+}
+
 /// How often a connection looks at its idle and frame-completion clocks.
 const CONNECTION_CLOCK_CHECK_MS_MAX: u64 = 1000;
 
@@ -211,18 +231,7 @@ pub async fn serve<S>(
     loop {
         // Too much answered and unsent: start nothing new until the client reads.
         while state.over_response_bound() {
-            let woken = future::or(
-                async {
-                    state.written.notified().await;
-                    true
-                },
-                async {
-                    future::or(context.draining.raised(), writer_closed.raised()).await;
-                    false
-                },
-            )
-            .await;
-            if !woken {
+            if !before_closing(&context, &writer_closed, state.written.notified()).await {
                 break;
             }
         }
@@ -289,21 +298,10 @@ pub async fn serve<S>(
         // as Kafka mutes the channel (the client, told the time, waits as well).
         if let Some(until) = state.muted_until.take() {
             let wait = until.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                let woken = future::or(
-                    async {
-                        glommio::timer::sleep(wait).await;
-                        true
-                    },
-                    async {
-                        future::or(context.draining.raised(), writer_closed.raised()).await;
-                        false
-                    },
-                )
-                .await;
-                if !woken {
-                    break;
-                }
+            if !wait.is_zero()
+                && !before_closing(&context, &writer_closed, glommio::timer::sleep(wait)).await
+            {
+                break;
             }
         }
         state.last_activity.set(Instant::now());
