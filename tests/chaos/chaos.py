@@ -462,9 +462,7 @@ class Run:
         corrupt = []
         try:
             for p in range(self.args.partitions):
-                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                            timeout=10)
-                hws[p] = high
+                hws[p] = self.high_watermark(consumer, p)
                 partitions[p] = []
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
                              for p in range(self.args.partitions)])
@@ -495,6 +493,20 @@ class Run:
         return {"partitions": partitions, "high_watermarks": hws, "committed": committed,
                 "committed_at": committed_at, "corrupt": corrupt,
                 "read_committed": self.read_committed(hws)}
+
+    def high_watermark(self, consumer, partition):
+        """The partition's high watermark; a fresh client may not know the partition yet
+        (_UNKNOWN_PARTITION before its first Metadata answer), so asked again for up to 30 s."""
+        from confluent_kafka import KafkaException, TopicPartition
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return consumer.get_watermark_offsets(TopicPartition(self.topic, partition),
+                                                      timeout=10)[1]
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def read_committed(self, hws):
         """Every partition read from the start with isolation.level=read_committed, up to the
