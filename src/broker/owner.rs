@@ -71,8 +71,9 @@ pub struct ReadItem {
     /// leader how far the follower's log reaches.
     pub replica: Option<i32>,
     /// A consumer's `rack_id` (Fetch v11+), when the rack-aware replica selector is on: the
-    /// leader may answer with a preferred read replica instead of records (KIP-392).
-    pub client_rack: Option<String>,
+    /// leader may answer with a preferred read replica instead of records (KIP-392). Shared
+    /// by the request's partitions.
+    pub client_rack: Option<std::sync::Arc<str>>,
     /// A consumer's read any replica may serve (Fetch v11+ under a quorum, KIP-392): a
     /// follower serves it up to its high watermark.
     pub any_replica: bool,
@@ -511,11 +512,24 @@ pub async fn serve_read(context: &Rc<ShardContext>, items: Vec<ReadItem>) -> Vec
         if let Some(follower) = item.replica {
             return read_for_follower(context, &item, &partition, follower).await;
         }
-        if item.any_replica && !serves_consumers(context, &item) {
-            return ReadOutcome::failed(ResponseError::NotLeaderOrFollower.code());
-        }
+        // A read any replica may serve: this broker's replica must be its leader, or a
+        // follower the leader has told its high watermark since it began to follow (a
+        // follower's own high watermark may otherwise be past the leader's).
+        let replica = if item.any_replica {
+            match context.replication.get(&item.topic, item.partition) {
+                Some(r) if r.led_epoch().is_some() || r.leader_high_watermark_known.get() => {
+                    Some(r)
+                }
+                _ => return ReadOutcome::failed(ResponseError::NotLeaderOrFollower.code()),
+            }
+        } else {
+            None
+        };
         let last_stable_offset = partition.last_stable_offset();
-        if let Some(preferred) = preferred_read_replica(context, &item, &partition) {
+        let preferred = replica
+            .as_ref()
+            .and_then(|r| preferred_read_replica(context, &item, r));
+        if let Some(preferred) = preferred {
             return ReadOutcome {
                 error_code: error::NONE,
                 high_watermark: log.high_watermark(),
@@ -558,39 +572,27 @@ pub async fn serve_read(context: &Rc<ShardContext>, items: Vec<ReadItem>) -> Vec
     join_all(reads).await
 }
 
-/// Whether this broker's replica may serve a consumer's read that any replica may serve: its
-/// leader, or a follower the leader has told its high watermark since it began to follow (a
-/// follower's own high watermark may otherwise be past the leader's).
-fn serves_consumers(context: &ShardContext, item: &ReadItem) -> bool {
-    match context.replication.get(&item.topic, item.partition) {
-        Some(replica) => replica.led_epoch().is_some() || replica.leader_high_watermark_known.get(),
-        None => false,
-    }
-}
-
 /// The replica `replica.selector.class` prefers for a consumer's read of a partition this
 /// broker leads, when it is not this broker (KIP-392): the candidates are this leader and the
 /// followers on live brokers whose log already reaches the fetch offset.
 fn preferred_read_replica(
     context: &ShardContext,
     item: &ReadItem,
-    partition: &OpenPartition,
+    replica: &crate::replication::Replica,
 ) -> Option<i32> {
     let rack = item.client_rack.as_deref()?;
-    let replica = context.replication.get(&item.topic, item.partition)?;
     let role = replica.role.borrow();
     let crate::replication::Role::Leader(state) = &*role else {
         return None;
     };
     let image = context.image();
-    let rack_of = |id: i32| image.brokers.get(&id).and_then(|b| b.rack.clone());
-    let now_ms = crate::storage::log::now_ms();
+    let rack_of = |id: i32| image.brokers.get(&id).and_then(|b| b.rack.as_deref());
     let me = context.identity.node_id;
     let mut candidates = vec![Candidate {
         id: me,
         rack: rack_of(me),
-        log_end: partition.log.log_end_offset(),
-        caught_up_ms: now_ms,
+        log_end: replica.open.log.log_end_offset(),
+        caught_up_ms: crate::storage::log::now_ms(),
     }];
     for &id in state.replicas.iter().filter(|&&id| id != me) {
         let live = image.brokers.get(&id).is_some_and(|b| !b.fenced);

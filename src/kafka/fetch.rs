@@ -412,7 +412,7 @@ fn plan(
     let client_rack = (follower_reads
         && context.replication.settings().selector == ReplicaSelector::RackAware
         && !body.rack_id.is_empty())
-    .then(|| body.rack_id.to_string());
+    .then(|| std::sync::Arc::<str>::from(body.rack_id.as_str()));
     let mut reads = Vec::new();
     let mut topics: Vec<(Rc<str>, Vec<PlannedPartition>)> = Vec::new();
     // The checks of the topic last looked at: (name, may read, partition count).

@@ -105,12 +105,10 @@ pub async fn renew_loop(
     loop {
         if let Some(handle) = metadata.handle() {
             let sent = Instant::now();
-            let read = futures::future::select(
-                Box::pin(handle.read_index()),
-                Box::pin(glommio::timer::sleep(interval * 4)),
-            )
-            .await;
-            if let futures::future::Either::Left((Ok(_index), _)) = read {
+            let read =
+                glommio::timer::timeout(interval * 4, async { Ok(handle.read_index().await) })
+                    .await;
+            if let Ok(Ok(_index)) = read {
                 // The driver answers once this node applied up to the index, so the image
                 // now holds every change committed before `sent`.
                 lease.grant(sent + length, metadata.image().offset);

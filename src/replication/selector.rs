@@ -37,11 +37,11 @@ impl ReplicaSelector {
 
 /// One replica as the leader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     /// Its broker.
     pub id: i32,
     /// That broker's `broker.rack`.
-    pub rack: Option<String>,
+    pub rack: Option<&'a str>,
     /// Its log end (the leader's own for the leader).
     pub log_end: i64,
     /// When it was last caught up (ms; now for the leader).
@@ -53,15 +53,15 @@ pub struct Candidate {
 pub fn preferred_read_replica(
     selector: ReplicaSelector,
     client_rack: &str,
-    candidates: &[Candidate],
+    candidates: &[Candidate<'_>],
 ) -> Option<i32> {
     let leader = candidates.first()?;
     if selector == ReplicaSelector::Leader || client_rack.is_empty() {
         return None;
     }
-    let same_rack: Vec<&Candidate> = candidates
+    let same_rack: Vec<&Candidate<'_>> = candidates
         .iter()
-        .filter(|c| c.rack.as_deref() == Some(client_rack))
+        .filter(|c| c.rack == Some(client_rack))
         .collect();
     if same_rack.is_empty() || same_rack.iter().any(|c| c.id == leader.id) {
         return None;
@@ -77,10 +77,10 @@ mod tests {
     use super::*;
     use crate::config::LEADER_SELECTOR;
 
-    fn candidate(id: i32, rack: &str, log_end: i64, caught_up_ms: i64) -> Candidate {
+    fn candidate(id: i32, rack: &str, log_end: i64, caught_up_ms: i64) -> Candidate<'_> {
         Candidate {
             id,
-            rack: (!rack.is_empty()).then(|| rack.to_string()),
+            rack: (!rack.is_empty()).then_some(rack),
             log_end,
             caught_up_ms,
         }
