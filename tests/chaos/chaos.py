@@ -441,7 +441,6 @@ class Run:
     # Final read ------------------------------------------------------------------------------
 
     def final_read(self):
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
         committed = None
         committed_at = time.time()
         try:
@@ -452,42 +451,12 @@ class Run:
                 group_admin.close()
         except Exception as err:  # noqa: BLE001
             log(f"final committed offsets unavailable: {err}")
-        consumer = Consumer({"bootstrap.servers": self.cluster.bootstrap(),
-                             "group.id": f"chaos-final-{self.seed}",
-                             "enable.auto.commit": False,
-                             "isolation.level": "read_uncommitted",
-                             "enable.partition.eof": True})
-        partitions = {}
-        hws = {}
-        corrupt = []
+        consumer = self.final_consumer("read_uncommitted")
         try:
-            for p in range(self.args.partitions):
-                hws[p] = self.high_watermark(consumer, p)
-                partitions[p] = []
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                             for p in range(self.args.partitions)])
-            done = {p for p in hws if hws[p] == 0}
-            deadline = time.monotonic() + 60
-            while len(done) < len(hws) and time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == msg.error()._PARTITION_EOF:
-                        if msg.offset() >= hws[msg.partition()]:
-                            done.add(msg.partition())
-                        continue
-                    log(f"final read: {msg.error()}")
-                    continue
-                payload, intact = parse_value(msg.value(), self.args.value_bytes)
-                if not intact:
-                    corrupt.append([msg.partition(), msg.offset(), payload])
-                partitions[msg.partition()].append([msg.offset(), payload])
-                if msg.offset() + 1 >= hws[msg.partition()]:
-                    done.add(msg.partition())
-            if len(done) < len(hws):
-                raise RuntimeError(f"final read incomplete after 60 s: partitions "
-                                   f"{sorted(set(hws) - done)}")
+            hws = {p: self.high_watermark(consumer, p) for p in range(self.args.partitions)}
+            partitions, corrupt, unread = self.read_from_start(consumer, hws, "final read")
+            if unread:
+                raise RuntimeError(f"final read incomplete after 60 s: partitions {unread}")
         finally:
             consumer.close()
         return {"partitions": partitions, "high_watermarks": hws, "committed": committed,
@@ -514,37 +483,55 @@ class Run:
         every transaction has ended; a transaction its producer left open is aborted by the
         coordinator after transaction.timeout.ms): {p: [[offset, payload], ...]}, or None when
         it did not get there within 60 s."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-        consumer = Consumer({"bootstrap.servers": self.cluster.bootstrap(),
-                             "group.id": f"chaos-final-rc-{self.seed}",
-                             "enable.auto.commit": False,
-                             "isolation.level": "read_committed",
-                             "enable.partition.eof": True})
-        partitions = {p: [] for p in hws}
+        consumer = self.final_consumer("read_committed")
         try:
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in hws])
-            done = {p for p in hws if hws[p] == 0}
-            deadline = time.monotonic() + 60
-            while len(done) < len(hws) and time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == msg.error()._PARTITION_EOF:
-                        if msg.offset() >= hws[msg.partition()]:
-                            done.add(msg.partition())
-                        continue
-                    log(f"final read_committed read: {msg.error()}")
-                    continue
-                payload, _intact = parse_value(msg.value(), self.args.value_bytes)
-                partitions[msg.partition()].append([msg.offset(), payload])
-            if len(done) < len(hws):
-                log(f"final read_committed read incomplete after 60 s: partitions "
-                    f"{sorted(set(hws) - done)}")
-                return None
+            partitions, _corrupt, unread = self.read_from_start(consumer, hws,
+                                                                "final read_committed read")
         finally:
             consumer.close()
+        if unread:
+            log(f"final read_committed read incomplete after 60 s: partitions {unread}")
+            return None
         return partitions
+
+    def final_consumer(self, isolation):
+        """A fresh consumer for a final read, in its own group, committing nothing."""
+        from confluent_kafka import Consumer
+        return Consumer({"bootstrap.servers": self.cluster.bootstrap(),
+                         "group.id": f"chaos-final-{isolation}-{self.seed}",
+                         "enable.auto.commit": False,
+                         "isolation.level": isolation,
+                         "enable.partition.eof": True})
+
+    def read_from_start(self, consumer, hws, what):
+        """Reads every partition of `hws` from its start until the end of the partition is at or
+        past its high watermark there, for at most 60 s: ({p: [[offset, payload], ...]},
+        [[p, offset, payload] of values with bytes other than written], sorted partitions not
+        read to the end)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+        partitions = {p: [] for p in hws}
+        corrupt = []
+        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in hws])
+        done = {p for p in hws if hws[p] == 0}
+        deadline = time.monotonic() + 60
+        while len(done) < len(hws) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == msg.error()._PARTITION_EOF:
+                    if msg.offset() >= hws[msg.partition()]:
+                        done.add(msg.partition())
+                    continue
+                log(f"{what}: {msg.error()}")
+                continue
+            payload, intact = parse_value(msg.value(), self.args.value_bytes)
+            if not intact:
+                corrupt.append([msg.partition(), msg.offset(), payload])
+            partitions[msg.partition()].append([msg.offset(), payload])
+            if msg.offset() + 1 >= hws[msg.partition()]:
+                done.add(msg.partition())
+        return partitions, corrupt, sorted(set(hws) - done)
 
     # The run ---------------------------------------------------------------------------------
 

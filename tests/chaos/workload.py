@@ -63,6 +63,23 @@ class History:
         self.file.write(json.dumps(event, separators=(",", ":")) + "\n")
 
 
+def _delivery_report(args, hist, generation):
+    """A delivery callback recording ack (partition, offset) and fail events, with the
+    producer generation of the moment."""
+    def delivered(err, msg):
+        payload = parse_value(msg.value(), args.value_bytes)[0]
+        seq = int(payload.rsplit(":", 1)[1])
+        if err is None:
+            # librdkafka reports some deliveries with no offset (None): persisted, but where is
+            # not known to it. The checker then checks presence only.
+            hist.write(ev="ack", seq=seq, p=msg.partition(), o=msg.offset(), v=payload,
+                       gen=generation[0])
+        else:
+            hist.write(ev="fail", seq=seq, p=msg.partition(), v=payload, err=str(err),
+                       gen=generation[0])
+    return delivered
+
+
 def produce(args, hist):
     from confluent_kafka import KafkaException, Producer
 
@@ -92,18 +109,7 @@ def produce(args, hist):
 
     conf["error_cb"] = on_error
 
-    def delivered(err, msg):
-        payload = parse_value(msg.value(), args.value_bytes)[0]
-        seq = int(payload.rsplit(":", 1)[1])
-        if err is None:
-            # librdkafka reports some deliveries with no offset (None): persisted, but where is
-            # not known to it. The checker then checks presence only.
-            hist.write(ev="ack", seq=seq, p=msg.partition(), o=msg.offset(), v=payload,
-                       gen=generation[0])
-        else:
-            hist.write(ev="fail", seq=seq, p=msg.partition(), v=payload, err=str(err),
-                       gen=generation[0])
-
+    delivered = _delivery_report(args, hist, generation)
     producer = Producer(conf)
     seq = 0
     interval = 1.0 / args.rate
@@ -159,15 +165,7 @@ def txn_produce(args, hist):
     rng = random.Random(f"{args.run}:{args.id}")
     generation = [0]
 
-    def delivered(err, msg):
-        payload = parse_value(msg.value(), args.value_bytes)[0]
-        seq = int(payload.rsplit(":", 1)[1])
-        if err is None:
-            hist.write(ev="ack", seq=seq, p=msg.partition(), o=msg.offset(), v=payload,
-                       gen=generation[0])
-        else:
-            hist.write(ev="fail", seq=seq, p=msg.partition(), v=payload, err=str(err),
-                       gen=generation[0])
+    delivered = _delivery_report(args, hist, generation)
 
     def start():
         # init_transactions fences an earlier producer of the id and finishes (aborts) its
