@@ -1917,6 +1917,33 @@ print(len(ok), len(failed), ' '.join(sorted(set(failed))))
     }
 }
 
+/// A three-node cluster (`start_cluster_with` and `extra`) once all three brokers registered.
+fn registered_cluster(extra: &[&str]) -> Cluster {
+    let cluster = start_cluster_with(&[1, 2, 3], extra);
+    let bootstrap = cluster.bootstrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
+    });
+    assert!(ready.is_some(), "three brokers register");
+    cluster
+}
+
+/// Creates `topic` (one partition, three replicas, min.insync.replicas 2), writes "v0" to
+/// "v99" with kcat at acks=all, and waits until every replica is in sync: the partition's view.
+fn hundred_replicated_messages(bootstrap: &str, topic: &str) -> Vec<PartitionView> {
+    create_topic_with(bootstrap, topic, 1, 3, &[("min.insync.replicas", "2")])
+        .expect("topic created");
+    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
+    let (status, _, err) = support::run_bounded_with_input(
+        "kcat",
+        &["-b", bootstrap, "-P", "-t", topic, "-X", "acks=all"],
+        &input,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "kcat produce: {err}");
+    fully_replicated(bootstrap, topic, Duration::from_secs(20)).expect("every replica in sync")
+}
+
 /// FindCoordinator v4 through `addr` for group `key`: the error code and the node named.
 fn find_group_coordinator_answer(addr: &str, key: &str) -> Option<(i16, i32)> {
     let addr: std::net::SocketAddr = addr.parse().ok()?;
@@ -1953,12 +1980,7 @@ fn offset_fetch_error(addr: &str, group: &str) -> Option<i16> {
 fn a_broker_cut_off_from_the_quorum_stops_answering_as_group_coordinator() {
     const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     const NOT_COORDINATOR: i16 = 16;
-    let cluster = start_cluster_with(&[1, 2, 3], &[]);
-    let bootstrap = cluster.bootstrap();
-    let ready = eventually(Duration::from_secs(20), || {
-        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
-    });
-    assert!(ready.is_some(), "three brokers register");
+    let cluster = registered_cluster(&[]);
     let group = "lease-group";
     // The coordinator, named through itself (FindCoordinator creates __consumer_offsets).
     let node1 = cluster.nodes[&1].bootstrap();
@@ -2041,12 +2063,8 @@ fn produce_to(
 #[test]
 fn produce_v10_off_the_leader_names_the_leader_and_its_endpoint() {
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    let cluster = start_cluster_with(&[1, 2, 3], &[]);
+    let cluster = registered_cluster(&[]);
     let bootstrap = cluster.bootstrap();
-    let ready = eventually(Duration::from_secs(20), || {
-        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
-    });
-    assert!(ready.is_some(), "three brokers register");
     create_topic_with(&bootstrap, "hints", 3, 1, &[]).expect("topic created");
     let partitions = eventually(Duration::from_secs(20), || {
         let (_, topics) = metadata(&bootstrap)?;
@@ -2148,24 +2166,9 @@ fn consumers_read_from_a_replica_in_their_rack() {
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     let rack_aware =
         "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector";
-    let cluster = start_cluster_with(&[1, 2, 3], &[rack_aware]);
+    let cluster = registered_cluster(&[rack_aware]);
     let bootstrap = cluster.bootstrap();
-    let ready = eventually(Duration::from_secs(20), || {
-        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
-    });
-    assert!(ready.is_some(), "three brokers register");
-    create_topic_with(&bootstrap, "near", 1, 3, &[("min.insync.replicas", "2")])
-        .expect("topic created");
-    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
-    let (status, _, err) = support::run_bounded_with_input(
-        "kcat",
-        &["-b", &bootstrap, "-P", "-t", "near", "-X", "acks=all"],
-        &input,
-        Duration::from_secs(30),
-    );
-    assert!(status.success(), "kcat produce: {err}");
-    let views = fully_replicated(&bootstrap, "near", Duration::from_secs(20))
-        .expect("every replica in sync");
+    let views = hundred_replicated_messages(&bootstrap, "near");
     let leader = views[0].0;
     let rack = |id: i32| format!("rack-{}", id % 2);
     let client_rack = if rack(leader) == "rack-1" {
@@ -2262,24 +2265,9 @@ fn delete_records_reaches_the_followers_and_survives_a_failover() {
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
     use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
-    let mut cluster = start_cluster_with(&[1, 2, 3], &[]);
+    let mut cluster = registered_cluster(&[]);
     let bootstrap = cluster.bootstrap();
-    let ready = eventually(Duration::from_secs(20), || {
-        metadata(&bootstrap).filter(|(b, _)| b.len() == 3)
-    });
-    assert!(ready.is_some(), "three brokers register");
-    create_topic_with(&bootstrap, "trimmed", 1, 3, &[("min.insync.replicas", "2")])
-        .expect("topic created");
-    let input: String = (0..100).map(|i| format!("v{i}\n")).collect();
-    let (status, _, err) = support::run_bounded_with_input(
-        "kcat",
-        &["-b", &bootstrap, "-P", "-t", "trimmed", "-X", "acks=all"],
-        &input,
-        Duration::from_secs(30),
-    );
-    assert!(status.success(), "kcat produce: {err}");
-    let views = fully_replicated(&bootstrap, "trimmed", Duration::from_secs(20))
-        .expect("every replica in sync");
+    let views = hundred_replicated_messages(&bootstrap, "trimmed");
     let leader = views[0].0;
 
     let request = DeleteRecordsRequest::default()
